@@ -1,0 +1,47 @@
+"""Lazy, quiet access to TensorFlow, tf-keras and tfmot.
+
+tfmot needs Keras 2, so ``TF_USE_LEGACY_KERAS`` must be set before TensorFlow is first
+imported; C++ log noise is turned down at the same moment.
+"""
+
+import os
+
+
+def _prepare_environment():
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def tf():
+    _prepare_environment()
+    import tensorflow
+
+    tensorflow.get_logger().setLevel("ERROR")
+    return tensorflow
+
+
+def keras():
+    tf()
+    import tf_keras
+
+    return tf_keras
+
+
+def tfmot():
+    tf()
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization
+
+
+def versions():
+    """Versions of the numeric stack, without importing TensorFlow."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
