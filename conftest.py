@@ -1,0 +1,46 @@
+"""Shared fixtures: real data and quick-trained nets, built once per session.
+
+Trained models and exported variants are cached on disk keyed by their configuration
+(``QUANTLAB_CACHE``), so only the first session on a machine pays for training. The test
+cache lives apart from the user's own cache unless ``QUANTLAB_CACHE`` is set.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QUANTLAB_CACHE", str(Path(tempfile.gettempdir()) / "quantlab-test-cache"))
+
+# Quick training: enough to beat chance by far and to make quantization error measurable.
+QUICK = dict(limit=6000, epochs=2, qat_epochs=1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    """Real Fashion-MNIST from Debian's dataset-fashion-mnist package (fails with the hint)."""
+    from quantlab import datasets
+
+    return datasets.load("fashion_mnist")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from quantlab import datasets
+
+    return datasets.load("digits")
+
+
+def quick_config(net, dataset="fashion_mnist", **overrides):
+    from quantlab.training import TrainConfig
+
+    return TrainConfig(net=net, dataset=dataset, **{**QUICK, **overrides})
+
+
+@pytest.fixture(scope="session")
+def quick_variants(fashion):
+    """{net: {variant: Artifact}} for all three nets, quick-trained on Fashion-MNIST."""
+    from quantlab import nets, variants
+
+    return {net: variants.export(quick_config(net), data=fashion) for net in nets.NAMES}

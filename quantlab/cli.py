@@ -1,0 +1,172 @@
+"""The ``quantlab`` command line: argument parsing and printing, nothing else.
+
+Expected user errors (``QuantlabError``) print one line and exit with status 2; progress
+goes to stderr so that ``--json`` output on stdout stays machine-readable.
+"""
+
+import argparse
+import json
+import sys
+
+from quantlab import datasets, nets
+from quantlab.errors import QuantlabError
+
+EXIT_USER_ERROR = 2
+
+
+def _progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _net(text):
+    if text not in nets.NAMES:
+        raise argparse.ArgumentTypeError(f"unknown net {text!r}: choose one of {', '.join(nets.NAMES)}")
+    return text
+
+
+def _dataset(text):
+    if text not in datasets.NAMES:
+        raise argparse.ArgumentTypeError(
+            f"unknown dataset {text!r}: choose one of {', '.join(datasets.NAMES)}")
+    return text
+
+
+def _add_training_options(parser):
+    parser.add_argument("net", type=_net, metavar="NET", help=f"one of {', '.join(nets.NAMES)}")
+    parser.add_argument("--dataset", type=_dataset, default=datasets.DEFAULT, metavar="D",
+                        help=f"one of {', '.join(datasets.NAMES)} (default: %(default)s)")
+    parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
+    parser.add_argument("--epochs", type=_positive, default=5, metavar="N",
+                        help="most epochs; early stopping may end sooner (default: %(default)s)")
+    parser.add_argument("--limit", type=_positive, metavar="N",
+                        help="train on the first N training images only (default: all)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="default: %(default)s")
+
+
+def _train_config(args):
+    from quantlab.training import TrainConfig
+
+    return TrainConfig(net=args.net, dataset=args.dataset, epochs=args.epochs,
+                       limit=args.limit, seed=args.seed)
+
+
+def cmd_train(args):
+    from quantlab import training
+
+    config = _train_config(args)
+    data = datasets.load(config.dataset, args.data_dir)
+    step = training.train_qat if args.qat else training.train
+    trained = step(config, data, progress=_progress)
+    print(f"test accuracy: {trained.info['test_accuracy']:.4f}")
+    print(f"model: {trained.path}")
+
+
+def cmd_datasets(args):
+    survey = datasets.survey(args.data_dir)
+    if args.json:
+        print(json.dumps(survey, indent=2))
+        return
+    for entry in survey:
+        if entry["available"]:
+            shape = "x".join(str(d) for d in entry["input_shape"])
+            print(f"{entry['name']:14} {entry['train']:>6} train {entry['test']:>6} test  "
+                  f"{shape:8} {entry['classes']} classes  {entry['source']}")
+        else:
+            print(f"{entry['name']:14} not available: {entry['reason']}")
+
+
+def cmd_quantize(args):
+    from quantlab import evaluate, report, variants
+
+    config = _train_config(args)
+    data = datasets.load(config.dataset, args.data_dir)
+    artifacts = variants.export(config, data=data, calibration_size=args.calibration_size,
+                                progress=_progress)
+    comparison = evaluate.compare(artifacts, data, progress=_progress)
+    if args.json:
+        print(json.dumps({"net": config.net, "dataset": data.name,
+                          "artifacts": {v: str(a.path) for v, a in artifacts.items()},
+                          "variants": comparison}, indent=2))
+        return
+    results = {config.net: comparison}
+    print(f"## Size ({data.name})\n\n{report.size_table(results)}\n")
+    print(f"## Accuracy on {comparison[0]['test_images']} test images\n\n{report.accuracy_table(results)}")
+
+
+def cmd_counters(args):
+    from quantlab import counters
+
+    result = counters.measure(args.artifact, args.batch_size, backend=args.backend,
+                              threads=args.threads, cache=args.cache)
+    print(json.dumps(result, indent=2) if args.json else counters.format_result(result))
+
+
+def parser():
+    top = argparse.ArgumentParser(
+        prog="quantlab",
+        description="What does 8-bit quantization do to this neural network on this CPU?")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a net (cached) and print its test accuracy")
+    _add_training_options(train)
+    train.add_argument("--qat", action="store_true",
+                       help="also fine-tune it with fake quantization (QAT)")
+    train.set_defaults(run=cmd_train)
+
+    listing = commands.add_parser("datasets", help="list datasets and where they are found")
+    listing.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(run=cmd_datasets)
+
+    quantize = commands.add_parser("quantize", help="export all variants; size and accuracy tables")
+    _add_training_options(quantize)
+    quantize.add_argument("--calibration-size", type=_positive, default=500, metavar="N",
+                          help="representative images for int8 calibration (default: %(default)s)")
+    quantize.add_argument("--json", action="store_true", help="machine-readable output")
+    quantize.set_defaults(run=cmd_quantize)
+
+    from quantlab import counters
+
+    count = commands.add_parser("counters", help="count cache misses and instructions of one model")
+    count.add_argument("artifact", metavar="ARTIFACT", help="a .tflite or frozen-graph .pb file")
+    count.add_argument("--batch-size", type=_positive, default=1, metavar="N",
+                       help="default: %(default)s")
+    count.add_argument("--threads", type=_positive, default=1, metavar="N",
+                       help="default: %(default)s")
+    count.add_argument("--backend", choices=[b for b in counters.BACKENDS if b != "off"],
+                       default="auto", help="default: %(default)s")
+    count.add_argument("--cache", type=counters.parse_cache_geometry, default="host",
+                       metavar="GEOMETRY",
+                       help="valgrind cache to simulate: host, i7-6500u or "
+                            "I1=size,assoc,line:D1=...:LL=... (default: %(default)s)")
+    count.add_argument("--json", action="store_true", help="machine-readable output")
+    count.set_defaults(run=cmd_counters)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except QuantlabError as error:
+        print(f"quantlab: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("quantlab: interrupted; finished artifacts are cached, run again to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

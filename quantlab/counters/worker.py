@@ -1,0 +1,177 @@
+"""The measured process: load a model, warm it up, and open a counting window around its runs.
+
+Run as ``python -m quantlab.counters.worker ARTIFACT --batch-size N --warmup W
+--iterations K --mode valgrind|perf`` under callgrind or ``perf stat`` (see ``valgrind.py``
+and ``perf.py``, which build those command lines). Everything before the window (imports,
+interpreter creation, file reads, input conversion, warm-up) is left uncounted:
+
+- perf mode: perf starts with its counters disabled (``-D -1``); the worker writes
+  ``enable`` / ``disable`` to perf's control fd around exactly K runs and waits for perf's
+  ``ack`` each time, so no run is counted half.
+- valgrind mode: callgrind starts with instrumentation off (``--instr-atstart=no``); the
+  worker asks ``callgrind_control`` to switch it on, and dumps the counters after a warm-up
+  run, after 1 run ("short") and after K+1 runs ("long"). Per inference = (long - short) / K:
+  the cost of the control calls themselves and the first-run-after-a-control-call effects
+  are equal in both windows and cancel (measured: a plain zero-then-count window kept a fixed
+  ~4k instructions and ~600 D1 misses of that overhead, which on a tiny model is 10-20%).
+
+On a user error the worker prints one line starting with ``ERROR_MARK`` to stderr and exits
+with status 2; on success it prints one JSON line describing what it ran to stdout.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+from quantlab.errors import QuantlabError
+
+ERROR_MARK = "quantlab-counters-error: "
+SEED = 0
+# Dump descriptions; callgrind writes them into each dump's "desc: Trigger:" line.
+DUMPS = ("quantlab-warm", "quantlab-short", "quantlab-long")
+
+
+def make_batch(input_shape, batch_size, seed=SEED):
+    """The deterministic input: seeded uniform floats in [0, 1] of shape (N, H, W, C)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).random((batch_size, *input_shape), dtype=np.float32)
+
+
+class CallgrindControl:
+    """Synchronous ``callgrind_control`` requests about this very process.
+
+    callgrind_control exits 0 even when it reached no process, so success is read from its
+    output ("OK."). It is started with posix_spawn and waited for without pipes: whatever
+    Python runs around the request is counted when instrumentation is on, and a
+    ``communicate`` loop would make that amount depend on timing.
+    """
+
+    def __init__(self, scratch, vgdb_prefix=None):
+        self.program = shutil.which("callgrind_control")
+        if self.program is None:
+            raise QuantlabError("callgrind_control not found: install valgrind (apt-get install valgrind)")
+        self.prefix = [f"--vgdb-prefix={vgdb_prefix}"] if vgdb_prefix else []
+        self.pid = str(os.getpid())
+        self.log = os.path.join(scratch, "callgrind_control.log")
+
+    def __call__(self, *request):
+        argv = [self.program, *self.prefix, *request, self.pid]
+        actions = [(os.POSIX_SPAWN_OPEN, 1, self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+        child = os.posix_spawn(self.program, argv, os.environ, file_actions=actions)
+        _, status = os.waitpid(child, 0)
+        with open(self.log) as f:
+            answer = f.read()
+        if status != 0 or "OK." not in answer:
+            said = " ".join(answer.split()) or f"exit status {status}"
+            raise QuantlabError(
+                f"callgrind_control {' '.join(request)} failed ({said}); is this process "
+                f"running under valgrind --tool=callgrind, started from a real python binary?"
+            )
+
+
+class PerfControl:
+    """``perf stat --control fd:CTL,ACK``: write a command, block until perf answers ``ack``."""
+
+    def __init__(self, ctl_fd, ack_fd):
+        self.ctl_fd, self.ack_fd = ctl_fd, ack_fd
+
+    def __call__(self, command):
+        os.write(self.ctl_fd, command.encode() + b"\n")
+        answer = b""
+        while b"ack\n" not in answer:  # perf answers "ack\n\0"
+            chunk = os.read(self.ack_fd, 64)
+            if not chunk:
+                raise QuantlabError(f"perf closed its control channel before acknowledging {command!r}")
+            answer += chunk
+
+
+def _loop(run, prepared, count):
+    for _ in range(count):
+        run(prepared)
+
+
+def count_valgrind(run, prepared, iterations, control):
+    control("-i", "on")  # the simulated caches start cold here
+    _loop(run, prepared, 1)  # pays the compulsory misses; its dump is discarded
+    control(f"--dump={DUMPS[0]}")  # a dump also zeroes the counters
+    _loop(run, prepared, 1)
+    control(f"--dump={DUMPS[1]}")
+    start = time.perf_counter()
+    _loop(run, prepared, iterations + 1)
+    seconds = time.perf_counter() - start
+    control(f"--dump={DUMPS[2]}")
+    control("-i", "off")  # the interpreter's shutdown is not worth simulating
+    return {"short": 1, "long": iterations + 1}, seconds
+
+
+def count_perf(run, prepared, iterations, control):
+    control("enable")
+    start = time.perf_counter()
+    _loop(run, prepared, iterations)
+    seconds = time.perf_counter() - start
+    control("disable")
+    return {"window": iterations}, seconds
+
+
+def _arguments(argv):
+    parser = argparse.ArgumentParser(prog="python -m quantlab.counters.worker",
+                                     description="run one model inside a counting window")
+    parser.add_argument("artifact")
+    parser.add_argument("--batch-size", type=int, required=True, metavar="N")
+    parser.add_argument("--warmup", type=int, default=10, metavar="W")
+    parser.add_argument("--iterations", type=int, required=True, metavar="K")
+    parser.add_argument("--mode", choices=("valgrind", "perf"), required=True)
+    parser.add_argument("--threads", type=int, default=None, metavar="T")
+    parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack")
+    parser.add_argument("--ctl-fd", type=int, metavar="FD", help="perf mode: perf's control fd")
+    parser.add_argument("--ack-fd", type=int, metavar="FD", help="perf mode: perf's ack fd")
+    parser.add_argument("--vgdb-prefix", metavar="PREFIX", help="valgrind mode: as given to valgrind")
+    parser.add_argument("--scratch", metavar="DIR", help="valgrind mode: where control logs go")
+    return parser.parse_args(argv)
+
+
+def work(args):
+    from quantlab import runtime  # imported here so that errors come out as one line
+
+    if args.batch_size < 1 or args.iterations < 0 or args.warmup < 0:
+        raise QuantlabError("batch size must be at least 1, iterations and warm-up at least 0")
+    if args.mode == "perf":
+        if args.ctl_fd is None or args.ack_fd is None:
+            raise QuantlabError("perf mode needs --ctl-fd and --ack-fd (run it under perf stat --control)")
+        control, count = PerfControl(args.ctl_fd, args.ack_fd), count_perf
+    else:
+        control = CallgrindControl(args.scratch or os.getcwd(), args.vgdb_prefix)
+        count = count_valgrind
+    predictor = runtime.load(args.artifact, threads=args.threads, kernels=args.kernels)
+    prepared = predictor.prepare(make_batch(predictor.input_shape, args.batch_size))
+    run = predictor.run
+    _loop(run, prepared, args.warmup)  # Python 3.11 specializes a function after ~8 calls
+    windows, seconds = count(run, prepared, args.iterations, control)
+    return {
+        "pid": os.getpid(),
+        "input_shape": list(predictor.input_shape),
+        "runtime": predictor.runtime,
+        "kernels": predictor.kernels,
+        "windows": windows,
+        "window_seconds": seconds,
+    }
+
+
+def main(argv=None):
+    args = _arguments(argv)
+    try:
+        report = work(args)
+    except QuantlabError as error:
+        print(ERROR_MARK + " ".join(str(error).split()), file=sys.stderr, flush=True)
+        return 2
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

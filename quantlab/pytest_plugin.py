@@ -1,0 +1,1 @@
+"""pytest plugin of quantlab: hardware-counter measurement around benchmarks (in progress)."""

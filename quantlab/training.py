@@ -1,0 +1,221 @@
+"""Standard and quantization-aware training of the P17 nets, cached on disk.
+
+Standard training follows P17: Adam, batch 32, up to 5 epochs, early stopping on validation
+loss with the best weights restored, validation split 0.2. QAT fine-tunes those same float
+weights with tfmot's default 8-bit scheme, so every quantized variant descends from one
+float net. Trained weights are cached under a hash of everything that determines them.
+"""
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import quantlab
+from quantlab import cache, datasets, nets
+from quantlab._tf import versions
+from quantlab.errors import QuantlabError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    net: str
+    dataset: str = datasets.DEFAULT
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    validation_split: float = 0.2
+    patience: int = 1
+    limit: int | None = None
+    seed: int = 0
+    qat_epochs: int = 1
+    qat_learning_rate: float = 1e-6
+
+    def __post_init__(self):
+        nets.check_name(self.net)
+        if self.epochs < 1 or self.qat_epochs < 1:
+            raise QuantlabError("epochs must be at least 1")
+        if self.limit is not None and self.limit < 10:
+            raise QuantlabError(f"--limit {self.limit} is too small: use at least 10 images")
+        if not 0 < self.validation_split < 1:
+            raise QuantlabError("validation split must lie between 0 and 1")
+
+
+@dataclass
+class Trained:
+    """A trained model with its cache folder and what training reported."""
+
+    model: object
+    path: Path
+    info: dict
+    from_cache: bool
+
+
+def _data_fingerprint(data):
+    """Cheap content check, so a different copy of 'the same' dataset gets its own key."""
+    digest = hashlib.sha256()
+    for array in (data.y_train, data.x_train[:64], data.y_test, data.x_test[:64]):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _key(config, data, qat):
+    fields = dataclasses.asdict(config)
+    if not qat:
+        fields.pop("qat_epochs")
+        fields.pop("qat_learning_rate")
+    return {
+        "stage": "qat" if qat else "float",
+        "config": fields,
+        "data": _data_fingerprint(data),
+        "quantlab": quantlab.__version__,
+        "versions": versions(),
+    }
+
+
+def model_dir(config, data, qat=False):
+    key = _key(config, data, qat)
+    stage = "qat" if qat else "float"
+    return cache.cache_root() / "models" / f"{config.net}-{data.name}-{stage}-{cache.config_hash(key)}"
+
+
+def _seed(seed):
+    from quantlab._tf import keras, tf
+
+    keras().utils.set_random_seed(seed)
+    tf().config.experimental.enable_op_determinism()
+
+
+def _training_data(config, data):
+    x, y = data.x_train, data.y_train
+    if config.limit is not None:
+        x, y = x[: config.limit], y[: config.limit]
+    return x, y
+
+
+def _epoch_printer(progress, label, epochs):
+    """A Keras callback that reports one line per epoch through ``progress``."""
+    from quantlab._tf import keras
+
+    class EpochPrinter(keras().callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            figures = " ".join(f"{name} {logs[name]:.4f}" for name in
+                               ("loss", "accuracy", "val_loss", "val_accuracy") if name in logs)
+            seconds = time.perf_counter() - self.started
+            progress(f"{label} epoch {epoch + 1}/{epochs}: {figures} ({seconds:.1f} s)")
+
+    return EpochPrinter()
+
+
+def _compile(model, learning_rate):
+    from quantlab._tf import keras
+
+    k = keras()
+    model.compile(
+        optimizer=k.optimizers.Adam(learning_rate),
+        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _fit(model, config, data, epochs, learning_rate, progress, label):
+    from quantlab._tf import keras
+
+    _compile(model, learning_rate)
+    x, y = _training_data(config, data)
+    callbacks = [
+        keras().callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.patience, restore_best_weights=True
+        )
+    ]
+    if progress:
+        callbacks.append(_epoch_printer(progress, label, epochs))
+    started = time.perf_counter()
+    history = model.fit(
+        x, y,
+        batch_size=config.batch_size,
+        epochs=epochs,
+        validation_split=config.validation_split,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    _, test_accuracy = model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0)
+    return {
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "epochs_run": len(history.history["loss"]),
+        "train_images": int(len(x)),
+        "test_accuracy": float(test_accuracy),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _build(config, data, qat):
+    model = nets.build(config.net, data.input_shape, data.num_classes)
+    if qat:
+        from quantlab._tf import tfmot
+
+        model = tfmot().quantization.keras.quantize_model(model)
+    return model
+
+
+def _load(config, data, folder, qat):
+    model = _build(config, data, qat)
+    model.load_weights(str(folder / "weights.h5"))
+    _compile(model, config.qat_learning_rate if qat else config.learning_rate)
+    return model
+
+
+def _train_or_load(config, data, qat, progress, use_cache, start):
+    folder = model_dir(config, data, qat)
+    if use_cache and (folder / "info.json").is_file():
+        info = json.loads((folder / "info.json").read_text())
+        if progress:
+            progress(f"{config.net} ({info['stage']}) loaded from cache: {folder}")
+        return Trained(_load(config, data, folder, qat), folder, info, from_cache=True)
+    _seed(config.seed)
+    model = start()
+    stage = "qat" if qat else "float"
+    epochs = config.qat_epochs if qat else config.epochs
+    lr = config.qat_learning_rate if qat else config.learning_rate
+    info = _fit(model, config, data, epochs, lr, progress, f"{config.net} {stage}")
+    info.update(stage=stage, key=_key(config, data, qat), dataset_source=data.source)
+    if not use_cache:
+        return Trained(model, folder, info, from_cache=False)
+    with cache.atomic_dir(folder) as tmp:
+        model.save_weights(str(tmp / "weights.h5"))
+        cache.write_json(tmp / "info.json", info)
+    return Trained(model, folder, info, from_cache=False)
+
+
+def train(config, data=None, data_dir=None, progress=None, use_cache=True):
+    """Train net ``config.net`` (or load it from the cache) and return a ``Trained``."""
+    data = data or datasets.load(config.dataset, data_dir)
+    return _train_or_load(
+        config, data, False, progress, use_cache,
+        lambda: _build(config, data, qat=False),
+    )
+
+
+def train_qat(config, data=None, data_dir=None, progress=None, use_cache=True, base=None):
+    """Fine-tune the float net of ``config`` with fake quantization (tfmot, 8-bit default).
+
+    ``base`` is the float net of the same config when the caller already has it.
+    """
+    data = data or datasets.load(config.dataset, data_dir)
+    base = base or train(config, data, progress=progress, use_cache=use_cache)
+
+    def start():
+        from quantlab._tf import tfmot
+
+        return tfmot().quantization.keras.quantize_model(base.model)
+
+    return _train_or_load(config, data, True, progress, use_cache, start)

@@ -1,0 +1,507 @@
+"""quantlab.datasets against real files: Fashion-MNIST from the Debian package, scikit-learn
+digits, and MNIST/CIFAR-10 files built here in their exact published layouts."""
+
+import gzip
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dataset_archives as archives
+from quantlab import datasets
+from quantlab.errors import QuantlabError
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+INSTALL_HINT = "apt-get install dataset-fashion-mnist"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No user Keras cache, no QUANTLAB_* settings: each test says where data is."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.delenv("QUANTLAB_DATA_DIR", raising=False)
+    monkeypatch.delenv("QUANTLAB_ALLOW_DOWNLOAD", raising=False)
+    return home
+
+
+@pytest.fixture
+def no_system_data(tmp_path, monkeypatch):
+    """Point the Debian location at an empty folder, so only the test's files are found."""
+    system = tmp_path / "usr-share-datasets"
+    system.mkdir()
+    monkeypatch.setattr(datasets, "SYSTEM_DIR", system)
+    return system
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if not DEBIAN_FASHION.is_dir():
+        pytest.fail(f"{DEBIAN_FASHION} is missing: {INSTALL_HINT}")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("QUANTLAB_DATA_DIR", raising=False)
+        mp.setenv("KERAS_HOME", "/nonexistent/keras-home")
+        return datasets.load("fashion_mnist")
+
+
+def one_line_error(excinfo):
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+# --- real data --------------------------------------------------------------------------
+
+@pytest.mark.fashion_mnist
+def test_fashion_mnist_from_debian_package_has_real_shapes_and_balanced_classes(fashion):
+    assert fashion.name == "fashion_mnist"
+    assert fashion.source == str(DEBIAN_FASHION)
+    assert fashion.x_train.shape == (60000, 28, 28, 1)
+    assert fashion.x_test.shape == (10000, 28, 28, 1)
+    assert fashion.input_shape == (28, 28, 1)
+    assert fashion.num_classes == 10
+    assert fashion.class_names[0] == "T-shirt/top" and fashion.class_names[9] == "Ankle boot"
+    for x in (fashion.x_train, fashion.x_test):
+        assert x.dtype == np.float32
+        assert x.min() == 0.0 and x.max() == 1.0
+    for y, per_class in ((fashion.y_train, 6000), (fashion.y_test, 1000)):
+        assert y.dtype == np.int64
+        assert np.bincount(y, minlength=10).tolist() == [per_class] * 10
+    # Real clothes: every image has ink, and the average pixel is neither black nor white.
+    assert (fashion.x_train.reshape(60000, -1).max(axis=1) > 0).all()
+    assert 0.2 < fashion.x_train.mean() < 0.4
+
+
+@pytest.mark.fashion_mnist
+def test_fashion_mnist_subset_keeps_the_first_training_images_and_the_whole_test_set(fashion):
+    small = fashion.subset(500)
+    assert small.x_train.shape == (500, 28, 28, 1)
+    assert np.array_equal(small.x_train, fashion.x_train[:500])
+    assert np.array_equal(small.y_train, fashion.y_train[:500])
+    assert small.x_test is fashion.x_test
+    assert fashion.x_train.shape[0] == 60000  # the original is untouched
+    assert fashion.subset(None) is fashion
+
+
+@pytest.mark.fashion_mnist
+def test_survey_reports_fashion_mnist_available_and_cifar10_unavailable_with_a_reason(isolated):
+    if not DEBIAN_FASHION.is_dir():
+        pytest.fail(f"{DEBIAN_FASHION} is missing: {INSTALL_HINT}")
+    rows = {row["name"]: row for row in datasets.survey()}
+    assert list(rows) == list(datasets.NAMES)
+    assert rows["fashion_mnist"] == {
+        "name": "fashion_mnist", "available": True, "source": str(DEBIAN_FASHION),
+        "reason": None, "train": 60000, "test": 10000, "input_shape": [28, 28, 1],
+        "classes": 10}
+    cifar = rows["cifar10"]
+    assert cifar["available"] is False and cifar["source"] is None
+    assert "cifar10 not found" in cifar["reason"] and "\n" not in cifar["reason"]
+    assert str(isolated / ".keras" / "datasets") in cifar["reason"]
+    assert rows["digits"]["available"] and rows["digits"]["train"] == 1437
+
+
+def test_digits_are_8x8_in_unit_range_with_a_deterministic_stratified_split():
+    first, second = datasets.load("digits"), datasets.load("digits")
+    assert first.source == "scikit-learn"
+    assert first.x_train.shape == (1437, 8, 8, 1) and first.x_test.shape == (360, 8, 8, 1)
+    assert first.x_train.dtype == np.float32 and first.y_train.dtype == np.int64
+    assert first.x_train.min() == 0.0 and first.x_train.max() == 1.0
+    # 0..16 divided by 16 exactly: every value is a multiple of 1/16.
+    assert np.array_equal(first.x_train * 16, np.round(first.x_train * 16))
+    assert first.class_names == tuple("0123456789")
+    for a, b in ((first.x_train, second.x_train), (first.y_train, second.y_train),
+                 (first.x_test, second.x_test), (first.y_test, second.y_test)):
+        assert np.array_equal(a, b)
+    assert set(first.y_train.tolist()) == set(first.y_test.tolist()) == set(range(10))
+
+
+def test_importing_datasets_does_not_import_tensorflow_keras_or_sklearn():
+    code = ("import sys, quantlab.datasets; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras', 'sklearn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- MNIST-style IDX files and Keras' mnist.npz -----------------------------------------
+
+def assert_mnist_loaded(ds, arrays, name="mnist"):
+    assert ds.name == name
+    assert ds.x_train.shape == (len(arrays["x_train"]), 28, 28, 1)
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert np.array_equal(np.round(ds.x_train[..., 0] * 255).astype(np.uint8), arrays["x_train"])
+    assert np.array_equal(np.round(ds.x_test[..., 0] * 255).astype(np.uint8), arrays["x_test"])
+    assert np.array_equal(ds.y_train, arrays["y_train"])
+    assert np.array_equal(ds.y_test, arrays["y_test"])
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzipped", "plain"])
+@pytest.mark.parametrize("sep", ["-", "."], ids=["published-names", "dot-idx-names"])
+def test_mnist_idx_files_load_from_data_dir_gzipped_or_plain(tmp_path, no_system_data, gz, sep):
+    arrays = archives.mnist_arrays()
+    archives.write_idx_files(tmp_path / "data", arrays, gz=gz, sep=sep)
+    ds = datasets.load("mnist", data_dir=tmp_path / "data")
+    assert_mnist_loaded(ds, arrays)
+    assert ds.source == str(tmp_path / "data")
+    assert ds.class_names == tuple("0123456789")
+
+
+@pytest.mark.parametrize("folder", ["fashion-mnist", "fashion_mnist"])
+def test_fashion_mnist_is_found_in_a_subfolder_of_data_dir_with_either_spelling(tmp_path, folder):
+    arrays = archives.mnist_arrays(seed=1)
+    archives.write_idx_files(tmp_path / "data" / folder, arrays)
+    ds = datasets.load("fashion_mnist", data_dir=str(tmp_path / "data"))
+    assert_mnist_loaded(ds, arrays, name="fashion_mnist")
+    assert ds.source == str(tmp_path / "data" / folder)
+    assert ds.class_names[-1] == "Ankle boot"
+
+
+def test_data_dir_beats_the_environment_variable_which_beats_the_system_folder(
+        tmp_path, monkeypatch, no_system_data):
+    by_place = {}
+    for seed, place in enumerate(["arg", "env", "system"]):
+        folder = no_system_data / "mnist" if place == "system" else tmp_path / place
+        by_place[place] = archives.mnist_arrays(seed=seed)
+        archives.write_idx_files(folder, by_place[place])
+    monkeypatch.setenv("QUANTLAB_DATA_DIR", str(tmp_path / "env"))
+    assert_mnist_loaded(datasets.load("mnist", data_dir=tmp_path / "arg"), by_place["arg"])
+    assert_mnist_loaded(datasets.load("mnist"), by_place["env"])
+    monkeypatch.delenv("QUANTLAB_DATA_DIR")
+    ds = datasets.load("mnist")
+    assert_mnist_loaded(ds, by_place["system"])
+    assert ds.source == str(no_system_data / "mnist")
+
+
+def test_an_empty_data_dir_falls_through_to_the_next_place(tmp_path, monkeypatch,
+                                                           no_system_data):
+    arrays = archives.mnist_arrays(seed=3)
+    archives.write_idx_files(tmp_path / "env" / "mnist", arrays)
+    monkeypatch.setenv("QUANTLAB_DATA_DIR", str(tmp_path / "env"))
+    (tmp_path / "empty").mkdir()
+    assert_mnist_loaded(datasets.load("mnist", data_dir=tmp_path / "empty"), arrays)
+
+
+def test_the_subfolder_named_after_the_dataset_beats_files_directly_in_data_dir(tmp_path):
+    mnist, fashion = archives.mnist_arrays(seed=9), archives.mnist_arrays(seed=10)
+    archives.write_idx_files(tmp_path, mnist)  # same file names as Fashion-MNIST's
+    archives.write_idx_files(tmp_path / "fashion-mnist", fashion)
+    assert_mnist_loaded(datasets.load("fashion_mnist", data_dir=tmp_path), fashion,
+                        name="fashion_mnist")
+    assert_mnist_loaded(datasets.load("mnist", data_dir=tmp_path), mnist)
+
+
+@pytest.mark.parametrize("via", ["argument", "environment"])
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(tmp_path, monkeypatch, via):
+    missing = tmp_path / "typo"
+    if via == "environment":
+        monkeypatch.setenv("QUANTLAB_DATA_DIR", str(missing))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("fashion_mnist", data_dir=missing if via == "argument" else None)
+    message = one_line_error(excinfo)
+    assert str(missing) in message and "does not exist" in message
+
+
+def test_mnist_npz_and_fashion_mnist_load_from_the_keras_cache_under_home(
+        isolated, no_system_data):
+    mnist = archives.mnist_arrays(seed=4)
+    fashion = archives.mnist_arrays(seed=5)
+    keras_datasets = isolated / ".keras" / "datasets"
+    archives.write_mnist_npz(keras_datasets / "mnist.npz", mnist)
+    archives.write_idx_files(keras_datasets / "fashion-mnist", fashion)
+    ds = datasets.load("mnist")
+    assert_mnist_loaded(ds, mnist)
+    assert ds.source == str(keras_datasets / "mnist.npz")
+    ds = datasets.load("fashion_mnist")
+    assert_mnist_loaded(ds, fashion, name="fashion_mnist")
+    assert ds.source == str(keras_datasets / "fashion-mnist")
+
+
+def test_keras_home_overrides_the_keras_cache_location(tmp_path, monkeypatch, no_system_data):
+    mnist = archives.mnist_arrays(seed=6)
+    archives.write_mnist_npz(tmp_path / "kh" / "datasets" / "mnist.npz", mnist)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    assert_mnist_loaded(datasets.load("mnist"), mnist)
+
+
+def test_the_environment_variable_beats_the_keras_cache(tmp_path, monkeypatch, isolated,
+                                                        no_system_data):
+    in_env, in_keras = archives.mnist_arrays(seed=7), archives.mnist_arrays(seed=8)
+    archives.write_idx_files(tmp_path / "env", in_env)
+    archives.write_mnist_npz(isolated / ".keras" / "datasets" / "mnist.npz", in_keras)
+    monkeypatch.setenv("QUANTLAB_DATA_DIR", str(tmp_path / "env"))
+    assert_mnist_loaded(datasets.load("mnist"), in_env)
+
+
+# --- CIFAR-10: python and binary archives, tar.gz or extracted --------------------------
+
+def assert_cifar_loaded(ds, batches):
+    expected = archives.expected_cifar_images(batches)
+    n_train = sum(len(labels) for _, labels in batches[:5])
+    assert ds.name == "cifar10"
+    assert ds.x_train.shape == (n_train, 32, 32, 3) and ds.x_test.shape == (20, 32, 32, 3)
+    assert ds.input_shape == (32, 32, 3) and ds.num_classes == 10
+    pixels = np.round(np.concatenate([ds.x_train, ds.x_test]) * 255).astype(np.uint8)
+    assert np.array_equal(pixels, expected)
+    # Channel-first to channel-last: pixel (row 0, col 1) green is stored at 1024 + 1.
+    assert ds.x_train[0, 0, 1, 1] == np.float32(batches[0][0][0, 1024 + 1] / 255)
+    labels = [label for _, batch_labels in batches for label in batch_labels]
+    assert np.concatenate([ds.y_train, ds.y_test]).tolist() == labels
+    assert ds.class_names == tuple(archives.CIFAR_CLASSES)
+
+
+@pytest.mark.parametrize("layout", [
+    "cifar-10-python.tar.gz", "cifar-10-batches-py", "cifar-10-binary.tar.gz",
+    "cifar-10-batches-bin"])
+def test_cifar10_loads_from_each_official_archive_and_extracted_folder(tmp_path, layout):
+    batches = archives.cifar_batches()
+    python = "py" in layout or "python" in layout
+    files = (archives.cifar_python_files if python else archives.cifar_binary_files)(batches)
+    inner = "cifar-10-batches-py" if python else "cifar-10-batches-bin"
+    if layout.endswith(".tar.gz"):
+        archives.write_tar_gz(tmp_path / layout, inner, files)
+    else:
+        archives.write_folder(tmp_path / layout, files)
+    ds = datasets.load("cifar10", data_dir=tmp_path)
+    assert_cifar_loaded(ds, batches)
+    assert ds.source == str(tmp_path / layout)
+
+
+def test_cifar10_loads_from_the_keras_cache_archive_and_from_a_batches_folder_given_directly(
+        tmp_path, monkeypatch, no_system_data):
+    batches = archives.cifar_batches(seed=1)
+    files = archives.cifar_python_files(batches)
+    archive = archives.write_tar_gz(tmp_path / "kh" / "datasets" / "cifar-10-batches-py.tar.gz",
+                                    "cifar-10-batches-py", files)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
+    ds = datasets.load("cifar10")
+    assert_cifar_loaded(ds, batches)
+    assert ds.source == str(archive)
+    folder = archives.write_folder(tmp_path / "anywhere", files)
+    assert datasets.load("cifar10", data_dir=folder).source == str(folder)
+
+
+def test_cifar10_batches_repickled_by_python3_with_bytes_keys_also_load(tmp_path):
+    batches = archives.cifar_batches(seed=2)
+    files = {name: pickle.dumps({b"data": data, b"labels": labels}, protocol=2)
+             for name, (data, labels) in zip(archives.PY_BATCH_NAMES, batches)}
+    archives.write_folder(tmp_path / "cifar10" / "cifar-10-batches-py", files)
+    assert_cifar_loaded(datasets.load("cifar10", data_dir=tmp_path), batches)
+
+
+# --- bad input: one-line QuantlabError naming the file and the problem ------------------
+
+def test_unknown_dataset_name_lists_the_valid_names():
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("imagenet")
+    message = one_line_error(excinfo)
+    assert "imagenet" in message
+    for name in datasets.NAMES:
+        assert name in message
+
+
+def test_missing_fashion_mnist_names_every_place_looked_and_the_apt_install_fix(
+        tmp_path, monkeypatch, isolated, no_system_data):
+    (tmp_path / "arg").mkdir()
+    (tmp_path / "env").mkdir()
+    monkeypatch.setenv("QUANTLAB_DATA_DIR", str(tmp_path / "env"))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("fashion_mnist", data_dir=tmp_path / "arg")
+    message = one_line_error(excinfo)
+    for place in [tmp_path / "arg", tmp_path / "arg" / "fashion-mnist", tmp_path / "env",
+                  tmp_path / "env" / "fashion_mnist", no_system_data / "fashion-mnist",
+                  isolated / ".keras" / "datasets" / "fashion-mnist"]:
+        assert str(place) in message
+    assert INSTALL_HINT in message
+    assert "QUANTLAB_DATA_DIR" in message and "--data-dir" in message
+    assert "QUANTLAB_ALLOW_DOWNLOAD" in message
+
+
+@pytest.mark.parametrize("name, files", [
+    ("mnist", ["train-images-idx3-ubyte.gz", "mnist.npz"]),
+    ("cifar10", ["cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"])])
+def test_missing_mnist_or_cifar10_says_which_files_to_put_where(isolated, no_system_data,
+                                                                 name, files):
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load(name)
+    message = one_line_error(excinfo)
+    assert f"{name} not found" in message
+    assert str(isolated / ".keras" / "datasets") in message
+    assert str(no_system_data / name) in message
+    assert "apt-get" not in message
+    for file in files:
+        assert file in message
+
+
+def idx_folder_with(tmp_path, split, data):
+    """Valid IDX files in tmp_path/data, with one of them replaced by ``data``."""
+    paths = archives.write_idx_files(tmp_path / "data", archives.mnist_arrays())
+    paths[split].write_bytes(data)
+    return paths[split]
+
+
+def test_truncated_gzip_idx_file_is_reported_with_its_name(tmp_path):
+    whole = gzip.compress(archives.idx_bytes(archives.mnist_arrays()["x_train"]))
+    bad = idx_folder_with(tmp_path, "x_train", whole[: len(whole) // 2])
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "data")
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "gzip" in message
+
+
+def test_wrong_magic_number_is_reported(tmp_path):
+    labels = archives.idx_bytes(archives.mnist_arrays()["y_train"])
+    # A label file where an image file should be: magic 0x801 instead of 0x803.
+    bad = idx_folder_with(tmp_path, "x_train", gzip.compress(labels))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "data")
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "magic" in message and "0x00000801" in message
+
+
+@pytest.mark.parametrize("change, size", [(-28, 7812), (+5, 7845)], ids=["short", "long"])
+def test_payload_of_another_length_than_the_header_says_is_reported(tmp_path, change, size):
+    data = archives.idx_bytes(archives.mnist_arrays()["x_test"])  # 10 x 28 x 28 = 7840 bytes
+    data = data[:change] if change < 0 else data + b"\x00" * change
+    bad = idx_folder_with(tmp_path, "x_test", gzip.compress(data))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "data")
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "7840 bytes" in message and f"has {size}" in message
+
+
+def test_image_and_label_counts_that_differ_are_reported(tmp_path):
+    labels = archives.idx_bytes(np.zeros(29, np.uint8))  # 30 images, 29 labels
+    bad = idx_folder_with(tmp_path, "y_train", gzip.compress(labels))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "data")
+    message = one_line_error(excinfo)
+    assert bad.name in message and "30 images but 29 labels" in message
+
+
+def test_label_out_of_range_is_reported(tmp_path):
+    labels = np.arange(10, dtype=np.uint8)
+    labels[3] = 10
+    bad = idx_folder_with(tmp_path, "y_test", gzip.compress(archives.idx_bytes(labels)))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "data")
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "label 10" in message
+
+
+def test_an_incomplete_set_of_idx_files_is_reported_not_skipped(tmp_path):
+    paths = archives.write_idx_files(tmp_path / "data", archives.mnist_arrays())
+    paths["y_test"].unlink()
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "data")
+    assert "t10k-labels-idx1-ubyte" in one_line_error(excinfo)
+
+
+def test_mnist_npz_with_a_missing_array_is_reported(tmp_path):
+    arrays = archives.mnist_arrays()
+    del arrays["y_test"]
+    bad = archives.write_mnist_npz(tmp_path / "mnist.npz", arrays)
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "y_test" in message
+
+
+def test_cifar10_binary_batch_with_a_wrong_record_size_is_refused(tmp_path):
+    files = archives.cifar_binary_files(archives.cifar_batches())
+    files["data_batch_3.bin"] = files["data_batch_3.bin"][:-1]
+    archive = archives.write_tar_gz(tmp_path / "cifar-10-binary.tar.gz", "cifar-10-batches-bin",
+                                    files)
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("cifar10", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(archive) in message and "data_batch_3.bin" in message
+    assert "3073-byte records" in message
+
+
+def test_cifar10_binary_folder_with_a_wrong_record_size_is_refused(tmp_path):
+    files = archives.cifar_binary_files(archives.cifar_batches())
+    files["test_batch.bin"] += b"\x00" * 100
+    folder = archives.write_folder(tmp_path / "cifar-10-batches-bin", files)
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("cifar10", data_dir=tmp_path)
+    assert str(folder / "test_batch.bin") in one_line_error(excinfo)
+
+
+def test_cifar10_binary_label_out_of_range_is_reported(tmp_path):
+    files = archives.cifar_binary_files(archives.cifar_batches())
+    records = bytearray(files["data_batch_2.bin"])
+    records[3073 * 5] = 11  # the label byte of the sixth record
+    files["data_batch_2.bin"] = bytes(records)
+    archives.write_folder(tmp_path / "cifar-10-batches-bin", files)
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("cifar10", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert "data_batch_2.bin" in message and "label 11" in message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_cifar10_tar_archive_is_reported(tmp_path, damage):
+    files = archives.cifar_python_files(archives.cifar_batches())
+    archive = archives.write_tar_gz(tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py",
+                                    files)
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a tar" * 99)
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("cifar10", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(archive) in message and "tar" in message
+
+
+def test_cifar10_archive_missing_a_batch_is_reported(tmp_path):
+    files = archives.cifar_python_files(archives.cifar_batches())
+    del files["data_batch_5"]
+    archive = archives.write_tar_gz(tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py",
+                                    files)
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("cifar10", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(archive) in message and "cifar-10-batches-py/data_batch_5" in message
+
+
+@pytest.mark.parametrize("payload", ["os.system", "builtins.eval"])
+@pytest.mark.parametrize("container", ["tar.gz", "folder"])
+def test_a_crafted_pickle_is_refused_and_never_executed(tmp_path, payload, container):
+    marker = tmp_path / "pwned"
+    if payload == "os.system":
+        evil = archives.RunsShellCommand(f"touch {marker}")
+    else:
+        evil = archives.RunsEval(f"open({str(marker)!r}, 'w').close()")
+    crafted = pickle.dumps(evil, protocol=2)
+    files = archives.cifar_python_files(archives.cifar_batches())
+    files["data_batch_1"] = crafted
+    if container == "tar.gz":
+        where = archives.write_tar_gz(tmp_path / "cifar-10-python.tar.gz",
+                                      "cifar-10-batches-py", files)
+    else:
+        where = archives.write_folder(tmp_path / "cifar-10-batches-py", files) / "data_batch_1"
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("cifar10", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(where) in message and "refusing to unpickle" in message
+    assert not marker.exists()
+    # The payload is real: plain pickle.loads would have run it.
+    pickle.loads(crafted)
+    assert marker.exists()
+
+
+def test_a_crafted_pickle_in_batches_meta_is_refused_too(tmp_path):
+    files = archives.cifar_python_files(archives.cifar_batches())
+    # _codecs.encode is admitted only for latin-1 bytes; other codecs are refused.
+    files["batches.meta"] = (b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00"
+                             b"rot13\x86R.")
+    folder = archives.write_folder(tmp_path / "cifar-10-batches-py", files)
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("cifar10", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(folder / "batches.meta") in message and "refusing to unpickle" in message

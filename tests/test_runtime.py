@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quantlab import runtime
+from quantlab.errors import QuantlabError
+
+# --- quantization arithmetic ---------------------------------------------------------------
+
+scales = st.floats(min_value=1e-4, max_value=10.0, allow_nan=False)
+int8_zero_points = st.integers(min_value=-128, max_value=127)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scale=scales, zero_point=int8_zero_points, fraction=st.floats(0.0, 1.0))
+def test_round_trip_error_is_at_most_half_a_step_inside_the_representable_range(scale, zero_point, fraction):
+    low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
+    x = low + fraction * (high - low)
+    back = runtime.dequantize(runtime.quantize(x, scale, zero_point, np.int8), scale, zero_point)
+    assert abs(float(back) - x) <= scale / 2 * (1 + 1e-5) + 1e-6
+
+
+@settings(max_examples=200, deadline=None)
+@given(scale=scales, zero_point=int8_zero_points, beyond=st.floats(1.0, 1e6))
+def test_values_outside_the_range_saturate_at_the_integer_limits(scale, zero_point, beyond):
+    high = (127 - zero_point) * scale
+    low = (-128 - zero_point) * scale
+    assert runtime.quantize(high + beyond * scale, scale, zero_point, np.int8) == 127
+    assert runtime.quantize(low - beyond * scale, scale, zero_point, np.int8) == -128
+
+
+@settings(max_examples=200, deadline=None)
+@given(scale=scales, zero_point=int8_zero_points)
+def test_zero_maps_exactly_to_the_zero_point_and_back_to_zero(scale, zero_point):
+    q = runtime.quantize(0.0, scale, zero_point, np.int8)
+    assert q == zero_point
+    assert runtime.dequantize(q, scale, zero_point) == 0.0
+
+
+def test_quantize_rounds_halves_away_from_zero_like_tflite():
+    assert runtime.quantize([0.5, -0.5, 1.5, -1.5], 1.0, 0, np.int8).tolist() == [1, -1, 2, -2]
+
+
+# --- predictors on real artifacts ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def medium(quick_variants):
+    return quick_variants["medium"]
+
+
+@pytest.mark.parametrize("variant", ["float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int8"])
+def test_results_do_not_depend_on_the_batch_size_including_a_last_partial_batch(medium, fashion, variant):
+    predictor = runtime.load(medium[variant].path)
+    images = fashion.x_test[:100]
+    by_batch = [predictor.predict(images, batch_size=b) for b in (1, 16, 64, 100)]
+    for probs in by_batch:
+        assert probs.shape == (100, 10)
+        np.testing.assert_allclose(probs, by_batch[0], atol=1e-5)
+    np.testing.assert_allclose(by_batch[0].sum(axis=1), 1.0, atol=0.02)
+
+
+def test_int8_predictor_quantizes_inputs_with_the_models_own_parameters(medium, fashion):
+    predictor = runtime.load(medium["int8"].path)
+    scale, zero_point = predictor.input_quantization
+    prepared = predictor.prepare(fashion.x_test[:4])
+    assert prepared.dtype == np.int8
+    np.testing.assert_array_equal(prepared, runtime.quantize(fashion.x_test[:4], scale, int(zero_point), np.int8))
+    raw = predictor.run(prepared)
+    assert raw.dtype == np.int8 and raw.shape == (4, 10)
+
+
+def test_builtin_kernels_without_xnnpack_give_the_same_answers(medium, fashion):
+    images = fashion.x_test[:500]
+    for variant in ("float32", "int8"):
+        fast = runtime.load(medium[variant].path).predict(images, batch_size=50)
+        plain = runtime.load(medium[variant].path, kernels="builtin").predict(images, batch_size=50)
+        assert np.mean(fast.argmax(1) == plain.argmax(1)) >= 0.99
+        np.testing.assert_allclose(fast, plain, atol=0.02)
+
+
+def test_describe_names_runtime_kernels_and_quantization(medium):
+    info = runtime.load(medium["int8"].path, threads=1, kernels="builtin").describe()
+    assert info["runtime"] == "litert" and info["kernels"] == "builtin" and info["threads"] == 1
+    assert info["input_quantization"] is not None
+    assert runtime.load(medium["float32_tf"].path).describe()["runtime"] == "tensorflow"
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["float32_tf", "int8"])
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((2, 32, 32, 3), np.float32), "takes images of shape 28x28x1, got 32x32x3"),
+    (np.zeros((28, 28, 1), np.float32), "rank 4 .* got rank 3"),
+    (np.zeros((0, 28, 28, 1), np.float32), "empty batch"),
+    (np.full((1, 28, 28, 1), np.nan, np.float32), "NaN"),
+    (np.zeros((1, 28, 28, 1), np.uint8), "float images .* uint8"),
+])
+def test_bad_images_get_a_one_line_error_naming_the_problem(medium, variant, images, message):
+    predictor = runtime.load(medium[variant].path)
+    with pytest.raises(QuantlabError, match=message) as caught:
+        predictor.predict(images)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_batch_size_below_one_is_refused(medium, fashion):
+    with pytest.raises(QuantlabError, match="batch size must be at least 1"):
+        runtime.load(medium["float32"].path).predict(fashion.x_test[:2], batch_size=0)
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(QuantlabError, match="no model file at"):
+        runtime.load(tmp_path / "nothing.tflite")
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path):
+    path = tmp_path / "notes.tflite"
+    path.write_text("these are not the weights you are looking for")
+    with pytest.raises(QuantlabError, match="not a TFLite model"):
+        runtime.load(path)
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(QuantlabError, match="unknown model format"):
+        runtime.load(other)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_truncated_tflite_model_is_reported_as_truncated_or_corrupt(medium, tmp_path, keep):
+    content = medium["int8"].path.read_bytes()
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(content[: int(len(content) * keep)])
+    with pytest.raises(QuantlabError, match="truncated or corrupt"):
+        runtime.load(path)
+
+
+def test_a_pb_that_is_not_a_graphdef_is_refused(medium, tmp_path):
+    path = tmp_path / "model.pb"
+    path.write_bytes(b"\xff\xfe not a protobuf " * 10)
+    with pytest.raises(QuantlabError, match="not a TensorFlow GraphDef"):
+        runtime.load(path)
+    truncated = tmp_path / "cut.pb"
+    truncated.write_bytes(medium["float32_tf"].path.read_bytes()[:1000])
+    with pytest.raises(QuantlabError, match="GraphDef"):
+        runtime.load(truncated)
