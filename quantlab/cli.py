@@ -111,11 +111,19 @@ def cmd_counters(args):
     print(json.dumps(result, indent=2) if args.json else counters.format_result(result))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line like every other quantlab error."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser():
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="quantlab",
         description="What does 8-bit quantization do to this neural network on this CPU?")
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                   parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a net (cached) and print its test accuracy")
     _add_training_options(train)

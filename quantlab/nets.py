@@ -39,17 +39,25 @@ def build(name, input_shape, num_classes):
 
     layers = keras().layers
     stack = [layers.InputLayer(input_shape=tuple(input_shape), name="image")]
+    counts = {}
+
+    def numbered(kind):
+        # Fixed names keep exported artifacts byte-identical across processes.
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind}{counts[kind]}"
+
     for kind, arg in _LAYERS[name]:
         if kind == "conv":
             kernel, filters = arg
-            stack.append(layers.Conv2D(filters, kernel, padding="same", activation="relu"))
+            stack.append(layers.Conv2D(filters, kernel, padding="same", activation="relu",
+                                       name=numbered("conv")))
         elif kind == "pool":
-            stack.append(layers.MaxPooling2D(pool_size=2, strides=2))
+            stack.append(layers.MaxPooling2D(pool_size=2, strides=2, name=numbered("pool")))
         elif kind == "flatten":
-            stack.append(layers.Flatten())
+            stack.append(layers.Flatten(name="flatten"))
         elif kind == "fc":
-            stack.append(layers.Dense(arg, activation="relu"))
+            stack.append(layers.Dense(arg, activation="relu", name=numbered("fc")))
         elif kind == "dropout":
-            stack.append(layers.Dropout(arg))
+            stack.append(layers.Dropout(arg, name="dropout"))
     stack.append(layers.Dense(num_classes, name="logits"))
     return keras().Sequential(stack, name=name)

@@ -21,6 +21,10 @@ from quantlab._tf import versions
 from quantlab.errors import QuantlabError
 
 
+# Part of the QAT cache key: change it when the fine-tuning recipe changes.
+QAT_RECIPE = "calibrated-ranges-1"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     net: str
@@ -68,6 +72,8 @@ def _key(config, data, qat):
     if not qat:
         fields.pop("qat_epochs")
         fields.pop("qat_learning_rate")
+    if qat:
+        fields["recipe"] = QAT_RECIPE
     return {
         "stage": "qat" if qat else "float",
         "config": fields,
@@ -205,6 +211,35 @@ def train(config, data=None, data_dir=None, progress=None, use_cache=True):
     )
 
 
+CALIBRATION_IMAGES = 500
+
+
+def calibrate_ranges(qat_model, float_model, images):
+    """Start the fake-quantization ranges at the float net's observed activation ranges.
+
+    tfmot starts every activation range at [-6, 6] and moves it by an exponential moving
+    average with decay 0.999, so a short fine-tune (a few hundred steps) would still clip
+    activations above 6 and quantize with the wrong step. Calibrating first, as
+    post-training quantization does, lets QAT start from the ranges the data needs.
+    """
+    from quantlab._tf import keras
+
+    probe = keras().Model(float_model.inputs, [layer.output for layer in float_model.layers])
+    outputs = dict(zip((layer.name for layer in float_model.layers),
+                       probe.predict(images, batch_size=256, verbose=0)))
+    outputs["quantize_layer"] = images
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", None)
+        observed = outputs.get(inner.name if inner is not None else layer.name)
+        if observed is None:
+            continue
+        for weight in layer.weights:
+            if weight.name.endswith(("post_activation_min:0", "quantize_layer_min:0")):
+                weight.assign(min(0.0, float(observed.min())))
+            elif weight.name.endswith(("post_activation_max:0", "quantize_layer_max:0")):
+                weight.assign(max(0.0, float(observed.max())))
+
+
 def train_qat(config, data=None, data_dir=None, progress=None, use_cache=True, base=None):
     """Fine-tune the float net of ``config`` with fake quantization (tfmot, 8-bit default).
 
@@ -216,6 +251,8 @@ def train_qat(config, data=None, data_dir=None, progress=None, use_cache=True, b
     def start():
         from quantlab._tf import tfmot
 
-        return tfmot().quantization.keras.quantize_model(base.model)
+        qat = tfmot().quantization.keras.quantize_model(base.model)
+        calibrate_ranges(qat, base.model, _training_data(config, data)[0][:CALIBRATION_IMAGES])
+        return qat
 
     return _train_or_load(config, data, True, progress, use_cache, start)

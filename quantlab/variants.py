@@ -40,14 +40,14 @@ def check_variants(names):
     return tuple(names)
 
 
-def _with_softmax(model):
+def with_softmax(model):
     from quantlab._tf import keras
 
     k = keras()
     return k.Model(model.input, k.layers.Softmax(name="probabilities")(model.output))
 
 
-def _calibration_images(data, size, seed):
+def calibration_images(data, size, seed):
     """A fixed random sample of training images (the representative dataset)."""
     rng = np.random.default_rng(seed)
     size = min(size, len(data.x_train))
@@ -67,7 +67,8 @@ def _frozen_graph(model, data):
     return convert_variables_to_constants_v2(function).graph.as_graph_def().SerializeToString()
 
 
-def _tflite(model, variant, calibration):
+def tflite_converter(model, variant, calibration):
+    """A TFLite converter set up for ``variant``; int8 variants get int8 inputs and outputs."""
     from quantlab._tf import tf
 
     tf = tf()
@@ -85,7 +86,7 @@ def _tflite(model, variant, calibration):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    return converter
 
 
 def export_dir(config, data, calibration_size):
@@ -147,14 +148,14 @@ def export(config, variants=VARIANTS, data=None, data_dir=None,
     trained = training.train(config, data, progress=progress)
     qat = (training.train_qat(config, data, progress=progress, base=trained)
            if "qat_int8" in missing else None)
-    calibration = _calibration_images(data, calibration_size, config.seed)
+    calibration = calibration_images(data, calibration_size, config.seed)
     for variant in missing:
         if progress:
             progress(f"{config.net}: exporting {variant}")
         source = qat if variant == "qat_int8" else trained
-        model = _with_softmax(source.model)
+        model = with_softmax(source.model)
         content = (_frozen_graph(model, data) if variant == "float32_tf"
-                   else _tflite(model, variant, calibration))
+                   else tflite_converter(model, variant, calibration).convert())
         path = folder / f"{variant}{_SUFFIX.get(variant, '.tflite')}"
         with cache.atomic_file(path) as tmp:
             tmp.write_bytes(content)

@@ -18,7 +18,8 @@ def test_round_trip_error_is_at_most_half_a_step_inside_the_representable_range(
     low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
     x = low + fraction * (high - low)
     back = runtime.dequantize(runtime.quantize(x, scale, zero_point, np.int8), scale, zero_point)
-    assert abs(float(back) - x) <= scale / 2 * (1 + 1e-5) + 1e-6
+    # half a step, plus float32 rounding of the dequantized value
+    assert abs(float(back) - x) <= scale / 2 * (1 + 1e-6) + abs(x) * 2e-7 + 1e-6
 
 
 @settings(max_examples=200, deadline=None)
@@ -72,11 +73,12 @@ def test_int8_predictor_quantizes_inputs_with_the_models_own_parameters(medium, 
 
 def test_builtin_kernels_without_xnnpack_give_the_same_answers(medium, fashion):
     images = fashion.x_test[:500]
-    for variant in ("float32", "int8"):
+    # int8 kernels may round requantization differently: allow a few output steps of 1/256
+    for variant, tolerance in (("float32", 1e-4), ("int8", 8 / 256)):
         fast = runtime.load(medium[variant].path).predict(images, batch_size=50)
         plain = runtime.load(medium[variant].path, kernels="builtin").predict(images, batch_size=50)
         assert np.mean(fast.argmax(1) == plain.argmax(1)) >= 0.99
-        np.testing.assert_allclose(fast, plain, atol=0.02)
+        np.testing.assert_allclose(fast, plain, atol=tolerance)
 
 
 def test_describe_names_runtime_kernels_and_quantization(medium):

@@ -1,0 +1,88 @@
+"""The command line, run as users run it: a real process, real data, real exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def quantlab(*args, env=None):
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "quantlab.cli", *args], capture_output=True,
+                          text=True, env=environment, timeout=900)
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("quantlab")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def test_train_shows_epoch_progress_and_prints_accuracy_and_artifact_path(tmp_path):
+    result = quantlab("train", "medium", "--dataset", "digits", "--epochs", "2",
+                      env={"QUANTLAB_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "medium float epoch 1/2" in result.stderr
+    accuracy = float(result.stdout.split("test accuracy: ")[1].split()[0])
+    assert accuracy > 0.8
+    model = result.stdout.split("model: ")[1].strip()
+    assert model.startswith(str(tmp_path)) and os.path.isfile(os.path.join(model, "weights.h5"))
+
+
+def test_quantize_json_reports_every_variant_with_sizes_and_accuracy(tmp_path):
+    result = quantlab("quantize", "conv", "--dataset", "digits", "--epochs", "1", "--json",
+                      env={"QUANTLAB_CACHE": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {row["variant"]: row for row in report["variants"]}
+    assert set(rows) == {"float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int8"}
+    assert rows["int8"]["size_ratio"] > 3
+    assert all(os.path.isfile(path) for path in report["artifacts"].values())
+    tables = quantlab("quantize", "conv", "--dataset", "digits", "--epochs", "1",
+                      env={"QUANTLAB_CACHE": str(tmp_path)})
+    assert "| conv | int8 |" in tables.stdout and "SN size / QN size" in tables.stdout
+    assert "standard accuracy" in tables.stdout
+
+
+@pytest.mark.fashion_mnist
+def test_datasets_lists_every_dataset_and_where_it_resolves(tmp_path):
+    result = quantlab("datasets", "--json", env={"HOME": str(tmp_path), "QUANTLAB_DATA_DIR": ""})
+    assert result.returncode == 0, result.stderr
+    entries = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    assert set(entries) == {"fashion_mnist", "mnist", "cifar10", "digits"}
+    assert entries["fashion_mnist"]["available"] and entries["fashion_mnist"]["train"] == 60000
+    assert not entries["cifar10"]["available"] and entries["cifar10"]["reason"]
+    text = quantlab("datasets", env={"HOME": str(tmp_path), "QUANTLAB_DATA_DIR": ""}).stdout
+    assert "fashion_mnist" in text and "not available" in text
+
+
+def test_an_unknown_net_is_a_one_line_error_listing_the_valid_ones():
+    one_line_error(quantlab("train", "resnet"), "unknown net 'resnet'", "dense, medium, conv")
+
+
+def test_an_unknown_dataset_is_a_one_line_error():
+    one_line_error(quantlab("train", "medium", "--dataset", "imagenet"), "unknown dataset 'imagenet'")
+
+
+def test_a_missing_dataset_says_where_it_looked_and_how_to_provide_it(tmp_path):
+    line = one_line_error(
+        quantlab("train", "medium", "--dataset", "cifar10",
+                 env={"HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"), "QUANTLAB_DATA_DIR": ""}),
+        "cifar10")
+    assert "--data-dir" in line and str(tmp_path) in line
+
+
+def test_a_corrupt_model_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"\x00" * 64)
+    one_line_error(quantlab("counters", str(path), "--backend", "valgrind"), "not a TFLite model")
+
+
+def test_a_bad_number_is_a_one_line_usage_error():
+    one_line_error(quantlab("train", "medium", "--epochs", "0"), "at least 1")
