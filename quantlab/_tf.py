@@ -5,11 +5,17 @@ imported; C++ log noise is turned down at the same moment.
 """
 
 import os
+import warnings
 
 
 def _prepare_environment():
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Known, harmless converter chatter: int8 input statistics come from the
+    # representative dataset, and the deprecated interpreter is used only inside TFLite's
+    # own quantization debugger.
+    warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
 
 
 def tf():

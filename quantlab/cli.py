@@ -7,6 +7,7 @@ goes to stderr so that ``--json`` output on stdout stays machine-readable.
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from quantlab import datasets, nets
 from quantlab.errors import QuantlabError
@@ -39,6 +40,28 @@ def _dataset(text):
         raise argparse.ArgumentTypeError(
             f"unknown dataset {text!r}: choose one of {', '.join(datasets.NAMES)}")
     return text
+
+
+def _names(valid, what):
+    """argparse type: a comma-separated list of names from ``valid``."""
+    def parse(text):
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {unknown[0] if unknown else text!r}: choose from {', '.join(valid)}")
+        return names
+    return parse
+
+
+def _batch_sizes(text):
+    try:
+        sizes = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,16,64, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be at least 1, got {text!r}")
+    return sizes
 
 
 def _add_training_options(parser):
@@ -118,6 +141,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def cmd_run(args):
+    from quantlab import study
+
+    config = study.StudyConfig(
+        dataset=args.dataset, nets=args.nets, variants=args.variants, batch_sizes=args.batch_sizes,
+        threads=args.threads, counters=args.counters, cache_geometry=args.cache, quick=args.quick,
+        out=args.out, model=args.model, data_dir=args.data_dir, seed=args.seed)
+    study.run(config, progress=_progress)
+    print(config.out / "report.md")
+
+
 def parser():
     top = _Parser(
         prog="quantlab",
@@ -143,7 +177,34 @@ def parser():
     quantize.add_argument("--json", action="store_true", help="machine-readable output")
     quantize.set_defaults(run=cmd_quantize)
 
-    from quantlab import counters
+    from quantlab import counters, variants
+
+    run = commands.add_parser("run", help="the whole study: train, export, evaluate, time, count, report")
+    run.add_argument("--dataset", type=_dataset, default=datasets.DEFAULT, metavar="D",
+                     help=f"one of {', '.join(datasets.NAMES)} (default: %(default)s)")
+    run.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
+    run.add_argument("--nets", type=_names(nets.NAMES, "net"), default=nets.NAMES, metavar="LIST",
+                     help=f"comma-separated (default: {','.join(nets.NAMES)})")
+    run.add_argument("--variants", type=_names(variants.VARIANTS, "variant"), default=variants.VARIANTS,
+                     metavar="LIST", help=f"comma-separated (default: {','.join(variants.VARIANTS)})")
+    run.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 16, 64), metavar="LIST",
+                     help="comma-separated (default: 1,16,64)")
+    run.add_argument("--threads", type=_positive, default=1, metavar="N",
+                     help="inference threads (default: %(default)s)")
+    run.add_argument("--counters", choices=counters.BACKENDS, default="auto",
+                     help="cache/instruction counters: perf where the CPU exposes them, "
+                          "valgrind's simulation otherwise (default: %(default)s)")
+    run.add_argument("--cache", type=counters.parse_cache_geometry, default="host", metavar="GEOMETRY",
+                     help="valgrind cache to simulate: host, i7-6500u or I1=..:D1=..:LL=.. "
+                          "(default: %(default)s)")
+    run.add_argument("--quick", action="store_true",
+                     help="small training subset, one epoch, short timing, counters at one batch size")
+    run.add_argument("--out", type=Path, default=Path("quantlab-report"), metavar="DIR",
+                     help="where report.md, results.json and the plots go (default: %(default)s)")
+    run.add_argument("--model", type=Path, metavar="PATH",
+                     help="study your own saved Keras model (.keras or .h5) instead of training the nets")
+    run.add_argument("--seed", type=int, default=0, metavar="S", help="default: %(default)s")
+    run.set_defaults(run=cmd_run)
 
     count = commands.add_parser("counters", help="count cache misses and instructions of one model")
     count.add_argument("artifact", metavar="ARTIFACT", help="a .tflite or frozen-graph .pb file")

@@ -1,5 +1,7 @@
 """Tables (Markdown) for what quantlab measured, in the layout of the P17 study."""
 
+from pathlib import Path
+
 
 def megabytes(n):
     return f"{n / 1e6:.2f} MB"
@@ -43,3 +45,271 @@ def accuracy_table(results):
         ["network", "variant", "standard accuracy", "quantized accuracy", "QN acc / SN acc",
          "change (points)", "top-1 agreement", "max |Δp|"], rows
     )
+
+
+# --- the study report ---------------------------------------------------------------------
+
+def _rows_by_net(results):
+    """{net: comparison rows} from a study's results, for the P17-layout tables."""
+    return {net: list(entry["accuracy"].values()) for net, entry in results["nets"].items()}
+
+
+def speed_ratio(reference_seconds, seconds):
+    """P17's wording: how many times faster or slower than the reference."""
+    if seconds <= reference_seconds:
+        return f"{reference_seconds / seconds:.1f}x faster"
+    return f"{seconds / reference_seconds:.1f}x slower"
+
+
+def _ms(seconds):
+    return f"{seconds * 1e3:.3f}" if seconds is not None else "–"
+
+
+def latency_table(results, batch):
+    rows = []
+    for net, entry in results["nets"].items():
+        reference = entry["latency"].get("float32", {}).get(str(batch))
+        for variant, by_batch in entry["latency"].items():
+            figures = by_batch.get(str(batch))
+            if not figures:
+                continue
+            versus = ("reference" if variant == "float32" or not reference
+                      else speed_ratio(reference["median"], figures["median"]))
+            peak = figures.get("peak_fraction")
+            rows.append([net, variant, _ms(figures["median"]), _ms(figures.get("p90")),
+                         f"{figures['median'] / batch * 1e6:.1f}", versus,
+                         f"{figures['macs_per_second'] / 1e9:.1f}" if figures.get("macs_per_second") else "–",
+                         f"{100 * peak:.1f} %" if peak else "–"])
+    return markdown_table(["network", "variant", "median ms", "p90 ms", "µs / image",
+                           "vs float32", "GMAC/s", "of peak"], rows)
+
+
+def _counted(results):
+    """(net, variant, batch, counters) for every counted case."""
+    for net, entry in results["nets"].items():
+        for variant, by_batch in entry["counters"].items():
+            for batch, counts in sorted(by_batch.items(), key=lambda item: int(item[0])):
+                if counts:
+                    yield net, variant, int(batch), counts
+
+
+def _pct(fraction):
+    return f"{100 * fraction:.0f}" if fraction is not None else "–"
+
+
+def miss_rate_table(results):
+    """P17 layout: rows batch sizes, columns net x variant, cells total / L1 / LLC in %."""
+    cases = list(_counted(results))
+    columns = sorted({(net, variant) for net, variant, _, _ in cases},
+                     key=lambda c: (list(results["nets"]).index(c[0]), c[1]))
+    batches = sorted({batch for _, _, batch, _ in cases})
+    lookup = {(n, v, b): c for n, v, b, c in cases}
+    rows = []
+    for batch in batches:
+        row = [str(batch)]
+        for net, variant in columns:
+            counts = lookup.get((net, variant, batch))
+            rates = counts["rates"] if counts else None
+            row.append("/".join(_pct(rates[k]) for k in ("total_miss_rate", "l1d_miss_rate", "llc_miss_rate"))
+                       if rates else "–")
+        rows.append(row)
+    return markdown_table(["batch"] + [f"{n} {v}" for n, v in columns], rows)
+
+
+def _count_text(n):
+    if n is None:
+        return "–"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def counts_table(results):
+    """Absolute counts per inference: a rate alone misled P17."""
+    rows = []
+    for net, variant, batch, counts in _counted(results):
+        per = counts["per_inference"]
+        rows.append([net, variant, str(batch)] + [_count_text(per.get(k)) for k in
+                    ("instructions", "cache_references", "cache_misses", "l1d_loads",
+                     "l1d_load_misses", "llc_load_misses")]
+                    + [f"{per['ipc']:.2f}" if per.get("ipc") else "–"])
+    return markdown_table(["network", "variant", "batch", "instructions", "LL refs", "LL misses",
+                           "L1d loads", "L1d misses", "LLC load misses", "IPC"], rows)
+
+
+def kernels_table(results):
+    rows = []
+    seen = set()
+    for net, variant, batch, counts in _counted(results):
+        if (net, variant) in seen or not counts.get("top_kernels"):
+            continue
+        seen.add((net, variant))
+        top = "; ".join(f"{k['function'][:60]} ({100 * k['share']:.0f} %)" for k in counts["top_kernels"][:3])
+        rows.append([net, variant, str(batch), top])
+    return markdown_table(["network", "variant", "batch", "costliest functions (share of instructions)"], rows)
+
+
+def layers_table(results):
+    rows = []
+    for net, entry in results["nets"].items():
+        for layer in entry.get("layers", []):
+            error = layer["rmse_over_scale"]
+            rows.append([net, layer["op"], layer["tensor"][:50],
+                         f"{error:.3f}" if error is not None else "–", f"{layer['max_abs_error']:.4f}"])
+    return markdown_table(["network", "op", "tensor", "RMSE / scale (steps)", "max |error|"], rows)
+
+
+def p17_tables():
+    from quantlab import p17
+
+    sizes = markdown_table(
+        ["network", "standard size", "quantized size", "SN size / QN size"],
+        [[n, f"{s} MB", f"{q} MB", f"{s / q:.3f}"] for n, (s, q) in p17.SIZE_MB.items()])
+    accuracy = markdown_table(
+        ["network", "standard accuracy", "quantized accuracy", "QN acc / SN acc"],
+        [[n, f"{s:.4f}", f"{q:.4f}", f"{q / s:.3f}"] for n, (s, q) in p17.ACCURACY.items()])
+    speed = markdown_table(
+        ["network"] + [f"batch {b}" for b in p17.BATCH_SIZES],
+        [[n] + [speed_ratio(*p17.SECONDS[n][b]) for b in p17.BATCH_SIZES] for n in p17.NETS])
+    misses = markdown_table(
+        ["batch"] + [f"{n} {k}" for n in p17.NETS for k in ("SN", "QN")],
+        [[str(b)] + ["/".join(map(str, p17.MISS_RATES[b][n][i])) for n in p17.NETS for i in (0, 1)]
+         for b in p17.BATCH_SIZES])
+    ipc = markdown_table(
+        ["batch"] + [f"{n} {k}" for n in p17.NETS for k in ("SN", "QN")],
+        [[str(b)] + [f"{p17.IPC[b][n][i]:.2f}" for n in p17.NETS for i in (0, 1)]
+         for b in p17.BATCH_SIZES])
+    return sizes, accuracy, speed, misses, ipc
+
+
+def findings(results):
+    """Short statements derived from the numbers of this run (never hand-written claims)."""
+    from quantlab import p17
+
+    said = []
+    nets = results["nets"]
+    for variant in ("int8", "qat_int8", "dynamic_int8", "float16"):
+        rows = [e["accuracy"][variant] for e in nets.values() if variant in e["accuracy"]]
+        if rows:
+            ratios = [r["size_ratio"] for r in rows]
+            deltas = [r["delta_points"] for r in rows]
+            agree = [100 * r["agreement"] for r in rows]
+            said.append(f"{variant}: {min(ratios):.2f}-{max(ratios):.2f}x smaller than float32; "
+                        f"top-1 accuracy changes by {min(deltas):+.2f} to {max(deltas):+.2f} points; "
+                        f"agrees with float32 on {min(agree):.1f}-{max(agree):.1f} % of test images.")
+    for variant in ("int8", "dynamic_int8", "float16", "float32_tf"):
+        ratios = []
+        for net, entry in nets.items():
+            for batch, figures in entry["latency"].get(variant, {}).items():
+                reference = entry["latency"].get("float32", {}).get(batch)
+                if reference:
+                    ratios.append((reference["median"] / figures["median"], net, batch))
+        if ratios:
+            faster = sum(r > 1 for r, _, _ in ratios)
+            best, worst = max(ratios), min(ratios)
+            said.append(f"{variant} vs TFLite float32: faster in {faster} of {len(ratios)} net x batch cases; "
+                        f"from {speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]}) "
+                        f"to {speed_ratio(1, 1 / best[0])} ({best[1]}, batch {best[2]}).")
+    p17_ratios = [q / s for n in p17.NETS for s, q in p17.SECONDS[n].values()]
+    said.append(f"P17 (TensorFlow 1 graph transforms, {p17.CPU}) measured its quantized nets "
+                f"{min(p17_ratios):.1f}-{max(p17_ratios):.1f}x slower than float over the same "
+                f"batch sizes.")
+    for net, entry in nets.items():
+        counted = entry["counters"]
+        if "float32" in counted and "int8" in counted:
+            for batch, counts in counted["int8"].items():
+                reference = counted["float32"].get(batch)
+                if not (counts and reference):
+                    continue
+                ours, theirs = counts["per_inference"], reference["per_inference"]
+                line = (f"{net}, batch {batch}: int8 executes {ours['instructions'] / theirs['instructions']:.2f}x "
+                        f"the instructions of float32 per inference")
+                rate_lower = (counts["rates"]["total_miss_rate"] or 0) < (reference["rates"]["total_miss_rate"] or 0)
+                more_misses = (ours["cache_misses"] or 0) > (theirs["cache_misses"] or 0)
+                if rate_lower and more_misses:
+                    line += "; its miss rate is lower but it misses more often in absolute terms (as in P17)"
+                elif rate_lower:
+                    line += "; it has both a lower miss rate and fewer misses"
+                elif more_misses:
+                    line += "; it has a higher miss rate and more misses"
+                said.append(line + ".")
+    return said
+
+
+def _machine_section(results):
+    machine = results["machine"]
+    cpu = machine["cpu"]
+    flags = ", ".join(name for name, present in cpu.get("flags", {}).items() if present) or "none found"
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
+    lines = [f"- CPU: {cpu.get('model', 'unknown')}, {cpu.get('available_cores', '?')} cores available, "
+             f"{machine['threads']} thread(s) used for inference",
+             f"- ISA flags that matter for int8: {flags}",
+             f"- Software: {versions}"]
+    backend = machine["counter_backend"]
+    if backend:
+        lines.append(f"- Counters: {backend}"
+                     + (f", simulated cache {machine['cache_geometry']}" if machine["cache_geometry"] else ""))
+        caveats = sorted({c for _, _, _, counts in _counted(results) for c in counts.get("caveats", [])})
+        lines += [f"  - caveat: {c}" for c in caveats]
+    else:
+        lines.append("- Counters: off")
+    return "\n".join(lines)
+
+
+def markdown(results, plots):
+    """The whole report as Markdown."""
+    data = results["dataset"]
+    mode = "quick (small training subset, one epoch)" if results["config"]["quick"] else "full"
+    sizes, accuracy, speed, misses, ipc = p17_tables()
+    batches = results["config"]["batch_sizes"]
+    parts = [
+        "# quantlab report: what 8-bit quantization does to these nets on this CPU",
+        f"Dataset **{data['name']}** ({data['train']} training / {data['test']} test images, "
+        f"{'x'.join(map(str, data['input_shape']))}, from {data['source']}); training: {mode}.",
+        "## Machine", _machine_section(results),
+        "## Findings", "\n".join(f"- {line}" for line in results["findings"]),
+        "## Size", size_table(_rows_by_net(results)),
+        f"## Accuracy on the {data['test']} test images", accuracy_table(_rows_by_net(results)),
+        "## Latency",
+        "Only the inference call on a prepared batch is timed (pytest-benchmark); "
+        "GMAC/s is the arithmetic achieved, 'of peak' its share of the nominal peak of the "
+        "data type on this CPU.",
+    ]
+    for batch in batches:
+        parts += [f"### Batch size {batch}", latency_table(results, batch)]
+    if any(True for _ in _counted(results)):
+        parts += [
+            "## Cache behaviour",
+            "Miss rates in %, total / L1d / LLC, as P17 reported them (total = last-level "
+            "references that missed).", miss_rate_table(results),
+            "### Counts per inference", counts_table(results),
+            "### Where the time goes", kernels_table(results),
+        ]
+    if any(entry.get("layers") for entry in results["nets"].values()):
+        parts += ["### Per-layer quantization error of int8",
+                  "Error of each layer's int8 output against float on the same inputs, in "
+                  "quantization steps (uniform rounding alone gives about 0.29).", layers_table(results)]
+    parts += [
+        "## P17 (2018) side by side",
+        "P17 quantized CIFAR-10 nets with TensorFlow 1 graph transforms and timed whole "
+        "processes on an Intel Core i7-6500U.",
+        "### P17 size", sizes, "### P17 accuracy", accuracy,
+        "### P17 speed of the quantized nets", speed,
+        "### P17 miss rates (total / L1 / LLC, %)", misses, "### P17 IPC", ipc,
+    ]
+    if plots:
+        parts += ["## Plots"] + [f"![{name[:-4]}]({name})" for name in plots]
+    return "\n\n".join(parts) + "\n"
+
+
+def write(results, folder):
+    """Write report.md, results.json and the PNG plots into ``folder``."""
+    from quantlab import cache, plots
+
+    folder = Path(folder)
+    names = plots.all_plots(results, folder)
+    results["plots"] = names
+    cache.write_json(folder / "results.json", results)
+    with cache.atomic_file(folder / "report.md") as tmp:
+        tmp.write_text(markdown(results, names))

@@ -40,7 +40,7 @@ class TrainConfig:
     qat_learning_rate: float = 1e-6
 
     def __post_init__(self):
-        nets.check_name(self.net)
+        # ``net`` is checked where a net is built: a user's own model has a name of its own.
         if self.epochs < 1 or self.qat_epochs < 1:
             raise QuantlabError("epochs must be at least 1")
         if self.limit is not None and self.limit < 10:
@@ -67,13 +67,18 @@ def _data_fingerprint(data):
     return digest.hexdigest()[:16]
 
 
-def _key(config, data, qat):
+def _key(config, data, qat, base_key=None):
+    """Everything that determines a model; ``base_key`` names a float model not trained here."""
     fields = dataclasses.asdict(config)
     if not qat:
         fields.pop("qat_epochs")
         fields.pop("qat_learning_rate")
     if qat:
         fields["recipe"] = QAT_RECIPE
+    if base_key is not None:
+        fields = {"base": base_key, "recipe": QAT_RECIPE, "batch_size": config.batch_size,
+                  **{k: fields[k] for k in ("qat_epochs", "qat_learning_rate", "limit", "seed",
+                                            "validation_split", "patience")}}
     return {
         "stage": "qat" if qat else "float",
         "config": fields,
@@ -83,8 +88,8 @@ def _key(config, data, qat):
     }
 
 
-def model_dir(config, data, qat=False):
-    key = _key(config, data, qat)
+def model_dir(config, data, qat=False, base_key=None):
+    key = _key(config, data, qat, base_key)
     stage = "qat" if qat else "float"
     return cache.cache_root() / "models" / f"{config.net}-{data.name}-{stage}-{cache.config_hash(key)}"
 
@@ -164,36 +169,32 @@ def _fit(model, config, data, epochs, learning_rate, progress, label):
     }
 
 
-def _build(config, data, qat):
-    model = nets.build(config.net, data.input_shape, data.num_classes)
-    if qat:
-        from quantlab._tf import tfmot
+def _quantize(model):
+    from quantlab._tf import tfmot
 
-        model = tfmot().quantization.keras.quantize_model(model)
-    return model
+    return tfmot().quantization.keras.quantize_model(model)
 
 
-def _load(config, data, folder, qat):
-    model = _build(config, data, qat)
-    model.load_weights(str(folder / "weights.h5"))
-    _compile(model, config.qat_learning_rate if qat else config.learning_rate)
-    return model
-
-
-def _train_or_load(config, data, qat, progress, use_cache, start):
-    folder = model_dir(config, data, qat)
+def _train_or_load(config, data, qat, progress, use_cache, build, base_key=None, prepare=None):
+    """Load the cached model of this key, or ``build`` (then ``prepare``) and fit one."""
+    folder = model_dir(config, data, qat, base_key)
+    stage = "qat" if qat else "float"
     if use_cache and (folder / "info.json").is_file():
         info = json.loads((folder / "info.json").read_text())
         if progress:
-            progress(f"{config.net} ({info['stage']}) loaded from cache: {folder}")
-        return Trained(_load(config, data, folder, qat), folder, info, from_cache=True)
+            progress(f"{config.net} ({stage}) loaded from cache: {folder}")
+        model = build()
+        model.load_weights(str(folder / "weights.h5"))
+        _compile(model, config.qat_learning_rate if qat else config.learning_rate)
+        return Trained(model, folder, info, from_cache=True)
     _seed(config.seed)
-    model = start()
-    stage = "qat" if qat else "float"
+    model = build()
+    if prepare:
+        prepare(model)
     epochs = config.qat_epochs if qat else config.epochs
     lr = config.qat_learning_rate if qat else config.learning_rate
     info = _fit(model, config, data, epochs, lr, progress, f"{config.net} {stage}")
-    info.update(stage=stage, key=_key(config, data, qat), dataset_source=data.source)
+    info.update(stage=stage, key=_key(config, data, qat, base_key), dataset_source=data.source)
     if not use_cache:
         return Trained(model, folder, info, from_cache=False)
     with cache.atomic_dir(folder) as tmp:
@@ -207,7 +208,7 @@ def train(config, data=None, data_dir=None, progress=None, use_cache=True):
     data = data or datasets.load(config.dataset, data_dir)
     return _train_or_load(
         config, data, False, progress, use_cache,
-        lambda: _build(config, data, qat=False),
+        lambda: nets.build(config.net, data.input_shape, data.num_classes),
     )
 
 
@@ -240,19 +241,18 @@ def calibrate_ranges(qat_model, float_model, images):
                 weight.assign(max(0.0, float(observed.max())))
 
 
-def train_qat(config, data=None, data_dir=None, progress=None, use_cache=True, base=None):
+def train_qat(config, data=None, data_dir=None, progress=None, use_cache=True, base=None,
+              base_key=None):
     """Fine-tune the float net of ``config`` with fake quantization (tfmot, 8-bit default).
 
-    ``base`` is the float net of the same config when the caller already has it.
+    ``base`` is the float net when the caller already has it; ``base_key`` identifies a
+    float model that quantlab did not train (a user's own), for the cache key.
     """
     data = data or datasets.load(config.dataset, data_dir)
     base = base or train(config, data, progress=progress, use_cache=use_cache)
-
-    def start():
-        from quantlab._tf import tfmot
-
-        qat = tfmot().quantization.keras.quantize_model(base.model)
-        calibrate_ranges(qat, base.model, _training_data(config, data)[0][:CALIBRATION_IMAGES])
-        return qat
-
-    return _train_or_load(config, data, True, progress, use_cache, start)
+    images = _training_data(config, data)[0][:CALIBRATION_IMAGES]
+    return _train_or_load(
+        config, data, True, progress, use_cache,
+        build=lambda: _quantize(base.model), base_key=base_key,
+        prepare=lambda qat: calibrate_ranges(qat, base.model, images),
+    )

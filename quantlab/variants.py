@@ -89,10 +89,10 @@ def tflite_converter(model, variant, calibration):
     return converter
 
 
-def export_dir(config, data, calibration_size):
+def export_dir(config, data, calibration_size, base_key=None):
     key = {
-        "float": training.model_dir(config, data).name,
-        "qat": training.model_dir(config, data, qat=True).name,
+        "float": base_key or training.model_dir(config, data).name,
+        "qat": training.model_dir(config, data, qat=True, base_key=base_key).name,
         "calibration_size": calibration_size,
         "quantlab": quantlab.__version__,
     }
@@ -136,17 +136,28 @@ def _cached(folder, variant):
 def export(config, variants=VARIANTS, data=None, data_dir=None,
            calibration_size=DEFAULT_CALIBRATION_SIZE, progress=None):
     """Train (or reuse) ``config``'s net and return {variant: Artifact} for ``variants``."""
+    data = data or datasets.load(config.dataset, data_dir)
+    return export_model(lambda: training.train(config, data, progress=progress), config, data,
+                        variants, calibration_size, progress)
+
+
+def export_model(float_model, config, data, variants=VARIANTS,
+                 calibration_size=DEFAULT_CALIBRATION_SIZE, progress=None, base_key=None):
+    """Export ``variants`` of one float model; ``float_model`` is a ``Trained`` or makes one.
+
+    ``base_key`` identifies a float model that quantlab did not train (a user's own).
+    Only variants missing from the cache are made, so nothing is trained when all exist.
+    """
     variants = check_variants(variants)
     if calibration_size < 1:
         raise QuantlabError("calibration size must be at least 1 image")
-    data = data or datasets.load(config.dataset, data_dir)
-    folder = export_dir(config, data, calibration_size)
+    folder = export_dir(config, data, calibration_size, base_key)
     artifacts = {v: _cached(folder, v) for v in variants}
     missing = [v for v, a in artifacts.items() if a is None]
     if not missing:
         return artifacts
-    trained = training.train(config, data, progress=progress)
-    qat = (training.train_qat(config, data, progress=progress, base=trained)
+    trained = float_model() if callable(float_model) else float_model
+    qat = (training.train_qat(config, data, progress=progress, base=trained, base_key=base_key)
            if "qat_int8" in missing else None)
     calibration = calibration_images(data, calibration_size, config.seed)
     for variant in missing:
