@@ -4,7 +4,11 @@ tfmot needs Keras 2, so ``TF_USE_LEGACY_KERAS`` must be set before TensorFlow is
 imported; C++ log noise is turned down at the same moment.
 """
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 import warnings
 
 
@@ -18,9 +22,35 @@ def _prepare_environment():
     warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
 
 
+# Info lines that TensorFlow's C++ code prints while importing, before its log level applies.
+_IMPORT_NOISE = re.compile(r"^(I0000 |WARNING: All log messages before absl::InitializeLog)")
+
+
+@contextlib.contextmanager
+def _without_import_noise():
+    """Drop the native info lines printed during the import; pass everything else on."""
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if not _IMPORT_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
 def tf():
     _prepare_environment()
-    import tensorflow
+    with _without_import_noise():
+        import tensorflow
 
     tensorflow.get_logger().setLevel("ERROR")
     return tensorflow

@@ -1,1 +1,281 @@
-"""pytest plugin of quantlab: hardware-counter measurement around benchmarks (in progress)."""
+"""pytest plugin of quantlab: options, fixtures and hooks of the latency suite and its counters.
+
+Registered through the ``pytest11`` entry point, so it loads in every pytest run: importing
+it costs nothing beyond pytest itself (numpy, LiteRT, TensorFlow and the counters are
+imported only when a benchmark case needs them). Its state lives in ``QuantlabSession``,
+registered as the plugin ``quantlab_session``; the hooks that only pytest-benchmark knows
+are registered only when pytest-benchmark is loaded.
+
+    pytest benchmarks/ --quantlab-nets=medium --quantlab-batch-sizes=1,16 \
+        --quantlab-counters=valgrind --quantlab-cache=i7-6500u
+"""
+
+import argparse
+import os
+import shlex
+
+import pytest
+
+from quantlab import nets
+
+TRAININGS = ("quick", "full")  # as quantlab.latency_suite.TRAININGS, which imports numpy
+WARMUP_ITERATIONS = 100  # per case, unless --benchmark-warmup-iterations says otherwise
+
+
+# --- option types: each raises ArgumentTypeError, which pytest prints as a usage error --------
+
+def _choices(valid):
+    if isinstance(valid, str):  # "module:ATTRIBUTE", imported only when the option is given
+        module, _, attribute = valid.partition(":")
+        valid = getattr(__import__(module, fromlist=[attribute]), attribute)
+    return valid
+
+
+def _names(valid, what):
+    def parse(text):
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        choices = _choices(valid)
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            problem = f"unknown {what} {unknown[0]!r}" if unknown else f"no {what} given"
+            raise argparse.ArgumentTypeError(f"{problem}: choose from {','.join(choices)}")
+        return tuple(dict.fromkeys(names))
+    return parse
+
+
+def _name(valid, what):
+    def parse(text):
+        choices = _choices(valid)
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}: choose one of {', '.join(choices)}")
+        return text
+    return parse
+
+
+def _positive_ints(text):
+    try:
+        values = tuple(dict.fromkeys(int(v) for v in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
+    return values
+
+
+def _counters(text):
+    if text == "off":  # the default: nothing of quantlab.counters is imported
+        return text
+    return _name("quantlab.counters:BACKENDS", "counters backend")(text)
+
+
+def _cache_geometry(text):
+    from quantlab.counters import parse_cache_geometry
+
+    return parse_cache_geometry(text)
+
+
+def _manifest(text):
+    from quantlab import latency_suite, variants
+
+    try:
+        dataset, found = latency_suite.read_manifest(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    for net, variant in found:
+        _name(nets.NAMES, "net")(net)
+        _name(variants.VARIANTS, "variant")(variant)
+    return {"dataset": dataset, "artifacts": found}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("quantlab", "quantlab latency benchmarks and hardware counters")
+    add = group.addoption
+    # Defaults of None are filled in by QuantlabSession: a string default would be run
+    # through its type= at every pytest run, importing what the type needs.
+    add("--quantlab-nets", metavar="NAMES", type=_names(nets.NAMES, "net"),
+        help=f"Comma-separated nets to benchmark, of {','.join(nets.NAMES)}. "
+             "Default: all (with --quantlab-artifacts: those it lists).")
+    add("--quantlab-variants", metavar="NAMES", type=_names("quantlab.variants:VARIANTS", "variant"),
+        help="Comma-separated variants to benchmark (e.g. float32,int8). "
+             "Default: all six (with --quantlab-artifacts: those it lists).")
+    add("--quantlab-batch-sizes", metavar="SIZES", type=_positive_ints, default=(1, 16, 64),
+        help="Comma-separated batch sizes. Default: 1,16,64.")
+    add("--quantlab-threads", metavar="N[,N...]", type=_positive_ints, default=(1,),
+        help="Interpreter threads; several values multiply the cases. Default: 1.")
+    add("--quantlab-kernels", metavar="KIND", type=_name("quantlab.runtime:KERNELS", "kernel library"),
+        help="LiteRT kernels: xnnpack (LiteRT's default delegate) or builtin (reference "
+             "kernels, no XNNPACK). Default: xnnpack.")
+    add("--quantlab-counters", metavar="BACKEND", type=_counters, default="off",
+        help="Count instructions and cache misses of each case after timing it, with auto "
+             "(perf where the CPU exposes counters, else valgrind), perf, valgrind or off. "
+             "Valgrind takes ~5-30 s per case. Default: off.")
+    add("--quantlab-cache", metavar="GEOMETRY", type=_cache_geometry,
+        help="Caches valgrind simulates: host, i7-6500u (the P17 laptop) or a spec "
+             "I1=size,assoc,line:D1=...:LL=... Default: host.")
+    add("--quantlab-artifacts", metavar="FILE", type=_manifest,
+        help='Benchmark these model files: JSON {"dataset": ..., "artifacts": [{"net", '
+             '"variant", "path"}, ...]}. Default: export them (cached) by training each net.')
+    add("--quantlab-dataset", metavar="NAME", type=_name("quantlab.datasets:NAMES", "dataset"),
+        help="Dataset to train on when exporting artifacts (sets the input shape). "
+             "Default: fashion_mnist.")
+    add("--quantlab-training", metavar="KIND", type=_name(TRAININGS, "training"), default="quick",
+        help="Training of self-exported artifacts: quick (6000 images, 2 epochs, cached with "
+             "the tests) or full (the P17 schedule). Latency does not depend on how well the "
+             "weights are trained, only on the net and variant. Default: quick.")
+
+
+# --- state ------------------------------------------------------------------------------------
+
+class QuantlabSession:
+    """The selection of cases, the artifacts, and what every case measured, for one run."""
+
+    def __init__(self, config):
+        option = config.getoption
+        manifest = option("quantlab_artifacts")
+        self.manifest = manifest and manifest["artifacts"]
+        self.nets, self.variants = option("quantlab_nets"), option("quantlab_variants")
+        if self.manifest:
+            listed = {"net": [n for n, _ in self.manifest], "variant": [v for _, v in self.manifest]}
+            for what, chosen in (("net", self.nets), ("variant", self.variants)):
+                missing = [c for c in chosen or () if c not in listed[what]]
+                if missing:
+                    raise pytest.UsageError(
+                        f"--quantlab-artifacts lists no {what} {missing[0]!r} "
+                        f"(it has {', '.join(dict.fromkeys(listed[what]))})")
+            self.nets = self.nets or tuple(dict.fromkeys(listed["net"]))
+            self.variants = self.variants or tuple(dict.fromkeys(listed["variant"]))
+        self.dataset = (manifest and manifest["dataset"]) or option("quantlab_dataset") or "fashion_mnist"
+        self.batch_sizes = option("quantlab_batch_sizes")
+        self.threads = option("quantlab_threads")
+        self.kernels = option("quantlab_kernels") or "xnnpack"
+        self.training = option("quantlab_training")
+        self.cache = option("quantlab_cache") or "host"
+        self.backend = option("quantlab_counters")
+        if self.backend != "off":  # fail now, not after the first timed case
+            from quantlab import counters
+            from quantlab.errors import QuantlabError
+
+            try:
+                self.backend = counters.resolve_backend(self.backend)
+            except QuantlabError as error:
+                raise pytest.UsageError(f"--quantlab-counters: {error}") from None
+        self.records = []  # every case's extra_info, in run order
+        self._cpu = None
+
+    @property
+    def cpu(self):
+        if self._cpu is None:
+            from quantlab import machine
+
+            self._cpu = machine.cpu_info()
+        return self._cpu
+
+    def cases(self):
+        from quantlab import latency_suite, variants
+
+        if self.manifest:
+            # a manifest may hold fewer variants for some nets: only cases it can run
+            return [c for c in latency_suite.cases(self.nets, self.variants, self.batch_sizes, self.threads)
+                    if (c.net, c.variant) in self.manifest]
+        return latency_suite.cases(self.nets or nets.NAMES, self.variants or variants.VARIANTS,
+                                   self.batch_sizes, self.threads)
+
+    def artifacts(self):
+        from quantlab import latency_suite, variants
+
+        return latency_suite.Artifacts(self.manifest, self.dataset, self.training,
+                                       self.variants or variants.VARIANTS)
+
+    def finish_case(self, case, path, extra_info):
+        """Count the case (after its timing) if asked, into ``extra_info``; keep its record."""
+        if self.backend != "off":
+            from quantlab import counters
+
+            extra_info["counters"] = counters.measure(
+                path, case.batch_size, backend=self.backend, threads=case.threads,
+                kernels=self.kernels, cache=self.cache)
+        self.records.append(extra_info)
+
+    # Runs before pytest-benchmark's summary, which raises when --benchmark-compare-fail trips.
+    def pytest_terminal_summary(self, terminalreporter):
+        from quantlab import tables
+
+        reporter, counted = terminalreporter, tables.counted(self.records)
+        if counted:
+            backends = ", ".join(sorted({r["counters"]["backend"] for r in counted}))
+            reporter.write_sep("-", f"quantlab: cache miss rates per inference, total/L1d/LLC % ({backends})")
+            reporter.write_line(tables.miss_rate_table(counted))
+            reporter.write_sep("-", "quantlab: instructions per inference")
+            reporter.write_line(tables.instructions_table(counted))
+            for caveat in dict.fromkeys(c for r in counted for c in r["counters"].get("caveats", [])):
+                reporter.write_line(f"note: {caveat}")
+        if any(r.get("median") for r in self.records):
+            reporter.write_sep("-", "quantlab: latency (median), MAC/s and share of the nominal peak")
+            reporter.write_line(tables.latency_table(self.records))
+
+
+class BenchmarkHooks:
+    """Hooks that exist only with pytest-benchmark: run-wide facts in its machine_info."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def pytest_benchmark_update_machine_info(self, config, machine_info):
+        from quantlab._tf import versions
+
+        # Only stable facts: --benchmark-compare warns when machine_info differs.
+        machine_info["quantlab"] = {"cpu": self.session.cpu, "versions": versions()}
+
+
+# --- hooks ------------------------------------------------------------------------------------
+
+def pytest_configure(config):
+    session = QuantlabSession(config)
+    config.pluginmanager.register(session, "quantlab_session")
+    if config.pluginmanager.hasplugin("benchmark"):
+        config.pluginmanager.register(BenchmarkHooks(session), "quantlab_benchmark")
+
+
+def pytest_generate_tests(metafunc):
+    if "quantlab_case" in metafunc.fixturenames:
+        session = metafunc.config.pluginmanager.get_plugin("quantlab_session")
+        metafunc.parametrize("quantlab_case", session.cases(), ids=lambda case: case.id)
+
+
+def _given(config, flag):
+    """Whether the user set ``flag`` anywhere (command line, PYTEST_ADDOPTS, ini addopts)."""
+    args = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", "")),
+            *config.getini("addopts")]
+    return any(str(a) == flag or str(a).startswith(flag + "=") for a in args)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Warm-up on for the latency cases, unless the user chose pytest-benchmark's own setting.
+
+    pytest-benchmark warms up only on PyPy by default; a LiteRT model's first runs pay for
+    cold caches and lazily packed weights, which would land in the timings.
+    """
+    if not config.pluginmanager.hasplugin("benchmark"):
+        return
+    warmup = {}
+    if not _given(config, "--benchmark-warmup"):
+        warmup["warmup"] = True
+    if not _given(config, "--benchmark-warmup-iterations"):
+        warmup["warmup_iterations"] = WARMUP_ITERATIONS
+    for item in items:
+        if warmup and "quantlab_case" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.benchmark(**warmup))
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def quantlab_session(pytestconfig):
+    """The run's QuantlabSession: options, CPU facts, and the records of measured cases."""
+    return pytestconfig.pluginmanager.get_plugin("quantlab_session")
+
+
+@pytest.fixture(scope="session")
+def quantlab_artifacts(quantlab_session):
+    """Model file of each (net, variant): from --quantlab-artifacts, or exported on first use."""
+    return quantlab_session.artifacts()

@@ -106,7 +106,8 @@ def _evaluate(config, net, artifacts, data, progress):
     from quantlab import evaluate
 
     def compute():
-        rows = evaluate.compare(artifacts, data, threads=config.threads, progress=progress)
+        rows = evaluate.compare(artifacts, data, threads=config.threads,
+                                progress=lambda message: progress(f"{net}: {message}"))
         return {row["variant"]: row for row in rows}
 
     return _cached_stage(config, "eval", {"net": net, "artifacts": _artifact_key(artifacts)},

@@ -11,12 +11,14 @@ interpreter creation, file reads, input conversion, warm-up) is left uncounted:
 - valgrind mode: callgrind starts with instrumentation off (``--instr-atstart=no``); the
   worker asks ``callgrind_control`` to switch it on, and dumps the counters after a warm-up
   run, after 1 run ("short") and after K+1 runs ("long"). Per inference = (long - short) / K:
-  the cost of the control calls themselves and the first-run-after-a-control-call effects
-  are equal in both windows and cancel (measured: a plain zero-then-count window kept a fixed
-  ~4k instructions and ~600 D1 misses of that overhead, which on a tiny model is 10-20%).
+  the Python around each control call and the first-run-after-a-control-call misses are
+  equal in both windows and cancel. Measured on a 33k-instruction model: zeroing and then
+  counting K runs also counted ~370k instructions of control-call overhead; subtracting an
+  empty window still left ~4k instructions and ~600 D1 misses; the difference of two
+  lengths gave the same per-inference count for K = 5 and K = 50 within 0.2%.
 
-On a user error the worker prints one line starting with ``ERROR_MARK`` to stderr and exits
-with status 2; on success it prints one JSON line describing what it ran to stdout.
+On a user error the worker prints one line starting with ``protocol.ERROR_MARK`` to stderr
+and exits with status 2; on success it prints one JSON line describing what it ran to stdout.
 """
 
 import argparse
@@ -24,14 +26,13 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 from quantlab.errors import QuantlabError
+from quantlab.counters.protocol import DUMP_LONG, DUMP_SHORT, DUMP_WARM, ERROR_MARK, ERROR_STATUS
 
-ERROR_MARK = "quantlab-counters-error: "
 SEED = 0
-# Dump descriptions; callgrind writes them into each dump's "desc: Trigger:" line.
-DUMPS = ("quantlab-warm", "quantlab-short", "quantlab-long")
 
 
 def make_batch(input_shape, batch_size, seed=SEED):
@@ -44,10 +45,14 @@ def make_batch(input_shape, batch_size, seed=SEED):
 class CallgrindControl:
     """Synchronous ``callgrind_control`` requests about this very process.
 
+    Whatever Python runs around a request is counted while instrumentation is on, and must
+    be the same in both windows, so a request runs almost only C code: posix_spawn with a
+    prepared plain dict as environment (iterating ``os.environ`` runs Python code that the
+    adaptive interpreter specializes at some call, in one window and not the other), then a
+    blocking waitpid (no ``communicate`` loop whose length depends on timing).
     callgrind_control exits 0 even when it reached no process, so success is read from its
-    output ("OK."). It is started with posix_spawn and waited for without pipes: whatever
-    Python runs around the request is counted when instrumentation is on, and a
-    ``communicate`` loop would make that amount depend on timing.
+    output ("OK."), but only in ``verify``, outside the windows: searching text that holds
+    a random scratch path costs a data-dependent number of instructions.
     """
 
     def __init__(self, scratch, vgdb_prefix=None):
@@ -56,22 +61,29 @@ class CallgrindControl:
             raise QuantlabError("callgrind_control not found: install valgrind (apt-get install valgrind)")
         self.prefix = [f"--vgdb-prefix={vgdb_prefix}"] if vgdb_prefix else []
         self.pid = str(os.getpid())
-        self.log = os.path.join(scratch, "callgrind_control.log")
+        self.env = dict(os.environ)
+        self.scratch = scratch
+        self.done = []  # (request, exit status, log path)
 
     def __call__(self, *request):
-        argv = [self.program, *self.prefix, *request, self.pid]
-        actions = [(os.POSIX_SPAWN_OPEN, 1, self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+        log = os.path.join(self.scratch, f"callgrind_control.{self.pid}.{len(self.done)}.log")
+        actions = [(os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
                    (os.POSIX_SPAWN_DUP2, 1, 2)]
-        child = os.posix_spawn(self.program, argv, os.environ, file_actions=actions)
+        argv = [self.program, *self.prefix, *request, self.pid]
+        child = os.posix_spawn(self.program, argv, self.env, file_actions=actions)
         _, status = os.waitpid(child, 0)
-        with open(self.log) as f:
-            answer = f.read()
-        if status != 0 or "OK." not in answer:
-            said = " ".join(answer.split()) or f"exit status {status}"
-            raise QuantlabError(
-                f"callgrind_control {' '.join(request)} failed ({said}); is this process "
-                f"running under valgrind --tool=callgrind, started from a real python binary?"
-            )
+        self.done.append((request, status, log))
+
+    def verify(self):
+        for request, status, log in self.done:
+            with open(log, errors="replace") as f:
+                answer = " ".join(f.read().split())
+            if status != 0 or "OK." not in answer:
+                raise QuantlabError(
+                    f"callgrind_control {' '.join(request)} failed ({answer or f'exit status {status}'}); "
+                    f"is this process running under valgrind --tool=callgrind, started from a "
+                    f"real python binary (not a wrapper script)?"
+                )
 
 
 class PerfControl:
@@ -91,29 +103,34 @@ class PerfControl:
 
 
 def _loop(run, prepared, count):
+    """``count`` runs; returns their wall time.
+
+    Every window is timed the same way, so that the timer's own cost (and its first call's
+    lazy symbol binding, which once showed up as ~20 LL misses) cancels in long - short.
+    """
+    start = time.perf_counter()
     for _ in range(count):
         run(prepared)
+    return time.perf_counter() - start
 
 
 def count_valgrind(run, prepared, iterations, control):
     control("-i", "on")  # the simulated caches start cold here
+    control.verify()  # fail early; this window is discarded anyway
     _loop(run, prepared, 1)  # pays the compulsory misses; its dump is discarded
-    control(f"--dump={DUMPS[0]}")  # a dump also zeroes the counters
+    control(f"--dump={DUMP_WARM}")  # a dump also zeroes the counters
     _loop(run, prepared, 1)
-    control(f"--dump={DUMPS[1]}")
-    start = time.perf_counter()
-    _loop(run, prepared, iterations + 1)
-    seconds = time.perf_counter() - start
-    control(f"--dump={DUMPS[2]}")
+    control(f"--dump={DUMP_SHORT}")
+    seconds = _loop(run, prepared, iterations + 1)
+    control(f"--dump={DUMP_LONG}")
     control("-i", "off")  # the interpreter's shutdown is not worth simulating
+    control.verify()
     return {"short": 1, "long": iterations + 1}, seconds
 
 
 def count_perf(run, prepared, iterations, control):
     control("enable")
-    start = time.perf_counter()
-    _loop(run, prepared, iterations)
-    seconds = time.perf_counter() - start
+    seconds = _loop(run, prepared, iterations)
     control("disable")
     return {"window": iterations}, seconds
 
@@ -145,7 +162,7 @@ def work(args):
             raise QuantlabError("perf mode needs --ctl-fd and --ack-fd (run it under perf stat --control)")
         control, count = PerfControl(args.ctl_fd, args.ack_fd), count_perf
     else:
-        control = CallgrindControl(args.scratch or os.getcwd(), args.vgdb_prefix)
+        control = CallgrindControl(args.scratch or tempfile.gettempdir(), args.vgdb_prefix)
         count = count_valgrind
     predictor = runtime.load(args.artifact, threads=args.threads, kernels=args.kernels)
     prepared = predictor.prepare(make_batch(predictor.input_shape, args.batch_size))
@@ -168,7 +185,7 @@ def main(argv=None):
         report = work(args)
     except QuantlabError as error:
         print(ERROR_MARK + " ".join(str(error).split()), file=sys.stderr, flush=True)
-        return 2
+        return ERROR_STATUS
     print(json.dumps(report), flush=True)
     return 0
 

@@ -1,0 +1,102 @@
+"""Starting the counting worker under a tool, and turning its failures into one-line errors.
+
+Both backends run ``python -m quantlab.counters.worker`` under another program (callgrind or
+perf stat). Its output goes to files in a scratch directory, never to pipes that could fill
+up, and a failure comes back as the worker's own one-line message when it gave one.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from quantlab.errors import QuantlabError
+from quantlab.counters.protocol import ERROR_MARK
+
+TIMEOUT = 1800  # s; a frozen-graph model under callgrind may take minutes, not hours
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def scratch_dir():
+    return tempfile.TemporaryDirectory(prefix="quantlab-counters-")
+
+
+def worker_argv(artifact, batch_size, warmup, iterations, mode, threads, kernels, *extra):
+    # An absolute path: the worker runs elsewhere, and one model has one name whatever the cwd.
+    argv = [sys.executable, "-m", "quantlab.counters.worker", str(Path(artifact).resolve()),
+            "--batch-size", str(batch_size), "--warmup", str(warmup),
+            "--iterations", str(iterations), "--mode", mode, "--kernels", kernels]
+    if threads:
+        argv += ["--threads", str(threads)]
+    return argv + list(extra)
+
+
+# The worker's environment and working directory land on its stack and heap, so their sizes
+# shift the alignment of its buffers: a variable that changes from call to call (PWD,
+# PYTEST_CURRENT_TEST, ...) changed the counts by up to 0.15%. Only variables that can
+# change what the worker does are passed on, and it runs in its scratch directory.
+_KEPT = ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV")
+_KEPT_PREFIXES = ("PYTHON", "LC_", "LD_", "TF_", "OMP_", "KMP_", "QUANTLAB_")
+
+
+def worker_env():
+    env = {k: v for k, v in os.environ.items() if k in _KEPT or k.startswith(_KEPT_PREFIXES)}
+    # A fixed hash seed keeps dict layouts, and so instruction counts, equal from run to run.
+    env["PYTHONHASHSEED"] = "0"
+    # As quantlab._tf sets them, whether or not this process has imported TensorFlow yet.
+    env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The worker must import this very quantlab, whether installed or run from a checkout.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run(argv, scratch, timeout=TIMEOUT, pass_fds=(), after_start=None):
+    """Run ``argv`` with stdout/stderr in ``scratch``; return (status, stdout, stderr)."""
+    out_path, err_path = Path(scratch, "stdout.txt"), Path(scratch, "stderr.txt")
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                       env=worker_env(), cwd=scratch, pass_fds=pass_fds,
+                                       start_new_session=True)  # so a timeout kills it all
+        except OSError as error:
+            raise QuantlabError(f"cannot start {argv[0]}: {error.strerror}") from None
+        if after_start:
+            after_start()
+        try:
+            status = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            raise QuantlabError(f"counting did not finish within {timeout} s; "
+                                f"try fewer iterations or a smaller batch") from None
+        except BaseException:  # e.g. Ctrl-C: its own session would not get the signal
+            _kill(process)
+            raise
+    return (status, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"))
+
+
+def _kill(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def failure(tool, status, *texts):
+    """A one-line QuantlabError for a failed run: the worker's message, else the last clue."""
+    lines = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if ERROR_MARK in line:
+            return QuantlabError(line.split(ERROR_MARK, 1)[1])
+    clue = lines[-1] if lines else "no output"
+    return QuantlabError(f"counting under {tool} failed (exit status {status}): {clue}")
+
+
+def report(stdout):
+    """The worker's JSON line (what it ran), or {} if it printed none."""
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}

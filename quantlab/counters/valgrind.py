@@ -1,0 +1,277 @@
+"""The valgrind backend: run the worker under callgrind's cache simulator and read its dumps.
+
+callgrind starts with instrumentation off; the worker switches it on around its runs and
+dumps after 1 run ("short") and after K+1 runs ("long") (see ``worker.py``). This module
+builds the command, runs it, parses callgrind's output files and maps the simulated events
+to quantlab's counter names:
+
+=================  ====================  ============================================
+quantlab key       callgrind events      why
+=================  ====================  ============================================
+instructions       Ir                    instructions executed
+l1d_loads          Dr                    data reads, all of which look up L1d
+l1d_load_misses    D1mr                  data reads that missed L1d
+cache_references   I1mr + D1mr + D1mw    accesses reaching the last level: what perf's
+                                         generic ``cache-references`` counts on Intel
+cache_misses       ILmr + DLmr + DLmw    last-level misses (perf's ``cache-misses``)
+llc_loads          D1mr                  data reads reaching the last level
+llc_load_misses    DLmr                  data reads that missed it too
+cycles, ipc        (none)                callgrind has no timing model
+=================  ====================  ============================================
+"""
+
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from quantlab.errors import QuantlabError
+from quantlab.counters import _process, geometry
+from quantlab.counters.protocol import DUMP_LONG, DUMP_SHORT
+
+EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
+WARMUP, ITERATIONS = 10, 5
+TOP = 5
+
+MISSING = "valgrind not found: install it (apt-get install valgrind) or use --counters perf/off"
+
+AVX512_CAVEAT = (
+    "simulated by valgrind, whose virtual CPU has no AVX-512: XNNPACK ran its AVX2/FMA3 "
+    "kernels rather than the AVX-512 (VNNI) ones it picks natively on AVX-512 CPUs, so "
+    "instruction and miss counts describe those AVX2 kernels"
+)
+MODEL_CAVEAT = (
+    "valgrind's cache model has no hardware prefetcher and no timing: misses are those of "
+    "a plain LRU cache, and there are no cycles, hence no IPC"
+)
+
+
+def available():
+    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+
+
+def require():
+    if not available():
+        raise QuantlabError(MISSING)
+
+
+# --- the command ------------------------------------------------------------------------
+
+def command(worker_argv, out_file, log_file, vgdb_prefix, cache="host"):
+    return ["valgrind", "--tool=callgrind", "--cache-sim=yes", "--instr-atstart=no",
+            f"--callgrind-out-file={out_file}", f"--log-file={log_file}",
+            f"--vgdb-prefix={vgdb_prefix}", *geometry.valgrind_options(cache), *worker_argv]
+
+
+# --- callgrind's output format ----------------------------------------------------------
+
+class Profile:
+    """One callgrind dump: event names, totals, self cost per function, geometry, trigger."""
+
+    def __init__(self, events, totals, functions, caches, trigger):
+        self.events, self.totals, self.functions = events, totals, functions
+        self.caches, self.trigger = caches, trigger
+
+
+_NAMED = re.compile(r"\((\d+)\)(?: (.*))?$")
+_CACHE = re.compile(r"desc: (I1|D1|LL) cache:\s+(\d+) B, (\d+) B, (\d+)-way")
+_COST_START = tuple("0123456789+-*")
+
+
+def _vector(fields, width):
+    values = [int(v) for v in fields]
+    return values + [0] * (width - len(values))
+
+
+def parse_profile(text):
+    """Parse a callgrind output file (compressed names ``fn=(12) name`` / ``fn=(12)``).
+
+    A cost line after ``calls=`` is the inclusive cost of that call, already counted as self
+    cost inside the callee, so it is skipped rather than added to the caller.
+    """
+    events, summary, totals, trigger = [], None, None, None
+    names, caches = {}, {}
+    functions = {}
+    current, positions, after_calls = None, 1, False
+    for line in text.splitlines():
+        if line.startswith(_COST_START):
+            if after_calls:
+                after_calls = False
+            elif current is not None:
+                cost = _vector(line.split()[positions:], len(events))
+                own = functions.setdefault(current, [0] * len(events))
+                for i, value in enumerate(cost):
+                    own[i] += value
+            continue
+        key, _, value = line.partition("=")
+        if key in ("fn", "cfn"):  # fn and cfn share one table of compressed names
+            match = _NAMED.match(value)
+            if match:
+                if match.group(2) is not None:
+                    names[match.group(1)] = match.group(2)
+                name = names.get(match.group(1), f"({match.group(1)})")
+            else:
+                name = value
+            if key == "fn":
+                current = re.sub(r"'\d+$", "", name)  # fold recursion levels: f'2 -> f
+            continue
+        if key in ("ob", "cob", "fl", "fi", "fe", "cfi", "cfl", "jump", "jcnd"):
+            continue
+        if key == "calls":
+            after_calls = True
+            continue
+        if line.startswith("events:"):
+            events = line.split()[1:]
+        elif line.startswith("positions:"):
+            positions = len(line.split()) - 1
+        elif line.startswith("summary:"):
+            summary = line.split()[1:]
+        elif line.startswith("totals:"):
+            totals = line.split()[1:]
+        elif line.startswith("desc: Trigger:"):
+            trigger = line.split(":", 2)[2].strip()
+        elif _CACHE.match(line):
+            level, size, line_size, assoc = _CACHE.match(line).groups()
+            caches[level] = (int(size), int(assoc), int(line_size))
+    if not events:
+        raise QuantlabError("not a callgrind output file (no 'events:' line)")
+    if totals is None and summary is None:
+        own = [sum(c[i] for c in functions.values()) for i in range(len(events))]
+    else:  # "totals" is the sum of the file's cost lines; "summary" can lag behind it
+        own = _vector(totals if totals is not None else summary, len(events))
+    return Profile(events, dict(zip(events, own)), functions, caches, trigger)
+
+
+# --- from two dumps to per-inference figures -------------------------------------------
+
+def difference(long, short, iterations):
+    """Per-inference event counts and per-function self Ir from the two windows.
+
+    A count that falls from the short to the long window (seen: a few LL misses in all,
+    from Python's adaptive interpreter specializing some call in one window and not the
+    other) is noise around a true value of zero, so it is reported as zero.
+    """
+    per = {e: max(0, long.totals.get(e, 0) - short.totals.get(e, 0)) / iterations
+           for e in long.events}
+    index = long.events.index("Ir")
+    own = Counter()
+    for name, cost in long.functions.items():
+        own[name] += cost[index]
+    for name, cost in short.functions.items():
+        own[name] -= cost[index]
+    return per, own
+
+
+def to_counts(per):
+    """Map callgrind events to quantlab's keys (see the table in the module docstring)."""
+    return {
+        "instructions": per["Ir"],
+        "cache_references": per["I1mr"] + per["D1mr"] + per["D1mw"],
+        "cache_misses": per["ILmr"] + per["DLmr"] + per["DLmw"],
+        "l1d_loads": per["Dr"],
+        "l1d_load_misses": per["D1mr"],
+        "llc_loads": per["D1mr"],
+        "llc_load_misses": per["DLmr"],
+        "cycles": None,
+        "ipc": None,
+    }
+
+
+def top_kernels(own, instructions, iterations, top=TOP):
+    if instructions <= 0:
+        return []
+    total = instructions * iterations
+    best = [(name, ir) for name, ir in own.most_common(top) if ir > 0]
+    return [{"function": name, "instructions": ir / iterations, "share": ir / total}
+            for name, ir in best]
+
+
+# --- cache geometry actually simulated -------------------------------------------------
+
+_ADJUST = re.compile(r"warning: (specified|simulated) (\w+) cache: line_size (\d+)\s+"
+                     r"assoc (\d+)\s+total_size ([\d,]+)")
+
+
+def _size_text(size):
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def describe_level(level, size, assoc, line):
+    return f"{level} {_size_text(size)} {assoc}-way {line} B lines"
+
+
+def geometry_result(cache, caches):
+    canonical = geometry.parse_cache_geometry(cache)
+    name = canonical if canonical in geometry.CACHE_GEOMETRIES else "custom"
+    found = {level: {"size": s, "assoc": a, "line": l} for level, (s, a, l) in caches.items()}
+    return {"name": name, **found, "spec": geometry.spec_text(caches)}
+
+
+def adjustment_caveats(log_text, caches):
+    """valgrind rounds host caches it cannot simulate (e.g. a 300 MiB 20-way L3): say so."""
+    seen = {}
+    for kind, level, line, assoc, size in _ADJUST.findall(log_text):
+        seen[(kind, level)] = (int(size.replace(",", "")), int(assoc), int(line))
+    caveats = []
+    for (kind, level), simulated in seen.items():
+        specified = seen.get(("specified", level))
+        if kind == "simulated" and specified and caches.get(level) == simulated:
+            caveats.append(
+                f"valgrind cannot simulate this CPU's {level} cache as it is "
+                f"({describe_level(level, *specified)}: its set count is not a power of two) "
+                f"and simulated {describe_level(level, *simulated)} instead"
+            )
+    return caveats
+
+
+# --- running it ---------------------------------------------------------------------------
+
+def _dump(out_file, hint):
+    for path in sorted(Path(out_file).parent.glob(Path(out_file).name + "*")):
+        text = path.read_text(errors="replace")
+        head = text[:4096]
+        if "desc: Trigger:" in head and hint in head.split("desc: Trigger:", 1)[1].split("\n", 1)[0]:
+            return parse_profile(text)
+    raise QuantlabError(f"callgrind wrote no '{hint}' dump; is callgrind_control working?")
+
+
+def count(artifact, batch_size, iterations=ITERATIONS, warmup=WARMUP, threads=1,
+          kernels="xnnpack", cache="host"):
+    """Run the worker under callgrind; return the backend's part of the result."""
+    require()
+    cache = geometry.parse_cache_geometry(cache)
+    with _process.scratch_dir() as scratch:
+        out_file, log_file = Path(scratch, "callgrind.out"), Path(scratch, "valgrind.log")
+        worker = _process.worker_argv(artifact, batch_size, warmup, iterations, "valgrind",
+                                      threads, kernels, "--scratch", scratch,
+                                      "--vgdb-prefix", str(Path(scratch, "vgdb")))
+        argv = command(worker, out_file, log_file, Path(scratch, "vgdb"), cache)
+        status, stdout, stderr = _process.run(argv, scratch)
+        log = log_file.read_text(errors="replace") if log_file.exists() else ""
+        if status != 0:
+            raise _process.failure("valgrind", status, stderr, log)
+        short, long = _dump(out_file, DUMP_SHORT), _dump(out_file, DUMP_LONG)
+    per, own = difference(long, short, iterations)
+    counts = to_counts(per)
+    caveats = [AVX512_CAVEAT]
+    used = geometry_result(cache, long.caches)
+    levels = ", ".join(describe_level(level, *long.caches[level])
+                       for level in geometry.LEVELS if level in long.caches)
+    caveats.append(f"simulated caches ({used['name']} geometry): {levels}")
+    caveats += adjustment_caveats(log, long.caches)
+    caveats.append(MODEL_CAVEAT)
+    if threads and threads > 1:
+        caveats.append("valgrind runs one thread at a time: counts are summed over all "
+                       "threads, including any spinning of idle workers")
+    return {
+        "events": list(long.events),
+        "per_inference": counts,
+        "scaling": None,
+        "caveats": caveats,
+        "top_kernels": top_kernels(own, per["Ir"], iterations),
+        "cache_geometry": used,
+        "worker": _process.report(stdout),
+    }

@@ -1,0 +1,150 @@
+"""What this CPU is and how many multiply-accumulates per second it could do at best.
+
+``cpu_info`` reads /proc/cpuinfo and sysfs (no TensorFlow, no py-cpuinfo) for the facts that
+explain int8 and float speed: model, cores, clock, the SIMD/matrix ISA extensions the
+kernels can use and the cache sizes. ``peak_macs_per_second`` turns them into a nominal
+peak, the yardstick for the achieved MAC/s reported next to each benchmark.
+
+    >>> peak = peak_macs_per_second("int8", threads=1)
+    >>> print(f"{peak.macs_per_second / 1e9:.0f} GMAC/s: {peak.description}")  # doctest: +SKIP
+"""
+
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+# ISA extensions that decide which XNNPACK kernels run (flag names as in /proc/cpuinfo).
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_fp16")
+DTYPES = ("float32", "float16", "int8")
+
+_CPUINFO = Path("/proc/cpuinfo")
+_SYSFS_CPU = Path("/sys/devices/system/cpu")
+_SIZE = re.compile(r"^(\d+)([KMG]?)$")
+_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+
+
+def _first_processor(text):
+    """The key: value pairs of the first processor block (all cores report the same ISA)."""
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def _caches(cpu_dir):
+    """{"l1d": bytes, "l2": bytes, "l3": bytes} for cpu0, from sysfs where it exists."""
+    found = {}
+    for index in sorted(Path(cpu_dir, "cpu0", "cache").glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = _SIZE.match((index / "size").read_text().strip())
+        except OSError:
+            continue
+        if size is None or kind == "Instruction":
+            continue
+        name = "l1d" if level == "1" else f"l{level}"
+        found[name] = int(size.group(1)) * _UNITS[size.group(2)]
+    return found
+
+
+def _max_mhz(cpu_dir, fields):
+    """The highest clock the kernel reports (cpufreq), else /proc/cpuinfo's current MHz.
+
+    cpufreq's maximum is stable from run to run, while "cpu MHz" moves with frequency
+    scaling on real hardware; virtual machines often have only the latter, and it is fixed.
+    """
+    try:
+        return int(Path(cpu_dir, "cpu0", "cpufreq", "cpuinfo_max_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        pass
+    try:
+        return float(fields["cpu MHz"])
+    except (KeyError, ValueError):
+        return None
+
+
+def cpu_info(cpuinfo_path=_CPUINFO, cpu_dir=_SYSFS_CPU):
+    """Model, core counts, clock (MHz), ISA flags (booleans) and cache sizes (bytes)."""
+    try:
+        fields = _first_processor(Path(cpuinfo_path).read_text())
+    except OSError:
+        fields = {}
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count()
+    return {
+        "model": fields.get("model name") or fields.get("Processor") or "unknown",
+        "logical_cores": os.cpu_count(),
+        "available_cores": available,
+        "mhz": _max_mhz(cpu_dir, fields),
+        "flags": {flag: flag in flags for flag in FLAGS},
+        "caches": _caches(cpu_dir),
+    }
+
+
+class Peak(NamedTuple):
+    macs_per_second: float | None
+    macs_per_cycle_per_core: int
+    cores: int
+    ghz: float | None
+    description: str
+
+
+def _per_cycle(dtype, flags):
+    """(MACs per cycle per core, why) for the widest unit XNNPACK uses for ``dtype``."""
+    if dtype == "int8":
+        if flags["amx_int8"]:
+            # XNNPACK asks Linux for AMX tile state and picks its *_avx512amx int8 GEMMs
+            # (seen with perf record on a Sapphire Rapids VM: qs8_qc8w igemm 16x64c4 avx512amx).
+            # One TDPBSSD tile op: 16x64 by 64x16 int8 = 16384 MACs every 16 cycles.
+            return 1024, "AMX-INT8 tile multiply: 1024 int8 MAC/cycle"
+        if flags["avx512_vnni"]:
+            return 128, "AVX-512 VNNI vpdpbusd: 2 ports x 64 int8 MAC"
+        if flags["avx_vnni"]:
+            return 64, "AVX-VNNI vpdpbusd: 2 ports x 32 int8 MAC"
+        if flags["avx2"]:
+            # no dot-product instruction: vpmaddubsw + vpmaddwd take two ops per 32 MACs
+            return 32, "AVX2 vpmaddubsw+vpmaddwd: 2 ports x 32 int8 MAC / 2 ops"
+        return 8, "SSE: 8 int8 MAC (no AVX2)"
+    if dtype == "float16" and flags["avx512_fp16"]:
+        return 64, "AVX-512 FP16 FMA: 2 ports x 32 fp16 lanes"
+    # float32, and float16 without native fp16 arithmetic (computed in float32)
+    if flags["avx512f"]:
+        return 32, "AVX-512 FMA: 2 ports x 16 fp32 lanes"
+    if flags["avx2"] and flags["fma"]:
+        return 16, "AVX2 FMA: 2 ports x 8 fp32 lanes"
+    return 4, "SSE: 4 fp32 lanes, separate multiply and add"
+
+
+def peak_macs_per_second(dtype, threads=1, info=None):
+    """Nominal ISA peak of ``dtype`` multiply-accumulates per second on ``threads`` cores.
+
+    Nominal means: every core retires the widest multiply-accumulate the ISA offers on both
+    of its (assumed) two vector FMA ports every cycle, at the highest clock the kernel reports,
+    with no memory stalls; one thread per physical core. Real kernels reach a fraction of it.
+    For int8 it counts AMX tiles where the CPU has ``amx_int8``, because XNNPACK (the LiteRT
+    kernels measured here) requests AMX from Linux and uses it for int8 GEMMs and
+    convolutions; otherwise AVX-512 VNNI, AVX-VNNI or AVX2. ``float16`` is the native fp16
+    rate only with ``avx512_fp16``; without it fp16 data is computed as float32. Note that
+    XNNPACK, by default, also computes fp16-weight models in float32 on x86, so quantlab
+    rates the float16 *variant* against the float32 peak (see ``quantlab.macs``).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    info = info or cpu_info()
+    per_cycle, why = _per_cycle(dtype, info["flags"])
+    cores = max(1, min(int(threads or info["available_cores"] or 1), info["available_cores"] or 1))
+    ghz = info["mhz"] / 1000 if info["mhz"] else None
+    peak = per_cycle * cores * ghz * 1e9 if ghz else None
+    clock = f"{ghz:.2f} GHz" if ghz else "unknown clock"
+    return Peak(peak, per_cycle, cores, ghz,
+                f"{dtype}: {why} x {cores} core{'s' if cores > 1 else ''} x {clock} (nominal)")

@@ -1,0 +1,302 @@
+"""valgrind backend: real callgrind runs on tiny float32 and int8 models, and its parsers."""
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from quantlab import counters
+from quantlab.counters import valgrind
+from quantlab.counters.geometry import parse_cache_geometry, valgrind_options
+from quantlab.errors import QuantlabError
+
+pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+slow = pytest.mark.slow  # runs valgrind on a model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A float32 and a full-int8 .tflite of one tiny net (8x8x1 -> conv -> dense 10)."""
+    from quantlab._tf import keras, tf
+
+    keras, tf = keras(), tf()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])
+    folder = tmp_path_factory.mktemp("counter_models")
+    paths = {"float32": folder / "tiny_f32.tflite", "int8": folder / "tiny_int8.tflite"}
+    paths["float32"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+    samples = np.random.default_rng(1).random((32, 8, 8, 1), dtype=np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([s[None]] for s in samples)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    paths["int8"].write_bytes(converter.convert())
+    return paths
+
+
+@pytest.fixture(scope="module")
+def counted(models):
+    """Each (variant, batch size) counted once under valgrind, on demand."""
+    done = {}
+
+    def get(variant, batch_size, **options):
+        key = (variant, batch_size, tuple(sorted(options.items())))
+        if key not in done:
+            done[key] = counters.measure(models[variant], batch_size, backend="valgrind", **options)
+        return done[key]
+
+    return get
+
+
+CASES = [("float32", 1), ("float32", 16), ("int8", 1), ("int8", 16)]
+
+
+# --- real counting -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rerun(models):
+    """The int8 batch-1 case counted once more, with the CPU time its processes took."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = counters.measure(models["int8"], 1, backend="valgrind")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+@slow
+def test_two_runs_of_the_same_case_count_exactly_the_same_events(rerun, counted):
+    again, first = rerun[0], counted("int8", 1)
+    assert again["per_inference"] == first["per_inference"]
+    assert again["top_kernels"] == first["top_kernels"]
+
+
+@slow
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_a_batch_of_16_costs_more_instructions_per_inference_than_a_batch_of_1(counted, variant):
+    one = counted(variant, 1)["per_inference"]["instructions"]
+    sixteen = counted(variant, 16)["per_inference"]["instructions"]
+    assert sixteen > 2 * one
+
+
+@slow
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_int8_and_float32_models_execute_different_kernels_and_counts(counted, batch_size):
+    f32, int8 = counted("float32", batch_size), counted("int8", batch_size)
+    assert f32["per_inference"]["instructions"] != int8["per_inference"]["instructions"]
+    assert any("xnn_f32" in k["function"] for k in f32["top_kernels"])
+    assert any("xnn_qs8" in k["function"] for k in int8["top_kernels"])
+
+
+@slow
+@pytest.mark.parametrize("variant, batch_size", CASES)
+def test_miss_rates_are_fractions_and_counts_are_not_negative(counted, variant, batch_size):
+    result = counted(variant, batch_size)
+    for name, rate in result["rates"].items():
+        assert rate is None or 0.0 <= rate <= 1.0, name
+    for name, value in result["per_inference"].items():
+        if name in ("cycles", "ipc"):
+            assert value is None  # callgrind has no timing model
+        else:
+            assert value >= 0, name
+    per = result["per_inference"]
+    assert per["l1d_load_misses"] <= per["l1d_loads"] <= per["instructions"]
+
+
+@slow
+@pytest.mark.parametrize("variant, batch_size", CASES)
+def test_the_costliest_functions_are_named_with_shares_summing_to_at_most_one(counted, variant, batch_size):
+    top = counted(variant, batch_size)["top_kernels"]
+    assert 1 <= len(top) <= 5
+    assert sum(k["share"] for k in top) <= 1.0
+    assert all(k["instructions"] > 0 and k["function"] for k in top)
+    assert [k["instructions"] for k in top] == sorted((k["instructions"] for k in top), reverse=True)
+
+
+@slow
+def test_a_simulated_result_warns_about_avx2_kernels_and_names_the_simulated_caches(counted):
+    result = counted("int8", 16)
+    assert result["backend"] == "valgrind"
+    assert result["events"] == list(valgrind.EVENTS)
+    assert result["batch_size"] == 16 and result["iterations"] == valgrind.ITERATIONS
+    assert result["scaling"] is None
+    assert any("AVX-512" in c and "AVX2" in c for c in result["caveats"])
+    geometry = result["cache_geometry"]
+    assert geometry["name"] == "host"
+    assert set(geometry) >= {"I1", "D1", "LL", "spec"}
+    assert any(c.startswith("simulated caches (host geometry): I1 ") and "LL " in c
+               for c in result["caveats"])
+    assert result["seconds"] > 0
+    json.dumps(result)
+
+
+@slow
+def test_counting_one_tiny_case_under_valgrind_takes_less_than_30_cpu_seconds(rerun):
+    # CPU time rather than wall time: other jobs on the machine must not fail this test.
+    assert rerun[1] < 30
+
+
+@slow
+def test_the_i7_6500u_geometry_is_simulated_when_asked_for(counted):
+    result = counted("int8", 16, cache="i7-6500u")
+    geometry = result["cache_geometry"]
+    assert geometry["name"] == "i7-6500u"
+    assert geometry["LL"] == {"size": 4194304, "assoc": 16, "line": 64}
+    assert geometry["D1"] == {"size": 32768, "assoc": 8, "line": 64}
+    assert geometry["spec"] == "I1=32768,8,64:D1=32768,8,64:LL=4194304,16,64"
+    assert any("i7-6500u" in c for c in result["caveats"])
+    # The cache geometry changes misses, never the instructions executed.
+    host = counted("int8", 16)
+    assert result["per_inference"]["instructions"] == host["per_inference"]["instructions"]
+
+
+@slow
+def test_an_explicit_geometry_spec_is_simulated_as_custom(counted):
+    result = counted("float32", 1, cache="D1=16K,4,64:LL=1M,8,64")
+    assert result["cache_geometry"]["name"] == "custom"
+    assert result["cache_geometry"]["D1"] == {"size": 16384, "assoc": 4, "line": 64}
+    assert result["cache_geometry"]["LL"] == {"size": 1048576, "assoc": 8, "line": 64}
+
+
+@slow
+def test_the_result_formats_as_a_short_text_block(counted):
+    text = counters.format_result(counted("int8", 1))
+    assert "instructions" in text and "L1d" in text and "AVX-512" in text
+    assert len(text.splitlines()) < 20
+
+
+# --- errors --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, says", [
+    ("I1=32768,8", "three numbers"),
+    ("L2=32768,8,64", "unknown level"),
+    ("LL=3000000,12,64", "power of two"),
+    ("D1=32768,8,8", "line size"),
+    ("D1=32768,8,64:D1=32768,8,64", "twice"),
+    ("D1=32k,eight,64", "whole numbers"),
+    ("pentium", "unknown cache geometry"),
+])
+def test_a_malformed_geometry_spec_is_refused_in_one_line(models, spec, says):
+    with pytest.raises(QuantlabError, match=says) as caught:
+        counters.measure(models["int8"], 1, backend="valgrind", cache=spec)
+    assert "\n" not in str(caught.value)
+
+
+def test_geometry_specs_are_canonical_and_become_valgrind_options():
+    assert parse_cache_geometry("I7-6500U") == "i7-6500u"
+    assert parse_cache_geometry("host") == "host"
+    assert parse_cache_geometry("ll=4M,16,64:i1=32K,8,64") == "I1=32768,8,64:LL=4194304,16,64"
+    assert valgrind_options("host") == []
+    assert valgrind_options("i7-6500u") == ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=4194304,16,64"]
+
+
+def test_a_bad_geometry_on_the_command_line_is_reported_by_argparse_with_its_reason(capsys):
+    parser = argparse.ArgumentParser(prog="quantlab")
+    parser.add_argument("--cache", type=parse_cache_geometry)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--cache", "LL=3000000,12,64"])
+    assert "power of two" in capsys.readouterr().err
+
+
+def test_every_geometry_we_accept_is_accepted_by_valgrind_itself(tmp_path):
+    spec = parse_cache_geometry("I1=16K,4,64:D1=48K,12,64:LL=6M,12,64")
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--cache-sim=yes",
+                           f"--callgrind-out-file={tmp_path / 'out'}", *valgrind_options(spec), "true"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    profile = valgrind.parse_profile((tmp_path / "out").read_text())
+    assert profile.caches == {"I1": (16384, 4, 64), "D1": (49152, 12, 64), "LL": (6291456, 12, 64)}
+
+
+def test_a_missing_artifact_is_refused_in_one_line(tmp_path):
+    with pytest.raises(QuantlabError, match="no model file at") as caught:
+        counters.measure(tmp_path / "absent.tflite", 1, backend="valgrind")
+    assert "\n" not in str(caught.value)
+
+
+@slow
+def test_a_corrupt_artifact_comes_back_from_the_worker_as_a_one_line_error(tmp_path):
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"\0\0\0\0TFL3" + np.random.default_rng(0).bytes(200))
+    with pytest.raises(QuantlabError, match="truncated or corrupt") as caught:
+        counters.measure(corrupt, 1, backend="valgrind")
+    assert "\n" not in str(caught.value) and "==" not in str(caught.value)
+
+
+@slow
+def test_a_file_that_is_no_model_comes_back_as_a_one_line_error(tmp_path):
+    junk = tmp_path / "notes.tflite"
+    junk.write_text("these are not weights")
+    with pytest.raises(QuantlabError, match="not a TFLite model") as caught:
+        counters.measure(junk, 1, backend="valgrind")
+    assert "\n" not in str(caught.value)
+
+
+# --- callgrind's file format ------------------------------------------------------------------
+
+COMPRESSED = """\
+# callgrind format
+version: 1
+positions: line
+events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+desc: Trigger: dump quantlab-long
+desc: I1 cache: 32768 B, 64 B, 8-way associative
+desc: D1 cache: 49152 B, 64 B, 12-way associative
+desc: LL cache: 318767104 B, 64 B, 38-way associative
+summary: 1000 300 100 5 20 3 1 2 1
+
+ob=(1) /lib/libmodel.so
+fl=(1) kernels.c
+fn=(1) xnn_gemm
+10 600 200 50 2 15 2 1 2 1
++2 100 50 20
+cfn=(2) helper
+calls=3 20
+12 250 40 20 1 3
+fn=(2)
+20 250 40 20 1 3 1 0 0 0
+fn=(3) _PyEval_EvalFrameDefault'2
+5 30 8 8 1
+fn=(3)
+*  20 2 2 0 2 0 0 0 0
+totals: 1000 300 100 5 20 3 1 2 1
+"""
+
+
+def test_the_parser_reads_compressed_names_and_keeps_call_costs_out_of_self_cost():
+    profile = valgrind.parse_profile(COMPRESSED)
+    assert profile.trigger == "dump quantlab-long"
+    assert profile.totals["Ir"] == 1000 and profile.totals["DLmr"] == 2
+    ir = {name: cost[0] for name, cost in profile.functions.items()}
+    # xnn_gemm's own lines only: the inclusive line after calls= belongs to helper.
+    assert ir == {"xnn_gemm": 700, "helper": 250, "_PyEval_EvalFrameDefault": 50}
+    assert profile.functions["xnn_gemm"][:3] == [700, 250, 70]
+    assert profile.caches["LL"] == (318767104, 38, 64)
+
+
+def test_self_costs_of_a_real_callgrind_dump_add_up_to_its_totals(tmp_path):
+    subprocess.run(["valgrind", "--tool=callgrind", "--cache-sim=yes",
+                    f"--callgrind-out-file={tmp_path / 'out'}", "true"],
+                   capture_output=True, check=True)
+    profile = valgrind.parse_profile((tmp_path / "out").read_text())
+    for i, event in enumerate(profile.events):
+        assert sum(cost[i] for cost in profile.functions.values()) == profile.totals[event], event
+
+
+def test_callgrind_events_map_to_last_level_references_and_misses_as_perf_counts_them():
+    per = dict(zip(valgrind.EVENTS, [1000, 300, 100, 5, 20, 3, 1, 2, 1]))
+    counts = valgrind.to_counts(per)
+    assert counts["instructions"] == 1000
+    assert counts["cache_references"] == 5 + 20 + 3
+    assert counts["cache_misses"] == 1 + 2 + 1
+    assert (counts["l1d_loads"], counts["l1d_load_misses"]) == (300, 20)
+    assert (counts["llc_loads"], counts["llc_load_misses"]) == (20, 2)

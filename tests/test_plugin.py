@@ -1,0 +1,176 @@
+"""The pytest plugin and the latency suite, driven end to end through pytester."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import QUICK
+from quantlab import latency_suite, tables
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+USAGE_ERROR = 4
+MISS_RATES = "quantlab: cache miss rates"
+LATENCY = "quantlab: latency"
+TINY = "from quantlab.latency_suite import test_latency  # noqa: F401\n"
+# Written at the end of the inner run: whether anything imported the counters package.
+RECORD_IMPORTS = """
+import sys
+from pathlib import Path
+
+def pytest_sessionfinish(session):
+    Path("counters-imported.txt").write_text(str("quantlab.counters" in sys.modules))
+"""
+REQUIRED = {"net", "variant", "batch_size", "threads", "runtime", "runtime_version", "kernels",
+            "cpu_model", "isa", "model_bytes", "median", "per_image", "p50", "p90", "p99",
+            "macs_per_image", "macs_per_second", "arithmetic", "peak_macs_per_second",
+            "peak_fraction", "peak"}
+
+
+@pytest.fixture(scope="module")
+def manifest(quick_variants, tmp_path_factory):
+    """The quick medium float32 and int8 models, as ``quantlab run`` hands them over."""
+    medium = quick_variants["medium"]
+    path = tmp_path_factory.mktemp("manifest") / "manifest.json"
+    path.write_text(json.dumps({"dataset": "fashion_mnist", "artifacts": [
+        {"net": "medium", "variant": v, "path": str(medium[v].path)} for v in ("float32", "int8")]}))
+    return path
+
+
+# --- options ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, message", [
+    ("--quantlab-nets=dense,resnet", "unknown net 'resnet': choose from dense,medium,conv"),
+    ("--quantlab-variants=int4", "unknown variant 'int4': choose from float32_tf,float32,dynamic_int8"),
+    ("--quantlab-batch-sizes=16,0", "'16,0': every value must be at least 1"),
+    ("--quantlab-threads=two", "'two' is not a comma-separated list of whole numbers"),
+    ("--quantlab-kernels=mkl", "unknown kernel library 'mkl': choose one of xnnpack, builtin"),
+    ("--quantlab-counters=papi", "choose one of auto, perf, valgrind, off"),
+    ("--quantlab-cache=D1=1000,3,64", "valgrind needs a power of two"),
+    ("--quantlab-training=long", "unknown training 'long': choose one of quick, full"),
+    ("--quantlab-dataset=imagenet", "choose one of fashion_mnist, mnist, cifar10, digits"),
+    ("--quantlab-artifacts=missing.json", "cannot read missing.json"),
+])
+def test_bad_option_values_are_usage_errors_that_name_the_valid_choices(pytester, option, message):
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_subprocess(option)
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*argument {option.split('=')[0]}: *{message}*"])
+
+
+def test_a_manifest_without_the_selected_net_is_a_usage_error(pytester, manifest):
+    result = pytester.runpytest_subprocess(f"--quantlab-artifacts={manifest}", "--quantlab-nets=conv")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--quantlab-artifacts lists no net 'conv' (it has medium)*"])
+
+
+def test_options_select_the_cases_named_net_variant_batch_in_the_order_given(pytester):
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_subprocess(
+        "--collect-only", "-q", "--quantlab-nets=medium,dense", "--quantlab-variants=int8,float32",
+        "--quantlab-batch-sizes=1,16", "--quantlab-threads=1,2")
+    ids = [line.split("[")[1].rstrip("]") for line in result.outlines if "::test_latency[" in line]
+    assert ids[:4] == ["medium-int8-b1", "medium-float32-b1", "medium-int8-b1-t2", "medium-float32-b1-t2"]
+    assert len(ids) == 16 and ids[-1] == "dense-float32-b16-t2"
+
+
+def test_the_plugin_imports_neither_numpy_nor_pytest_benchmark():
+    code = ("import sys, quantlab.pytest_plugin; print(sorted(m for m in sys.modules if m.split('.')[0] "
+            "in ('numpy', 'tensorflow', 'ai_edge_litert', 'pytest_benchmark')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_suite_trains_its_own_artifacts_exactly_like_the_tests_so_they_share_the_cache():
+    assert latency_suite.QUICK_TRAINING == QUICK
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+def test_a_timed_run_fills_extra_info_and_measures_no_counters_when_they_are_off(pytester, manifest):
+    pytester.makepyfile(test_tiny=TINY)
+    pytester.makeconftest(RECORD_IMPORTS)
+    result = pytester.runpytest_subprocess(
+        f"--quantlab-artifacts={manifest}", "--quantlab-batch-sizes=1,4",
+        "--benchmark-json=out.json", "--benchmark-max-time=0.05", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    report = json.loads((pytester.path / "out.json").read_text())
+    assert report["machine_info"]["quantlab"]["cpu"]["model"]
+    for bench in report["benchmarks"]:
+        info, stats = bench["extra_info"], bench["stats"]
+        assert REQUIRED <= set(info)
+        assert "counters" not in info
+        assert bench["group"] == f"medium-b{info['batch_size']}"
+        assert bench["options"]["warmup"]
+        assert info["p50"] <= info["p90"] <= info["p99"]
+        assert info["median"] == stats["median"] == pytest.approx(info["per_image"] * info["batch_size"])
+        assert stats["min"] <= info["p50"] <= stats["max"]
+        assert info["macs_per_second"] == pytest.approx(
+            info["macs_per_image"] * info["batch_size"] / info["median"])
+        assert info["model_bytes"] == Path(info["model_path"]).stat().st_size
+        assert (info["runtime"], info["kernels"], info["threads"]) == ("litert", "xnnpack", 1)
+        assert info["arithmetic"] == ("int8" if info["variant"] == "int8" else "float32")
+        assert {"avx2", "avx512_vnni", "amx_int8"} <= set(info["isa"])
+    result.stdout.fnmatch_lines([f"*{LATENCY}*", "*| medium | 4 | int8 |*x faster*"])
+    assert MISS_RATES not in result.stdout.str()
+    assert (pytester.path / "counters-imported.txt").read_text() == "False"
+
+
+@pytest.mark.slow
+def test_valgrind_counters_fill_extra_info_and_the_summary_prints_the_miss_rate_table(pytester, manifest):
+    # The suite file itself, given to pytest, as `quantlab run` does.
+    result = pytester.runpytest_subprocess(
+        latency_suite.__file__, f"--quantlab-artifacts={manifest}", "--quantlab-variants=int8",
+        "--quantlab-batch-sizes=1", "--quantlab-counters=valgrind", "--quantlab-cache=i7-6500u",
+        "--benchmark-json=out.json", "--benchmark-max-time=0.05", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    [bench] = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    counters = bench["extra_info"]["counters"]
+    per, rates = counters["per_inference"], counters["rates"]
+    assert counters["backend"] == "valgrind" and counters["cache_geometry"]["name"] == "i7-6500u"
+    assert per["instructions"] > 100_000 and 0 < per["l1d_load_misses"] < per["l1d_loads"]
+    assert all(0 <= rate <= 1 for rate in rates.values() if rate is not None)
+    assert counters["caveats"] and counters["events"]
+    result.stdout.fnmatch_lines([f"*{MISS_RATES}*valgrind*", "| batch | medium int8 |", "| 1 | */*/* |",
+                                 "*instructions per inference*", "note: simulated by valgrind*"])
+
+
+@pytest.mark.slow
+def test_the_benchmark_suite_runs_every_case_of_the_matrix_once_with_timing_disabled(quick_variants):
+    # `pytest benchmarks/ --benchmark-disable`, as a user or CI types it: 3 nets x 6 variants x 3 sizes.
+    out = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--benchmark-disable", "-q",
+                          "-p", "no:cacheprovider", "-p", "no:randomly"],
+                         cwd=REPO, capture_output=True, text=True, env=os.environ)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "54 passed" in out.stdout
+    assert LATENCY not in out.stdout  # nothing was timed
+
+
+# --- tables from plain records ------------------------------------------------------------------
+
+def _record(variant, batch, total, l1d, llc, instructions, median=None):
+    return {"net": "medium", "variant": variant, "batch_size": batch, "threads": 1, "median": median,
+            "per_image": median and median / batch,
+            "counters": {"rates": {"total_miss_rate": total, "l1d_miss_rate": l1d, "llc_miss_rate": llc},
+                         "per_inference": {"instructions": instructions, "ipc": None}}}
+
+
+def test_the_miss_rate_table_has_batch_rows_and_net_variant_columns_like_p17():
+    records = [_record("float32", 1, 0.34, 0.072, 0.15, 5.2e6), _record("int8", 1, 0.5, 0.0, None, 3e5),
+               _record("float32", 16, 0.2, 0.1, 0.3, 8e7)]
+    assert tables.miss_rate_table(records).splitlines() == [
+        "| batch | medium float32 | medium int8 |", "|---|---|---|",
+        "| 1 | 34/7.2/15 | 50/0/n/a |", "| 16 | 20/10/30 | – |"]
+    assert "| 1 | 5.20M | 300.00k |" in tables.instructions_table(records)
+
+
+def test_the_latency_table_says_how_many_times_faster_or_slower_than_float32():
+    records = [_record("float32", 16, 0, 0, 0, 0, median=0.004), _record("int8", 16, 0, 0, 0, 0, median=0.002),
+               _record("float16", 16, 0, 0, 0, 0, median=0.006)]
+    rows = tables.latency_table(records).splitlines()[2:]
+    assert [row.split(" | ")[5] for row in rows] == ["reference", "2.0x faster", "1.5x slower"]

@@ -1,0 +1,162 @@
+"""`quantlab run` end to end on small real data: report, JSON, plots, resume, your own model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_cli import one_line_error, quantlab
+
+QUICK_RUN = ["run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
+             "--variants", "float32,int8,qat_int8", "--batch-sizes", "1,8"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One quick study with real valgrind counters, shared by the tests below."""
+    out = tmp_path_factory.mktemp("study") / "report"
+    result = quantlab(*QUICK_RUN, "--counters", "valgrind", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result, json.loads((out / "results.json").read_text())
+
+
+def test_the_report_has_every_section_filled_from_the_run(study):
+    out, _, results = study
+    report = (out / "report.md").read_text()
+    for heading in ("## Machine", "## Findings", "## Size", "## Accuracy", "## Latency",
+                    "### Batch size 1", "### Batch size 8", "## Cache behaviour",
+                    "### Counts per inference", "### Where the time goes",
+                    "### Per-layer quantization error of int8", "## P17 (2018) side by side", "## Plots"):
+        assert heading in report, heading
+    assert results["machine"]["cpu"]["model"] in report
+    assert "valgrind" in report and "AVX-512" in report  # the simulated-CPU caveat
+
+
+def test_the_json_holds_the_numbers_the_markdown_shows(study):
+    out, _, results = study
+    report = (out / "report.md").read_text()
+    for net in ("conv", "medium"):
+        entry = results["nets"][net]
+        int8 = entry["accuracy"]["int8"]
+        assert f"| {net} | int8 | " in report
+        assert f"{int8['size_ratio']:.3f}" in report
+        assert f"{int8['accuracy']:.4f}" in report
+        assert f"{entry['latency']['int8']['8']['median'] * 1e3:.3f}" in report
+        counted = entry["counters"]["int8"]["1"]
+        assert counted["per_inference"]["instructions"] > 0
+        assert set(entry["latency"]) == {"float32", "int8", "qat_int8"}
+        assert set(entry["latency"]["float32"]) == {"1", "8"}
+    assert results["findings"] and all(line in report for line in results["findings"])
+
+
+def test_plots_are_written_as_png_files(study):
+    out, _, results = study
+    assert {"latency.png", "sizes.png", "accuracy.png", "miss_rates.png"} <= set(results["plots"])
+    for name in results["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_progress_is_shown_for_every_stage(study):
+    _, result, _ = study
+    for fragment in ("conv: evaluating int8", "conv: timing", "counting int8 batch 1 with valgrind", "report:"):
+        assert fragment in result.stderr or fragment in result.stdout, fragment
+
+
+def test_a_second_run_redoes_nothing(study):
+    out, _, _ = study
+    again = quantlab(*QUICK_RUN, "--counters", "valgrind", "--out", str(out))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "epoch" not in again.stderr and "exporting" not in again.stderr
+    assert all("done earlier" in line for line in again.stderr.splitlines() if "counting" in line)
+    assert again.stderr.count("done earlier") >= 2 * 3  # accuracy, layers, latency per net
+
+
+def test_an_interrupted_run_continues_where_it_stopped(tmp_path):
+    out = tmp_path / "report"
+    environment = {**os.environ}
+    process = subprocess.Popen([sys.executable, "-m", "quantlab.cli", *QUICK_RUN, "--counters", "off",
+                                "--out", str(out)], stderr=subprocess.PIPE, text=True, env=environment)
+    seen = []
+    for line in process.stderr:  # interrupt as soon as the first net's timing starts
+        seen.append(line)
+        if "medium: timing" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    process.wait(timeout=120)
+    assert process.returncode != 0 and not (out / "report.md").exists()
+    rerun = quantlab(*QUICK_RUN, "--counters", "off", "--out", str(out))
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "conv: accuracy: done earlier" in rerun.stderr
+    assert "conv: latency: done earlier" in rerun.stderr
+    assert "medium: accuracy: done earlier" in rerun.stderr
+    assert "medium: timing" in rerun.stderr
+    assert (out / "report.md").is_file()
+
+
+def _save_model(path, layers):
+    code = f"""
+import os
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import tf_keras as k
+from quantlab import datasets
+data = datasets.load("digits")
+model = k.Sequential({layers})
+model.compile("adam", k.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+model.fit(data.x_train, data.y_train, epochs=3, verbose=0)
+model.save({str(path)!r})
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+
+
+def test_your_own_keras_model_goes_through_the_whole_study(tmp_path):
+    model = tmp_path / "mine.keras"
+    _save_model(model, "[k.layers.Input((8, 8, 1)), k.layers.Conv2D(8, 3, activation='relu'), "
+                       "k.layers.Flatten(), k.layers.Dense(10, activation='softmax')]")
+    out = tmp_path / "report"
+    result = quantlab("run", "--model", str(model), "--dataset", "digits", "--quick", "--counters", "off",
+                      "--variants", "float32,int8,qat_int8", "--batch-sizes", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    accuracy = results["nets"]["model"]["accuracy"]
+    assert accuracy["float32"]["accuracy"] > 0.5
+    assert abs(accuracy["int8"]["delta_points"]) < 5 and accuracy["int8"]["size_ratio"] > 2
+
+
+def test_a_model_with_a_lambda_layer_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    model = tmp_path / "lambda.keras"
+    _save_model(model, f"[k.layers.Input((8, 8, 1)), k.layers.Lambda(lambda x: (open({str(marker)!r}, 'w'), x)[1]), "
+                       "k.layers.Flatten(), k.layers.Dense(10)]")
+    marker.unlink(missing_ok=True)  # written while the model was built and saved
+    line = one_line_error(quantlab("run", "--model", str(model), "--dataset", "digits", "--quick",
+                                   "--out", str(tmp_path / "out")), "Lambda")
+    assert "will not run" in line and not marker.exists()
+
+
+def test_a_model_whose_input_shape_does_not_match_the_dataset_is_refused(tmp_path):
+    model = tmp_path / "wrong.keras"
+    _save_model(model, "[k.layers.Input((8, 8, 1)), k.layers.Flatten(), k.layers.Dense(10)]")
+    one_line_error(quantlab("run", "--model", str(model), "--dataset", "fashion_mnist", "--quick",
+                            "--out", str(tmp_path / "out")), "8x8x1", "28x28x1")
+
+
+def test_an_unwritable_output_folder_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    one_line_error(quantlab("run", "--dataset", "digits", "--quick", "--out", str(blocker / "report")),
+                   "cannot write to output folder")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--nets", "medium,resnet"], "unknown net 'resnet'"),
+    (["--variants", "int4"], "unknown variant 'int4'"),
+    (["--batch-sizes", "0"], "at least 1"),
+    (["--cache", "L9=1"], ""),
+])
+def test_bad_run_options_are_one_line_errors(args, fragment):
+    one_line_error(quantlab("run", *args), fragment)
