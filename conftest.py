@@ -13,8 +13,8 @@ import pytest
 
 os.environ.setdefault("QUANTLAB_CACHE", str(Path(tempfile.gettempdir()) / "quantlab-test-cache"))
 
-# Quick training: enough to beat chance by far and to make quantization error measurable.
-QUICK = dict(limit=6000, epochs=2, qat_epochs=1, seed=0)
+# Quick training, shared with the benchmark suite so that both use the same cached nets.
+from quantlab.latency_suite import QUICK_TRAINING as QUICK  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantlab import macs, machine, runtime
+from quantlab import macs, machine, nets, runtime
 from quantlab._tf import versions
 
 # Latency does not depend on how well the weights were trained, so by default the suite
@@ -136,7 +136,9 @@ def describe(case, path, predictor, num_classes, cpu, dataset, stats=None):
         "isa": cpu["flags"],
         "model_path": str(path),
         "model_bytes": Path(path).stat().st_size,
-        "macs_per_image": macs.macs_per_image(case.net, predictor.input_shape, num_classes),
+        # Known for quantlab's own nets; a user's model has no layer plan to count from.
+        "macs_per_image": (macs.macs_per_image(case.net, predictor.input_shape, num_classes)
+                           if case.net in nets.NAMES else None),
         "arithmetic": arithmetic,
         "arithmetic_note": macs.NOTES.get(case.variant),
         "peak_macs_per_second": peak.macs_per_second,
@@ -144,10 +146,12 @@ def describe(case, path, predictor, num_classes, cpu, dataset, stats=None):
     }
     if stats:  # absent with --benchmark-disable: nothing was timed
         median = stats.stats.median  # seconds per inference call: per round / iterations
-        achieved = info["macs_per_image"] * case.batch_size / median
+        achieved = (info["macs_per_image"] * case.batch_size / median
+                    if info["macs_per_image"] else None)
         info.update(median=median, per_image=median / case.batch_size,
                     **percentiles(stats.stats.data), macs_per_second=achieved,
-                    peak_fraction=achieved / peak.macs_per_second if peak.macs_per_second else None)
+                    peak_fraction=(achieved / peak.macs_per_second
+                                   if achieved and peak.macs_per_second else None))
     return info
 
 

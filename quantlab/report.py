@@ -1,6 +1,8 @@
-"""Tables (Markdown) for what quantlab measured, in the layout of the P17 study."""
+"""The report of a study: Markdown tables in the layout of the P17 study, findings, files."""
 
 from pathlib import Path
+
+from quantlab import tables
 
 
 def megabytes(n):
@@ -54,100 +56,48 @@ def _rows_by_net(results):
     return {net: list(entry["accuracy"].values()) for net, entry in results["nets"].items()}
 
 
-def speed_ratio(reference_seconds, seconds):
-    """P17's wording: how many times faster or slower than the reference."""
-    if seconds <= reference_seconds:
-        return f"{reference_seconds / seconds:.1f}x faster"
-    return f"{seconds / reference_seconds:.1f}x slower"
-
-
-def _ms(seconds):
-    return f"{seconds * 1e3:.3f}" if seconds is not None else "–"
-
-
-def latency_table(results, batch):
-    rows = []
+def records(results):
+    """One dict per (net, variant, batch) case, shaped like the latency suite's extra_info,
+    so that the report and the pytest plugin print their tables with the same code."""
+    threads = results["machine"]["threads"]
+    found = []
     for net, entry in results["nets"].items():
-        reference = entry["latency"].get("float32", {}).get(str(batch))
-        for variant, by_batch in entry["latency"].items():
-            figures = by_batch.get(str(batch))
-            if not figures:
-                continue
-            versus = ("reference" if variant == "float32" or not reference
-                      else speed_ratio(reference["median"], figures["median"]))
-            peak = figures.get("peak_fraction")
-            rows.append([net, variant, _ms(figures["median"]), _ms(figures.get("p90")),
-                         f"{figures['median'] / batch * 1e6:.1f}", versus,
-                         f"{figures['macs_per_second'] / 1e9:.1f}" if figures.get("macs_per_second") else "–",
-                         f"{100 * peak:.1f} %" if peak else "–"])
-    return markdown_table(["network", "variant", "median ms", "p90 ms", "µs / image",
-                           "vs float32", "GMAC/s", "of peak"], rows)
+        for variant in entry["accuracy"]:
+            latency = entry["latency"].get(variant, {})
+            counted = entry["counters"].get(variant, {})
+            for batch in sorted(set(latency) | set(counted), key=int):
+                found.append({"net": net, "variant": variant, "batch_size": int(batch),
+                              "threads": threads, **latency.get(batch, {}),
+                              "counters": counted.get(batch)})
+    return found
 
 
-def _counted(results):
-    """(net, variant, batch, counters) for every counted case."""
-    for net, entry in results["nets"].items():
-        for variant, by_batch in entry["counters"].items():
-            for batch, counts in sorted(by_batch.items(), key=lambda item: int(item[0])):
-                if counts:
-                    yield net, variant, int(batch), counts
-
-
-def _pct(fraction):
-    return f"{100 * fraction:.0f}" if fraction is not None else "–"
-
-
-def miss_rate_table(results):
-    """P17 layout: rows batch sizes, columns net x variant, cells total / L1 / LLC in %."""
-    cases = list(_counted(results))
-    columns = sorted({(net, variant) for net, variant, _, _ in cases},
-                     key=lambda c: (list(results["nets"]).index(c[0]), c[1]))
-    batches = sorted({batch for _, _, batch, _ in cases})
-    lookup = {(n, v, b): c for n, v, b, c in cases}
-    rows = []
-    for batch in batches:
-        row = [str(batch)]
-        for net, variant in columns:
-            counts = lookup.get((net, variant, batch))
-            rates = counts["rates"] if counts else None
-            row.append("/".join(_pct(rates[k]) for k in ("total_miss_rate", "l1d_miss_rate", "llc_miss_rate"))
-                       if rates else "–")
-        rows.append(row)
-    return markdown_table(["batch"] + [f"{n} {v}" for n, v in columns], rows)
-
-
-def _count_text(n):
-    if n is None:
-        return "–"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def counts_table(results):
+def counts_table(cases):
     """Absolute counts per inference: a rate alone misled P17."""
     rows = []
-    for net, variant, batch, counts in _counted(results):
-        per = counts["per_inference"]
-        rows.append([net, variant, str(batch)] + [_count_text(per.get(k)) for k in
-                    ("instructions", "cache_references", "cache_misses", "l1d_loads",
-                     "l1d_load_misses", "llc_load_misses")]
+    for case in tables.counted(cases):
+        per = case["counters"]["per_inference"]
+        rows.append([case["net"], case["variant"], str(case["batch_size"])]
+                    + [tables.count(per.get(k)) for k in
+                       ("instructions", "cache_references", "cache_misses", "l1d_loads",
+                        "l1d_load_misses", "llc_load_misses")]
                     + [f"{per['ipc']:.2f}" if per.get("ipc") else "–"])
     return markdown_table(["network", "variant", "batch", "instructions", "LL refs", "LL misses",
                            "L1d loads", "L1d misses", "LLC load misses", "IPC"], rows)
 
 
-def kernels_table(results):
-    rows = []
-    seen = set()
-    for net, variant, batch, counts in _counted(results):
-        if (net, variant) in seen or not counts.get("top_kernels"):
+def kernels_table(cases):
+    """The costliest functions inside the counted region, per net and variant."""
+    rows, seen = [], set()
+    for case in tables.counted(cases):
+        top = case["counters"].get("top_kernels")
+        if (case["net"], case["variant"]) in seen or not top:
             continue
-        seen.add((net, variant))
-        top = "; ".join(f"{k['function'][:60]} ({100 * k['share']:.0f} %)" for k in counts["top_kernels"][:3])
-        rows.append([net, variant, str(batch), top])
-    return markdown_table(["network", "variant", "batch", "costliest functions (share of instructions)"], rows)
+        seen.add((case["net"], case["variant"]))
+        named = "; ".join(f"{k['function'][:60]} ({100 * k['share']:.0f} %)" for k in top[:3])
+        rows.append([case["net"], case["variant"], str(case["batch_size"]), named])
+    return markdown_table(["network", "variant", "batch", "costliest functions (share of instructions)"],
+                          rows)
 
 
 def layers_table(results):
@@ -171,7 +121,7 @@ def p17_tables():
         [[n, f"{s:.4f}", f"{q:.4f}", f"{q / s:.3f}"] for n, (s, q) in p17.ACCURACY.items()])
     speed = markdown_table(
         ["network"] + [f"batch {b}" for b in p17.BATCH_SIZES],
-        [[n] + [speed_ratio(*p17.SECONDS[n][b]) for b in p17.BATCH_SIZES] for n in p17.NETS])
+        [[n] + [tables.speed_ratio(*p17.SECONDS[n][b]) for b in p17.BATCH_SIZES] for n in p17.NETS])
     misses = markdown_table(
         ["batch"] + [f"{n} {k}" for n in p17.NETS for k in ("SN", "QN")],
         [[str(b)] + ["/".join(map(str, p17.MISS_RATES[b][n][i])) for n in p17.NETS for i in (0, 1)]
@@ -209,8 +159,8 @@ def findings(results):
             faster = sum(r > 1 for r, _, _ in ratios)
             best, worst = max(ratios), min(ratios)
             said.append(f"{variant} vs TFLite float32: faster in {faster} of {len(ratios)} net x batch cases; "
-                        f"from {speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]}) "
-                        f"to {speed_ratio(1, 1 / best[0])} ({best[1]}, batch {best[2]}).")
+                        f"from {tables.speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]}) "
+                        f"to {tables.speed_ratio(1, 1 / best[0])} ({best[1]}, batch {best[2]}).")
     p17_ratios = [q / s for n in p17.NETS for s, q in p17.SECONDS[n].values()]
     said.append(f"P17 (TensorFlow 1 graph transforms, {p17.CPU}) measured its quantized nets "
                 f"{min(p17_ratios):.1f}-{max(p17_ratios):.1f}x slower than float over the same "
@@ -237,7 +187,7 @@ def findings(results):
     return said
 
 
-def _machine_section(results):
+def _machine_section(results, cases):
     machine = results["machine"]
     cpu = machine["cpu"]
     flags = ", ".join(name for name, present in cpu.get("flags", {}).items() if present) or "none found"
@@ -250,7 +200,7 @@ def _machine_section(results):
     if backend:
         lines.append(f"- Counters: {backend}"
                      + (f", simulated cache {machine['cache_geometry']}" if machine["cache_geometry"] else ""))
-        caveats = sorted({c for _, _, _, counts in _counted(results) for c in counts.get("caveats", [])})
+        caveats = sorted({c for case in tables.counted(cases) for c in case["counters"].get("caveats", [])})
         lines += [f"  - caveat: {c}" for c in caveats]
     else:
         lines.append("- Counters: off")
@@ -263,11 +213,13 @@ def markdown(results, plots):
     mode = "quick (small training subset, one epoch)" if results["config"]["quick"] else "full"
     sizes, accuracy, speed, misses, ipc = p17_tables()
     batches = results["config"]["batch_sizes"]
+    cases = records(results)
+    counted = tables.counted(cases)
     parts = [
         "# quantlab report: what 8-bit quantization does to these nets on this CPU",
         f"Dataset **{data['name']}** ({data['train']} training / {data['test']} test images, "
         f"{'x'.join(map(str, data['input_shape']))}, from {data['source']}); training: {mode}.",
-        "## Machine", _machine_section(results),
+        "## Machine", _machine_section(results, cases),
         "## Findings", "\n".join(f"- {line}" for line in results["findings"]),
         "## Size", size_table(_rows_by_net(results)),
         f"## Accuracy on the {data['test']} test images", accuracy_table(_rows_by_net(results)),
@@ -277,14 +229,16 @@ def markdown(results, plots):
         "data type on this CPU.",
     ]
     for batch in batches:
-        parts += [f"### Batch size {batch}", latency_table(results, batch)]
-    if any(True for _ in _counted(results)):
+        parts += [f"### Batch size {batch}",
+                  tables.latency_table([c for c in cases if c["batch_size"] == batch])]
+    if counted:
         parts += [
             "## Cache behaviour",
             "Miss rates in %, total / L1d / LLC, as P17 reported them (total = last-level "
-            "references that missed).", miss_rate_table(results),
-            "### Counts per inference", counts_table(results),
-            "### Where the time goes", kernels_table(results),
+            "references that missed).", tables.miss_rate_table(cases),
+            "### Instructions per inference", tables.instructions_table(cases),
+            "### Counts per inference", counts_table(cases),
+            "### Where the time goes", kernels_table(cases),
         ]
     if any(entry.get("layers") for entry in results["nets"].values()):
         parts += ["### Per-layer quantization error of int8",

@@ -40,6 +40,7 @@ class StudyConfig:
     data_dir: str | None = None
     seed: int = 0
     count_batch_sizes: tuple = field(default=None)
+    count_variants: tuple = field(default=None)
 
     def __post_init__(self):
         for net in self.nets:
@@ -48,9 +49,13 @@ class StudyConfig:
         if variants.REFERENCE not in self.variants:
             self.variants = (variants.REFERENCE, *self.variants)
         self.out = Path(self.out)
+        # Counting under valgrind costs seconds per case, and a minute for TensorFlow (its
+        # import runs under valgrind too): the quick study counts LiteRT at one batch size.
         if self.count_batch_sizes is None:
-            # Counting runs under valgrind cost seconds each: the quick study counts one size.
             self.count_batch_sizes = self.batch_sizes[:1] if self.quick else self.batch_sizes
+        if self.count_variants is None:
+            self.count_variants = tuple(v for v in self.variants
+                                        if not (self.quick and v == "float32_tf"))
 
 
 def _state_path(config, stage, key):
@@ -190,7 +195,8 @@ def _count(config, net, artifacts, backend, progress):
     from quantlab import counters
 
     counts = {}
-    cases = [(v, b) for v in artifacts for b in config.count_batch_sizes]
+    cases = [(v, b) for v in artifacts if v in config.count_variants
+             for b in config.count_batch_sizes]
     for number, (variant, batch) in enumerate(cases, 1):
         key = {"sha": artifacts[variant].meta["sha256"], "batch": batch, "backend": backend,
                "threads": config.threads, "geometry": config.cache_geometry}

@@ -107,8 +107,8 @@ def latency_table(records, reference=REFERENCE):
                   else speed_ratio(base, r["median"]) if base else "–")
         peak = r.get("peak_fraction")
         rows.append([r["net"], _row_label(r), r["variant"], seconds(r["median"]),
-                     seconds(r.get("per_image")), versus,
+                     seconds(r.get("p90")), seconds(r.get("per_image")), versus,
                      f"{r['macs_per_second'] / 1e9:.1f}" if r.get("macs_per_second") else "–",
                      f"{100 * peak:.2f} %" if peak is not None else "–"])
-    return _markdown(["net", "batch", "variant", "median / batch", "per image",
+    return _markdown(["net", "batch", "variant", "median / batch", "p90", "per image",
                       f"vs {reference}", "GMAC/s", "of peak"], rows)

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from quantlab import tables
 from test_cli import one_line_error, quantlab
 
 QUICK_RUN = ["run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
@@ -45,7 +46,7 @@ def test_the_json_holds_the_numbers_the_markdown_shows(study):
         assert f"| {net} | int8 | " in report
         assert f"{int8['size_ratio']:.3f}" in report
         assert f"{int8['accuracy']:.4f}" in report
-        assert f"{entry['latency']['int8']['8']['median'] * 1e3:.3f}" in report
+        assert tables.seconds(entry["latency"]["int8"]["8"]["median"]) in report
         counted = entry["counters"]["int8"]["1"]
         assert counted["per_inference"]["instructions"] > 0
         assert set(entry["latency"]) == {"float32", "int8", "qat_int8"}

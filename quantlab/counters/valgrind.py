@@ -36,9 +36,9 @@ TOP = 5
 MISSING = "valgrind not found: install it (apt-get install valgrind) or use --counters perf/off"
 
 AVX512_CAVEAT = (
-    "simulated by valgrind, whose virtual CPU has no AVX-512: XNNPACK ran its AVX2/FMA3 "
-    "kernels rather than the AVX-512 (VNNI) ones it picks natively on AVX-512 CPUs, so "
-    "instruction and miss counts describe those AVX2 kernels"
+    "simulated by valgrind, whose virtual CPU has no AVX-512 and no AMX: XNNPACK ran its "
+    "AVX2/FMA3 kernels rather than the AVX-512, VNNI or AMX ones it picks natively where "
+    "the CPU has them, so instruction and miss counts describe those AVX2 kernels"
 )
 MODEL_CAVEAT = (
     "valgrind's cache model has no hardware prefetcher and no timing: misses are those of "
