@@ -44,3 +44,28 @@ def quick_variants(fashion):
     from quantlab import nets, variants
 
     return {net: variants.export(quick_config(net), data=fashion) for net in nets.NAMES}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A float32 and a full-int8 .tflite of one tiny net (8x8x1 -> conv 4 -> dense 10)."""
+    import numpy as np
+
+    from quantlab import variants
+    from quantlab._tf import keras
+
+    keras = keras()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.layers.Input((8, 8, 1)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])
+    samples = np.random.default_rng(1).random((32, 8, 8, 1), dtype=np.float32)
+    folder = tmp_path_factory.mktemp("tiny_models")
+    paths = {}
+    for variant in ("float32", "int8"):
+        paths[variant] = folder / f"tiny_{variant}.tflite"
+        paths[variant].write_bytes(variants.tflite_converter(model, variant, samples).convert())
+    return paths

@@ -16,16 +16,19 @@ def markdown_table(headers, rows):
     return "\n".join(lines)
 
 
-def size_table(results):
-    """``results``: {net: comparison rows}. P17: network, standard size, quantized size, ratio."""
-    rows = []
+def _against_reference(results):
+    """(net, reference row, row) for every variant but the reference, from {net: rows}."""
     for net, comparison in results.items():
         reference = next(r for r in comparison if r["variant"] == r["reference"])
         for row in comparison:
-            if row is reference:
-                continue
-            rows.append([net, row["variant"], megabytes(reference["bytes"]),
-                         megabytes(row["bytes"]), f"{row['size_ratio']:.3f}"])
+            if row is not reference:
+                yield net, reference, row
+
+
+def size_table(results):
+    """``results``: {net: comparison rows}. P17: network, standard size, quantized size, ratio."""
+    rows = [[net, row["variant"], megabytes(reference["bytes"]), megabytes(row["bytes"]),
+             f"{row['size_ratio']:.3f}"] for net, reference, row in _against_reference(results)]
     return markdown_table(
         ["network", "variant", "standard size (float32)", "quantized size", "SN size / QN size"], rows
     )
@@ -33,16 +36,10 @@ def size_table(results):
 
 def accuracy_table(results):
     """P17: network, standard accuracy, quantized accuracy, ratio; plus delta and agreement."""
-    rows = []
-    for net, comparison in results.items():
-        reference = next(r for r in comparison if r["variant"] == r["reference"])
-        for row in comparison:
-            if row is reference:
-                continue
-            rows.append([net, row["variant"], f"{reference['accuracy']:.4f}", f"{row['accuracy']:.4f}",
-                         f"{row['accuracy'] / reference['accuracy']:.3f}",
-                         f"{row['delta_points']:+.2f}", f"{100 * row['agreement']:.2f} %",
-                         f"{row['max_abs_diff']:.3f}"])
+    rows = [[net, row["variant"], f"{reference['accuracy']:.4f}", f"{row['accuracy']:.4f}",
+             f"{row['accuracy'] / reference['accuracy']:.3f}", f"{row['delta_points']:+.2f}",
+             f"{100 * row['agreement']:.2f} %", f"{row['max_abs_diff']:.3f}"]
+            for net, reference, row in _against_reference(results)]
     return markdown_table(
         ["network", "variant", "standard accuracy", "quantized accuracy", "QN acc / SN acc",
          "change (points)", "top-1 agreement", "max |Δp|"], rows

@@ -176,23 +176,8 @@ def test_importing_the_counters_package_imports_neither_tensorflow_nor_litert():
 # --- a real perf window around real inferences (software events: no hardware counters here) ----
 
 @pytest.fixture(scope="module")
-def float_model(tmp_path_factory):
-    from quantlab._tf import keras, tf
-
-    keras, tf = keras(), tf()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])
-    path = tmp_path_factory.mktemp("perf_models") / "tiny_f32.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    return path
-
-
-SOFTWARE = ("task-clock", "page-faults", "context-switches")
+def float_model(tiny_models):
+    return tiny_models["float32"]
 
 
 def test_perf_counts_only_inside_the_window_the_worker_opens(float_model):

@@ -3,7 +3,6 @@
 import argparse
 import json
 import resource
-import shutil
 import subprocess
 
 import numpy as np
@@ -14,35 +13,12 @@ from quantlab.counters import valgrind
 from quantlab.counters.geometry import parse_cache_geometry, valgrind_options
 from quantlab.errors import QuantlabError
 
-pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 slow = pytest.mark.slow  # runs valgrind on a model
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A float32 and a full-int8 .tflite of one tiny net (8x8x1 -> conv -> dense 10)."""
-    from quantlab._tf import keras, tf
-
-    keras, tf = keras(), tf()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((8, 8, 1)),
-        keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])
-    folder = tmp_path_factory.mktemp("counter_models")
-    paths = {"float32": folder / "tiny_f32.tflite", "int8": folder / "tiny_int8.tflite"}
-    paths["float32"].write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-
-    samples = np.random.default_rng(1).random((32, 8, 8, 1), dtype=np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([s[None]] for s in samples)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    paths["int8"].write_bytes(converter.convert())
-    return paths
+def models(tiny_models):
+    return tiny_models
 
 
 @pytest.fixture(scope="module")
