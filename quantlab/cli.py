@@ -6,6 +6,7 @@ goes to stderr so that ``--json`` output on stdout stays machine-readable.
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -230,6 +231,9 @@ def main(argv=None):
     except QuantlabError as error:
         print(f"quantlab: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into head and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 0
     except KeyboardInterrupt:
         print("quantlab: interrupted; finished artifacts are cached, run again to resume",
               file=sys.stderr)

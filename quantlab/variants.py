@@ -171,7 +171,7 @@ def export_model(float_model, config, data, variants=VARIANTS,
         with cache.atomic_file(path) as tmp:
             tmp.write_bytes(content)
         # The sidecar is written last: an artifact without one is never trusted.
-        meta = _sidecar(path, variant, config, data, calibration_size, source.path)
-        cache.write_json(folder / f"{variant}.json", meta)
-        artifacts[variant] = Artifact(variant, path, meta)
+        cache.write_json(folder / f"{variant}.json",
+                         _sidecar(path, variant, config, data, calibration_size, source.path))
+        artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
     return artifacts

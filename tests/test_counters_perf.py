@@ -180,6 +180,9 @@ def float_model(tiny_models):
     return tiny_models["float32"]
 
 
+SOFTWARE = ("task-clock", "page-faults", "context-switches")
+
+
 def test_perf_counts_only_inside_the_window_the_worker_opens(float_model):
     empty = perf.count(float_model, 1, iterations=0, warmup=0, events=SOFTWARE)
     busy = perf.count(float_model, 16, iterations=3000, warmup=5, events=SOFTWARE)
