@@ -254,6 +254,9 @@ def run(config, progress=print):
             "latency": _time(config, net, artifacts, progress),
             "counters": _count(config, net, artifacts, backend, progress) if backend else {},
         }
+        # Stored stages come back with sorted keys: list variants in the order studied.
+        for stage in ("accuracy", "latency", "counters"):
+            entry[stage] = {v: entry[stage][v] for v in artifacts if v in entry[stage]}
         results["nets"][net] = entry
     results["findings"] = report.findings(results)
     report.write(results, config.out)
