@@ -101,13 +101,6 @@ def _seed(seed):
     tf().config.experimental.enable_op_determinism()
 
 
-def _training_data(config, data):
-    x, y = data.x_train, data.y_train
-    if config.limit is not None:
-        x, y = x[: config.limit], y[: config.limit]
-    return x, y
-
-
 def _epoch_printer(progress, label, epochs):
     """A Keras callback that reports one line per epoch through ``progress``."""
     from quantlab._tf import keras
@@ -141,7 +134,8 @@ def _fit(model, config, data, epochs, learning_rate, progress, label):
     from quantlab._tf import keras
 
     _compile(model, learning_rate)
-    x, y = _training_data(config, data)
+    train = data.subset(config.limit)
+    x, y = train.x_train, train.y_train
     callbacks = [
         keras().callbacks.EarlyStopping(
             monitor="val_loss", patience=config.patience, restore_best_weights=True
@@ -250,7 +244,7 @@ def train_qat(config, data=None, data_dir=None, progress=None, use_cache=True, b
     """
     data = data or datasets.load(config.dataset, data_dir)
     base = base or train(config, data, progress=progress, use_cache=use_cache)
-    images = _training_data(config, data)[0][:CALIBRATION_IMAGES]
+    images = data.subset(config.limit).x_train[:CALIBRATION_IMAGES]
     return _train_or_load(
         config, data, True, progress, use_cache,
         build=lambda: _quantize(base.model), base_key=base_key,
