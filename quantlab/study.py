@@ -192,23 +192,33 @@ def _latency_from(benchmark_json):
 
 
 def _count(config, net, artifacts, backend, progress):
+    from concurrent.futures import ThreadPoolExecutor
+
     from quantlab import counters
 
-    counts = {}
     cases = [(v, b) for v in artifacts if v in config.count_variants
              for b in config.count_batch_sizes]
-    for number, (variant, batch) in enumerate(cases, 1):
+
+    def count(number, variant, batch):
         key = {"sha": artifacts[variant].meta["sha256"], "batch": batch, "backend": backend,
                "threads": config.threads, "geometry": config.cache_geometry}
         label = f"{net}: counting {variant} batch {batch} with {backend} ({number}/{len(cases)})"
 
-        def compute(variant=variant, batch=batch, label=label):
+        def compute():
             progress(label)
             return counters.measure(artifacts[variant].path, batch, backend=backend,
                                     threads=config.threads, cache=config.cache_geometry)
 
-        counts.setdefault(variant, {})[str(batch)] = _cached_stage(
-            config, "counters", key, compute, progress, label)
+        return _cached_stage(config, "counters", key, compute, progress, label)
+
+    # Valgrind simulates each worker's caches on its own, so its counts do not depend on
+    # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
+    workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(count, range(1, len(cases) + 1), *zip(*cases))) if cases else []
+    counts = {}
+    for (variant, batch), result in zip(cases, results):
+        counts.setdefault(variant, {})[str(batch)] = result
     return counts
 
 
