@@ -50,10 +50,15 @@ def rerun(models):
 
 
 @slow
-def test_two_runs_of_the_same_case_count_exactly_the_same_events(rerun, counted):
+def test_two_runs_of_the_same_case_count_the_same_instructions_and_nearly_the_same_misses(rerun, counted):
     again, first = rerun[0], counted("int8", 1)
-    assert again["per_inference"] == first["per_inference"]
+    assert again["per_inference"]["instructions"] == first["per_inference"]["instructions"]
     assert again["top_kernels"] == first["top_kernels"]
+    # Cache contents depend on where things land in memory (the worker's scratch folder has
+    # a random name, for one), so a miss or two may move between runs; never more.
+    for event, value in first["per_inference"].items():
+        if value is not None:
+            assert again["per_inference"][event] == pytest.approx(value, rel=0.02, abs=2), event
 
 
 @slow
