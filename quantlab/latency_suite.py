@@ -2,9 +2,9 @@
 
 The plugin ``quantlab.pytest_plugin`` parametrizes ``test_latency`` from its
 ``--quantlab-*`` options and supplies the fixtures. Run it as ``pytest benchmarks/`` (which
-imports the test from here) or point pytest at this file, as ``quantlab run`` does:
+imports the test from here) or name this module, as ``quantlab run`` does:
 
-    python -m pytest path/to/quantlab/latency_suite.py --quantlab-artifacts=manifest.json \
+    python -m pytest --pyargs quantlab.latency_suite --quantlab-artifacts=manifest.json \
         --benchmark-json=latency.json
 
 Only the bare inference call is timed, on a batch prepared before timing: model loading,

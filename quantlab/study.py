@@ -144,8 +144,6 @@ def _manifest(config, net, artifacts, folder):
 
 def _time(config, net, artifacts, progress):
     """Run the latency suite (pytest-benchmark) on this net's artifacts in a subprocess."""
-    from quantlab import latency_suite
-
     key = {"net": net, "artifacts": _artifact_key(artifacts), "batch": config.batch_sizes,
            "threads": config.threads, "quick": config.quick, "machine": os.uname().nodename}
 
@@ -156,7 +154,11 @@ def _time(config, net, artifacts, progress):
             tmp = Path(tmp)
             report = tmp / "benchmark.json"
             command = [
-                sys.executable, "-m", "pytest", latency_suite.__file__, "-q", "-p", "no:cacheprovider",
+                # By module name, not file path: the child imports quantlab the way it
+                # finds it, which need not be this process's copy (a source checkout in
+                # the working directory beside an installed package, under tox).
+                sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-q",
+                "-p", "no:cacheprovider",
                 "-p", "no:randomly", f"--rootdir={tmp}", f"--benchmark-json={report}",
                 f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
                 f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
