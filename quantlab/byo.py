@@ -5,6 +5,7 @@ before Keras sees it (Lambda layers carry Python bytecode, so they are refused),
 loads the rest in safe mode.
 """
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -95,16 +96,14 @@ def _strip_softmax(model):
     return model
 
 
-def export(path, data, wanted=variants.VARIANTS, progress=None, qat=None):
-    """Export ``wanted`` variants of the user's model; ``qat`` is the TrainConfig for QAT."""
-    trained = load(path, data)
-    name = path.stem if isinstance(path, Path) else Path(path).stem
-    config = training.TrainConfig(**{**_fields(qat), "net": name, "dataset": data.name})
-    return variants.export_model(trained, config, data, wanted, progress=progress,
-                                 base_key=f"user-model-{trained.info['sha256'][:16]}")
+def export(path, data, config, wanted=variants.VARIANTS, progress=None):
+    """Export ``wanted`` variants of the user's model; ``config`` sets the QAT fine-tune.
 
-
-def _fields(config):
-    import dataclasses
-
-    return dataclasses.asdict(config) if config is not None else {}
+    The model is loaded (and checked) only if a variant is missing from the cache: the
+    cache key is the file's sha256, so a cached variant was made from this very file.
+    """
+    path = Path(path)
+    config = dataclasses.replace(config, net=path.stem, dataset=data.name)
+    return variants.export_model(lambda: load(path, data), config, data, wanted,
+                                 progress=progress,
+                                 base_key=f"user-model-{cache.sha256_of(path)[:16]}")

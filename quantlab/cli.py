@@ -10,10 +10,12 @@ import os
 import sys
 from pathlib import Path
 
-from quantlab import datasets, nets
+from quantlab import arguments, datasets, nets
 from quantlab.errors import QuantlabError
 
 EXIT_USER_ERROR = 2
+_NET = arguments.name(nets.NAMES, "net")
+_DATASET = arguments.name(datasets.NAMES, "dataset")
 
 
 def _progress(message):
@@ -30,44 +32,9 @@ def _positive(text):
     return value
 
 
-def _net(text):
-    if text not in nets.NAMES:
-        raise argparse.ArgumentTypeError(f"unknown net {text!r}: choose one of {', '.join(nets.NAMES)}")
-    return text
-
-
-def _dataset(text):
-    if text not in datasets.NAMES:
-        raise argparse.ArgumentTypeError(
-            f"unknown dataset {text!r}: choose one of {', '.join(datasets.NAMES)}")
-    return text
-
-
-def _names(valid, what):
-    """argparse type: a comma-separated list of names from ``valid``."""
-    def parse(text):
-        names = tuple(n.strip() for n in text.split(",") if n.strip())
-        unknown = [n for n in names if n not in valid]
-        if unknown or not names:
-            raise argparse.ArgumentTypeError(
-                f"unknown {what} {unknown[0] if unknown else text!r}: choose from {', '.join(valid)}")
-        return names
-    return parse
-
-
-def _batch_sizes(text):
-    try:
-        sizes = tuple(int(n) for n in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,16,64, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be at least 1, got {text!r}")
-    return sizes
-
-
 def _add_training_options(parser):
-    parser.add_argument("net", type=_net, metavar="NET", help=f"one of {', '.join(nets.NAMES)}")
-    parser.add_argument("--dataset", type=_dataset, default=datasets.DEFAULT, metavar="D",
+    parser.add_argument("net", type=_NET, metavar="NET", help=f"one of {', '.join(nets.NAMES)}")
+    parser.add_argument("--dataset", type=_DATASET, default=datasets.DEFAULT, metavar="D",
                         help=f"one of {', '.join(datasets.NAMES)} (default: %(default)s)")
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
     parser.add_argument("--epochs", type=_positive, default=5, metavar="N",
@@ -181,14 +148,14 @@ def parser():
     from quantlab import counters, variants
 
     run = commands.add_parser("run", help="the whole study: train, export, evaluate, time, count, report")
-    run.add_argument("--dataset", type=_dataset, default=datasets.DEFAULT, metavar="D",
+    run.add_argument("--dataset", type=_DATASET, default=datasets.DEFAULT, metavar="D",
                      help=f"one of {', '.join(datasets.NAMES)} (default: %(default)s)")
     run.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
-    run.add_argument("--nets", type=_names(nets.NAMES, "net"), default=nets.NAMES, metavar="LIST",
+    run.add_argument("--nets", type=arguments.names(nets.NAMES, "net"), default=nets.NAMES, metavar="LIST",
                      help=f"comma-separated (default: {','.join(nets.NAMES)})")
-    run.add_argument("--variants", type=_names(variants.VARIANTS, "variant"), default=variants.VARIANTS,
+    run.add_argument("--variants", type=arguments.names(variants.VARIANTS, "variant"), default=variants.VARIANTS,
                      metavar="LIST", help=f"comma-separated (default: {','.join(variants.VARIANTS)})")
-    run.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 16, 64), metavar="LIST",
+    run.add_argument("--batch-sizes", type=arguments.positive_ints, default=(1, 16, 64), metavar="LIST",
                      help="comma-separated (default: 1,16,64)")
     run.add_argument("--threads", type=_positive, default=1, metavar="N",
                      help="inference threads (default: %(default)s)")

@@ -16,7 +16,7 @@ import shlex
 
 import pytest
 
-from quantlab import nets
+from quantlab import arguments, nets
 
 TRAININGS = ("quick", "full")  # as quantlab.latency_suite.TRAININGS, which imports numpy
 WARMUP_ITERATIONS = 100  # per case, unless --benchmark-warmup-iterations says otherwise
@@ -24,48 +24,10 @@ WARMUP_ITERATIONS = 100  # per case, unless --benchmark-warmup-iterations says o
 
 # --- option types: each raises ArgumentTypeError, which pytest prints as a usage error --------
 
-def _choices(valid):
-    if isinstance(valid, str):  # "module:ATTRIBUTE", imported only when the option is given
-        module, _, attribute = valid.partition(":")
-        valid = getattr(__import__(module, fromlist=[attribute]), attribute)
-    return valid
-
-
-def _names(valid, what):
-    def parse(text):
-        names = tuple(n.strip() for n in text.split(",") if n.strip())
-        choices = _choices(valid)
-        unknown = [n for n in names if n not in choices]
-        if unknown or not names:
-            problem = f"unknown {what} {unknown[0]!r}" if unknown else f"no {what} given"
-            raise argparse.ArgumentTypeError(f"{problem}: choose from {','.join(choices)}")
-        return tuple(dict.fromkeys(names))
-    return parse
-
-
-def _name(valid, what):
-    def parse(text):
-        choices = _choices(valid)
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"unknown {what} {text!r}: choose one of {', '.join(choices)}")
-        return text
-    return parse
-
-
-def _positive_ints(text):
-    try:
-        values = tuple(dict.fromkeys(int(v) for v in text.split(",")))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
-    return values
-
-
 def _counters(text):
     if text == "off":  # the default: nothing of quantlab.counters is imported
         return text
-    return _name("quantlab.counters:BACKENDS", "counters backend")(text)
+    return arguments.name("quantlab.counters:BACKENDS", "counters backend")(text)
 
 
 def _cache_geometry(text):
@@ -82,7 +44,7 @@ def _manifest(text):
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     for _, variant in found:  # any net name: a manifest may list a user's own model
-        _name(variants.VARIANTS, "variant")(variant)
+        arguments.name(variants.VARIANTS, "variant")(variant)
     return {"dataset": dataset, "artifacts": found}
 
 
@@ -91,17 +53,17 @@ def pytest_addoption(parser):
     add = group.addoption
     # Defaults of None are filled in by QuantlabSession: a string default would be run
     # through its type= at every pytest run, importing what the type needs.
-    add("--quantlab-nets", metavar="NAMES", type=_names(nets.NAMES, "net"),
+    add("--quantlab-nets", metavar="NAMES", type=arguments.names(nets.NAMES, "net"),
         help=f"Comma-separated nets to benchmark, of {','.join(nets.NAMES)}. "
              "Default: all (with --quantlab-artifacts: those it lists).")
-    add("--quantlab-variants", metavar="NAMES", type=_names("quantlab.variants:VARIANTS", "variant"),
+    add("--quantlab-variants", metavar="NAMES", type=arguments.names("quantlab.variants:VARIANTS", "variant"),
         help="Comma-separated variants to benchmark (e.g. float32,int8). "
              "Default: all six (with --quantlab-artifacts: those it lists).")
-    add("--quantlab-batch-sizes", metavar="SIZES", type=_positive_ints, default=(1, 16, 64),
+    add("--quantlab-batch-sizes", metavar="SIZES", type=arguments.positive_ints, default=(1, 16, 64),
         help="Comma-separated batch sizes. Default: 1,16,64.")
-    add("--quantlab-threads", metavar="N[,N...]", type=_positive_ints, default=(1,),
+    add("--quantlab-threads", metavar="N[,N...]", type=arguments.positive_ints, default=(1,),
         help="Interpreter threads; several values multiply the cases. Default: 1.")
-    add("--quantlab-kernels", metavar="KIND", type=_name("quantlab.runtime:KERNELS", "kernel library"),
+    add("--quantlab-kernels", metavar="KIND", type=arguments.name("quantlab.runtime:KERNELS", "kernel library"),
         help="LiteRT kernels: xnnpack (LiteRT's default delegate) or builtin (reference "
              "kernels, no XNNPACK). Default: xnnpack.")
     add("--quantlab-counters", metavar="BACKEND", type=_counters, default="off",
@@ -114,10 +76,10 @@ def pytest_addoption(parser):
     add("--quantlab-artifacts", metavar="FILE", type=_manifest,
         help='Benchmark these model files: JSON {"dataset": ..., "artifacts": [{"net", '
              '"variant", "path"}, ...]}. Default: export them (cached) by training each net.')
-    add("--quantlab-dataset", metavar="NAME", type=_name("quantlab.datasets:NAMES", "dataset"),
+    add("--quantlab-dataset", metavar="NAME", type=arguments.name("quantlab.datasets:NAMES", "dataset"),
         help="Dataset to train on when exporting artifacts (sets the input shape). "
              "Default: fashion_mnist.")
-    add("--quantlab-training", metavar="KIND", type=_name(TRAININGS, "training"), default="quick",
+    add("--quantlab-training", metavar="KIND", type=arguments.name(TRAININGS, "training"), default="quick",
         help="Training of self-exported artifacts: quick (6000 images, 2 epochs, cached with "
              "the tests) or full (the P17 schedule). Latency does not depend on how well the "
              "weights are trained, only on the net and variant. Default: quick.")

@@ -97,8 +97,8 @@ def _export(config, net, data, progress):
     if config.model is not None:
         from quantlab import byo
 
-        return byo.export(config.model, data, config.variants, progress=progress,
-                          qat=train_config(config, net))
+        return byo.export(config.model, data, train_config(config, net), config.variants,
+                          progress=progress)
     return variants.export(train_config(config, net), variants=config.variants, data=data,
                            progress=progress)
 
@@ -201,7 +201,8 @@ def _count(config, net, artifacts, backend, progress):
     cases = [(v, b) for v in artifacts if v in config.count_variants
              for b in config.count_batch_sizes]
 
-    def count(number, variant, batch):
+    def count(numbered_case):
+        number, (variant, batch) = numbered_case
         key = {"sha": artifacts[variant].meta["sha256"], "batch": batch, "backend": backend,
                "threads": config.threads, "geometry": config.cache_geometry}
         label = f"{net}: counting {variant} batch {batch} with {backend} ({number}/{len(cases)})"
@@ -217,7 +218,7 @@ def _count(config, net, artifacts, backend, progress):
     # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
     workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(count, range(1, len(cases) + 1), *zip(*cases))) if cases else []
+        results = list(pool.map(count, enumerate(cases, 1)))
     counts = {}
     for (variant, batch), result in zip(cases, results):
         counts.setdefault(variant, {})[str(batch)] = result
@@ -247,8 +248,8 @@ def run(config, progress=print):
     studied = ["model"] if config.model is not None else list(config.nets)
     results = {
         "quantlab": quantlab.__version__,
-        "config": {**{k: (str(v) if isinstance(v, Path) else v)
-                      for k, v in dataclasses.asdict(config).items()}},
+        "config": {k: (str(v) if isinstance(v, Path) else v)
+                   for k, v in dataclasses.asdict(config).items()},
         "dataset": {"name": data.name, "source": data.source, "train": len(data.x_train),
                     "test": len(data.x_test), "input_shape": list(data.input_shape)},
         "machine": _machine(config, backend),
@@ -260,7 +261,7 @@ def run(config, progress=print):
         entry = {
             "artifacts": {v: {"path": str(a.path), "bytes": a.bytes, "sha256": a.meta["sha256"]}
                           for v, a in artifacts.items()},
-            "training": _training_summary(config, net, data, artifacts),
+            "training": _training_summary(artifacts),
             "accuracy": _evaluate(config, net, artifacts, data, progress),
             "layers": _layer_errors(config, net, artifacts, data, progress),
             "latency": _time(config, net, artifacts, progress),
@@ -276,7 +277,7 @@ def run(config, progress=print):
     return results
 
 
-def _training_summary(config, net, data, artifacts):
+def _training_summary(artifacts):
     """What training reported, read from the cached model folders."""
     summary = {}
     for stage, variant in (("float", variants.REFERENCE), ("qat", "qat_int8")):

@@ -70,11 +70,11 @@ def _data_fingerprint(data):
 def _key(config, data, qat, base_key=None):
     """Everything that determines a model; ``base_key`` names a float model not trained here."""
     fields = dataclasses.asdict(config)
-    if not qat:
-        fields.pop("qat_epochs")
-        fields.pop("qat_learning_rate")
     if qat:
         fields["recipe"] = QAT_RECIPE
+    else:
+        fields.pop("qat_epochs")
+        fields.pop("qat_learning_rate")
     if base_key is not None:
         fields = {"base": base_key, "recipe": QAT_RECIPE, "batch_size": config.batch_size,
                   **{k: fields[k] for k in ("qat_epochs", "qat_learning_rate", "limit", "seed",
@@ -173,20 +173,20 @@ def _train_or_load(config, data, qat, progress, use_cache, build, base_key=None,
     """Load the cached model of this key, or ``build`` (then ``prepare``) and fit one."""
     folder = model_dir(config, data, qat, base_key)
     stage = "qat" if qat else "float"
+    epochs, lr = ((config.qat_epochs, config.qat_learning_rate) if qat
+                  else (config.epochs, config.learning_rate))
     if use_cache and (folder / "info.json").is_file():
         info = json.loads((folder / "info.json").read_text())
         if progress:
             progress(f"{config.net} ({stage}) loaded from cache: {folder}")
         model = build()
         model.load_weights(str(folder / "weights.h5"))
-        _compile(model, config.qat_learning_rate if qat else config.learning_rate)
+        _compile(model, lr)
         return Trained(model, folder, info, from_cache=True)
     _seed(config.seed)
     model = build()
     if prepare:
         prepare(model)
-    epochs = config.qat_epochs if qat else config.epochs
-    lr = config.qat_learning_rate if qat else config.learning_rate
     info = _fit(model, config, data, epochs, lr, progress, f"{config.net} {stage}")
     info.update(stage=stage, key=_key(config, data, qat, base_key), dataset_source=data.source)
     if not use_cache:

@@ -20,6 +20,7 @@ VARIANTS = ("float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int
 REFERENCE = "float32"
 DEFAULT_CALIBRATION_SIZE = 500
 _SUFFIX = {"float32_tf": ".pb"}
+FULL_INTEGER = ("int8", "qat_int8")  # int8 inputs and outputs, calibrated
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def tflite_converter(model, variant, calibration):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if variant in ("int8", "qat_int8"):
+    if variant in FULL_INTEGER:
         def representative():
             for image in calibration:
                 yield [image[None]]
@@ -114,7 +115,7 @@ def _sidecar(artifact_path, variant, config, data, calibration_size, source):
         "num_classes": data.num_classes,
         "input_quantization": predictor.input_quantization,
         "output_quantization": predictor.output_quantization,
-        "calibration_size": calibration_size if variant in ("int8", "qat_int8") else None,
+        "calibration_size": calibration_size if variant in FULL_INTEGER else None,
         "trained_model": str(source),
         "train_config": dataclasses.asdict(config),
         "quantlab": quantlab.__version__,
@@ -143,7 +144,7 @@ def export(config, variants=VARIANTS, data=None, data_dir=None,
 
 def export_model(float_model, config, data, variants=VARIANTS,
                  calibration_size=DEFAULT_CALIBRATION_SIZE, progress=None, base_key=None):
-    """Export ``variants`` of one float model; ``float_model`` is a ``Trained`` or makes one.
+    """Export ``variants`` of one float model; ``float_model()`` returns it as a ``Trained``.
 
     ``base_key`` identifies a float model that quantlab did not train (a user's own).
     Only variants missing from the cache are made, so nothing is trained when all exist.
@@ -156,7 +157,7 @@ def export_model(float_model, config, data, variants=VARIANTS,
     missing = [v for v, a in artifacts.items() if a is None]
     if not missing:
         return artifacts
-    trained = float_model() if callable(float_model) else float_model
+    trained = float_model()
     qat = (training.train_qat(config, data, progress=progress, base=trained, base_key=base_key)
            if "qat_int8" in missing else None)
     calibration = calibration_images(data, calibration_size, config.seed)
