@@ -14,7 +14,7 @@ import pytest
 os.environ.setdefault("QUANTLAB_CACHE", str(Path(tempfile.gettempdir()) / "quantlab-test-cache"))
 
 # Quick training, shared with the benchmark suite so that both use the same cached nets.
-from quantlab.latency_suite import QUICK_TRAINING as QUICK  # noqa: E402
+from quantlab.defaults import QUICK_TRAINING as QUICK  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -44,3 +44,24 @@ def positive_ints(text):
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: every value must be at least 1")
     return values
+
+
+def thread_counts(text):
+    """Comma-separated thread counts; ``all`` means every core this process may use."""
+    import os
+
+    counts = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == "all":
+            counts.append(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1)
+            continue
+        try:
+            counts.append(int(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give thread counts as whole numbers or 'all' (e.g. 1,all)") from None
+        if counts[-1] < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: every thread count must be at least 1")
+    return tuple(dict.fromkeys(counts))

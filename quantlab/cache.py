@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from quantlab.errors import QuantlabError
+
 
 def cache_root():
     return Path(os.environ.get("QUANTLAB_CACHE") or Path.home() / ".cache" / "quantlab")
@@ -60,6 +62,34 @@ def atomic_dir(path):
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(folder):
+    """Raise one line unless files can be created in ``folder`` (created if missing)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".quantlab-probe-"):
+            pass
+    except OSError as error:
+        raise QuantlabError(f"cannot write to {folder}: {error.strerror}; choose another "
+                            f"folder") from None
+
+
+def write_bytes(path, content):
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(content)
+
+
+def code_digest(*functions):
+    """Short digest of the source of ``functions``: part of a cache key, so that a change to
+    the code that makes an artifact never returns one made by the old code."""
+    import inspect
+
+    digest = hashlib.sha256()
+    for function in functions:
+        digest.update(inspect.getsource(function).encode())
+    return digest.hexdigest()[:16]
 
 
 def write_json(path, data):

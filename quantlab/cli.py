@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from quantlab import arguments, datasets, nets
+import quantlab
+from quantlab import arguments, datasets, defaults, nets
 from quantlab.errors import QuantlabError
 
 EXIT_USER_ERROR = 2
@@ -22,14 +23,27 @@ def _progress(message):
     print(message, file=sys.stderr, flush=True)
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
+def _whole(least):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a number of at least {least}, got {value}")
+        return value
+    return parse
+
+
+_positive = _whole(1)
+_seed = _whole(0)
+
+
+def _threads(text):
+    counts = arguments.thread_counts(text)
+    if len(counts) != 1:
+        raise argparse.ArgumentTypeError(f"give one thread count or 'all', got {text!r}")
+    return counts[0]
 
 
 def _add_training_options(parser):
@@ -41,7 +55,8 @@ def _add_training_options(parser):
                         help="most epochs; early stopping may end sooner (default: %(default)s)")
     parser.add_argument("--limit", type=_positive, metavar="N",
                         help="train on the first N training images only (default: all)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="default: %(default)s")
+    parser.add_argument("--seed", type=_seed, default=defaults.SEED, metavar="S",
+                        help="random seed, 0 or more (default: %(default)s)")
 
 
 def _train_config(args):
@@ -89,7 +104,9 @@ def cmd_quantize(args):
                           "artifacts": {v: str(a.path) for v, a in artifacts.items()},
                           "variants": comparison}, indent=2))
         return
-    results = {config.net: comparison}
+    results = {"nets": {config.net: {"artifacts": {v: {"bytes": a.bytes, "execute_in": a.precision}
+                                                   for v, a in artifacts.items()}}},
+               "accuracy": [{"net": config.net, **row} for row in comparison]}
     print(f"## Size ({data.name})\n\n{report.size_table(results)}\n")
     print(f"## Accuracy on {comparison[0]['test_images']} test images\n\n{report.accuracy_table(results)}")
 
@@ -98,7 +115,8 @@ def cmd_counters(args):
     from quantlab import counters
 
     result = counters.measure(args.artifact, args.batch_size, backend=args.backend,
-                              threads=args.threads, cache=args.cache)
+                              threads=args.threads, cache=args.cache, runtime=args.runtime,
+                              precision="bf16" if args.bf16 else None)
     print(json.dumps(result, indent=2) if args.json else counters.format_result(result))
 
 
@@ -113,10 +131,11 @@ def cmd_run(args):
     from quantlab import study
 
     config = study.StudyConfig(
-        dataset=args.dataset, nets=args.nets, variants=args.variants, batch_sizes=args.batch_sizes,
-        threads=args.threads, counters=args.counters, cache_geometry=args.cache, quick=args.quick,
-        out=args.out, model=args.model, data_dir=args.data_dir, seed=args.seed)
-    study.run(config, progress=_progress)
+        dataset=args.dataset, nets=args.nets, variants=args.variants, runtimes=args.runtimes,
+        batch_sizes=args.batch_sizes, threads=args.threads, counters=args.counters,
+        cache_geometry=args.cache, quick=args.quick, out=args.out, model=args.model,
+        data_dir=args.data_dir, seed=args.seed, force=args.force)
+    study.run(config)
     print(config.out / "report.md")
 
 
@@ -124,6 +143,7 @@ def parser():
     top = _Parser(
         prog="quantlab",
         description="What does 8-bit quantization do to this neural network on this CPU?")
+    top.add_argument("--version", action="version", version=f"quantlab {quantlab.__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                    parser_class=_Parser)
 
@@ -140,12 +160,12 @@ def parser():
 
     quantize = commands.add_parser("quantize", help="export all variants; size and accuracy tables")
     _add_training_options(quantize)
-    quantize.add_argument("--calibration-size", type=_positive, default=500, metavar="N",
+    quantize.add_argument("--calibration-size", type=_positive, default=defaults.CALIBRATION_SIZE, metavar="N",
                           help="representative images for int8 calibration (default: %(default)s)")
     quantize.add_argument("--json", action="store_true", help="machine-readable output")
     quantize.set_defaults(run=cmd_quantize)
 
-    from quantlab import counters, variants
+    from quantlab import counters
 
     run = commands.add_parser("run", help="the whole study: train, export, evaluate, time, count, report")
     run.add_argument("--dataset", type=_DATASET, default=datasets.DEFAULT, metavar="D",
@@ -153,12 +173,17 @@ def parser():
     run.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
     run.add_argument("--nets", type=arguments.names(nets.NAMES, "net"), default=nets.NAMES, metavar="LIST",
                      help=f"comma-separated (default: {','.join(nets.NAMES)})")
-    run.add_argument("--variants", type=arguments.names(variants.VARIANTS, "variant"), default=variants.VARIANTS,
-                     metavar="LIST", help=f"comma-separated (default: {','.join(variants.VARIANTS)})")
-    run.add_argument("--batch-sizes", type=arguments.positive_ints, default=(1, 16, 64), metavar="LIST",
-                     help="comma-separated (default: 1,16,64)")
-    run.add_argument("--threads", type=_positive, default=1, metavar="N",
-                     help="inference threads (default: %(default)s)")
+    run.add_argument("--variants", type=arguments.names(defaults.VARIANTS, "variant"),
+                     default=defaults.VARIANTS, metavar="LIST",
+                     help=f"comma-separated (default: {','.join(defaults.VARIANTS)})")
+    run.add_argument("--runtimes", type=arguments.names(defaults.RUNTIMES, "runtime"), metavar="LIST",
+                     help=f"comma-separated, of {','.join(defaults.RUNTIMES)}; each runs every variant "
+                          f"whose file it reads (default: every one installed and working here)")
+    run.add_argument("--batch-sizes", type=arguments.positive_ints, default=defaults.BATCH_SIZES,
+                     metavar="LIST",
+                     help=f"comma-separated (default: {','.join(map(str, defaults.BATCH_SIZES))})")
+    run.add_argument("--threads", type=_threads, default=1, metavar="N",
+                     help="inference threads, or 'all' for every core (default: %(default)s)")
     run.add_argument("--counters", choices=counters.BACKENDS, default="auto",
                      help="cache/instruction counters: perf where the CPU exposes them, "
                           "valgrind's simulation otherwise (default: %(default)s)")
@@ -171,14 +196,21 @@ def parser():
                      help="where report.md, results.json and the plots go (default: %(default)s)")
     run.add_argument("--model", type=Path, metavar="PATH",
                      help="study your own saved Keras model (.keras or .h5) instead of training the nets")
-    run.add_argument("--seed", type=int, default=0, metavar="S", help="default: %(default)s")
+    run.add_argument("--seed", type=_seed, default=defaults.SEED, metavar="S",
+                     help="random seed, 0 or more (default: %(default)s)")
+    run.add_argument("--force", action="store_true",
+                     help="write into an --out folder that holds files quantlab did not write")
     run.set_defaults(run=cmd_run)
 
     count = commands.add_parser("counters", help="count cache misses and instructions of one model")
-    count.add_argument("artifact", metavar="ARTIFACT", help="a .tflite or frozen-graph .pb file")
+    count.add_argument("artifact", metavar="ARTIFACT", help="a .tflite, .onnx or frozen-graph .pb file")
+    count.add_argument("--runtime", type=arguments.name(defaults.RUNTIMES, "runtime"), metavar="NAME",
+                       help=f"one of {', '.join(defaults.RUNTIMES)} (default: the file's natural one)")
+    count.add_argument("--bf16", action="store_true",
+                       help="run a float model in bfloat16 (OpenVINO, where the CPU has it)")
     count.add_argument("--batch-size", type=_positive, default=1, metavar="N",
                        help="default: %(default)s")
-    count.add_argument("--threads", type=_positive, default=1, metavar="N",
+    count.add_argument("--threads", type=_threads, default=1, metavar="N",
                        help="default: %(default)s")
     count.add_argument("--backend", choices=[b for b in counters.BACKENDS if b != "off"],
                        default="auto", help="default: %(default)s")

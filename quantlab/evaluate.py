@@ -1,48 +1,68 @@
-"""Compare the variants of one net: bytes on disk, accuracy, agreement with float32."""
+"""Compare the (variant, runtime) pairs of one net: bytes on disk, accuracy, agreement.
+
+Every pair is scored on the whole test split against the reference, TFLite float32 on
+LiteRT: a quantized file run by two runtimes is two answers, and both are shown.
+"""
 
 import numpy as np
 
-from quantlab import runtime
-from quantlab.variants import REFERENCE
+from quantlab import runtime, variants
+from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+from quantlab.errors import QuantlabError
+
+EVALUATION_BATCH = 500  # large batches: evaluation is not timed, so throughput is what counts
 
 
-def predictions(artifact, data, threads=None, batch_size=256):
-    """Class probabilities of ``artifact`` on the whole test split."""
-    return runtime.load(artifact.path, threads=threads).predict(data.x_test, batch_size=batch_size)
+def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATION_BATCH):
+    """Class probabilities of ``artifact`` run by ``runtime_name`` on the whole test split."""
+    predictor = runtime.load(artifact.path, runtime=runtime_name, threads=threads,
+                             precision=artifact.precision, sha256=artifact.sha256)
+    return predictor.predict(data.x_test, batch_size=batch_size), predictor.precision
 
 
-def compare(artifacts, data, threads=None, batch_size=256, progress=None):
-    """One row per variant, measured against the float32 TFLite reference where present.
+def compare(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BATCH, progress=None):
+    """One row per (variant, runtime) pair, measured against LiteRT float32.
 
-    ``size_ratio`` is reference bytes / variant bytes (P17's "SN size / QN size"),
-    ``delta_points`` the accuracy change in percentage points, ``agreement`` the share of
-    test images whose top-1 class matches the reference, ``max_abs_diff`` the largest
-    absolute difference of any output probability.
+    ``pairs`` defaults to each variant on its natural runtime. ``size_ratio`` is reference
+    bytes / variant bytes (P17's "SN size / QN size"), ``delta_points`` the accuracy change
+    in percentage points, ``agreement`` the share of test images whose top-1 class matches
+    the reference, ``max_abs_diff`` the largest absolute difference of any probability.
     """
-    reference = REFERENCE if REFERENCE in artifacts else next(iter(artifacts))
-    probabilities = {}
-    for variant, artifact in artifacts.items():
+    pairs = list(pairs or [(v, variants.runtimes_for(v)[0]) for v in artifacts])
+    reference = (REFERENCE, REFERENCE_RUNTIME)
+    if reference[0] in artifacts and reference not in pairs:
+        pairs.insert(0, reference)
+    probabilities, failed = {}, []
+    for variant, name in pairs:
         if progress:
-            progress(f"evaluating {variant} on {len(data.x_test)} test images")
-        probabilities[variant] = predictions(artifact, data, threads, batch_size)
-    ref_probs = probabilities[reference]
+            progress(f"evaluating {variant} on {name}, {len(data.x_test)} test images")
+        try:
+            probabilities[(variant, name)] = predictions(artifacts[variant], data, name, threads,
+                                                         batch_size)
+        except QuantlabError as error:  # a runtime that cannot run this file: said, not fatal
+            failed.append({"variant": variant, "runtime": name, "not_run": str(error)})
+    if reference not in probabilities:  # a user's selection without float32: the first pair
+        reference = pairs[0]
+    ref_probs = probabilities[reference][0]
     ref_classes = ref_probs.argmax(axis=1)
     ref_accuracy = float(np.mean(ref_classes == data.y_test))
-    ref_bytes = artifacts[reference].bytes
+    ref_bytes = artifacts[reference[0]].bytes
     rows = []
-    for variant, artifact in artifacts.items():
-        probs = probabilities[variant]
+    for (variant, name), (probs, precision) in probabilities.items():
         classes = probs.argmax(axis=1)
         accuracy = float(np.mean(classes == data.y_test))
         rows.append({
             "variant": variant,
-            "reference": reference,
-            "bytes": artifact.bytes,
-            "size_ratio": ref_bytes / artifact.bytes,
+            "runtime": name,
+            "precision": precision,
+            "reference": reference[0],
+            "reference_runtime": reference[1],
+            "bytes": artifacts[variant].bytes,
+            "size_ratio": ref_bytes / artifacts[variant].bytes,
             "accuracy": accuracy,
             "delta_points": 100.0 * (accuracy - ref_accuracy),
             "agreement": float(np.mean(classes == ref_classes)),
             "max_abs_diff": float(np.max(np.abs(probs - ref_probs))),
             "test_images": int(len(data.y_test)),
         })
-    return rows
+    return rows + failed

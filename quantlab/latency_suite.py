@@ -1,4 +1,5 @@
-"""The latency benchmark: one pytest-benchmark case per net x variant x batch size (x threads).
+"""The latency benchmark: one pytest-benchmark case per net x variant x runtime x batch size
+(x threads).
 
 The plugin ``quantlab.pytest_plugin`` parametrizes ``test_latency`` from its
 ``--quantlab-*`` options and supplies the fixtures. Run it as ``pytest benchmarks/`` (which
@@ -8,8 +9,8 @@ imports the test from here) or name this module, as ``quantlab run`` does:
         --benchmark-json=latency.json
 
 Only the bare inference call is timed, on a batch prepared before timing: model loading,
-interpreter creation, input quantization and output dequantization stay outside. The input
-is a seeded batch of uniform [0, 1) images: dense kernels do the same work for any values.
+compilation, input quantization and output dequantization stay outside. Each runtime is
+called through its fastest honest path (see its module in ``quantlab.runtime``).
 """
 
 import json
@@ -17,51 +18,68 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import pytest
 
-from quantlab import macs, machine, nets, runtime
-from quantlab._tf import versions
+from quantlab import machine, macs, nets, runtime
+from quantlab.defaults import QUICK_TRAINING, VARIANTS
+from quantlab.errors import QuantlabError
 
-# Latency does not depend on how well the weights were trained, so by default the suite
-# builds its own artifacts with the quick training of the test suite (same cache keys).
-QUICK_TRAINING = dict(limit=6000, epochs=2, qat_epochs=1, seed=0)
 TRAININGS = {"quick": QUICK_TRAINING, "full": {}}
-SEED = 0
-_PACKAGES = {"litert": "ai-edge-litert", "tensorflow": "tensorflow"}
 
 
 @dataclass(frozen=True)
 class Case:
     net: str
     variant: str
+    runtime: str
     batch_size: int
     threads: int = 1
 
     @property
     def id(self):
-        """``medium-int8-b16``; a ``-tN`` suffix only off the default of one thread."""
-        return f"{self.net}-{self.variant}-b{self.batch_size}" + self._threads
+        """``medium-int8-openvino-b16``; a ``-tN`` suffix only off the default of one thread."""
+        return f"{self.net}-{self.variant}-{self.runtime}-b{self.batch_size}" + self._threads
 
     @property
     def group(self):
-        """One table per net and batch size, so that the variants sit side by side."""
-        return f"{self.net}-b{self.batch_size}" + self._threads
+        """One table per net, batch size and runtime: the variants of one runtime side by side."""
+        return f"{self.net}-b{self.batch_size}-{self.runtime}" + self._threads
 
     @property
     def _threads(self):
         return "" if self.threads == 1 else f"-t{self.threads}"
 
 
-def cases(nets, variants, batch_sizes, threads):
-    return [Case(net, variant, batch, count) for net in nets for batch in batch_sizes
-            for count in threads for variant in variants]
+def runtimes_for(variant, cpu):
+    """The runtimes that can run ``variant`` on this CPU (bf16 needs bfloat16 arithmetic)."""
+    from quantlab import variants
+
+    if variant == "bf16" and not machine.has_bf16(cpu):
+        return ()
+    return variants.runtimes_for(variant)
+
+
+def cases(nets, variants, runtimes, batch_sizes, threads, cpu):
+    return [Case(net, variant, name, batch, count) for net in nets for batch in batch_sizes
+            for count in threads for name in runtimes for variant in variants
+            if name in runtimes_for(variant, cpu)]
+
+
+@dataclass(frozen=True)
+class Model:
+    """One artifact as the suite runs it: its file, the bytes it must hold, how to execute it."""
+
+    path: Path
+    sha256: str | None = None
+    precision: str | None = None
 
 
 def read_manifest(path):
-    """{(net, variant): Path} and the dataset name from a ``quantlab run`` manifest.
+    """{(net, variant): Model} and the dataset name from a ``quantlab run`` manifest.
 
-    Format: ``{"dataset": "fashion_mnist", "artifacts": [{"net", "variant", "path"}, ...]}``;
-    relative paths are taken from the manifest's folder. Raises ValueError with one line.
+    Format: ``{"dataset": "fashion_mnist", "artifacts": [{"net", "variant", "path",
+    "sha256", "precision"}, ...]}`` (sha256 and precision optional); relative paths are
+    taken from the manifest's folder. Raises ValueError with one line.
     """
     path = Path(path)
     try:
@@ -72,7 +90,8 @@ def read_manifest(path):
             model = Path(path.parent, entry["path"])
             if not model.is_file():
                 raise ValueError(f"{path}: no model file at {model}")
-            found[(entry["net"], entry["variant"])] = model
+            found[(entry["net"], entry["variant"])] = Model(model, entry.get("sha256"),
+                                                            entry.get("precision"))
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
     except json.JSONDecodeError as error:
@@ -86,14 +105,14 @@ def read_manifest(path):
 
 
 class Artifacts:
-    """The model file of each (net, variant): from a manifest, or exported on first use."""
+    """The model of each (net, variant): from a manifest, or exported on first use."""
 
-    def __init__(self, manifest=None, dataset=None, training="quick", variants=None):
+    def __init__(self, manifest=None, dataset=None, training="quick", variants=VARIANTS):
         self.manifest, self.dataset, self.training = manifest, dataset, training
         self.variants = variants
         self._exported = {}
 
-    def path(self, net, variant):
+    def model(self, net, variant):
         if self.manifest is not None:
             return self.manifest[(net, variant)]
         if net not in self._exported:
@@ -103,11 +122,8 @@ class Artifacts:
 
             config = TrainConfig(net, self.dataset, **TRAININGS[self.training])
             self._exported[net] = variants.export(config, variants=self.variants)
-        return self._exported[net][variant].path
-
-
-def sample_batch(input_shape, batch_size, seed=SEED):
-    return np.random.default_rng(seed).random((batch_size, *input_shape), dtype=np.float32)
+        artifact = self._exported[net][variant]
+        return Model(artifact.path, artifact.sha256, artifact.precision)
 
 
 def percentiles(data):
@@ -118,29 +134,34 @@ def percentiles(data):
     return {"p50": cuts[49], "p90": cuts[89], "p99": cuts[98]}
 
 
-def describe(case, path, predictor, num_classes, cpu, dataset, stats=None):
-    """The ``extra_info`` of one case: what ran where, its size, arithmetic and latency."""
+def describe(case, model, predictor, num_classes, cpu, dataset, stats=None):
+    """The ``extra_info`` of one case: what ran where, in which precision, its size and latency."""
     described = predictor.describe()
-    arithmetic = macs.arithmetic(case.variant)
+    arithmetic = described["precision"]
     peak = machine.peak_macs_per_second(arithmetic, case.threads, cpu)
     info = {
         "net": case.net,
         "variant": case.variant,
+        "runtime": case.runtime,
         "batch_size": case.batch_size,
         "threads": case.threads,
         "dataset": dataset,
-        "runtime": described["runtime"],
-        "runtime_version": versions().get(_PACKAGES.get(described["runtime"])),
+        "runtime_version": described["runtime_version"],
         "kernels": described["kernels"],
+        "precision": arithmetic,
+        "primitives": described["primitives"],
         "cpu_model": cpu["model"],
         "isa": cpu["flags"],
-        "model_path": str(path),
-        "model_bytes": Path(path).stat().st_size,
+        "model_path": str(model.path),
+        "model_sha256": described["sha256"],
+        "model_format": described["format"],
+        "model_bytes": Path(model.path).stat().st_size,
+        "input_shape": described["input_shape"],
+        "num_classes": num_classes,
         # Known for quantlab's own nets; a user's model has no layer plan to count from.
         "macs_per_image": (macs.macs_per_image(case.net, predictor.input_shape, num_classes)
                            if case.net in nets.NAMES else None),
         "arithmetic": arithmetic,
-        "arithmetic_note": macs.NOTES.get(case.variant),
         "peak_macs_per_second": peak.macs_per_second,
         "peak": peak.description,
     }
@@ -156,15 +177,23 @@ def describe(case, path, predictor, num_classes, cpu, dataset, stats=None):
 
 
 def test_latency(benchmark, quantlab_case, quantlab_artifacts, quantlab_session):
-    """Time one inference call of one (net, variant, batch size); describe it in extra_info."""
+    """Time one inference call of one (net, variant, runtime, batch size); describe it."""
     case = quantlab_case
-    path = quantlab_artifacts.path(case.net, case.variant)
-    predictor = runtime.load(path, threads=case.threads, kernels=quantlab_session.kernels)
-    prepared = predictor.prepare(sample_batch(predictor.input_shape, case.batch_size))
+    model = quantlab_artifacts.model(case.net, case.variant)
+    try:
+        predictor = runtime.load(model.path, runtime=case.runtime, threads=case.threads,
+                                 kernels=quantlab_session.kernels, precision=model.precision,
+                                 sha256=model.sha256)
+        prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape, case.batch_size))
+    except QuantlabError as error:  # e.g. a runtime that cannot compile this model: n/a
+        quantlab_session.not_run(case, str(error))
+        pytest.skip(str(error))
     benchmark.group = case.group
-    output = benchmark(predictor.run, prepared)  # the only timed code
+    with quantlab_session.timing(case):
+        output = benchmark(predictor.run, prepared)  # the only timed code
+    output = predictor.finish(output)
     assert tuple(output.shape)[0] == case.batch_size
-    benchmark.extra_info.update(describe(case, path, predictor, int(output.shape[-1]),
+    benchmark.extra_info.update(describe(case, model, predictor, int(output.shape[-1]),
                                          quantlab_session.cpu, quantlab_artifacts.dataset,
                                          benchmark.stats))
-    quantlab_session.finish_case(case, path, benchmark.extra_info)
+    quantlab_session.finish_case(case, model, predictor, prepared, benchmark.extra_info)

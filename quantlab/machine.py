@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 # ISA extensions that decide which XNNPACK kernels run (flag names as in /proc/cpuinfo).
-FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_fp16")
-DTYPES = ("float32", "float16", "int8")
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
+         "avx512_fp16")
+DTYPES = ("float32", "float16", "bf16", "int8")
 
 _CPUINFO = Path("/proc/cpuinfo")
 _SYSFS_CPU = Path("/sys/devices/system/cpu")
@@ -91,6 +92,12 @@ def cpu_info(cpuinfo_path=_CPUINFO, cpu_dir=_SYSFS_CPU):
     }
 
 
+def has_bf16(info=None):
+    """Whether the CPU multiplies bfloat16 natively (what OpenVINO needs for bf16 execution)."""
+    flags = (info or cpu_info())["flags"]
+    return bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+
+
 class Peak(NamedTuple):
     macs_per_second: float | None
     macs_per_cycle_per_core: int
@@ -115,6 +122,12 @@ def _per_cycle(dtype, flags):
             # no dot-product instruction: vpmaddubsw + vpmaddwd take two ops per 32 MACs
             return 32, "AVX2 vpmaddubsw+vpmaddwd: 2 ports x 32 int8 MAC / 2 ops"
         return 8, "SSE: 8 int8 MAC (no AVX2)"
+    if dtype == "bf16":
+        if flags["amx_bf16"]:
+            # One TDPBF16PS tile op: 16x32 by 32x16 bf16 = 8192 MACs every 16 cycles.
+            return 512, "AMX-BF16 tile multiply: 512 bf16 MAC/cycle"
+        if flags["avx512_bf16"]:
+            return 64, "AVX512-BF16 vdpbf16ps: 2 ports x 32 bf16 MAC"
     if dtype == "float16" and flags["avx512_fp16"]:
         return 64, "AVX-512 FP16 FMA: 2 ports x 32 fp16 lanes"
     # float32, and float16 without native fp16 arithmetic (computed in float32)

@@ -1,10 +1,15 @@
-"""PNG plots of a study's results: latency vs batch size, sizes, accuracy, miss rates."""
+"""PNG plots of a study's results: latency vs batch size, speed-up by runtime, sizes,
+accuracy, miss rates. They draw what was measured and measure nothing."""
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+
+from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME  # noqa: E402
+
+_LINES = {"litert": "-", "openvino": "--", "onnxruntime": ":", "tensorflow": "-."}
 
 
 def _save(figure, path):
@@ -17,39 +22,89 @@ def _save(figure, path):
     return path.name
 
 
+def _timed(results, net):
+    return [c for c in results["cases"] if c["net"] == net and c.get("median")]
+
+
 def latency(results, folder):
-    """One panel per net: median latency per image vs batch size, one line per variant."""
-    studied = [(net, e) for net, e in results["nets"].items() if e["latency"]]
+    """One panel per net: median latency per image vs batch size, one line per variant and
+    runtime (colour: variant, line style: runtime)."""
+    studied = [net for net in results["nets"] if _timed(results, net)]
     if not studied:
         return None
-    figure, axes = plt.subplots(1, len(studied), figsize=(4.6 * len(studied), 3.8), squeeze=False)
-    for axis, (net, entry) in zip(axes[0], studied):
-        for variant, by_batch in entry["latency"].items():
-            batches = sorted(by_batch, key=int)
-            axis.plot([int(b) for b in batches],
-                      [by_batch[b]["median"] / int(b) * 1e6 for b in batches], marker="o", label=variant)
+    figure, axes = plt.subplots(1, len(studied), figsize=(5.2 * len(studied), 4.4), squeeze=False)
+    colours = {}
+    for axis, net in zip(axes[0], studied):
+        lines = {}
+        for case in _timed(results, net):
+            lines.setdefault((case["variant"], case["runtime"]), []).append(case)
+        for (variant, runtime), cases in lines.items():
+            cases.sort(key=lambda c: c["batch_size"])
+            colour = colours.setdefault(variant, f"C{len(colours) % 10}")
+            axis.plot([c["batch_size"] for c in cases], [c["per_image"] * 1e6 for c in cases],
+                      marker="o", markersize=3, color=colour, linestyle=_LINES.get(runtime, "-"),
+                      label=f"{variant} ({runtime})")
         axis.set(title=net, xlabel="batch size", ylabel="median µs per image", xscale="log", yscale="log")
-        sizes = sorted({int(b) for by_batch in entry["latency"].values() for b in by_batch})
+        sizes = sorted({c["batch_size"] for c in _timed(results, net)})
         axis.set_xticks(sizes, [str(b) for b in sizes])
         axis.minorticks_off()
         axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(figure, folder / "latency.png")
+
+
+def speedup_by_runtime(results, folder):
+    """Per net: the fastest int8 and float option on each runtime, as times faster than
+    LiteRT float32, per batch size."""
+    from quantlab.report import speedup
+
+    studied = [net for net in results["nets"] if _timed(results, net)]
+    if not studied:
+        return None
+    figure, axes = plt.subplots(1, len(studied), figsize=(5.2 * len(studied), 4), squeeze=False)
+    for axis, net in zip(axes[0], studied):
+        batches = sorted({c["batch_size"] for c in _timed(results, net)})
+        bars = []
+        for runtime in results["runtimes"]:
+            for kind in ("int8", "float32"):
+                gains = []
+                for batch in batches:
+                    found = [speedup(results, c) or 0 for c in _timed(results, net)
+                             if c["runtime"] == runtime and c["batch_size"] == batch
+                             and c.get("precision") == kind]
+                    gains.append(max(found, default=0))
+                if any(gains):
+                    bars.append((f"{kind} on {runtime}", gains))
+        width = 0.8 / max(1, len(bars))
+        for i, (label, gains) in enumerate(bars):
+            axis.bar([n + (i - (len(bars) - 1) / 2) * width for n in range(len(batches))], gains,
+                     width, label=label)
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        axis.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        axis.set(title=net, ylabel=f"x faster than {REFERENCE} on {REFERENCE_RUNTIME}")
+        axis.grid(True, axis="y", alpha=0.3)
+        axis.legend(fontsize=6)
+    return _save(figure, folder / "speedup_by_runtime.png")
 
 
 def _bars(results, folder, name, value, ylabel, title):
     nets = list(results["nets"])
-    variants = list(next(iter(results["nets"].values()))["accuracy"])
+    rows = {}
+    for row in results["accuracy"]:  # each variant on its natural runtime, which comes first
+        rows.setdefault((row["net"], row["variant"]), row)
+    variants = list(dict.fromkeys(variant for _, variant in rows))
+    if not variants:
+        return None
     width = 0.8 / len(variants)
-    figure, axis = plt.subplots(figsize=(1.8 + 1.9 * len(nets), 3.8))
+    figure, axis = plt.subplots(figsize=(1.8 + 2.2 * len(nets), 3.8))
     for i, variant in enumerate(variants):
-        heights = [value(results["nets"][net]["accuracy"].get(variant)) for net in nets]
+        heights = [value(rows.get((net, variant))) for net in nets]
         axis.bar([n + (i - (len(variants) - 1) / 2) * width for n in range(len(nets))],
                  heights, width, label=variant)
     axis.set_xticks(range(len(nets)), nets)
     axis.set(ylabel=ylabel, title=title)
     axis.grid(True, axis="y", alpha=0.3)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=7)
     return _save(figure, folder / name)
 
 
@@ -59,27 +114,28 @@ def sizes(results, folder):
 
 
 def accuracy(results, folder):
-    name = _bars(results, folder, "accuracy.png", lambda row: 100 * row["accuracy"] if row else 0,
+    return _bars(results, folder, "accuracy.png", lambda row: 100 * row["accuracy"] if row else 0,
                  "top-1 accuracy (%)", "Accuracy on the test split")
-    return name
 
 
 def miss_rates(results, folder):
-    """Total, L1d and LLC miss rates per net x variant at the first counted batch size."""
-    cases = []
-    for net, entry in results["nets"].items():
-        for variant, by_batch in entry["counters"].items():
-            batch = min(by_batch, key=int)
-            if by_batch[batch]:
-                cases.append((f"{net}\n{variant}\nb{batch}", by_batch[batch]["rates"]))
-    if not cases:
+    """Total, L1d and LLC miss rates of every counted case at its smallest batch size."""
+    first = {}
+    for case in results["cases"]:
+        if case.get("counters"):
+            key = (case["net"], case["variant"], case["runtime"])
+            if key not in first or case["batch_size"] < first[key]["batch_size"]:
+                first[key] = case
+    if not first:
         return None
-    figure, axis = plt.subplots(figsize=(max(6, 0.75 * len(cases)), 4))
+    cases = [(f"{net}\n{variant}\n{runtime} b{case['batch_size']}", case["counters"]["rates"])
+             for (net, variant, runtime), case in first.items()]
+    figure, axis = plt.subplots(figsize=(max(6, 0.8 * len(cases)), 4.2))
     for i, (key, label) in enumerate((("total_miss_rate", "total (LL refs)"),
                                       ("l1d_miss_rate", "L1d loads"), ("llc_miss_rate", "LLC loads"))):
         axis.bar([n + (i - 1) * 0.27 for n in range(len(cases))],
                  [100 * (rates.get(key) or 0) for _, rates in cases], 0.27, label=label)
-    axis.set_xticks(range(len(cases)), [c[0] for c in cases], fontsize=7)
+    axis.set_xticks(range(len(cases)), [c[0] for c in cases], fontsize=6)
     axis.set(ylabel="miss rate (%)", title="Cache miss rates per inference")
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(fontsize=8)
@@ -88,5 +144,6 @@ def miss_rates(results, folder):
 
 def all_plots(results, folder):
     """Write every plot that the results support; return their file names."""
-    names = [plot(results, folder) for plot in (latency, sizes, accuracy, miss_rates)]
+    names = [plot(results, folder) for plot in (latency, speedup_by_runtime, sizes, accuracy,
+                                                miss_rates)]
     return [name for name in names if name]

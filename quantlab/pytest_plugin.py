@@ -11,12 +11,14 @@ are registered only when pytest-benchmark is loaded.
 """
 
 import argparse
+import contextlib
 import os
 import shlex
+import time
 
 import pytest
 
-from quantlab import arguments, nets
+from quantlab import arguments, defaults, nets
 
 TRAININGS = ("quick", "full")  # as quantlab.latency_suite.TRAININGS, which imports numpy
 WARMUP_ITERATIONS = 100  # per case, unless --benchmark-warmup-iterations says otherwise
@@ -37,14 +39,14 @@ def _cache_geometry(text):
 
 
 def _manifest(text):
-    from quantlab import latency_suite, variants
+    from quantlab import latency_suite
 
     try:
         dataset, found = latency_suite.read_manifest(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     for _, variant in found:  # any net name: a manifest may list a user's own model
-        arguments.name(variants.VARIANTS, "variant")(variant)
+        arguments.name(defaults.VARIANTS, "variant")(variant)
     return {"dataset": dataset, "artifacts": found}
 
 
@@ -56,14 +58,19 @@ def pytest_addoption(parser):
     add("--quantlab-nets", metavar="NAMES", type=arguments.names(nets.NAMES, "net"),
         help=f"Comma-separated nets to benchmark, of {','.join(nets.NAMES)}. "
              "Default: all (with --quantlab-artifacts: those it lists).")
-    add("--quantlab-variants", metavar="NAMES", type=arguments.names("quantlab.variants:VARIANTS", "variant"),
+    add("--quantlab-variants", metavar="NAMES", type=arguments.names(defaults.VARIANTS, "variant"),
         help="Comma-separated variants to benchmark (e.g. float32,int8). "
-             "Default: all six (with --quantlab-artifacts: those it lists).")
-    add("--quantlab-batch-sizes", metavar="SIZES", type=arguments.positive_ints, default=(1, 16, 64),
-        help="Comma-separated batch sizes. Default: 1,16,64.")
-    add("--quantlab-threads", metavar="N[,N...]", type=arguments.positive_ints, default=(1,),
-        help="Interpreter threads; several values multiply the cases. Default: 1.")
-    add("--quantlab-kernels", metavar="KIND", type=arguments.name("quantlab.runtime:KERNELS", "kernel library"),
+             "Default: all (with --quantlab-artifacts: those it lists).")
+    add("--quantlab-runtimes", metavar="NAMES", type=arguments.names(defaults.RUNTIMES, "runtime"),
+        help=f"Comma-separated runtimes, of {','.join(defaults.RUNTIMES)}; each runs the "
+             "variants whose format it reads. Default: all that are installed.")
+    add("--quantlab-batch-sizes", metavar="SIZES", type=arguments.positive_ints,
+        default=defaults.BATCH_SIZES,
+        help=f"Comma-separated batch sizes. Default: {','.join(map(str, defaults.BATCH_SIZES))}.")
+    add("--quantlab-threads", metavar="N[,N...]", type=arguments.thread_counts, default=defaults.THREADS,
+        help="Inference threads, e.g. 1,all (all: every core); several values multiply the "
+             "cases. Default: 1.")
+    add("--quantlab-kernels", metavar="KIND", type=arguments.name(defaults.KERNELS, "kernel library"),
         help="LiteRT kernels: xnnpack (LiteRT's default delegate) or builtin (reference "
              "kernels, no XNNPACK). Default: xnnpack.")
     add("--quantlab-counters", metavar="BACKEND", type=_counters, default="off",
@@ -105,6 +112,7 @@ class QuantlabSession:
                         f"(it has {', '.join(dict.fromkeys(listed[what]))})")
             self.nets = self.nets or tuple(dict.fromkeys(listed["net"]))
             self.variants = self.variants or tuple(dict.fromkeys(listed["variant"]))
+        self._named_runtimes, self._runtimes = option("quantlab_runtimes"), None
         self.dataset = (manifest and manifest["dataset"]) or option("quantlab_dataset") or "fashion_mnist"
         self.batch_sizes = option("quantlab_batch_sizes")
         self.threads = option("quantlab_threads")
@@ -121,7 +129,16 @@ class QuantlabSession:
             except QuantlabError as error:
                 raise pytest.UsageError(f"--quantlab-counters: {error}") from None
         self.records = []  # every case's extra_info, in run order
+        self.skipped = []  # cases a runtime could not run, with the reason
+        self.windows = {}  # case id -> (start, end) of its timing, monotonic nanoseconds
         self._cpu = None
+
+    @property
+    def runtimes(self):
+        """Checked when cases are made, not at start-up: importing the runtimes takes seconds."""
+        if self._runtimes is None:
+            self._runtimes = _usable_runtimes(self._named_runtimes)
+        return self._runtimes
 
     @property
     def cpu(self):
@@ -132,29 +149,43 @@ class QuantlabSession:
         return self._cpu
 
     def cases(self):
-        from quantlab import latency_suite, variants
+        from quantlab import latency_suite
 
-        if self.manifest:
-            # a manifest may hold fewer variants for some nets: only cases it can run
-            return [c for c in latency_suite.cases(self.nets, self.variants, self.batch_sizes, self.threads)
-                    if (c.net, c.variant) in self.manifest]
-        return latency_suite.cases(self.nets or nets.NAMES, self.variants or variants.VARIANTS,
-                                   self.batch_sizes, self.threads)
+        found = latency_suite.cases(self.nets or nets.NAMES, self.variants or defaults.VARIANTS,
+                                    self.runtimes, self.batch_sizes, self.threads, self.cpu)
+        if self.manifest:  # a manifest may hold fewer variants for some nets: only those
+            found = [c for c in found if (c.net, c.variant) in self.manifest]
+        return found
 
     def artifacts(self):
-        from quantlab import latency_suite, variants
+        from quantlab import latency_suite
 
         return latency_suite.Artifacts(self.manifest, self.dataset, self.training,
-                                       self.variants or variants.VARIANTS)
+                                       self.variants or defaults.VARIANTS)
 
-    def finish_case(self, case, path, extra_info):
+    @contextlib.contextmanager
+    def timing(self, case):
+        """Around exactly the timed part of one case: its window on the monotonic clock."""
+        start = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        try:
+            yield
+        finally:
+            self.windows[case.id] = (start, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+
+    def not_run(self, case, reason):
+        self.skipped.append({"net": case.net, "variant": case.variant, "runtime": case.runtime,
+                             "batch_size": case.batch_size, "threads": case.threads,
+                             "not_run": reason})
+
+    def finish_case(self, case, model, predictor, prepared, extra_info):
         """Count the case (after its timing) if asked, into ``extra_info``; keep its record."""
         if self.backend != "off":
             from quantlab import counters
 
             extra_info["counters"] = counters.measure(
-                path, case.batch_size, backend=self.backend, threads=case.threads,
-                kernels=self.kernels, cache=self.cache)
+                model.path, case.batch_size, backend=self.backend, threads=case.threads,
+                kernels=self.kernels, cache=self.cache, runtime=case.runtime,
+                precision=model.precision)
         self.records.append(extra_info)
 
     # Runs before pytest-benchmark's summary, which raises when --benchmark-compare-fail trips.
@@ -186,6 +217,21 @@ class BenchmarkHooks:
 
         # Only stable facts: --benchmark-compare warns when machine_info differs.
         machine_info["quantlab"] = {"cpu": self.session.cpu, "versions": versions()}
+
+    def pytest_benchmark_update_json(self, config, benchmarks, output_json):
+        # Cases a runtime could not run have no benchmark entry: keep them, with the reason.
+        output_json["quantlab"] = {"not_run": self.session.skipped}
+
+
+def _usable_runtimes(named):
+    """The runtimes named (each must load here), or by default every one that loads here."""
+    from quantlab import runtime
+    from quantlab.errors import QuantlabError
+
+    try:
+        return runtime.usable(named)[0]
+    except QuantlabError as error:
+        raise pytest.UsageError(f"--quantlab-runtimes: {error}") from None
 
 
 # --- hooks ------------------------------------------------------------------------------------

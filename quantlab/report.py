@@ -1,72 +1,258 @@
-"""The report of a study: Markdown tables in the layout of the P17 study, findings, files."""
+"""The report of a study: what to ship, findings, and the tables in the layout of P17.
+
+It formats what the study measured and measures nothing. Every sentence in it is generated
+from the numbers of the run (``findings``, ``recommendations``), never written by hand.
+"""
 
 from pathlib import Path
 
 from quantlab import tables
+from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+from quantlab.tables import markdown_table
+
+# A quantized option is recommended only if it loses at most this many accuracy points.
+ACCURACY_TOLERANCE = 1.0
 
 
 def megabytes(n):
     return f"{n / 1e6:.2f} MB"
 
 
-def markdown_table(headers, rows):
-    """A Markdown table; numbers are expected already formatted as strings."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+def span(values, fmt="{:.2f}", unit=""):
+    """``3.42x`` for one value (or equal ends), ``3.42-3.91x`` for a range."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
 
 
-def _against_reference(results):
-    """(net, reference row, row) for every variant but the reference, from {net: rows}."""
-    for net, comparison in results.items():
-        reference = next(r for r in comparison if r["variant"] == r["reference"])
-        for row in comparison:
-            if row is not reference:
-                yield net, reference, row
+# --- looking things up in the results ------------------------------------------------------
 
+def scored(results):
+    return [row for row in results["accuracy"] if not row.get("not_run")]
+
+
+def accuracy_of(results, net, variant, runtime):
+    return next((row for row in scored(results) if (row["net"], row["variant"], row["runtime"])
+                 == (net, variant, runtime)), None)
+
+
+def timed(results):
+    return [case for case in results["cases"] if case.get("median")]
+
+
+def reference_median(results, case):
+    return next((c["median"] for c in timed(results) if
+                 (c["net"], c["variant"], c["runtime"], c["batch_size"]) ==
+                 (case["net"], REFERENCE, REFERENCE_RUNTIME, case["batch_size"])), None)
+
+
+def speedup(results, case):
+    """How many times faster than LiteRT float32 on the same net and batch (None if unknown)."""
+    base = reference_median(results, case)
+    return base / case["median"] if base else None
+
+
+def quantized(variant):
+    return variant not in (REFERENCE, "float32_tf", "onnx_float32", "float16")
+
+
+def _shippable(results, case):
+    row = accuracy_of(results, case["net"], case["variant"], case["runtime"])
+    return row is not None and row["delta_points"] >= -ACCURACY_TOLERANCE
+
+
+# --- sentences -------------------------------------------------------------------------------
+
+def recommendations(results):
+    """For each net and batch size, the fastest option that keeps accuracy, in one line."""
+    said = []
+    for net in results["nets"]:
+        for batch in results["config"]["batch_sizes"]:
+            options = [c for c in timed(results) if c["net"] == net and c["batch_size"] == batch
+                       and _shippable(results, c)]
+            if not options:
+                continue
+            best = min(options, key=lambda c: c["median"])
+            row = accuracy_of(results, net, best["variant"], best["runtime"])
+            gain = speedup(results, best)
+            said.append(f"{net}, batch {batch}: {best['variant']} on {best['runtime']}: "
+                        f"{gain:.1f}x faster than {REFERENCE} on {REFERENCE_RUNTIME}, "
+                        f"{row['delta_points']:+.2f} points")
+    return said
+
+
+def _size_and_accuracy_findings(results):
+    said = []
+    by_variant = {}
+    for row in scored(results):
+        if row["variant"] != REFERENCE:
+            by_variant.setdefault(row["variant"], []).append(row)
+    for variant, rows in by_variant.items():
+        said.append(
+            f"{variant}: {span([r['size_ratio'] for r in rows], unit='x')} smaller than {REFERENCE}; "
+            f"top-1 accuracy changes by {span([r['delta_points'] for r in rows], '{:+.2f}')} points; "
+            f"agrees with {REFERENCE} on {span([100 * r['agreement'] for r in rows], '{:.1f}')} % "
+            f"of test images ({', '.join(dict.fromkeys(r['runtime'] for r in rows))}).")
+    return said
+
+
+def _speed_findings(results):
+    said = []
+    groups = {}
+    for case in timed(results):
+        gain = speedup(results, case)
+        if gain and (case["variant"], case["runtime"]) != (REFERENCE, REFERENCE_RUNTIME):
+            groups.setdefault((case["variant"], case["runtime"]), []).append(
+                (gain, case["net"], case["batch_size"]))
+    for (variant, runtime), gains in groups.items():
+        faster = sum(g > 1 for g, _, _ in gains)
+        worst, best = min(gains), max(gains)
+        ends = (f"{tables.speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]})"
+                if worst == best else
+                f"from {tables.speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]}) "
+                f"to {tables.speed_ratio(1, 1 / best[0])} ({best[1]}, batch {best[2]})")
+        said.append(f"{variant} on {runtime} vs {REFERENCE} on {REFERENCE_RUNTIME}: faster in "
+                    f"{faster} of {len(gains)} net x batch cases; {ends}.")
+    return said
+
+
+def _runtime_findings(results):
+    """The same int8 file, different runtimes: how far apart their speeds are."""
+    said = []
+    for net in results["nets"]:
+        for batch in results["config"]["batch_sizes"]:
+            int8 = {c["runtime"]: c for c in timed(results) if c["net"] == net
+                    and c["batch_size"] == batch and c["variant"] == "int8"}
+            if len(int8) > 1:
+                fast = min(int8.values(), key=lambda c: c["median"])
+                slow = max(int8.values(), key=lambda c: c["median"])
+                said.append((net, batch, fast["runtime"], slow["runtime"], slow["median"] / fast["median"]))
+    lines = []
+    for pair in dict.fromkeys((fast, slow) for _, _, fast, slow, _ in said):
+        cases = [(net, batch, ratio) for net, batch, fast, slow, ratio in said if (fast, slow) == pair]
+        where = ", ".join(f"{net} b{batch} {ratio:.1f}x" for net, batch, ratio in cases)
+        lines.append(f"The same int8 file runs faster on {pair[0]} than on {pair[1]} in "
+                     f"{len(cases)} case(s): {where}.")
+    return lines
+
+
+def _counter_findings(results):
+    """int8 against float32 under the counters, one line per pattern rather than per case."""
+    patterns = {}
+    counted = {(c["net"], c["variant"], c["runtime"], c["batch_size"]): c["counters"]
+               for c in results["cases"] if c.get("counters")}
+    for (net, variant, runtime, batch), counts in counted.items():
+        if variant != "int8":
+            continue
+        reference = counted.get((net, REFERENCE, runtime, batch))
+        if not reference:
+            continue
+        ours, theirs = counts["per_inference"], reference["per_inference"]
+        ratio = ours["instructions"] / theirs["instructions"]
+        rate_lower = (counts["rates"]["total_miss_rate"] or 0) < (reference["rates"]["total_miss_rate"] or 0)
+        more_misses = (ours["cache_misses"] or 0) > (theirs["cache_misses"] or 0)
+        if rate_lower and more_misses:
+            pattern = "a lower miss rate but more misses in absolute terms (as in P17)"
+        elif rate_lower:
+            pattern = "a lower miss rate and fewer misses"
+        elif more_misses:
+            pattern = "a higher miss rate and more misses"
+        else:
+            pattern = "a higher miss rate but fewer misses"
+        patterns.setdefault((runtime, pattern), []).append((ratio, f"{net} b{batch}"))
+    said = []
+    for (runtime, pattern), cases in patterns.items():
+        ratios = [r for r, _ in cases]
+        said.append(f"On {runtime}, int8 executes {span(ratios, unit='x')} the instructions of "
+                    f"float32 per inference and has {pattern} ({', '.join(c for _, c in cases)}).")
+    return said
+
+
+def findings(results):
+    """Short statements derived from the numbers of this run (never hand-written claims)."""
+    from quantlab import p17
+
+    said = _size_and_accuracy_findings(results) + _speed_findings(results)
+    said += _runtime_findings(results)
+    p17_ratios = [q / s for n in p17.NETS for s, q in p17.SECONDS[n].values()]
+    said.append(f"P17 (TensorFlow 1 graph transforms, {p17.CPU}) measured its quantized nets "
+                f"{span(p17_ratios, '{:.1f}', 'x')} slower than float over the same batch sizes.")
+    return said + _counter_findings(results)
+
+
+# --- tables ----------------------------------------------------------------------------------
 
 def size_table(results):
-    """``results``: {net: comparison rows}. P17: network, standard size, quantized size, ratio."""
-    rows = [[net, row["variant"], megabytes(reference["bytes"]), megabytes(row["bytes"]),
-             f"{row['size_ratio']:.3f}"] for net, reference, row in _against_reference(results)]
-    return markdown_table(
-        ["network", "variant", "standard size (float32)", "quantized size", "SN size / QN size"], rows
-    )
+    """P17: network, standard size, quantized size, ratio; one row per file-backed variant."""
+    rows = []
+    for net, entry in results["nets"].items():
+        files = entry["artifacts"]
+        if REFERENCE not in files:
+            continue
+        for variant, meta in files.items():
+            if variant != REFERENCE and not meta.get("execute_in"):
+                rows.append([net, variant, megabytes(files[REFERENCE]["bytes"]),
+                             megabytes(meta["bytes"]), f"{files[REFERENCE]['bytes'] / meta['bytes']:.3f}"])
+    return markdown_table(["network", "variant", "standard size (float32)", "quantized size",
+                           "SN size / QN size"], rows)
 
 
 def accuracy_table(results):
-    """P17: network, standard accuracy, quantized accuracy, ratio; plus delta and agreement."""
-    rows = [[net, row["variant"], f"{reference['accuracy']:.4f}", f"{row['accuracy']:.4f}",
-             f"{row['accuracy'] / reference['accuracy']:.3f}", f"{row['delta_points']:+.2f}",
-             f"{100 * row['agreement']:.2f} %", f"{row['max_abs_diff']:.3f}"]
-            for net, reference, row in _against_reference(results)]
-    return markdown_table(
-        ["network", "variant", "standard accuracy", "quantized accuracy", "QN acc / SN acc",
-         "change (points)", "top-1 agreement", "max |Δp|"], rows
-    )
+    """P17: standard and quantized accuracy and their ratio; plus change, agreement, Δp."""
+    rows = []
+    for row in scored(results):
+        reference = accuracy_of(results, row["net"], row["reference"], row["reference_runtime"])
+        if row is reference or reference is None:
+            continue
+        rows.append([row["net"], row["variant"], row["runtime"], row["precision"],
+                     f"{reference['accuracy']:.4f}", f"{row['accuracy']:.4f}",
+                     f"{row['accuracy'] / reference['accuracy']:.3f}", f"{row['delta_points']:+.2f}",
+                     f"{100 * row['agreement']:.2f} %", f"{row['max_abs_diff']:.3f}"])
+    return markdown_table(["network", "variant", "runtime", "executed in", "standard accuracy",
+                           "quantized accuracy", "QN acc / SN acc", "change (points)",
+                           "top-1 agreement", "max |Δp|"], rows)
 
 
-# --- the study report ---------------------------------------------------------------------
+def runtime_table(results, net, batch):
+    """Which runtime: every (variant, runtime) latency of one net and batch size; n/a where
+    the runtime does not read that file, "failed" where it could not run it."""
+    cases = {(c["variant"], c["runtime"]): c for c in results["cases"]
+             if c["net"] == net and c["batch_size"] == batch}
+    runtimes = [r for r in results["runtimes"] if any(k[1] == r for k in cases)]
+    variants = list(dict.fromkeys(v for v, _ in cases))
+    rows = []
+    for variant in variants:
+        cells = []
+        for runtime in runtimes:
+            case = cases.get((variant, runtime))
+            if case is None or case.get("not_run"):
+                cells.append("failed" if case else "n/a")
+            else:
+                gain = speedup(results, case)
+                cells.append(tables.seconds(case["median"]) + (f" ({gain:.1f}x)" if gain else ""))
+        rows.append([variant] + cells)
+    return markdown_table(["variant"] + runtimes, rows)
 
-def _rows_by_net(results):
-    """{net: comparison rows} from a study's results, for the P17-layout tables."""
-    return {net: list(entry["accuracy"].values()) for net, entry in results["nets"].items()}
 
-
-def records(results):
-    """One dict per (net, variant, batch) case, shaped like the latency suite's extra_info,
-    so that the report and the pytest plugin print their tables with the same code."""
-    threads = results["machine"]["threads"]
-    found = []
-    for net, entry in results["nets"].items():
-        for variant in entry["accuracy"]:
-            latency = entry["latency"].get(variant, {})
-            counted = entry["counters"].get(variant, {})
-            for batch in sorted(set(latency) | set(counted), key=int):
-                found.append({"net": net, "variant": variant, "batch_size": int(batch),
-                              "threads": threads, **latency.get(batch, {}),
-                              "counters": counted.get(batch)})
-    return found
+def best_table(results):
+    """Per net and batch: the best float32 and the best int8, and what each buys."""
+    rows = []
+    for net in results["nets"]:
+        for batch in results["config"]["batch_sizes"]:
+            cases = [c for c in timed(results) if c["net"] == net and c["batch_size"] == batch]
+            floats = [c for c in cases if not quantized(c["variant"]) and c["precision"] == "float32"]
+            ints = [c for c in cases if c["precision"] == "int8"]
+            if not floats or not ints:
+                continue
+            best_float = min(floats, key=lambda c: c["median"])
+            best_int = min(ints, key=lambda c: c["median"])
+            same = next((c for c in floats if c["runtime"] == best_int["runtime"]), None)
+            rows.append([net, str(batch), tables.variant_label(best_float),
+                         tables.seconds(best_float["median"]), tables.variant_label(best_int),
+                         tables.seconds(best_int["median"]),
+                         f"{same['median'] / best_int['median']:.1f}x" if same else "–",
+                         f"{best_float['median'] / best_int['median']:.1f}x"])
+    return markdown_table(["network", "batch", "best float32", "median", "best int8", "median",
+                           "int8 vs float32, same runtime", "best vs best"], rows)
 
 
 def counts_table(cases):
@@ -74,7 +260,7 @@ def counts_table(cases):
     rows = []
     for case in tables.counted(cases):
         per = case["counters"]["per_inference"]
-        rows.append([case["net"], case["variant"], str(case["batch_size"])]
+        rows.append([case["net"], tables.variant_label(case), str(case["batch_size"])]
                     + [tables.count(per.get(k)) for k in
                        ("instructions", "cache_references", "cache_misses", "l1d_loads",
                         "l1d_load_misses", "llc_load_misses")]
@@ -83,18 +269,41 @@ def counts_table(cases):
                            "L1d loads", "L1d misses", "LLC load misses", "IPC"], rows)
 
 
+def not_counted_lines(cases):
+    """Every timed case that was not counted, grouped by the reason: none is dropped silently."""
+    reasons = {}
+    for case in cases:
+        if case.get("not_counted"):
+            reasons.setdefault(case["not_counted"], []).append(
+                f"{case['net']} {tables.variant_label(case)} b{case['batch_size']}")
+    return [f"- {reason}: {len(which)} case(s)" + (f" ({', '.join(which)})" if len(which) <= 6 else "")
+            for reason, which in reasons.items()]
+
+
+def not_run_lines(results):
+    """Every (variant, runtime) that a runtime could not evaluate or time, with its reason."""
+    reasons = {}
+    for row in results["accuracy"] + results["cases"]:
+        if row.get("not_run"):
+            where = f"{row['net']} {tables.variant_label(row)}"
+            reasons.setdefault(row["not_run"], []).append(
+                where + (f" b{row['batch_size']}" if "batch_size" in row else " (accuracy)"))
+    return [f"- {reason}: {', '.join(which)}" for reason, which in reasons.items()]
+
+
 def kernels_table(cases):
-    """The costliest functions inside the counted region, per net and variant."""
+    """The costliest functions inside the counted region, per net, variant and runtime."""
     rows, seen = [], set()
     for case in tables.counted(cases):
         top = case["counters"].get("top_kernels")
-        if (case["net"], case["variant"]) in seen or not top:
+        key = (case["net"], case["variant"], case["runtime"])
+        if key in seen or not top:
             continue
-        seen.add((case["net"], case["variant"]))
+        seen.add(key)
         named = "; ".join(f"{k['function'][:60]} ({100 * k['share']:.0f} %)" for k in top[:3])
-        rows.append([case["net"], case["variant"], str(case["batch_size"]), named])
-    return markdown_table(["network", "variant", "batch", "costliest functions (share of instructions)"],
-                          rows)
+        rows.append([case["net"], tables.variant_label(case), str(case["batch_size"]), named])
+    return markdown_table(["network", "variant", "batch",
+                           "simulated: costliest functions (share of instructions)"], rows)
 
 
 def layers_table(results):
@@ -130,60 +339,6 @@ def p17_tables():
     return sizes, accuracy, speed, misses, ipc
 
 
-def findings(results):
-    """Short statements derived from the numbers of this run (never hand-written claims)."""
-    from quantlab import p17
-
-    said = []
-    nets = results["nets"]
-    for variant in ("int8", "qat_int8", "dynamic_int8", "float16"):
-        rows = [e["accuracy"][variant] for e in nets.values() if variant in e["accuracy"]]
-        if rows:
-            ratios = [r["size_ratio"] for r in rows]
-            deltas = [r["delta_points"] for r in rows]
-            agree = [100 * r["agreement"] for r in rows]
-            said.append(f"{variant}: {min(ratios):.2f}-{max(ratios):.2f}x smaller than float32; "
-                        f"top-1 accuracy changes by {min(deltas):+.2f} to {max(deltas):+.2f} points; "
-                        f"agrees with float32 on {min(agree):.1f}-{max(agree):.1f} % of test images.")
-    for variant in ("int8", "dynamic_int8", "float16", "float32_tf"):
-        ratios = []
-        for net, entry in nets.items():
-            for batch, figures in entry["latency"].get(variant, {}).items():
-                reference = entry["latency"].get("float32", {}).get(batch)
-                if reference:
-                    ratios.append((reference["median"] / figures["median"], net, batch))
-        if ratios:
-            faster = sum(r > 1 for r, _, _ in ratios)
-            best, worst = max(ratios), min(ratios)
-            said.append(f"{variant} vs TFLite float32: faster in {faster} of {len(ratios)} net x batch cases; "
-                        f"from {tables.speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]}) "
-                        f"to {tables.speed_ratio(1, 1 / best[0])} ({best[1]}, batch {best[2]}).")
-    p17_ratios = [q / s for n in p17.NETS for s, q in p17.SECONDS[n].values()]
-    said.append(f"P17 (TensorFlow 1 graph transforms, {p17.CPU}) measured its quantized nets "
-                f"{min(p17_ratios):.1f}-{max(p17_ratios):.1f}x slower than float over the same "
-                f"batch sizes.")
-    for net, entry in nets.items():
-        counted = entry["counters"]
-        if "float32" in counted and "int8" in counted:
-            for batch, counts in counted["int8"].items():
-                reference = counted["float32"].get(batch)
-                if not (counts and reference):
-                    continue
-                ours, theirs = counts["per_inference"], reference["per_inference"]
-                line = (f"{net}, batch {batch}: int8 executes {ours['instructions'] / theirs['instructions']:.2f}x "
-                        f"the instructions of float32 per inference")
-                rate_lower = (counts["rates"]["total_miss_rate"] or 0) < (reference["rates"]["total_miss_rate"] or 0)
-                more_misses = (ours["cache_misses"] or 0) > (theirs["cache_misses"] or 0)
-                if rate_lower and more_misses:
-                    line += "; its miss rate is lower but it misses more often in absolute terms (as in P17)"
-                elif rate_lower:
-                    line += "; it has both a lower miss rate and fewer misses"
-                elif more_misses:
-                    line += "; it has a higher miss rate and more misses"
-                said.append(line + ".")
-    return said
-
-
 def _machine_section(results, cases):
     machine = results["machine"]
     cpu = machine["cpu"]
@@ -192,7 +347,9 @@ def _machine_section(results, cases):
     lines = [f"- CPU: {cpu.get('model', 'unknown')}, {cpu.get('available_cores', '?')} cores available, "
              f"{machine['threads']} thread(s) used for inference",
              f"- ISA flags that matter for int8: {flags}",
-             f"- Software: {versions}"]
+             f"- Software: {versions}",
+             f"- Runtimes: {', '.join(results['runtimes'])}"]
+    lines += [f"  - left out: {name}: {why}" for name, why in machine.get("runtimes_skipped", {}).items()]
     backend = machine["counter_backend"]
     if backend:
         lines.append(f"- Counters: {backend}"
@@ -207,24 +364,37 @@ def _machine_section(results, cases):
 def markdown(results, plots):
     """The whole report as Markdown."""
     data = results["dataset"]
-    mode = "quick (small training subset, one epoch)" if results["config"]["quick"] else "full"
+    mode = "quick (small training subset)" if results["config"]["quick"] else "full"
     sizes, accuracy, speed, misses, ipc = p17_tables()
     batches = results["config"]["batch_sizes"]
-    cases = records(results)
-    counted = tables.counted(cases)
+    cases = timed(results)
+    counted = tables.counted(results["cases"])
     parts = [
         "# quantlab report: what 8-bit quantization does to these nets on this CPU",
         f"Dataset **{data['name']}** ({data['train']} training / {data['test']} test images, "
         f"{'x'.join(map(str, data['input_shape']))}, from {data['source']}); training: {mode}.",
-        "## Machine", _machine_section(results, cases),
+        "## What to ship",
+        f"The fastest option per net and batch size among those within {ACCURACY_TOLERANCE:g} "
+        f"accuracy point of {REFERENCE} (speed against {REFERENCE} on {REFERENCE_RUNTIME}, "
+        f"accuracy change on the whole test split):",
+        "\n".join(f"- {line}" for line in results["recommendations"]) or "- nothing was timed",
+        "## Machine", _machine_section(results, counted),
         "## Findings", "\n".join(f"- {line}" for line in results["findings"]),
-        "## Size", size_table(_rows_by_net(results)),
-        f"## Accuracy on the {data['test']} test images", accuracy_table(_rows_by_net(results)),
-        "## Latency",
-        "Only the inference call on a prepared batch is timed (pytest-benchmark); "
-        "GMAC/s is the arithmetic achieved, 'of peak' its share of the nominal peak of the "
-        "data type on this CPU.",
+        "## Size", size_table(results),
+        f"## Accuracy on the {data['test']} test images", accuracy_table(results),
+        "## Which runtime",
+        f"Median latency of one batch per variant and runtime (x: times faster than {REFERENCE} "
+        f"on {REFERENCE_RUNTIME}; n/a: the runtime cannot run that file).",
     ]
+    for net in results["nets"]:
+        for batch in batches:
+            parts += [f"### {net}, batch {batch}", runtime_table(results, net, batch)]
+    parts += ["### Best float32 and best int8", best_table(results),
+              "## Latency",
+              "Only the inference call on a prepared batch is timed (pytest-benchmark); "
+              "'executed in' is the arithmetic the runtime reports it ran; GMAC/s is the "
+              "arithmetic achieved, 'of peak' its share of the nominal peak of that arithmetic "
+              "on this CPU."]
     for batch in batches:
         parts += [f"### Batch size {batch}",
                   tables.latency_table([c for c in cases if c["batch_size"] == batch])]
@@ -232,11 +402,17 @@ def markdown(results, plots):
         parts += [
             "## Cache behaviour",
             "Miss rates in %, total / L1d / LLC, as P17 reported them (total = last-level "
-            "references that missed).", tables.miss_rate_table(cases),
-            "### Instructions per inference", tables.instructions_table(cases),
-            "### Counts per inference", counts_table(cases),
-            "### Where the time goes", kernels_table(cases),
+            "references that missed).", tables.miss_rate_table(counted),
+            "### Instructions per inference", tables.instructions_table(counted),
+            "### Counts per inference", counts_table(counted),
+            "### Where the time goes", kernels_table(counted),
         ]
+    failures = not_run_lines(results)
+    if failures:
+        parts += ["## Could not run", "\n".join(failures)]
+    missing = not_counted_lines(results["cases"])
+    if missing:
+        parts += ["### Not counted", "\n".join(missing)]
     if any(entry.get("layers") for entry in results["nets"].values()):
         parts += ["### Per-layer quantization error of int8",
                   "Error of each layer's int8 output against float on the same inputs, in "

@@ -1,9 +1,10 @@
 """The whole study as one resumable function: train, export, evaluate, time, count, report.
 
 Every stage keeps its result: trained nets and variants in the quantlab cache (keyed by
-configuration), evaluations, timings and counts in ``OUT/.state`` (keyed by the artifacts'
-sha256 and the settings), so a run that is interrupted and started again continues where
-it stopped. Latency is measured by the same pytest-benchmark suite as ``benchmarks/``.
+configuration and code), evaluations, timings and counts in ``OUT/.state`` (keyed by the
+artifacts' sha256 and the settings), so a run that is interrupted and started again
+continues where it stopped. Latency is measured by the same pytest-benchmark suite as
+``benchmarks/``, in a child process, one net at a time.
 """
 
 import dataclasses
@@ -12,25 +13,31 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import quantlab
-from quantlab import cache, datasets, nets, variants
+from quantlab import cache, datasets, defaults, nets, variants
 from quantlab._tf import versions
 from quantlab.errors import QuantlabError
+from quantlab.progress import Progress
 
-QUICK_TRAINING = dict(limit=3000, epochs=1, qat_epochs=1)
-QUICK_TIMING = ["--benchmark-max-time=0.2", "--benchmark-min-rounds=5"]
+SCHEMA = 2  # of results.json; bumped whenever its layout changes
+MARKER = ".quantlab-report"  # in every folder a study wrote: it may be written again
+QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
+                "--benchmark-warmup-iterations=10"]
 FULL_TIMING = ["--benchmark-max-time=1.0", "--benchmark-min-rounds=10"]
+# What the quick study counts under valgrind: float32 against int8 on LiteRT, one batch size.
+QUICK_COUNTED = ("float32", "int8")
 
 
 @dataclass
 class StudyConfig:
     dataset: str = datasets.DEFAULT
     nets: tuple = nets.NAMES
-    variants: tuple = variants.VARIANTS
-    batch_sizes: tuple = (1, 16, 64)
+    variants: tuple = defaults.VARIANTS
+    runtimes: tuple | None = None  # None: every runtime that loads here
+    batch_sizes: tuple = defaults.BATCH_SIZES
     threads: int = 1
     counters: str = "auto"
     cache_geometry: str = "host"
@@ -38,24 +45,43 @@ class StudyConfig:
     out: Path = Path("quantlab-report")
     model: Path | None = None
     data_dir: str | None = None
-    seed: int = 0
-    count_batch_sizes: tuple = field(default=None)
-    count_variants: tuple = field(default=None)
+    seed: int = defaults.SEED
+    force: bool = False
+    count_batch_sizes: tuple | None = None
+    count_variants: tuple | None = None
+    count_runtimes: tuple | None = None
 
     def __post_init__(self):
         for net in self.nets:
             nets.check_name(net)
         variants.check_variants(self.variants)
-        if variants.REFERENCE not in self.variants:
-            self.variants = (variants.REFERENCE, *self.variants)
+        if defaults.REFERENCE not in self.variants:
+            self.variants = (defaults.REFERENCE, *self.variants)
+        if self.seed < 0:
+            raise QuantlabError(f"seed must be 0 or more, got {self.seed}")
         self.out = Path(self.out)
-        # Counting under valgrind costs seconds per case, and a minute for TensorFlow (its
-        # import runs under valgrind too): the quick study counts LiteRT at one batch size.
+        # Counting under valgrind costs seconds per case: the quick study counts float32
+        # against int8 at its first batch size; the full one counts every case.
         if self.count_batch_sizes is None:
             self.count_batch_sizes = self.batch_sizes[:1] if self.quick else self.batch_sizes
         if self.count_variants is None:
-            self.count_variants = tuple(v for v in self.variants
-                                        if not (self.quick and v == "float32_tf"))
+            self.count_variants = QUICK_COUNTED if self.quick else self.variants
+        if self.count_runtimes is None and self.quick:
+            self.count_runtimes = (defaults.REFERENCE_RUNTIME,)
+
+
+# --- the output folder and the stored stages ---------------------------------------------
+
+def prepare_output(out, force=False):
+    """Make ``out`` ready: new, empty, or written by quantlab before (else ``--force``)."""
+    if out.exists() and not out.is_dir():
+        raise QuantlabError(f"--out {out} is a file, not a folder; choose another with --out")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()) and not force:
+        raise QuantlabError(f"--out {out} holds files that quantlab did not write; choose a new "
+                            f"or empty folder, or add --force to write the report among them")
+    cache.check_writable(out)
+    if not (out / MARKER).is_file():
+        cache.write_json(out / MARKER, {"quantlab": quantlab.__version__})
 
 
 def _state_path(config, stage, key):
@@ -63,31 +89,28 @@ def _state_path(config, stage, key):
 
 
 def _cached_stage(config, stage, key, compute, progress, label):
-    """Return the stored result of a stage, or compute and store it."""
+    """Return the stored result of a stage, or compute and store it.
+
+    A stored file that cannot be read (truncated by a crash, edited by hand) is computed
+    again, not trusted and not fatal.
+    """
     path = _state_path(config, stage, key)
     if path.is_file():
-        progress(f"{label}: done earlier, reusing {path.name}")
-        return json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text())
+            progress(f"{label}: done earlier, reusing {path.name}")
+            return stored
+        except (OSError, ValueError):
+            progress(f"{label}: stored result {path.name} is unreadable; measuring again")
     result = compute()
     cache.write_json(path, result)
     return result
 
 
-def _check_output_folder(out):
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise QuantlabError(f"cannot write to output folder {out}: {error.strerror}; "
-                            f"choose another with --out") from None
-
-
 def train_config(config, net):
     from quantlab.training import TrainConfig
 
-    extra = QUICK_TRAINING if config.quick else {}
+    extra = defaults.QUICK_TRAINING if config.quick else {}
     return TrainConfig(net=net, dataset=config.dataset, seed=config.seed, **extra)
 
 
@@ -104,19 +127,27 @@ def _export(config, net, data, progress):
 
 
 def _artifact_key(artifacts):
-    return {v: a.meta["sha256"] for v, a in sorted(artifacts.items())}
+    return {v: a.sha256 for v, a in sorted(artifacts.items())}
 
 
-def _evaluate(config, net, artifacts, data, progress):
+def pairs(artifacts, runtimes, cpu):
+    """Every (variant, runtime) the study runs: each variant on each chosen runtime that can."""
+    from quantlab.latency_suite import runtimes_for
+
+    return [(v, r) for v in artifacts for r in runtimes if r in runtimes_for(v, cpu)]
+
+
+def _evaluate(config, net, artifacts, studied, data, progress):
     from quantlab import evaluate
 
     def compute():
-        rows = evaluate.compare(artifacts, data, threads=config.threads,
+        return evaluate.compare(artifacts, data, studied,
                                 progress=lambda message: progress(f"{net}: {message}"))
-        return {row["variant"]: row for row in rows}
 
-    return _cached_stage(config, "eval", {"net": net, "artifacts": _artifact_key(artifacts)},
-                         compute, progress, f"{net}: accuracy")
+    key = {"net": net, "artifacts": _artifact_key(artifacts), "pairs": studied,
+           "versions": versions()}
+    rows = _cached_stage(config, "eval", key, compute, progress, f"{net}: accuracy")
+    return [{"net": net, **row} for row in rows]
 
 
 def _layer_errors(config, net, artifacts, data, progress):
@@ -129,7 +160,7 @@ def _layer_errors(config, net, artifacts, data, progress):
         trained = training.train(train_config(config, net), data)
         return layer_error.int8_layer_errors(trained.model, data, artifacts["int8"].meta)
 
-    return _cached_stage(config, "layers", {"net": net, "int8": artifacts["int8"].meta["sha256"]},
+    return _cached_stage(config, "layers", {"net": net, "int8": artifacts["int8"].sha256},
                          compute, progress, f"{net}: per-layer error")
 
 
@@ -137,19 +168,21 @@ def _manifest(config, net, artifacts, folder):
     path = folder / f"manifest-{net}.json"
     path.write_text(json.dumps({
         "dataset": config.dataset,
-        "artifacts": [{"net": net, "variant": v, "path": str(a.path)} for v, a in artifacts.items()],
+        "artifacts": [{"net": net, "variant": v, "path": str(a.path), "sha256": a.sha256,
+                       "precision": a.precision} for v, a in artifacts.items()],
     }))
     return path
 
 
-def _time(config, net, artifacts, progress):
-    """Run the latency suite (pytest-benchmark) on this net's artifacts in a subprocess."""
+def _time(config, net, artifacts, runtimes, progress):
+    """Run the latency suite (pytest-benchmark) on this net's artifacts in a child process."""
     key = {"net": net, "artifacts": _artifact_key(artifacts), "batch": config.batch_sizes,
-           "threads": config.threads, "quick": config.quick, "machine": os.uname().nodename}
+           "runtimes": runtimes, "threads": config.threads, "quick": config.quick,
+           "machine": os.uname().nodename, "versions": versions()}
 
     def compute():
-        progress(f"{net}: timing {len(artifacts)} variants x batch sizes "
-                 f"{','.join(map(str, config.batch_sizes))} with pytest-benchmark")
+        progress(f"{net}: timing {len(artifacts)} variants on {', '.join(runtimes)}, batch sizes "
+                 f"{','.join(map(str, config.batch_sizes))}, with pytest-benchmark")
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             report = tmp / "benchmark.json"
@@ -158,9 +191,10 @@ def _time(config, net, artifacts, progress):
                 # finds it, which need not be this process's copy (a source checkout in
                 # the working directory beside an installed package, under tox).
                 sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-q",
-                "-p", "no:cacheprovider",
-                "-p", "no:randomly", f"--rootdir={tmp}", f"--benchmark-json={report}",
+                "-p", "no:cacheprovider", "-p", "no:randomly", f"--rootdir={tmp}",
+                f"--benchmark-json={report}",
                 f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
+                f"--quantlab-runtimes={','.join(runtimes)}",
                 f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
                 f"--quantlab-threads={config.threads}", "--quantlab-counters=off",
                 "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
@@ -174,43 +208,66 @@ def _time(config, net, artifacts, progress):
             if finished.returncode != 0 or not report.is_file():
                 tail = " | ".join(finished.stdout.strip().splitlines()[-3:])
                 raise QuantlabError(f"the timing run for {net} failed: {tail}")
-            return _latency_from(json.loads(report.read_text()))
+            return timed_cases(json.loads(report.read_text()))
 
     return _cached_stage(config, "latency", key, compute, progress, f"{net}: latency")
 
 
-def _latency_from(benchmark_json):
-    """{variant: {batch: figures}} from a pytest-benchmark JSON report."""
-    latency = {}
+def timed_cases(benchmark_json):
+    """One record per case from a pytest-benchmark JSON report: its extra_info, and the
+    cases a runtime could not run, each with its reason (``not_run``)."""
+    records = []
     for bench in benchmark_json["benchmarks"]:
-        info = bench["extra_info"]
-        figures = {key: info.get(key) for key in
-                   ("p50", "p90", "p99", "per_image", "macs_per_second", "peak_fraction",
-                    "peak_macs_per_second", "runtime", "kernels", "model_bytes")}
-        figures["median"] = bench["stats"]["median"]
-        figures["rounds"] = bench["stats"]["rounds"]
-        latency.setdefault(info["variant"], {})[str(info["batch_size"])] = figures
-    return latency
+        record = dict(bench["extra_info"])
+        record["rounds"] = bench["stats"]["rounds"]
+        records.append(record)
+    return records + benchmark_json.get("quantlab", {}).get("not_run", [])
 
 
-def _count(config, net, artifacts, backend, progress):
+def count_reason(config, record):
+    """Why this timed case is not counted, or None when it is."""
+    if record["batch_size"] not in config.count_batch_sizes:
+        return f"batch {record['batch_size']} is not counted (counted: " \
+               f"{','.join(map(str, config.count_batch_sizes))})"
+    if record["variant"] not in config.count_variants:
+        return f"{record['variant']} is not counted (counted: {', '.join(config.count_variants)})"
+    if config.count_runtimes and record["runtime"] not in config.count_runtimes:
+        return f"{record['runtime']} is not counted (counted: {', '.join(config.count_runtimes)})"
+    return None
+
+
+def _count(config, net, artifacts, records, backend, progress):
+    """Counters for the selected cases, into each record; the others say why not."""
     from concurrent.futures import ThreadPoolExecutor
 
     from quantlab import counters
 
-    cases = [(v, b) for v in artifacts if v in config.count_variants
-             for b in config.count_batch_sizes]
+    chosen = []
+    for record in records:
+        if record.get("not_run"):
+            continue
+        record["counters"] = None
+        record["not_counted"] = "counters are off" if backend is None else count_reason(config, record)
+        if record["not_counted"] is None:
+            chosen.append(record)
 
-    def count(numbered_case):
-        number, (variant, batch) = numbered_case
-        key = {"sha": artifacts[variant].meta["sha256"], "batch": batch, "backend": backend,
-               "threads": config.threads, "geometry": config.cache_geometry}
-        label = f"{net}: counting {variant} batch {batch} with {backend} ({number}/{len(cases)})"
+    def count(numbered):
+        number, record = numbered
+        artifact = artifacts[record["variant"]]
+        key = {"sha": artifact.sha256, "runtime": record["runtime"], "batch": record["batch_size"],
+               "backend": backend, "threads": config.threads, "geometry": config.cache_geometry,
+               "versions": versions()}
+        label = (f"{net}: counting {record['variant']} on {record['runtime']} batch "
+                 f"{record['batch_size']} with {backend} ({number}/{len(chosen)})")
 
         def compute():
             progress(label)
-            return counters.measure(artifacts[variant].path, batch, backend=backend,
-                                    threads=config.threads, cache=config.cache_geometry)
+            try:
+                return counters.measure(artifact.path, record["batch_size"], backend=backend,
+                                        threads=config.threads, cache=config.cache_geometry,
+                                        runtime=record["runtime"], precision=artifact.precision)
+            except QuantlabError as error:  # said in the report, not fatal to the study
+                return {"failed": str(error)}
 
         return _cached_stage(config, "counters", key, compute, progress, label)
 
@@ -218,74 +275,87 @@ def _count(config, net, artifacts, backend, progress):
     # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
     workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(count, enumerate(cases, 1)))
-    counts = {}
-    for (variant, batch), result in zip(cases, results):
-        counts.setdefault(variant, {})[str(batch)] = result
-    return counts
+        results = list(pool.map(count, enumerate(chosen, 1)))
+    for record, result in zip(chosen, results):
+        if "failed" in result:
+            record["not_counted"] = f"counting failed: {result['failed']}"
+        else:
+            record["counters"] = result
 
 
-def _machine(config, backend):
-    from quantlab import machine
+def _machine(config, backend, skipped):
+    from quantlab import machine, runtime
 
     return {
         "cpu": machine.cpu_info(),
         "threads": config.threads,
         "versions": {"quantlab": quantlab.__version__, "python": sys.version.split()[0],
-                     **versions()},
+                     **versions(), **{name: runtime.runtime_version(name)
+                                      for name in ("openvino", "onnxruntime")}},
+        "runtimes_skipped": skipped,
         "counter_backend": backend,
         "cache_geometry": config.cache_geometry if backend == "valgrind" else None,
     }
 
 
-def run(config, progress=print):
-    """Run the study described by ``config``; write the report; return the results dict."""
-    from quantlab import counters, report
+def _training_summary(artifacts):
+    """What training reported, read from the cached model folders."""
+    summary = {}
+    for stage, variant in (("float", defaults.REFERENCE), ("qat", "qat_int8")):
+        if variant not in artifacts:
+            continue
+        try:
+            info = json.loads((Path(artifacts[variant].meta["trained_model"]) / "info.json").read_text())
+        except (OSError, ValueError):
+            continue  # a user's own model has no training record
+        summary[stage] = {k: info.get(k) for k in ("test_accuracy", "epochs_run", "train_images",
+                                                   "seconds")}
+    return summary
 
-    _check_output_folder(config.out)
+
+def run(config, progress=None):
+    """Run the study described by ``config``; write the report; return the results dict."""
+    from quantlab import counters, machine, report, runtime
+
+    progress = progress or Progress()
+    prepare_output(config.out, config.force)
+    cache.check_writable(cache.cache_root())
     data = datasets.load(config.dataset, config.data_dir)
+    runtimes, skipped = runtime.usable(config.runtimes)
+    for name, why in skipped.items():
+        progress(f"runtime {name} left out: {why}")
     backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
-    studied = ["model"] if config.model is not None else list(config.nets)
+    cpu = machine.cpu_info()
+    studied = [config.model.stem] if config.model is not None else list(config.nets)
     results = {
+        "schema": SCHEMA,
         "quantlab": quantlab.__version__,
         "config": {k: (str(v) if isinstance(v, Path) else v)
                    for k, v in dataclasses.asdict(config).items()},
         "dataset": {"name": data.name, "source": data.source, "train": len(data.x_train),
                     "test": len(data.x_test), "input_shape": list(data.input_shape)},
-        "machine": _machine(config, backend),
-        "nets": {},
+        "machine": _machine(config, backend, skipped),
+        "runtimes": list(runtimes),
+        "nets": {}, "accuracy": [], "cases": [],
     }
     for net in studied:
         progress(f"== {net} ==")
         artifacts = _export(config, net, data, progress)
-        entry = {
-            "artifacts": {v: {"path": str(a.path), "bytes": a.bytes, "sha256": a.meta["sha256"]}
+        studied_pairs = pairs(artifacts, runtimes, cpu)
+        results["nets"][net] = {
+            "artifacts": {v: {"file": a.path.name, "path": str(a.path), "format": a.meta["format"],
+                              "bytes": a.bytes, "sha256": a.sha256, "execute_in": a.precision}
                           for v, a in artifacts.items()},
             "training": _training_summary(artifacts),
-            "accuracy": _evaluate(config, net, artifacts, data, progress),
             "layers": _layer_errors(config, net, artifacts, data, progress),
-            "latency": _time(config, net, artifacts, progress),
-            "counters": _count(config, net, artifacts, backend, progress) if backend else {},
         }
-        # Stored stages come back with sorted keys: list variants in the order studied.
-        for stage in ("accuracy", "latency", "counters"):
-            entry[stage] = {v: entry[stage][v] for v in artifacts if v in entry[stage]}
-        results["nets"][net] = entry
+        results["accuracy"] += _evaluate(config, net, artifacts, studied_pairs, data, progress)
+        records = _time(config, net, artifacts, [r for r in runtimes
+                                                 if any(p[1] == r for p in studied_pairs)], progress)
+        _count(config, net, artifacts, records, backend, progress)
+        results["cases"] += records
     results["findings"] = report.findings(results)
+    results["recommendations"] = report.recommendations(results)
     report.write(results, config.out)
     progress(f"report: {config.out / 'report.md'}")
     return results
-
-
-def _training_summary(artifacts):
-    """What training reported, read from the cached model folders."""
-    summary = {}
-    for stage, variant in (("float", variants.REFERENCE), ("qat", "qat_int8")):
-        if variant not in artifacts:
-            continue
-        info_path = Path(artifacts[variant].meta["trained_model"]) / "info.json"
-        if info_path.is_file():
-            info = json.loads(info_path.read_text())
-            summary[stage] = {k: info.get(k) for k in
-                              ("test_accuracy", "epochs_run", "train_images", "seconds")}
-    return summary

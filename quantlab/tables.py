@@ -1,22 +1,33 @@
 """Markdown tables of benchmark cases, from plain dicts: the latency suite's ``extra_info``.
 
-Each table takes a list of records, one per (net, variant, batch size, threads) case, with
-the keys the latency suite writes into ``extra_info`` (``net``, ``variant``, ``batch_size``,
-``threads``, ``median``, ``per_image``, ``macs_per_second``, ``peak_fraction``, and
-``counters`` when counted). A saved pytest-benchmark JSON gives them back as
-``[b["extra_info"] for b in report["benchmarks"]]``. The pytest plugin prints these tables
-in its terminal summary; ``quantlab.report`` can reuse them.
+Each table takes a list of records, one per (net, variant, runtime, batch size, threads)
+case, with the keys the latency suite writes into ``extra_info`` (``net``, ``variant``,
+``runtime``, ``batch_size``, ``threads``, ``precision``, ``median``, ``per_image``,
+``macs_per_second``, ``peak_fraction``, and ``counters`` when counted). A saved
+pytest-benchmark JSON gives them back as ``[b["extra_info"] for b in report["benchmarks"]]``.
+The pytest plugin prints these tables in its terminal summary, the study's report too.
 """
 
-REFERENCE = "float32"  # as quantlab.variants.REFERENCE, which imports numpy
+from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+
 RATES = ("total_miss_rate", "l1d_miss_rate", "llc_miss_rate")
 
 
-def _markdown(headers, rows):
-    # Imported when used: report may import this module, and the plugin must stay cheap.
-    from quantlab.report import markdown_table
+def markdown_table(headers, rows):
+    """A Markdown table; numbers are expected already formatted as strings."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
 
-    return markdown_table(headers, rows)
+
+def float_counterpart(variant):
+    """The float32 variant that ``variant`` is quantized from, in the same file format."""
+    return "onnx_float32" if variant.startswith("onnx_") else REFERENCE
+
+
+def case_key(record):
+    return (record["net"], record["variant"], record.get("runtime"), record["batch_size"],
+            record.get("threads") or 1)
 
 
 def _row_label(record):
@@ -24,20 +35,27 @@ def _row_label(record):
     return f"{record['batch_size']}" + (f" ({threads} threads)" if threads != 1 else "")
 
 
+def variant_label(record):
+    """``int8 on openvino``: a variant is only half a case without its runtime."""
+    return f"{record['variant']} on {record['runtime']}" if record.get("runtime") else record["variant"]
+
+
 def _grid(records, cell):
-    """Rows: batch size (and threads); columns: net x variant in run order."""
-    columns = list(dict.fromkeys((r["net"], r["variant"]) for r in records))
+    """Rows: batch size (and threads); columns: net x variant x runtime in run order."""
+    columns = list(dict.fromkeys((r["net"], r["variant"], r.get("runtime")) for r in records))
     keys = sorted({(r["batch_size"], r.get("threads") or 1) for r in records})
-    lookup = {(r["net"], r["variant"], r["batch_size"], r.get("threads") or 1): r for r in records}
+    lookup = {case_key(r): r for r in records}
     rows = []
     for batch, threads in keys:
         first = next(r for r in records if (r["batch_size"], r.get("threads") or 1) == (batch, threads))
         row = [_row_label(first)]
-        for net, variant in columns:
-            record = lookup.get((net, variant, batch, threads))
+        for net, variant, runtime in columns:
+            record = lookup.get((net, variant, runtime, batch, threads))
             row.append(cell(record) if record else "–")
         rows.append(row)
-    return _markdown(["batch"] + [f"{net} {variant}" for net, variant in columns], rows)
+    headers = [f"{net} {variant}" + (f" ({runtime})" if runtime else "")
+               for net, variant, runtime in columns]
+    return markdown_table(["batch"] + headers, rows)
 
 
 def percent(fraction):
@@ -95,20 +113,28 @@ def instructions_table(records):
     return _grid(counted(records), cell)
 
 
-def latency_table(records, reference=REFERENCE):
-    """Median per batch and per image, ratio to ``reference``, achieved MAC/s and % of peak."""
+def latency_table(records):
+    """Median per batch and per image; ratio to LiteRT float32 and to the float32 of the
+    same runtime; the precision that executed; achieved MAC/s and % of peak."""
     timed = [r for r in records if r.get("median")]
-    medians = {(r["net"], r["batch_size"], r.get("threads") or 1, r["variant"]): r["median"]
-               for r in timed}
+    medians = {case_key(r): r["median"] for r in timed}
+
+    def versus(record, variant, runtime):
+        if (record["variant"], record.get("runtime")) == (variant, runtime):
+            return "reference"
+        base = medians.get((record["net"], variant, runtime, record["batch_size"],
+                            record.get("threads") or 1))
+        return speed_ratio(base, record["median"]) if base else "–"
+
     rows = []
     for r in timed:
-        base = medians.get((r["net"], r["batch_size"], r.get("threads") or 1, reference))
-        versus = ("reference" if r["variant"] == reference
-                  else speed_ratio(base, r["median"]) if base else "–")
         peak = r.get("peak_fraction")
-        rows.append([r["net"], _row_label(r), r["variant"], seconds(r["median"]),
-                     seconds(r.get("p90")), seconds(r.get("per_image")), versus,
+        rows.append([r["net"], _row_label(r), r["variant"], r.get("runtime", "–"),
+                     r.get("precision", "–"), seconds(r["median"]), seconds(r.get("p90")),
+                     seconds(r.get("per_image")), versus(r, REFERENCE, REFERENCE_RUNTIME),
+                     versus(r, float_counterpart(r["variant"]), r.get("runtime")),
                      f"{r['macs_per_second'] / 1e9:.1f}" if r.get("macs_per_second") else "–",
                      f"{100 * peak:.2f} %" if peak is not None else "–"])
-    return _markdown(["net", "batch", "variant", "median / batch", "p90", "per image",
-                      f"vs {reference}", "GMAC/s", "of peak"], rows)
+    return markdown_table(["net", "batch", "variant", "runtime", "executed in", "median / batch",
+                           "p90", "per image", f"vs {REFERENCE} on {REFERENCE_RUNTIME}",
+                           "vs float32 on the same runtime", "GMAC/s", "of peak"], rows)

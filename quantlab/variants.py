@@ -2,6 +2,22 @@
 
 All variants come from the same float weights; ``qat_int8`` comes from the QAT fine-tune of
 those weights. Every artifact ends in a softmax, so every runtime returns probabilities.
+
+| variant        | file                 | what it is                                      |
+|----------------|----------------------|-------------------------------------------------|
+| float32_tf     | float32_tf.pb        | frozen TensorFlow GraphDef (P17's float format) |
+| float32        | float32.tflite       | TFLite float32: the reference of every ratio    |
+| dynamic_int8   | dynamic_int8.tflite  | int8 weights, float activations                 |
+| float16        | float16.tflite       | float16 weights                                 |
+| int8           | int8.tflite          | full-integer PTQ (TFLite converter)             |
+| qat_int8       | qat_int8.tflite      | fake-quantization fine-tune, then full-integer  |
+| bf16           | float32.tflite       | the float32 file, executed in bfloat16          |
+| onnx_float32   | onnx_float32.onnx    | the float net exported to ONNX (tf2onnx)        |
+| onnx_int8      | onnx_int8.onnx       | ONNX Runtime's static int8 quantization (QDQ)   |
+
+Before a cached artifact is used, its bytes are checked against the sha256 in its sidecar;
+a file that changed is exported again. The cache key holds a digest of the code that makes
+the artifacts, so a change to the converter settings never returns an old file.
 """
 
 import dataclasses
@@ -12,15 +28,18 @@ from pathlib import Path
 import numpy as np
 
 import quantlab
-from quantlab import cache, datasets, training
+from quantlab import cache, datasets, runtime, training
 from quantlab._tf import versions
+from quantlab.defaults import CALIBRATION_SIZE, REFERENCE, VARIANTS  # noqa: F401
 from quantlab.errors import QuantlabError
 
-VARIANTS = ("float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int8")
-REFERENCE = "float32"
-DEFAULT_CALIBRATION_SIZE = 500
-_SUFFIX = {"float32_tf": ".pb"}
 FULL_INTEGER = ("int8", "qat_int8")  # int8 inputs and outputs, calibrated
+CALIBRATED = ("int8", "qat_int8", "onnx_int8")
+FILES = {"float32_tf": "float32_tf.pb", "bf16": "float32.tflite",
+         "onnx_float32": "onnx_float32.onnx", "onnx_int8": "onnx_int8.onnx"}
+# Variants that are a way of running another variant's file rather than a file of their own.
+EXECUTED_AS = {"bf16": ("float32", "bf16")}
+ONNX_OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,30 @@ class Artifact:
     @property
     def bytes(self):
         return self.meta["bytes"]
+
+    @property
+    def sha256(self):
+        return self.meta["sha256"]
+
+    @property
+    def precision(self):
+        """The precision a runtime is asked to execute it in (None: the file's own)."""
+        return self.meta.get("execute_in")
+
+
+def file_name(variant):
+    return FILES.get(variant, f"{variant}.tflite")
+
+
+def file_format(variant):
+    return {".pb": "graphdef", ".onnx": "onnx", ".tflite": "tflite"}[Path(file_name(variant)).suffix]
+
+
+def runtimes_for(variant):
+    """Every runtime that can run ``variant``, its natural one first."""
+    if variant in EXECUTED_AS:
+        return ("openvino",)
+    return runtime.FORMATS[file_format(variant)]
 
 
 def check_variants(names):
@@ -45,7 +88,10 @@ def with_softmax(model):
     from quantlab._tf import keras
 
     k = keras()
-    return k.Model(model.input, k.layers.Softmax(name="probabilities")(model.output))
+    # A fixed name: Keras numbers unnamed models per process ("model_3"), and the name lands
+    # in the exported tensor names, so the same weights would give other bytes.
+    return k.Model(model.input, k.layers.Softmax(name="probabilities")(model.output),
+                   name=f"{model.name}_with_softmax")
 
 
 def calibration_images(data, size, seed):
@@ -90,32 +136,83 @@ def tflite_converter(model, variant, calibration):
     return converter
 
 
+def _onnx_float(model, data):
+    """The float net in ONNX (tf2onnx), with its batch dimension named ``batch``."""
+    import logging
+
+    from quantlab._tf import tf
+
+    tf = tf()
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    spec = tf.TensorSpec([None, *data.input_shape], tf.float32, name="image")
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET)
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return proto.SerializeToString()
+
+
+def _onnx_int8(float_content, calibration):
+    """ONNX Runtime's static quantization: QDQ, per-channel int8 weights, int8 activations,
+    min/max ranges from the same calibration images as the TFLite int8 variant."""
+    import tempfile
+
+    import onnxruntime
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    name = onnxruntime.InferenceSession(float_content).get_inputs()[0].name
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 50)))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {name: np.ascontiguousarray(batch)}
+
+    with tempfile.TemporaryDirectory(prefix="quantlab-onnx-") as folder:
+        source, target = Path(folder, "float.onnx"), Path(folder, "int8.onnx")
+        source.write_bytes(float_content)
+        quantize_static(source, target, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        return target.read_bytes()
+
+
+# Every function whose code decides an artifact's bytes: their source is part of the key.
+RECIPE = (with_softmax, calibration_images, _frozen_graph, tflite_converter, _onnx_float,
+          _onnx_int8)
+
+
 def export_dir(config, data, calibration_size, base_key=None):
     key = {
         "float": base_key or training.model_dir(config, data).name,
         "qat": training.model_dir(config, data, qat=True, base_key=base_key).name,
         "calibration_size": calibration_size,
-        "quantlab": quantlab.__version__,
+        "recipe": cache.code_digest(*RECIPE),
+        "onnx_opset": ONNX_OPSET,
     }
     return cache.cache_root() / "variants" / f"{config.net}-{data.name}-{cache.config_hash(key)}"
 
 
 def _sidecar(artifact_path, variant, config, data, calibration_size, source):
-    from quantlab.runtime import load
-
-    predictor = load(artifact_path)
+    probe = runtime.load(artifact_path)
+    precision = EXECUTED_AS.get(variant, (None, None))[1]
     return {
         "net": config.net,
         "dataset": data.name,
         "variant": variant,
         "file": artifact_path.name,
+        "format": probe.format,
         "bytes": artifact_path.stat().st_size,
-        "sha256": cache.sha256_of(artifact_path),
+        "sha256": probe.sha256,
+        "execute_in": precision,
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
-        "input_quantization": predictor.input_quantization,
-        "output_quantization": predictor.output_quantization,
-        "calibration_size": calibration_size if variant in FULL_INTEGER else None,
+        "input_quantization": probe.input_quantization,
+        "output_quantization": probe.output_quantization,
+        "calibration_size": calibration_size if variant in CALIBRATED else None,
         "trained_model": str(source),
         "train_config": dataclasses.asdict(config),
         "quantlab": quantlab.__version__,
@@ -123,27 +220,48 @@ def _sidecar(artifact_path, variant, config, data, calibration_size, source):
     }
 
 
-def _cached(folder, variant):
+def _cached(folder, variant, progress=None):
+    """The cached artifact if its sidecar is readable and its file has the recorded bytes."""
     sidecar = folder / f"{variant}.json"
     if not sidecar.is_file():
         return None
-    meta = json.loads(sidecar.read_text())
-    path = folder / meta["file"]
-    if not path.is_file() or path.stat().st_size != meta["bytes"]:
-        return None
-    return Artifact(variant, path, meta)
+    try:
+        meta = json.loads(sidecar.read_text())
+        path = folder / meta["file"]
+        ok = path.is_file() and cache.sha256_of(path) == meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        ok, path = False, sidecar
+    if not ok and progress:
+        progress(f"{folder.name}: cached {variant} ({path.name}) is damaged or changed; "
+                 f"exporting it again")
+    return Artifact(variant, path, meta) if ok else None
 
 
 def export(config, variants=VARIANTS, data=None, data_dir=None,
-           calibration_size=DEFAULT_CALIBRATION_SIZE, progress=None):
+           calibration_size=CALIBRATION_SIZE, progress=None):
     """Train (or reuse) ``config``'s net and return {variant: Artifact} for ``variants``."""
     data = data or datasets.load(config.dataset, data_dir)
     return export_model(lambda: training.train(config, data, progress=progress), config, data,
                         variants, calibration_size, progress)
 
 
+def _content(variant, trained, qat, data, calibration, made):
+    """The bytes of one variant's file; ``made`` holds those of files exported already."""
+    if variant == "onnx_int8":
+        if "onnx_float32" not in made:
+            made["onnx_float32"] = _onnx_float(with_softmax(trained.model), data)
+        return _onnx_int8(made["onnx_float32"], calibration)
+    source = qat if variant == "qat_int8" else trained
+    model = with_softmax(source.model)
+    if variant == "float32_tf":
+        return _frozen_graph(model, data)
+    if variant == "onnx_float32":
+        return _onnx_float(model, data)
+    return tflite_converter(model, variant, calibration).convert()
+
+
 def export_model(float_model, config, data, variants=VARIANTS,
-                 calibration_size=DEFAULT_CALIBRATION_SIZE, progress=None, base_key=None):
+                 calibration_size=CALIBRATION_SIZE, progress=None, base_key=None):
     """Export ``variants`` of one float model; ``float_model()`` returns it as a ``Trained``.
 
     ``base_key`` identifies a float model that quantlab did not train (a user's own).
@@ -153,26 +271,27 @@ def export_model(float_model, config, data, variants=VARIANTS,
     if calibration_size < 1:
         raise QuantlabError("calibration size must be at least 1 image")
     folder = export_dir(config, data, calibration_size, base_key)
-    artifacts = {v: _cached(folder, v) for v in variants}
+    # A variant executed from another's file needs that file first.
+    needed = tuple(dict.fromkeys([*(EXECUTED_AS[v][0] for v in variants if v in EXECUTED_AS),
+                                  *variants]))
+    artifacts = {v: _cached(folder, v, progress) for v in needed}
     missing = [v for v, a in artifacts.items() if a is None]
-    if not missing:
-        return artifacts
-    trained = float_model()
-    qat = (training.train_qat(config, data, progress=progress, base=trained, base_key=base_key)
-           if "qat_int8" in missing else None)
-    calibration = calibration_images(data, calibration_size, config.seed)
-    for variant in missing:
-        if progress:
-            progress(f"{config.net}: exporting {variant}")
-        source = qat if variant == "qat_int8" else trained
-        model = with_softmax(source.model)
-        content = (_frozen_graph(model, data) if variant == "float32_tf"
-                   else tflite_converter(model, variant, calibration).convert())
-        path = folder / f"{variant}{_SUFFIX.get(variant, '.tflite')}"
-        with cache.atomic_file(path) as tmp:
-            tmp.write_bytes(content)
-        # The sidecar is written last: an artifact without one is never trusted.
-        cache.write_json(folder / f"{variant}.json",
-                         _sidecar(path, variant, config, data, calibration_size, source.path))
-        artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
-    return artifacts
+    if missing:
+        trained = float_model()
+        qat = (training.train_qat(config, data, progress=progress, base=trained, base_key=base_key)
+               if "qat_int8" in missing else None)
+        calibration = calibration_images(data, calibration_size, config.seed)
+        made = {}
+        for variant in missing:
+            path = folder / file_name(variant)
+            if variant not in EXECUTED_AS:
+                if progress:
+                    progress(f"{config.net}: exporting {variant}")
+                made[variant] = _content(variant, trained, qat, data, calibration, made)
+                cache.write_bytes(path, made[variant])
+            source = qat if variant == "qat_int8" else trained
+            # The sidecar is written last: an artifact without one is never trusted.
+            cache.write_json(folder / f"{variant}.json",
+                             _sidecar(path, variant, config, data, calibration_size, source.path))
+            artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
+    return {v: artifacts[v] for v in variants}

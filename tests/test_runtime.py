@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantlab import runtime
+from quantlab import runtime, variants
 from quantlab.errors import QuantlabError
 
 # --- quantization arithmetic ---------------------------------------------------------------
@@ -50,9 +50,14 @@ def medium(quick_variants):
     return quick_variants["medium"]
 
 
-@pytest.mark.parametrize("variant", ["float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int8"])
-def test_results_do_not_depend_on_the_batch_size_including_a_last_partial_batch(medium, fashion, variant):
-    predictor = runtime.load(medium[variant].path)
+PAIRS = [(v, r) for v in variants.VARIANTS for r in variants.runtimes_for(v)]
+
+
+@pytest.mark.parametrize("variant, runtime_name", PAIRS)
+def test_results_do_not_depend_on_the_batch_size_including_a_last_partial_batch(
+        medium, fashion, variant, runtime_name):
+    artifact = medium[variant]
+    predictor = runtime.load(artifact.path, runtime=runtime_name, precision=artifact.precision)
     images = fashion.x_test[:100]
     by_batch = [predictor.predict(images, batch_size=b) for b in (1, 16, 64, 100)]
     for probs in by_batch:
@@ -90,7 +95,8 @@ def test_describe_names_runtime_kernels_and_quantization(medium):
 
 # --- bad input ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", ["float32_tf", "int8"])
+@pytest.mark.parametrize("variant, runtime_name", [("float32_tf", "tensorflow"), ("int8", "litert"),
+                                                   ("int8", "openvino"), ("onnx_int8", "onnxruntime")])
 @pytest.mark.parametrize("images, message", [
     (np.zeros((2, 32, 32, 3), np.float32), "takes images of shape 28x28x1, got 32x32x3"),
     (np.zeros((28, 28, 1), np.float32), "rank 4 .* got rank 3"),
@@ -98,16 +104,45 @@ def test_describe_names_runtime_kernels_and_quantization(medium):
     (np.full((1, 28, 28, 1), np.nan, np.float32), "NaN"),
     (np.zeros((1, 28, 28, 1), np.uint8), "float images .* uint8"),
 ])
-def test_bad_images_get_a_one_line_error_naming_the_problem(medium, variant, images, message):
-    predictor = runtime.load(medium[variant].path)
+def test_bad_images_get_a_one_line_error_naming_the_problem(medium, variant, runtime_name, images, message):
+    predictor = runtime.load(medium[variant].path, runtime=runtime_name)
     with pytest.raises(QuantlabError, match=message) as caught:
         predictor.predict(images)
     assert "\n" not in str(caught.value)
 
 
-def test_a_batch_size_below_one_is_refused(medium, fashion):
-    with pytest.raises(QuantlabError, match="batch size must be at least 1"):
-        runtime.load(medium["float32"].path).predict(fashion.x_test[:2], batch_size=0)
+@pytest.mark.parametrize("batch_size, message", [(0, "batch size must be at least 1, got 0"),
+                                                  (2.5, "batch size must be a whole number, got 2.5"),
+                                                  ("16", "batch size must be a whole number, got '16'")])
+def test_a_batch_size_that_is_not_a_whole_number_of_at_least_one_is_refused(medium, fashion, batch_size,
+                                                                             message):
+    with pytest.raises(QuantlabError, match=message):
+        runtime.load(medium["float32"].path).predict(fashion.x_test[:2], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("threads, message", [(0, "threads must be at least 1, got 0"),
+                                              (1.5, "threads must be a whole number, got 1.5")])
+def test_a_thread_count_below_one_is_named_as_such(medium, threads, message):
+    with pytest.raises(QuantlabError, match=message):
+        runtime.load(medium["int8"].path, threads=threads)
+
+
+def test_a_file_whose_bytes_differ_from_the_expected_ones_is_refused(medium, tmp_path):
+    copy = tmp_path / "int8.tflite"
+    content = bytearray(medium["int8"].path.read_bytes())
+    content[-100] ^= 0xFF  # same size, different bytes
+    copy.write_bytes(content)
+    with pytest.raises(QuantlabError, match="changed since it was exported"):
+        runtime.load(copy, sha256=medium["int8"].sha256)
+    assert runtime.load(medium["int8"].path, sha256=medium["int8"].sha256).sha256 == medium["int8"].sha256
+
+
+def test_images_outside_zero_to_one_get_one_warning_on_the_first_batch(medium, fashion):
+    predictor = runtime.load(medium["int8"].path)
+    with pytest.warns(runtime.PixelRangeWarning, match="pixels range from 0 to 255") as caught:
+        predictor.predict(fashion.x_test[:4] * 255, batch_size=2)
+        predictor.predict(fashion.x_test[:4] * 255, batch_size=2)
+    assert len(caught) == 1
 
 
 def test_a_missing_file_is_named(tmp_path):
@@ -122,7 +157,7 @@ def test_a_file_that_is_not_a_model_is_refused(tmp_path):
         runtime.load(path)
     other = tmp_path / "notes.txt"
     other.write_text("hello")
-    with pytest.raises(QuantlabError, match="unknown model format"):
+    with pytest.raises(QuantlabError, match="not a TFLite model, an ONNX model or a frozen"):
         runtime.load(other)
 
 
@@ -138,7 +173,7 @@ def test_a_truncated_tflite_model_is_reported_as_truncated_or_corrupt(medium, tm
 def test_a_pb_that_is_not_a_graphdef_is_refused(medium, tmp_path):
     path = tmp_path / "model.pb"
     path.write_bytes(b"\xff\xfe not a protobuf " * 10)
-    with pytest.raises(QuantlabError, match="not a TensorFlow GraphDef"):
+    with pytest.raises(QuantlabError, match="or a frozen TensorFlow GraphDef"):
         runtime.load(path)
     truncated = tmp_path / "cut.pb"
     truncated.write_bytes(medium["float32_tf"].path.read_bytes()[:1000])

@@ -28,8 +28,9 @@ def study(tmp_path_factory):
 def test_the_report_has_every_section_filled_from_the_run(study):
     out, _, results = study
     report = (out / "report.md").read_text()
-    for heading in ("## Machine", "## Findings", "## Size", "## Accuracy", "## Latency",
-                    "### Batch size 1", "### Batch size 8", "## Cache behaviour",
+    for heading in ("## What to ship", "## Machine", "## Findings", "## Size", "## Accuracy",
+                    "## Which runtime", "### medium, batch 8", "### Best float32 and best int8",
+                    "## Latency", "### Batch size 1", "### Batch size 8", "## Cache behaviour",
                     "### Counts per inference", "### Where the time goes",
                     "### Per-layer quantization error of int8", "## P17 (2018) side by side", "## Plots"):
         assert heading in report, heading
@@ -37,21 +38,38 @@ def test_the_report_has_every_section_filled_from_the_run(study):
     assert "valgrind" in report and "AVX-512" in report  # the simulated-CPU caveat
 
 
+def _case(results, net, variant, runtime, batch):
+    return next(c for c in results["cases"] if (c["net"], c["variant"], c["runtime"], c["batch_size"])
+                == (net, variant, runtime, batch))
+
+
 def test_the_json_holds_the_numbers_the_markdown_shows(study):
     out, _, results = study
     report = (out / "report.md").read_text()
+    assert results["schema"] == 2
     for net in ("conv", "medium"):
-        entry = results["nets"][net]
-        int8 = entry["accuracy"]["int8"]
-        assert f"| {net} | int8 | " in report
+        int8 = next(r for r in results["accuracy"] if (r["net"], r["variant"], r["runtime"]) == (net, "int8", "litert"))
+        assert f"| {net} | int8 | litert | int8 | " in report
         assert f"{int8['size_ratio']:.3f}" in report
         assert f"{int8['accuracy']:.4f}" in report
-        assert tables.seconds(entry["latency"]["int8"]["8"]["median"]) in report
-        counted = entry["counters"]["int8"]["1"]
+        assert tables.seconds(_case(results, net, "int8", "litert", 8)["median"]) in report
+        counted = _case(results, net, "int8", "litert", 1)["counters"]
         assert counted["per_inference"]["instructions"] > 0
-        assert set(entry["latency"]) == {"float32", "int8", "qat_int8"}
-        assert set(entry["latency"]["float32"]) == {"1", "8"}
+        timed = {(c["variant"], c["runtime"]) for c in results["cases"] if c["net"] == net}
+        assert {("float32", "litert"), ("int8", "litert"), ("int8", "openvino"), ("qat_int8", "openvino")} <= timed
+        assert {c["batch_size"] for c in results["cases"] if c["net"] == net} == {1, 8}
     assert results["findings"] and all(line in report for line in results["findings"])
+    assert results["recommendations"] and all(line in report for line in results["recommendations"])
+
+
+def test_every_case_is_counted_or_says_why_not(study):
+    _, _, results = study
+    for case in results["cases"]:
+        if case.get("not_run"):
+            continue
+        assert bool(case["counters"]) != bool(case["not_counted"]), case
+    uncounted = [c for c in results["cases"] if c.get("not_counted")]
+    assert uncounted and all("is not counted" in c["not_counted"] for c in uncounted)
 
 
 def test_plots_are_written_as_png_files(study):
@@ -63,7 +81,8 @@ def test_plots_are_written_as_png_files(study):
 
 def test_progress_is_shown_for_every_stage(study):
     _, result, _ = study
-    for fragment in ("conv: evaluating int8", "conv: timing", "counting int8 batch 1 with valgrind", "report:"):
+    for fragment in ("conv: evaluating int8 on litert", "conv: timing",
+                     "counting int8 on litert batch 1 with valgrind", "report:"):
         assert fragment in result.stderr or fragment in result.stdout, fragment
 
 
@@ -122,9 +141,11 @@ def test_your_own_keras_model_goes_through_the_whole_study(tmp_path):
                       "--variants", "float32,int8,qat_int8", "--batch-sizes", "1", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    accuracy = results["nets"]["model"]["accuracy"]
-    assert accuracy["float32"]["accuracy"] > 0.5
-    assert abs(accuracy["int8"]["delta_points"]) < 5 and accuracy["int8"]["size_ratio"] > 2
+    assert list(results["nets"]) == ["mine"]  # named after its file
+    accuracy = {(r["variant"], r["runtime"]): r for r in results["accuracy"]}
+    assert accuracy[("float32", "litert")]["accuracy"] > 0.5
+    assert abs(accuracy[("int8", "litert")]["delta_points"]) < 5 and accuracy[("int8", "litert")]["size_ratio"] > 2
+    assert any(line.startswith("mine, batch 1: ") for line in results["recommendations"])
 
 
 def test_a_model_with_a_lambda_layer_is_refused_without_running_it(tmp_path):

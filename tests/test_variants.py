@@ -27,10 +27,12 @@ def test_full_integer_variants_are_about_four_times_smaller(comparisons, net, le
 
 
 @pytest.mark.parametrize("net", nets.NAMES)
-def test_float16_is_half_the_size_and_the_frozen_graph_matches_tflite_float32(comparisons, net):
+def test_float16_is_half_the_size_and_the_float_exports_are_as_large_as_tflite_float32(comparisons, net):
     rows = comparisons[net]
     assert 1.9 <= rows["float16"]["size_ratio"] <= 2.02
     assert rows["float32_tf"]["size_ratio"] == pytest.approx(1.0, abs=0.03)
+    assert rows["onnx_float32"]["size_ratio"] == pytest.approx(1.0, abs=0.03)
+    assert 3.7 <= rows["onnx_int8"]["size_ratio"] < 4.05
 
 
 @pytest.mark.parametrize("net", nets.NAMES)
@@ -40,6 +42,7 @@ def test_full_integer_variants_keep_accuracy_and_agree_with_float32(comparisons,
         assert abs(row["delta_points"]) <= 1.5, row
         assert row["agreement"] >= 0.97, row
         assert row["test_images"] == 10000
+        assert row["max_abs_diff"] > 1e-3, row  # really quantized, not the float32 file again
 
 
 @pytest.mark.parametrize("net", nets.NAMES)
@@ -59,7 +62,7 @@ def test_tflite_float32_and_the_frozen_graph_agree_to_1e_5(quick_variants, fashi
 def test_every_artifact_has_a_sidecar_that_describes_it(quick_variants):
     for net, artifacts in quick_variants.items():
         for variant, artifact in artifacts.items():
-            meta = json.loads(artifact.path.with_suffix(".json").read_text())
+            meta = json.loads((artifact.path.parent / f"{variant}.json").read_text())
             assert meta == artifact.meta
             assert (meta["net"], meta["variant"], meta["dataset"]) == (net, variant, "fashion_mnist")
             assert meta["sha256"] == cache.sha256_of(artifact.path)
@@ -67,7 +70,10 @@ def test_every_artifact_has_a_sidecar_that_describes_it(quick_variants):
             assert meta["versions"]["tensorflow"].startswith("2.21")
             assert meta["versions"]["ai-edge-litert"]
             full_integer = variant in ("int8", "qat_int8")
-            assert (meta["calibration_size"] == variants.DEFAULT_CALIBRATION_SIZE) == full_integer
+            calibrated = full_integer or variant == "onnx_int8"
+            assert (meta["calibration_size"] == variants.CALIBRATION_SIZE) == calibrated
+            assert meta["format"] == {".pb": "graphdef", ".onnx": "onnx", ".tflite": "tflite"}[artifact.path.suffix]
+            assert meta["execute_in"] == ("bf16" if variant == "bf16" else None)
             assert (meta["input_quantization"] is not None) == full_integer
             assert (meta["output_quantization"] is not None) == full_integer
             if full_integer:
@@ -82,15 +88,38 @@ def test_a_second_export_reuses_the_cached_artifacts(quick_variants, fashion):
     assert leftovers == []
 
 
-def test_an_artifact_whose_file_changed_size_is_exported_again(fashion, digits, tmp_path, monkeypatch):
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes", "sidecar truncated"])
+def test_an_artifact_whose_bytes_changed_is_exported_again_with_a_notice(digits, tmp_path, monkeypatch,
+                                                                          damage):
     monkeypatch.setenv("QUANTLAB_CACHE", str(tmp_path))
     config = quick_config("conv", dataset="digits", limit=None, epochs=1)
-    first = variants.export(config, variants=("float32",), data=digits)["float32"]
-    first.path.write_bytes(first.path.read_bytes()[:100])  # a damaged file
-    again = variants.export(config, variants=("float32",), data=digits)["float32"]
-    assert again.path.stat().st_size == again.bytes > 100_000
+    first = variants.export(config, variants=("int8",), data=digits)["int8"]
+    content = first.path.read_bytes()
+    if damage == "truncated":
+        first.path.write_bytes(content[:100])
+    elif damage == "same size, other bytes":
+        first.path.write_bytes(content[:-64] + bytes(64))
+    else:
+        sidecar = first.path.with_suffix(".json")
+        sidecar.write_text(sidecar.read_text()[:40])
+    damaged = first.path.read_bytes()
+    said = []
+    again = variants.export(config, variants=("int8",), data=digits, progress=said.append)["int8"]
+    assert again.path.read_bytes() == content != damaged or damage == "sidecar truncated"
     assert again.meta["sha256"] == cache.sha256_of(again.path)
+    assert [line for line in said if "damaged or changed; exporting it again" in line]
     assert runtime.load(again.path).predict(digits.x_test[:3]).shape == (3, 10)
+
+
+def test_a_change_to_the_code_that_makes_artifacts_changes_their_cache_key(digits, monkeypatch):
+    config = quick_config("conv", dataset="digits")
+    before = variants.export_dir(config, digits, variants.CALIBRATION_SIZE)
+
+    def tflite_converter(model, variant, calibration):  # the same function, other settings
+        return None
+
+    monkeypatch.setattr(variants, "RECIPE", (*variants.RECIPE[:-1], tflite_converter))
+    assert variants.export_dir(config, digits, variants.CALIBRATION_SIZE) != before
 
 
 def test_an_unknown_variant_lists_the_valid_ones():

@@ -1,0 +1,39 @@
+"""How long work shows that it is moving: progress bars on a terminal, plain lines elsewhere.
+
+    progress = Progress()
+    progress("medium: exporting int8")                  # one line
+    for case in progress.steps(cases, "timing"):        # a bar (tqdm) on a terminal,
+        ...                                             # "timing 3/48" lines in CI logs
+
+Everything goes to stderr, so that machine-readable output on stdout stays clean.
+"""
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, stream=None, bars=None):
+        self.stream = stream or sys.stderr
+        self.bars = self.stream.isatty() if bars is None else bars
+
+    def __call__(self, message):
+        print(message, file=self.stream, flush=True)
+
+    def steps(self, items, label, total=None):
+        """Yield ``items``, showing how many are done and an estimate of the time left."""
+        items = list(items) if total is None else items
+        total = len(items) if total is None else total
+        if self.bars:
+            from tqdm import tqdm
+
+            yield from tqdm(items, desc=label, total=total, file=self.stream, leave=False,
+                            dynamic_ncols=True)
+            self(f"{label}: {total} done")
+            return
+        started = time.monotonic()
+        for done, item in enumerate(items, 1):
+            yield item
+            elapsed = time.monotonic() - started
+            left = elapsed / done * (total - done)
+            self(f"{label} {done}/{total} ({elapsed:.0f} s, about {left:.0f} s left)")
