@@ -1,10 +1,14 @@
 """quantlab.datasets against real files: Fashion-MNIST from the Debian package, scikit-learn
 digits, and MNIST/CIFAR-10 files built here in their exact published layouts."""
 
+import contextlib
 import gzip
+import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +57,64 @@ def one_line_error(excinfo):
     message = str(excinfo.value)
     assert "\n" not in message
     return message
+
+
+# --- staging a permission error ---------------------------------------------------------
+
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def folder_others_can_enter():
+    """A fresh folder every user may enter (pytest's own tmp folders are the owner's only)."""
+    folder = Path(tempfile.mkdtemp(prefix="quantlab-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for inside in [*folder.rglob("*"), folder]:
+            inside.chmod(0o755 if inside.is_dir() else 0o644)
+        shutil.rmtree(folder)
+
+
+def error_without_permission(path, call):
+    """``call()``'s error, as "Type: message", once ``path`` may not be read or listed.
+
+    chmod alone does not stop root, which the tests may run as: then ``call`` runs in a
+    forked child that has become the user nobody, for whom ``path`` (owned by root, mode
+    000) is as closed as it is for any other user. ``path`` must lie in a folder nobody
+    may enter: see folder_others_can_enter.
+    """
+    mode = path.stat().st_mode
+    path.chmod(0)
+    try:
+        if os.geteuid() != 0:
+            return _error_of(call)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                os.write(write_end, _error_of(call).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            reported = pipe.read().decode()
+        os.waitpid(child, 0)
+        return reported
+    finally:
+        path.chmod(mode)
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as error:  # the test compares the type too
+        return f"{type(error).__name__}: {error}"
+    return "no error"
 
 
 # --- real data --------------------------------------------------------------------------
