@@ -172,11 +172,9 @@ class GraphDefPredictor(Predictor):
         self.path, self.threads = Path(path), threads
         if threads:
             _set_tf_threads(tf, threads)
-        graph_def = tf.compat.v1.GraphDef()
-        try:
-            graph_def.ParseFromString(self.path.read_bytes())
-        except Exception:  # protobuf raises DecodeError, whose module path varies by version
-            raise QuantlabError(f"{path} is not a TensorFlow GraphDef; export it again") from None
+        from quantlab.graph_check import check_graph_def  # before TensorFlow imports the graph
+
+        graph_def = check_graph_def(self.path.read_bytes(), path)
         placeholders = [n for n in graph_def.node if n.op == "Placeholder"]
         consumed = {i.split(":")[0].lstrip("^") for n in graph_def.node for i in n.input}
         outputs = [n for n in graph_def.node if n.name not in consumed and n.op != "NoOp"

@@ -17,14 +17,9 @@ import h5py
 import numpy as np
 import pytest
 
-from quantlab import byo, datasets
+from quantlab import byo
 from quantlab.errors import QuantlabError
 from test_datasets import error_without_permission, folder_others_can_enter
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return datasets.load("digits")
 
 
 @pytest.fixture(scope="module")
