@@ -428,10 +428,18 @@ def _excess(stream):
 
 def _load_npz(path):
     try:
+        with zipfile.ZipFile(path) as archive:  # reading stops at each member's stated size
+            largest = max((info.file_size for info in archive.infolist()), default=0)
+        if largest > _IDX_MAX_BYTES:
+            raise _fail(path, f"holds an array of {largest} bytes, more than quantlab reads for "
+                              f"one split ({_IDX_MAX_BYTES >> 20} MiB); the file is corrupt or "
+                              "crafted")
         with np.load(path, allow_pickle=False) as npz:  # no pickles: an npz can hold code
             raw = {key: npz[key] for key in ("x_train", "y_train", "x_test", "y_test")}
     except KeyError as error:
         raise _fail(path, f"lacks array {error}; expected x_train, y_train, x_test, y_test")
+    except PermissionError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise _fail(path, f"not a readable .npz file ({error})") from error
     for split in ("x_train", "x_test"):

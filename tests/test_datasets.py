@@ -588,6 +588,16 @@ def test_mnist_npz_with_a_missing_array_is_reported(tmp_path):
     assert str(bad) in message and "y_test" in message
 
 
+def test_mnist_npz_with_an_array_larger_than_any_split_is_refused_before_it_is_read(
+        tmp_path, monkeypatch):
+    bad = archives.write_mnist_npz(tmp_path / "mnist.npz", archives.mnist_arrays())
+    monkeypatch.setattr(datasets, "_IDX_MAX_BYTES", 20_000)  # x_train holds 30 x 28 x 28 bytes
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "holds an array of 23648 bytes" in message
+
+
 def test_cifar10_binary_batch_with_a_wrong_record_size_is_refused(tmp_path):
     files = archives.cifar_binary_files(archives.cifar_batches())
     files["data_batch_3.bin"] = files["data_batch_3.bin"][:-1]
