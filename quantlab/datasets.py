@@ -95,10 +95,11 @@ _PUBLISHED_GZ_MD5 = {
 # also what an .npz holds), so that a recompressed or unpacked copy is still recognised:
 # Debian's dataset-fashion-mnist repacks the .gz files without their stored name and time.
 _CONTENT_SHA256 = {
-    "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012": "fashion_mnist",  # train images
-    "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7": "fashion_mnist",  # train labels
-    "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a": "fashion_mnist",  # test images
-    "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9": "fashion_mnist",  # test labels
+    # train images, train labels, test images, test labels
+    "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012": "fashion_mnist",
+    "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7": "fashion_mnist",
+    "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a": "fashion_mnist",
+    "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9": "fashion_mnist",
 }
 
 _CIFAR_RECORD = 1 + 3 * 32 * 32  # binary format: label byte + channel-first pixels

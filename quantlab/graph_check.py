@@ -50,13 +50,14 @@ def check_graph_def(content, source="the GraphDef"):
     for node in graph_def.node:
         if node.op not in ALLOWED_OPS:
             raise QuantlabError(
-                f"{source} holds op {node.op!r:.80} (node {node.name!r:.80}), which inference of an "
-                f"image classifier does not need; quantlab runs only pure tensor ops, so that no "
-                f"graph can touch files or run code: {FIX}")
+                f"{source} holds op {node.op!r:.80} (node {node.name!r:.80}), which inference "
+                f"of an image classifier does not need; quantlab runs only pure tensor ops, so "
+                f"that no graph can touch files or run code: {FIX}")
         for name, value in node.attr.items():
             if value.WhichOneof("value") == "func" or value.list.func:
-                raise QuantlabError(f"{source} node {node.name!r:.80} ({node.op}) refers to a function "
-                                    f"in attribute {name!r:.80}, which quantlab will not run: {FIX}")
+                raise QuantlabError(
+                    f"{source} node {node.name!r:.80} ({node.op}) refers to a function in "
+                    f"attribute {name!r:.80}, which quantlab will not run: {FIX}")
     if graph_def.library.ByteSize():
         names = [f.signature.name for f in graph_def.library.function] or ["gradients"]
         raise QuantlabError(f"{source} defines a function library ({', '.join(names)[:80]}), "
