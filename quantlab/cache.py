@@ -17,16 +17,19 @@ from pathlib import Path
 
 from quantlab.errors import QuantlabError
 
-# Why a write failed, for the errors that are about the place written to, not the data.
+# Why a write failed, and what helps besides writing elsewhere, for the errors that are
+# about the place written to, not the data.
 _WRITE_FAILURES = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EFBIG: "file larger than the file size limit (ulimit -f) or the file system allows",
-    errno.EROFS: "read-only file system",
+    errno.ENOSPC: ("no space left on the device", "make room there, or "),
+    errno.EDQUOT: ("disk quota exceeded", "make room there, or "),
+    errno.EFBIG: ("file larger than the file size limit (ulimit -f) or the file system allows",
+                  "raise the limit, or "),
+    errno.EROFS: ("read-only file system", ""),
 }
 # Creating a file can also be refused outright.
-_CREATE_FAILURES = {**_WRITE_FAILURES, errno.EACCES: "permission denied",
-                    errno.EPERM: "permission denied"}
+_CREATE_FAILURES = {**_WRITE_FAILURES, errno.EACCES: ("permission denied", ""),
+                    errno.EPERM: ("permission denied", "")}
+_IN_THE_WAY = {errno.EEXIST: ("it is a file", ""), errno.ENOTDIR: ("part of the path is a file", "")}
 
 
 def cache_root():
@@ -47,23 +50,23 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def _fix(path):
+def _elsewhere(path):
     """Where to write instead: the cache and the output folder are chosen differently."""
     try:
         in_cache = Path(path).resolve().is_relative_to(cache_root().resolve())
     except OSError:
         in_cache = False
     if in_cache:
-        return "make room there, or set QUANTLAB_CACHE to a folder with room that you can write"
-    return "make room there, or choose another folder (--out DIR)"
+        return "set QUANTLAB_CACHE to a folder with room that you can write"
+    return "choose another folder (--out DIR)"
 
 
-def _failure(error, path, reasons, verb="write"):
+def _failure(error, path, failures, verb="write"):
     """A one-line QuantlabError for ``error``, or None when it is not about the place."""
-    reason = reasons.get(error.errno)
-    if reason is None:
+    if error.errno not in failures:
         return None
-    return QuantlabError(f"cannot {verb} {path}: {reason}; {_fix(path)}")
+    reason, remedy = failures[error.errno]
+    return QuantlabError(f"cannot {verb} {path}: {reason}; {remedy}{_elsewhere(path)}")
 
 
 def _unique_name(path):
@@ -87,8 +90,7 @@ def _make_parent(path):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise _failure(error, path.parent, {**_CREATE_FAILURES, errno.EEXIST: "it is a file",
-                                            errno.ENOTDIR: "part of it is a file"},
+        raise _failure(error, path.parent, {**_CREATE_FAILURES, **_IN_THE_WAY},
                        "create the folder") or error from None
 
 
@@ -154,10 +156,9 @@ def check_writable(folder, what="folder", fix=None):
         finally:
             os.close(fd)
     except OSError as error:
-        reason = {**_CREATE_FAILURES, errno.EEXIST: "it is a file",
-                  errno.ENOTDIR: "part of the path is a file"}.get(error.errno, error.strerror)
+        reason = {**_CREATE_FAILURES, **_IN_THE_WAY}.get(error.errno, (error.strerror, ""))[0]
         raise QuantlabError(f"cannot write to {what} {folder}: {reason}; "
-                            f"{fix or _fix(folder)}") from None
+                            f"{fix or _elsewhere(folder)}") from None
     finally:
         if probe is not None:
             probe.unlink(missing_ok=True)

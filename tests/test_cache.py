@@ -111,7 +111,8 @@ def test_a_read_only_file_system_is_one_line_naming_the_file(read_only_disk):
     target = read_only_disk / "results.json"
     with pytest.raises(QuantlabError) as excinfo:
         cache.write_json(target, {"a": 1})
-    assert one_line(excinfo).startswith(f"cannot write {target}: read-only file system;")
+    assert one_line(excinfo) == (f"cannot write {target}: read-only file system; choose another "
+                                 f"folder (--out DIR)")
     assert os.listdir(read_only_disk) == []
 
 
@@ -134,7 +135,7 @@ def test_a_file_size_limit_is_one_line_and_leaves_nothing_half_written(tmp_path)
     out = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED, str(target)],
                          capture_output=True, text=True, check=True).stdout
     assert out == (f"cannot write {target}: file larger than the file size limit (ulimit -f) "
-                   f"or the file system allows; make room there, or choose another folder "
+                   f"or the file system allows; raise the limit, or choose another folder "
                    f"(--out DIR)\n")
     assert os.listdir(tmp_path) == ["int8.tflite"]
     assert target.read_bytes() == b"the earlier file"
