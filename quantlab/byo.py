@@ -1,69 +1,267 @@
 """Bring your own model: load a user's saved Keras model safely and export its variants.
 
-Loading must never run code from the file: the model's configuration is read and checked
-before Keras sees it (Lambda layers carry Python bytecode, so they are refused), and Keras
-loads the rest in safe mode.
+Loading must never run code from the file, whatever the file is. Keras picks its loader
+from the file name, and its legacy HDF5 loader ignores ``safe_mode``, so quantlab decides
+the format from the content instead and checks the model's configuration before Keras sees
+it: only Keras's own built-in layers (an allow-list), no serialised Python functions, no
+module outside Keras, and for a ``.keras`` archive no member beyond the three Keras writes.
+The file is read once; those very bytes are checked, hashed, and copied to a private
+temporary file whose suffix sends Keras to the loader that was checked, so the file can
+neither be swapped after the check nor be read as the other format.
 """
 
 import dataclasses
+import hashlib
+import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
-from quantlab import cache, training, variants
+from quantlab import training, variants
 from quantlab.errors import QuantlabError
 
-REFUSED_LAYERS = {"Lambda"}
+RESAVE = "save the model again with model.save('model.keras')"
+REBUILD = "rebuild the model from Keras's standard layers"
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# What tf_keras's model.save("x.keras") writes for a model without assets (assets belong to
+# text and lookup layers, which an image classifier does not use).
+KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
+
+LAYERS = frozenset({
+    "InputLayer", "Dense", "EinsumDense",
+    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+    "Flatten", "Reshape", "Permute", "RepeatVector",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+    "Rescaling", "Normalization", "Resizing", "CenterCrop",
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
+    "RandomCrop", "RandomBrightness",
+})
+MODELS = frozenset({"Sequential", "Functional", "Model"})
+# Objects a layer's config may hold: its initializers, regularizers, constraints, dtype.
+LAYER_PARTS = frozenset({
+    "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
+    "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal",
+    "VarianceScaling", "Orthogonal", "Identity",
+    "L1", "L2", "L1L2", "OrthogonalRegularizer",
+    "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "RadialConstraint",
+    "Policy",
+})
+ALLOWED_CLASSES = LAYERS | MODELS | LAYER_PARTS
+# Plain values Keras writes as tagged dicts; they build arrays or bytes, never code.
+VALUE_TAGS = frozenset({"__numpy__", "__tensor__", "__bytes__"})
+# Activations are named by string and looked up among a module's globals: allow the names.
+ACTIVATIONS = frozenset({
+    "elu", "exponential", "gelu", "hard_sigmoid", "leaky_relu", "linear", "log_softmax",
+    "mish", "relu", "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign",
+    "swish", "tanh",
+})
 
 
-def _config_of(path):
-    """The model configuration stored in a .keras archive or an .h5 file, as a dict."""
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("config.json"))
-        except (KeyError, ValueError, zipfile.BadZipFile):
-            raise QuantlabError(f"{path} is a zip file but not a saved Keras model (no config.json)") from None
+def read_model_file(path):
+    """The bytes of the model file at ``path``, or a one-line error saying why not."""
+    path = Path(path)
     try:
-        import h5py
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise QuantlabError(f"no model file at {path}; give a model saved with "
+                            f"model.save('model.keras')") from None
+    except IsADirectoryError:
+        raise QuantlabError(f"{path} is a folder, not a model file; give the .keras file "
+                            f"written by model.save('model.keras')") from None
+    except PermissionError:
+        raise QuantlabError(f"cannot read {path}: permission denied; make it readable or "
+                            f"copy it somewhere you can read") from None
+    except OSError as error:
+        raise QuantlabError(f"cannot read {path}: {error.strerror}") from None
 
-        with h5py.File(path, "r") as h5:
+
+# --- format: from the content, never from the name ---------------------------------------
+
+def _zip_members_data(archive, content):
+    """(start, end) of each member's stored bytes inside ``content``."""
+    spans = []
+    for info in archive.infolist():
+        header = info.header_offset
+        name_length = int.from_bytes(content[header + 26:header + 28], "little")
+        extra_length = int.from_bytes(content[header + 28:header + 30], "little")
+        start = header + 30 + name_length + extra_length
+        spans.append((start, start + info.compress_size))
+    return spans
+
+
+def _hdf5_offsets(content):
+    """Where the HDF5 library would find a superblock: offset 0, 512, 1024, 2048, ..."""
+    offset, found = 0, []
+    while offset + len(HDF5_SIGNATURE) <= len(content):
+        if content[offset:offset + len(HDF5_SIGNATURE)] == HDF5_SIGNATURE:
+            found.append(offset)
+        offset = 512 if offset == 0 else offset * 2
+    return found
+
+
+def model_format(content, path):
+    """``"keras"`` (a ZIP archive) or ``"h5"`` (legacy HDF5), decided from ``content``."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except zipfile.BadZipFile:
+        archive = None
+    hdf5 = _hdf5_offsets(content)
+    if archive is not None:
+        # A .keras archive stores its weights as an HDF5 file, uncompressed: a signature in
+        # there is that file, not a second reading of the whole.
+        spans = _zip_members_data(archive, content)
+        hdf5 = [o for o in hdf5 if not any(start <= o < end for start, end in spans)]
+        if hdf5:
+            raise QuantlabError(f"{path} is both an HDF5 file and a ZIP archive, so Keras could "
+                                f"load it as either; quantlab refuses such a file: {RESAVE}")
+        return "keras"
+    if hdf5:
+        return "h5"
+    raise QuantlabError(f"{path} is neither a .keras archive nor an HDF5 model; {RESAVE}")
+
+
+def _keras_config(content, path):
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        names = [info.filename for info in archive.infolist()]
+        for info in archive.infolist():
+            if info.filename not in KERAS_MEMBERS:
+                raise QuantlabError(f"{path} holds {info.filename!r}, which Keras does not write "
+                                    f"in a .keras archive; {RESAVE}")
+            if info.compress_type != zipfile.ZIP_STORED:
+                # Keras stores members uncompressed; refusing others also refuses zip bombs.
+                raise QuantlabError(f"{path} member {info.filename} is compressed, which Keras "
+                                    f"never does; {RESAVE}")
+        if len(set(names)) != len(names) or set(names) != KERAS_MEMBERS:
+            raise QuantlabError(f"{path} is a ZIP archive but not a saved Keras model (it holds "
+                                f"{', '.join(sorted(names)) or 'nothing'}); {RESAVE}")
+        text = archive.read("config.json")
+    config = _parse_json(text, path)
+    if isinstance(config, dict):
+        # Keras drops the training setup when it loads with compile=False, as quantlab does.
+        config = {key: value for key, value in config.items() if key != "compile_config"}
+    return config
+
+
+def _h5_config(content, path):
+    import h5py
+
+    try:
+        with h5py.File(io.BytesIO(content), "r") as h5:
             text = h5.attrs.get("model_config")
-    except OSError:
-        text = None
+    except OSError as error:
+        raise QuantlabError(f"{path} is a corrupt HDF5 file ({error}); {RESAVE}") from None
     if text is None:
-        raise QuantlabError(f"{path} is not a saved Keras model: save it with model.save('model.keras')")
-    return json.loads(text.decode() if isinstance(text, bytes) else text)
+        raise QuantlabError(f"{path} is an HDF5 file but not a saved Keras model (no "
+                            f"model_config, perhaps weights only); {RESAVE}")
+    return _parse_json(text.decode() if isinstance(text, bytes) else text, path)
 
 
-def _class_names(node):
-    """Every class_name anywhere in a Keras config tree."""
+def _parse_json(text, path):
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise QuantlabError(f"{path} holds a model configuration that is not valid JSON; "
+                            f"{RESAVE}") from None
+
+
+# --- configuration: only Keras's built-in layers ------------------------------------------
+
+def _objects(node):
+    """Every dict in a config tree, and every (key, string) whose key names an activation."""
     if isinstance(node, dict):
-        if "class_name" in node:
-            yield node["class_name"]
-        for value in node.values():
-            yield from _class_names(value)
+        yield node, None
+        for key, value in node.items():
+            if "activation" in str(key) and isinstance(value, str):
+                yield None, value
+            yield from _objects(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _class_names(value)
+            yield from _objects(value)
 
 
-def load(path, data):
-    """The user's model, checked against ``data``; returns a ``training.Trained``."""
-    path = Path(path)
-    if not path.is_file():
-        raise QuantlabError(f"no model file at {path}; give a model saved with model.save('model.keras')")
-    refused = REFUSED_LAYERS & set(_class_names(_config_of(path)))
-    if refused:
-        raise QuantlabError(f"{path} contains a {sorted(refused)[0]} layer, whose Python code quantlab "
-                            f"will not run; rebuild the model from standard layers")
+def _is_keras_module(module):
+    return module is None or any(module == root or module.startswith(root + ".")
+                                 for root in ("keras", "tf_keras"))
+
+
+def check_config(config, path):
+    """Raise a one-line error unless ``config`` names only Keras's built-in layers."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise QuantlabError(f"{path} holds no model configuration; {RESAVE}")
+    for node, activation in _objects(config):
+        if activation is not None:
+            if activation not in ACTIVATIONS:
+                raise QuantlabError(f"{path} uses activation {activation!r}, which is not one of "
+                                    f"Keras's built-in activations; {REBUILD}")
+            continue
+        if "class_name" not in node:
+            continue
+        name = node["class_name"]
+        if not isinstance(name, str):
+            raise QuantlabError(f"{path} holds a class name that is not a string; {RESAVE}")
+        if name in VALUE_TAGS:
+            continue
+        if name == "Lambda":
+            raise QuantlabError(f"{path} contains a Lambda layer, whose Python code quantlab "
+                                f"will not run; {REBUILD}")
+        if name in ("function", "__lambda__"):
+            raise QuantlabError(f"{path} holds a serialised Python function "
+                                f"({node.get('config')!r:.60}), which quantlab will not run; "
+                                f"{REBUILD}")
+        if name not in ALLOWED_CLASSES:
+            raise QuantlabError(f"{path} contains a {name!r:.60} layer or object, which is not one "
+                                f"of Keras's built-in layers, so its code could come from "
+                                f"anywhere; {REBUILD}")
+        module = node.get("module")
+        if not (module is None or isinstance(module, str)) or not _is_keras_module(module):
+            raise QuantlabError(f"{path} says {name} comes from module {module!r:.60}, outside "
+                                f"Keras; quantlab imports nothing a model file names: {REBUILD}")
+        registered = node.get("registered_name")
+        if registered not in (None, name):
+            raise QuantlabError(f"{path} registers {name} as {registered!r:.60}, a custom "
+                                f"class; {REBUILD}")
+
+
+def checked(content, path):
+    """The format of ``content`` (``"keras"`` or ``"h5"``) once it passed every check."""
+    fmt = model_format(content, path)
+    check_config(_keras_config(content, path) if fmt == "keras" else _h5_config(content, path),
+                 path)
+    return fmt
+
+
+# --- loading --------------------------------------------------------------------------------
+
+def _keras_model(content, fmt, path):
+    """Keras loads the checked bytes from a private copy whose suffix picks the checked loader."""
     from quantlab._tf import keras
 
-    try:
-        model = keras().models.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # Keras raises many types for unloadable files
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise QuantlabError(f"cannot load {path} as a Keras model: {first}") from None
+    with tempfile.TemporaryDirectory(prefix="quantlab-model-") as folder:
+        copy = Path(folder) / f"model.{fmt}"
+        copy.write_bytes(content)
+        try:
+            return keras().models.load_model(copy, compile=False, safe_mode=True)
+        except Exception as error:  # Keras raises many types for unloadable files
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise QuantlabError(f"cannot load {path} as a Keras model: {first}") from None
+
+
+def _load_content(content, path, data):
+    fmt = checked(content, path)
+    model = _keras_model(content, fmt, path)
     expected = tuple(data.input_shape)
     got = tuple(model.input_shape[1:])
     if got != expected:
@@ -75,8 +273,14 @@ def load(path, data):
                             f"{data.num_classes} classes")
     if _ends_in_softmax(model):
         model = _strip_softmax(model)
-    info = {"stage": "float", "source": str(path), "sha256": cache.sha256_of(path)}
+    info = {"stage": "float", "source": str(path), "sha256": hashlib.sha256(content).hexdigest()}
     return training.Trained(model, path, info, from_cache=True)
+
+
+def load(path, data):
+    """The user's model, checked against ``data``; returns a ``training.Trained``."""
+    path = Path(path)
+    return _load_content(read_model_file(path), path, data)
 
 
 def _ends_in_softmax(model):
@@ -99,11 +303,13 @@ def _strip_softmax(model):
 def export(path, data, config, wanted=variants.VARIANTS, progress=None):
     """Export ``wanted`` variants of the user's model; ``config`` sets the QAT fine-tune.
 
-    The model is loaded (and checked) only if a variant is missing from the cache: the
-    cache key is the file's sha256, so a cached variant was made from this very file.
+    The file is read and checked once, even when every variant is cached; the cache key
+    is the sha256 of those bytes, and the model, if needed, is loaded from the same bytes.
     """
     path = Path(path)
+    content = read_model_file(path)
+    checked(content, path)
     config = dataclasses.replace(config, net=path.stem, dataset=data.name)
-    return variants.export_model(lambda: load(path, data), config, data, wanted,
-                                 progress=progress,
-                                 base_key=f"user-model-{cache.sha256_of(path)[:16]}")
+    digest = hashlib.sha256(content).hexdigest()
+    return variants.export_model(lambda: _load_content(content, path, data), config, data,
+                                 wanted, progress=progress, base_key=f"user-model-{digest[:16]}")

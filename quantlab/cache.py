@@ -1,19 +1,35 @@
-"""Where artifacts live, how their keys are made, and how they are written atomically.
+"""Where artifacts live, how their keys are made, and how files are written safely.
 
 Every artifact is keyed by a hash of everything that determines it, and is written under a
-temporary name and renamed into place, so an interrupted run never leaves a half-written
-file that a later run would trust.
+temporary name and renamed into place, so an interrupted run, a full disk or a read-only
+folder never leaves a half-written file that a later run would trust. Files and folders are
+created with the user's umask (0644 and 0755 for the usual 022), so a report can be shared.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from quantlab.errors import QuantlabError
+
+# Why a write failed, and what helps besides writing elsewhere, for the errors that are
+# about the place written to, not the data.
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("no space left on the device", "make room there, or "),
+    errno.EDQUOT: ("disk quota exceeded", "make room there, or "),
+    errno.EFBIG: ("file larger than the file size limit (ulimit -f) or the file system allows",
+                  "raise the limit, or "),
+    errno.EROFS: ("read-only file system", ""),
+}
+# Creating a file can also be refused outright.
+_CREATE_FAILURES = {**_WRITE_FAILURES, errno.EACCES: ("permission denied", ""),
+                    errno.EPERM: ("permission denied", "")}
+_IN_THE_WAY = {errno.EEXIST: ("it is a file", ""), errno.ENOTDIR: ("part of the path is a file", "")}
 
 
 def cache_root():
@@ -34,17 +50,67 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+def _elsewhere(path):
+    """Where to write instead: the cache and the output folder are chosen differently."""
+    try:
+        in_cache = Path(path).resolve().is_relative_to(cache_root().resolve())
+    except OSError:
+        in_cache = False
+    if in_cache:
+        return "set QUANTLAB_CACHE to a folder with room that you can write"
+    return "choose another folder (--out DIR)"
+
+
+def _failure(error, path, failures, verb="write"):
+    """A one-line QuantlabError for ``error``, or None when it is not about the place."""
+    if error.errno not in failures:
+        return None
+    reason, remedy = failures[error.errno]
+    return QuantlabError(f"cannot {verb} {path}: {reason}; {remedy}{_elsewhere(path)}")
+
+
+def _unique_name(path):
+    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+
+def _create_private(path, create):
+    """Run ``create(name)`` on fresh unique names beside ``path`` until one is new."""
+    while True:
+        name = _unique_name(path)
+        try:
+            create(name)
+            return name
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise _failure(error, path, _CREATE_FAILURES) or error from None
+
+
+def _make_parent(path):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _failure(error, path.parent, {**_CREATE_FAILURES, **_IN_THE_WAY},
+                       "create the folder") or error from None
+
+
 @contextlib.contextmanager
 def atomic_file(path):
-    """Yield a temporary path beside ``path``; rename it into place only on success."""
+    """Yield a temporary path beside ``path``; rename it into place only on success.
+
+    The temporary file is created with the user's umask. If the disk is full or the place
+    is read-only, the error is one line naming ``path``, and nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    _make_parent(path)
+    # os.open with mode 0o666 lets the umask decide, where mkstemp would force 0600.
+    tmp = _create_private(path, lambda name: os.close(
+        os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)))
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        raise _failure(error, path, _WRITE_FAILURES) or error from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -53,27 +119,17 @@ def atomic_file(path):
 def atomic_dir(path):
     """Yield a temporary directory beside ``path``; rename it into place only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _make_parent(path)
+    tmp = _create_private(path, lambda name: os.mkdir(name, 0o777))
     try:
         yield tmp
         if path.exists():  # another process finished the same work first: keep theirs
             return
         os.rename(tmp, path)
+    except OSError as error:
+        raise _failure(error, path, _WRITE_FAILURES) or error from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def check_writable(folder):
-    """Raise one line unless files can be created in ``folder`` (created if missing)."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".quantlab-probe-"):
-            pass
-    except OSError as error:
-        raise QuantlabError(f"cannot write to {folder}: {error.strerror}; choose another "
-                            f"folder") from None
 
 
 def write_bytes(path, content):
@@ -95,3 +151,30 @@ def code_digest(*functions):
 def write_json(path, data):
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_writable(folder, what="folder", fix=None):
+    """Raise a one-line error unless files can be created in ``folder`` (made if missing).
+
+    Call it before long work whose results go there. The probe is a file of one block under
+    a fresh unique name, removed again: no file of the user's is touched, none is left.
+    ``what`` names the folder in the message ("output folder"), ``fix`` says what to do.
+    """
+    folder = Path(folder)
+    probe = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        name = _unique_name(folder / "quantlab-write-test")
+        fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        probe = name  # from here on the probe is ours to remove
+        try:
+            os.write(fd, bytes(4096))  # a full disk often still has room for an empty file
+        finally:
+            os.close(fd)
+    except OSError as error:
+        reason = {**_CREATE_FAILURES, **_IN_THE_WAY}.get(error.errno, (error.strerror, ""))[0]
+        raise QuantlabError(f"cannot write to {what} {folder}: {reason}; "
+                            f"{fix or _elsewhere(folder)}") from None
+    finally:
+        if probe is not None:
+            probe.unlink(missing_ok=True)

@@ -18,12 +18,22 @@ A place that has no files is skipped; a place whose files are incomplete or corr
 the search with an error, and so does a data dir that does not exist, so a typo or a broken
 copy never makes it quietly load another copy.
 
+MNIST and Fashion-MNIST share their file names, so a folder's IDX files must also carry the
+dataset's identity: files whose checksums are those of the published release are that
+dataset wherever they are (and a copy of the other dataset's files is refused, naming it);
+files of unknown origin are accepted only from a folder named after the dataset.
+
+IDX files are decompressed as a stream and read to exactly the size their header promises,
+so a small gzip file that expands to gigabytes costs no more memory than a real one.
+
 CIFAR-10 batches may hold fewer records than the official 10000 (the tests use small ones);
 each batch is checked on its own: whole records, as many labels as images, labels 0..9.
 """
 
 import gzip
+import hashlib
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -64,6 +74,33 @@ _IDX_FILES = {  # split -> (file stem, number of dimensions in the IDX header)
     "y_test": ("t10k-labels", 1),
 }
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned bytes, 3 or 1 dimensions
+# Five times the largest split quantlab reads (60000 x 28 x 28 bytes = 45 MiB): a header
+# promising more is corrupt or crafted, and is refused before anything is decompressed.
+_IDX_MAX_BYTES = 256 << 20
+_EXCESS_COUNTED = 1 << 20  # how far past the promised size a too-long file is read
+
+# md5 of the published .gz files: Fashion-MNIST's README, and the list torchvision and
+# others check MNIST's downloads against.
+_PUBLISHED_GZ_MD5 = {
+    "f68b3c2dcbeaaa9fbdd348bbdeb94873": "mnist",  # train-images-idx3-ubyte.gz
+    "d53e105ee54ea40749a09fcbcd1e9432": "mnist",  # train-labels-idx1-ubyte.gz
+    "9fb629c4189551a2d022fa330f9573f3": "mnist",  # t10k-images-idx3-ubyte.gz
+    "ec29112dd5afa0611ce80d1b7f02629c": "mnist",  # t10k-labels-idx1-ubyte.gz
+    "8d4fb7e6c68d591d4c3dfef9ec88bf0d": "fashion_mnist",  # train-images-idx3-ubyte.gz
+    "25c81989df183df01b3e8a0aad5dffbe": "fashion_mnist",  # train-labels-idx1-ubyte.gz
+    "bef4ecab320f06d8554ea6380940ec79": "fashion_mnist",  # t10k-images-idx3-ubyte.gz
+    "bb300cfdad3c16e7a12a480ee83cd310": "fashion_mnist",  # t10k-labels-idx1-ubyte.gz
+}
+# sha256 of the uncompressed pixels and labels (the IDX payload after its header, which is
+# also what an .npz holds), so that a recompressed or unpacked copy is still recognised:
+# Debian's dataset-fashion-mnist repacks the .gz files without their stored name and time.
+_CONTENT_SHA256 = {
+    # train images, train labels, test images, test labels
+    "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012": "fashion_mnist",
+    "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7": "fashion_mnist",
+    "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a": "fashion_mnist",
+    "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9": "fashion_mnist",
+}
 
 _CIFAR_RECORD = 1 + 3 * 32 * 32  # binary format: label byte + channel-first pixels
 _CIFAR_MAX_RECORDS = 10000  # per batch file, as published
@@ -143,6 +180,15 @@ def survey(data_dir=None):
 def _find(name, data_dir, download):
     """Uint8 N x H x W x C images (pixel value / scale gives [0, 1]; scale 255 unless
     given), labels, class names and source of the first copy found."""
+    try:
+        return _search(name, data_dir, download)
+    except PermissionError as error:
+        raise QuantlabError(f"cannot read {error.filename or 'the dataset files'}: permission "
+                            "denied; make the dataset's files and folders readable, or copy them "
+                            "somewhere you can read and pass that folder with --data-dir") from None
+
+
+def _search(name, data_dir, download):
     if name not in NAMES:
         raise QuantlabError(f"unknown dataset {name!r}; choose one of: {', '.join(NAMES)}")
     if name == "digits":
@@ -239,12 +285,22 @@ def _check_labels(y, where):
 
 # --- MNIST and Fashion-MNIST: IDX files or Keras' mnist.npz ------------------------------
 
+def _existing_file(path):
+    """``path`` if it is a file, None if nothing is there; a folder in its place is an error."""
+    if path.is_file():
+        return path
+    if path.exists():
+        raise _fail(path, "is a folder (or other non-file) where the data file should be; "
+                          "put the file itself there")
+    return None
+
+
 def _idx_path(folder, stem, ndim):
     # Published name first, then the ".idx" spelling some mirrors use; gzipped or not.
     for sep in ("-", "."):
         for ext in (".gz", ""):
-            path = folder / f"{stem}{sep}idx{ndim}-ubyte{ext}"
-            if path.is_file():
+            path = _existing_file(folder / f"{stem}{sep}idx{ndim}-ubyte{ext}")
+            if path:
                 return path
     return None
 
@@ -254,11 +310,17 @@ def _find_idx(name, folder):
     missing = [f"{stem}-idx{ndim}-ubyte[.gz]" for split, (stem, ndim) in _IDX_FILES.items()
                if paths[split] is None]
     if len(missing) == len(paths):
-        npz = folder / "mnist.npz"
-        return _load_npz(npz) if name == "mnist" and npz.is_file() else None
+        npz = _existing_file(folder / "mnist.npz") if name == "mnist" else None
+        if npz is None:
+            return None
+        raw = _load_npz(npz)
+        _check_identity(name, npz, raw, {}, named=True)  # the file's name says mnist
+        return raw
     if missing:
         raise _fail(folder, f"incomplete {name} IDX files, missing {', '.join(missing)}")
     raw = {split: _read_idx(path, _IDX_FILES[split][1]) for split, path in paths.items()}
+    named = folder.name.lower() in _SPELLINGS[name]
+    _check_identity(name, folder, raw, paths, named)
     for x_split, y_split in (("x_train", "y_train"), ("x_test", "y_test")):
         x, y = raw[x_split], raw[y_split]
         if x.shape[1:] != (28, 28):
@@ -270,37 +332,115 @@ def _find_idx(name, folder):
     return raw
 
 
+def _check_identity(name, where, raw, paths, named):
+    """Refuse another dataset's published files, and files of unknown origin unless
+    ``named`` (their folder or file carries the dataset's name)."""
+    found = {}
+    for split in ("x_train", "y_train", "x_test", "y_test"):
+        owner = _CONTENT_SHA256.get(hashlib.sha256(raw[split]).hexdigest())
+        path = paths.get(split)
+        if owner is None and path is not None and path.suffix == ".gz":
+            owner = _PUBLISHED_GZ_MD5.get(_md5_of(path))
+        found[split] = owner
+    others = sorted({owner for owner in found.values() if owner not in (None, name)})
+    if others:
+        raise _fail(where, f"holds the published {others[0]} files (their checksums say so), "
+                           f"not {name}; use --dataset {others[0]}, or give the folder with "
+                           f"the {name} files")
+    if named or all(owner == name for owner in found.values()):
+        return
+    raise _fail(where, f"holds IDX files that are not the published {name} files, in a folder "
+                       f"not named after {name}: MNIST and Fashion-MNIST files share their "
+                       f"names, so quantlab will not guess; put them in a folder named "
+                       f"{_SPELLINGS[name][0]}/ and pass that folder or its parent")
+
+
+def _md5_of(path):
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _read_idx(path, ndim):
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":  # gzip magic; IDX files themselves start with 0x0000
+    """The IDX file's array, read to exactly the size its header promises."""
+    with open(path, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"  # gzip magic; IDX files start with 0x0000
+        f.seek(0)
+        if not compressed:
+            if path.suffix == ".gz":
+                raise _fail(path, "is named .gz but is not gzip data")
+            return _read_idx_stream(f, path, ndim)
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
+            with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                return _read_idx_stream(stream, path, ndim)
+        except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
             raise _fail(path, f"corrupt or truncated gzip data ({error})") from error
-    elif path.suffix == ".gz":
-        raise _fail(path, "is named .gz but is not gzip data")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise _fail(path, f"only {len(data)} bytes, shorter than the {header}-byte IDX header")
-    magic = int.from_bytes(data[:4], "big")
+
+
+def _read_idx_stream(stream, path, ndim):
+    header_size = 4 + 4 * ndim
+    header = stream.read(header_size)
+    if len(header) < header_size:
+        raise _fail(path, f"only {len(header)} bytes, shorter than the {header_size}-byte IDX "
+                          "header")
+    magic = int.from_bytes(header[:4], "big")
     if magic != _IDX_MAGIC[ndim]:
         raise _fail(path, f"bad magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[ndim]:08x} "
                           f"(an IDX file of unsigned bytes with {ndim} dimension(s))")
-    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
-    if len(data) - header != expected:
-        raise _fail(path, f"header says {' x '.join(map(str, dims))} = {expected} bytes of data "
-                          f"but the file has {len(data) - header}")
-    # frombuffer: no copy and no per-item parsing, which keeps 60000 images fast.
-    return np.frombuffer(data, np.uint8, offset=header).reshape(dims)
+    dims = tuple(int.from_bytes(header[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = math.prod(dims)
+    shape = " x ".join(map(str, dims))
+    if expected > _IDX_MAX_BYTES:
+        raise _fail(path, f"header promises {shape} = {expected} bytes, more than quantlab reads "
+                          f"from an IDX file ({_IDX_MAX_BYTES >> 20} MiB); the file is corrupt "
+                          "or crafted")
+    data = np.empty(expected, np.uint8)
+    got = _read_into(stream, memoryview(data))
+    excess = _excess(stream) if got == expected else 0
+    if got != expected or excess:
+        more = " or more" if excess >= _EXCESS_COUNTED else ""
+        raise _fail(path, f"header says {shape} = {expected} bytes of data but the file has "
+                          f"{got + excess}{more}")
+    return data.reshape(dims)
+
+
+def _read_into(stream, view):
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _excess(stream):
+    """How many bytes follow the promised data, counted up to _EXCESS_COUNTED."""
+    excess = 0
+    while excess < _EXCESS_COUNTED:
+        block = stream.read(min(1 << 16, _EXCESS_COUNTED - excess))
+        if not block:
+            break
+        excess += len(block)
+    return excess
 
 
 def _load_npz(path):
     try:
+        with zipfile.ZipFile(path) as archive:  # reading stops at each member's stated size
+            largest = max((info.file_size for info in archive.infolist()), default=0)
+        if largest > _IDX_MAX_BYTES:
+            raise _fail(path, f"holds an array of {largest} bytes, more than quantlab reads for "
+                              f"one split ({_IDX_MAX_BYTES >> 20} MiB); the file is corrupt or "
+                              "crafted")
         with np.load(path, allow_pickle=False) as npz:  # no pickles: an npz can hold code
             raw = {key: npz[key] for key in ("x_train", "y_train", "x_test", "y_test")}
     except KeyError as error:
         raise _fail(path, f"lacks array {error}; expected x_train, y_train, x_test, y_test")
+    except PermissionError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise _fail(path, f"not a readable .npz file ({error})") from error
     for split in ("x_train", "x_test"):

@@ -79,7 +79,7 @@ def prepare_output(out, force=False):
     if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()) and not force:
         raise QuantlabError(f"--out {out} holds files that quantlab did not write; choose a new "
                             f"or empty folder, or add --force to write the report among them")
-    cache.check_writable(out)
+    cache.check_writable(out, "output folder", "choose another with --out")
     if not (out / MARKER).is_file():
         cache.write_json(out / MARKER, {"quantlab": quantlab.__version__})
 
@@ -319,7 +319,8 @@ def run(config, progress=None):
 
     progress = progress or Progress()
     prepare_output(config.out, config.force)
-    cache.check_writable(cache.cache_root())
+    cache.check_writable(cache.cache_root(), "cache folder",
+                         "set QUANTLAB_CACHE to a folder you can write")
     data = datasets.load(config.dataset, config.data_dir)
     runtimes, skipped = runtime.usable(config.runtimes)
     for name, why in skipped.items():

@@ -188,3 +188,14 @@ class RunsEval:
 
     def __reduce__(self):
         return (eval, (self.source,))
+
+
+def gzip_bomb(head, expanded_bytes):
+    """gzip data that starts with ``head`` and expands to ``expanded_bytes`` more zeros.
+
+    One compressed member of 16 MiB of zeros is about 16 KiB; a gzip file may hold many
+    members one after another, so the bomb is built without ever holding what it expands to.
+    """
+    block = 16 << 20
+    zeros = gzip.compress(bytes(block), compresslevel=9)
+    return gzip.compress(head) + zeros * (expanded_bytes // block)

@@ -1,10 +1,17 @@
 """quantlab.datasets against real files: Fashion-MNIST from the Debian package, scikit-learn
 digits, and MNIST/CIFAR-10 files built here in their exact published layouts."""
 
+import contextlib
 import gzip
+import hashlib
+import os
 import pickle
+import shutil
+import struct
 import subprocess
 import sys
+import tempfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +60,64 @@ def one_line_error(excinfo):
     message = str(excinfo.value)
     assert "\n" not in message
     return message
+
+
+# --- staging a permission error ---------------------------------------------------------
+
+NOBODY = 65534
+
+
+@contextlib.contextmanager
+def folder_others_can_enter():
+    """A fresh folder every user may enter (pytest's own tmp folders are the owner's only)."""
+    folder = Path(tempfile.mkdtemp(prefix="quantlab-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for inside in [*folder.rglob("*"), folder]:
+            inside.chmod(0o755 if inside.is_dir() else 0o644)
+        shutil.rmtree(folder)
+
+
+def error_without_permission(path, call):
+    """``call()``'s error, as "Type: message", once ``path`` may not be read or listed.
+
+    chmod alone does not stop root, which the tests may run as: then ``call`` runs in a
+    forked child that has become the user nobody, for whom ``path`` (owned by root, mode
+    000) is as closed as it is for any other user. ``path`` must lie in a folder nobody
+    may enter: see folder_others_can_enter.
+    """
+    mode = path.stat().st_mode
+    path.chmod(0)
+    try:
+        if os.geteuid() != 0:
+            return _error_of(call)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                os.write(write_end, _error_of(call).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            reported = pipe.read().decode()
+        os.waitpid(child, 0)
+        return reported
+    finally:
+        path.chmod(mode)
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as error:  # the test compares the type too
+        return f"{type(error).__name__}: {error}"
+    return "no error"
 
 
 # --- real data --------------------------------------------------------------------------
@@ -145,10 +210,10 @@ def assert_mnist_loaded(ds, arrays, name="mnist"):
 @pytest.mark.parametrize("sep", ["-", "."], ids=["published-names", "dot-idx-names"])
 def test_mnist_idx_files_load_from_data_dir_gzipped_or_plain(tmp_path, no_system_data, gz, sep):
     arrays = archives.mnist_arrays()
-    archives.write_idx_files(tmp_path / "data", arrays, gz=gz, sep=sep)
-    ds = datasets.load("mnist", data_dir=tmp_path / "data")
+    archives.write_idx_files(tmp_path / "mnist", arrays, gz=gz, sep=sep)
+    ds = datasets.load("mnist", data_dir=tmp_path / "mnist")
     assert_mnist_loaded(ds, arrays)
-    assert ds.source == str(tmp_path / "data")
+    assert ds.source == str(tmp_path / "mnist")
     assert ds.class_names == tuple("0123456789")
 
 
@@ -166,7 +231,7 @@ def test_data_dir_beats_the_environment_variable_which_beats_the_system_folder(
         tmp_path, monkeypatch, no_system_data):
     by_place = {}
     for seed, place in enumerate(["arg", "env", "system"]):
-        folder = no_system_data / "mnist" if place == "system" else tmp_path / place
+        folder = no_system_data / "mnist" if place == "system" else tmp_path / place / "mnist"
         by_place[place] = archives.mnist_arrays(seed=seed)
         archives.write_idx_files(folder, by_place[place])
     monkeypatch.setenv("QUANTLAB_DATA_DIR", str(tmp_path / "env"))
@@ -187,13 +252,65 @@ def test_an_empty_data_dir_falls_through_to_the_next_place(tmp_path, monkeypatch
     assert_mnist_loaded(datasets.load("mnist", data_dir=tmp_path / "empty"), arrays)
 
 
-def test_the_subfolder_named_after_the_dataset_beats_files_directly_in_data_dir(tmp_path):
+def test_each_dataset_takes_the_subfolder_named_after_it_from_one_data_dir(tmp_path):
     mnist, fashion = archives.mnist_arrays(seed=9), archives.mnist_arrays(seed=10)
-    archives.write_idx_files(tmp_path, mnist)  # same file names as Fashion-MNIST's
+    archives.write_idx_files(tmp_path / "mnist", mnist)  # same file names as Fashion-MNIST's
     archives.write_idx_files(tmp_path / "fashion-mnist", fashion)
     assert_mnist_loaded(datasets.load("fashion_mnist", data_dir=tmp_path), fashion,
                         name="fashion_mnist")
     assert_mnist_loaded(datasets.load("mnist", data_dir=tmp_path), mnist)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_idx_files_of_unknown_origin_in_a_folder_not_named_after_the_dataset_are_refused(
+        tmp_path, no_system_data, name):
+    archives.write_idx_files(tmp_path / "downloads", archives.mnist_arrays())
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load(name, data_dir=tmp_path / "downloads")
+    message = one_line_error(excinfo)
+    assert str(tmp_path / "downloads") in message and "not named after" in message
+    assert f"folder named {datasets._SPELLINGS[name][0]}/" in message
+
+
+def link_fashion_files(folder):
+    folder.mkdir(parents=True)
+    for path in DEBIAN_FASHION.iterdir():
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+@pytest.mark.fashion_mnist
+@pytest.mark.parametrize("where", ["debian-folder", "folder-named-mnist"])
+def test_the_fashion_mnist_files_cannot_pass_as_mnist_even_in_a_folder_named_mnist(
+        tmp_path, no_system_data, where):
+    folder = DEBIAN_FASHION if where == "debian-folder" else link_fashion_files(tmp_path / "mnist")
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=folder)
+    message = one_line_error(excinfo)
+    assert f"{folder}: holds the published fashion_mnist files" in message
+    assert "use --dataset fashion_mnist" in message
+
+
+@pytest.mark.fashion_mnist
+def test_the_published_fashion_mnist_files_load_from_a_folder_of_any_name(tmp_path, no_system_data):
+    folder = link_fashion_files(tmp_path / "downloads")
+    ds = datasets.load("fashion_mnist", data_dir=folder)
+    assert ds.source == str(folder) and ds.x_train.shape == (60000, 28, 28, 1)
+
+
+def test_files_with_the_checksums_of_the_published_mnist_files_are_not_taken_for_fashion_mnist(
+        tmp_path, no_system_data, monkeypatch):
+    # The real MNIST files are not on this machine: list these files' checksums as MNIST's,
+    # as the real files' are.
+    paths = archives.write_idx_files(tmp_path / "fashion-mnist", archives.mnist_arrays())
+    for path in paths.values():
+        monkeypatch.setitem(datasets._PUBLISHED_GZ_MD5,
+                            hashlib.md5(path.read_bytes()).hexdigest(), "mnist")
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("fashion_mnist", data_dir=tmp_path)
+    assert "fashion-mnist: holds the published mnist files" in one_line_error(excinfo)
+    # Published files are the dataset they are, whatever their folder is called.
+    assert datasets.load("mnist", data_dir=tmp_path / "fashion-mnist").name == "mnist"
 
 
 @pytest.mark.parametrize("via", ["argument", "environment"])
@@ -232,7 +349,7 @@ def test_keras_home_overrides_the_keras_cache_location(tmp_path, monkeypatch, no
 def test_the_environment_variable_beats_the_keras_cache(tmp_path, monkeypatch, isolated,
                                                         no_system_data):
     in_env, in_keras = archives.mnist_arrays(seed=7), archives.mnist_arrays(seed=8)
-    archives.write_idx_files(tmp_path / "env", in_env)
+    archives.write_idx_files(tmp_path / "env" / "mnist", in_env)
     archives.write_mnist_npz(isolated / ".keras" / "datasets" / "mnist.npz", in_keras)
     monkeypatch.setenv("QUANTLAB_DATA_DIR", str(tmp_path / "env"))
     assert_mnist_loaded(datasets.load("mnist"), in_env)
@@ -339,8 +456,8 @@ def test_missing_mnist_or_cifar10_says_which_files_to_put_where(isolated, no_sys
 
 
 def idx_folder_with(tmp_path, split, data):
-    """Valid IDX files in tmp_path/data, with one of them replaced by ``data``."""
-    paths = archives.write_idx_files(tmp_path / "data", archives.mnist_arrays())
+    """Valid IDX files in tmp_path/mnist, with one of them replaced by ``data``."""
+    paths = archives.write_idx_files(tmp_path / "mnist", archives.mnist_arrays())
     paths[split].write_bytes(data)
     return paths[split]
 
@@ -349,7 +466,7 @@ def test_truncated_gzip_idx_file_is_reported_with_its_name(tmp_path):
     whole = gzip.compress(archives.idx_bytes(archives.mnist_arrays()["x_train"]))
     bad = idx_folder_with(tmp_path, "x_train", whole[: len(whole) // 2])
     with pytest.raises(QuantlabError) as excinfo:
-        datasets.load("mnist", data_dir=tmp_path / "data")
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
     message = one_line_error(excinfo)
     assert str(bad) in message and "gzip" in message
 
@@ -359,7 +476,7 @@ def test_wrong_magic_number_is_reported(tmp_path):
     # A label file where an image file should be: magic 0x801 instead of 0x803.
     bad = idx_folder_with(tmp_path, "x_train", gzip.compress(labels))
     with pytest.raises(QuantlabError) as excinfo:
-        datasets.load("mnist", data_dir=tmp_path / "data")
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
     message = one_line_error(excinfo)
     assert str(bad) in message and "magic" in message and "0x00000801" in message
 
@@ -370,16 +487,48 @@ def test_payload_of_another_length_than_the_header_says_is_reported(tmp_path, ch
     data = data[:change] if change < 0 else data + b"\x00" * change
     bad = idx_folder_with(tmp_path, "x_test", gzip.compress(data))
     with pytest.raises(QuantlabError) as excinfo:
-        datasets.load("mnist", data_dir=tmp_path / "data")
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
     message = one_line_error(excinfo)
     assert str(bad) in message and "7840 bytes" in message and f"has {size}" in message
+
+
+@pytest.mark.parametrize("head, refusal", [
+    (b"\x00" * 16, "bad magic number 0x00000000"),
+    (archives.idx_bytes(archives.mnist_arrays()["x_train"]),
+     f"header says 30 x 28 x 28 = 23520 bytes of data but the file has {23520 + (1 << 20)} or more"),
+], ids=["zeros-from-the-start", "zeros-after-a-valid-file"])
+def test_a_gzip_bomb_is_refused_without_expanding_it_in_memory(tmp_path, head, refusal):
+    paths = archives.write_idx_files(tmp_path / "mnist", archives.mnist_arrays())
+    expands_to = 3 << 29  # 1.5 GiB of zeros behind the head
+    paths["x_train"].write_bytes(archives.gzip_bomb(head, expands_to))
+    assert paths["x_train"].stat().st_size < 4 << 20
+    tracemalloc.start()  # numpy's arrays and Python's bytes are both traced
+    try:
+        with pytest.raises(QuantlabError) as excinfo:
+            datasets.load("mnist", data_dir=tmp_path / "mnist")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = one_line_error(excinfo)
+    assert str(paths["x_train"]) in message and refusal in message
+    assert peak < 16 << 20  # expanding the file would take 1.5 GiB
+
+
+def test_an_idx_header_promising_more_than_any_dataset_holds_is_refused_before_reading(tmp_path):
+    header = struct.pack(">HBBIII", 0, 0x08, 3, 4_000_000, 28, 28)  # 3 GB of images
+    bad = idx_folder_with(tmp_path, "x_train", gzip.compress(header))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
+    message = one_line_error(excinfo)
+    assert str(bad) in message
+    assert "header promises 4000000 x 28 x 28 = 3136000000 bytes" in message and "256 MiB" in message
 
 
 def test_image_and_label_counts_that_differ_are_reported(tmp_path):
     labels = archives.idx_bytes(np.zeros(29, np.uint8))  # 30 images, 29 labels
     bad = idx_folder_with(tmp_path, "y_train", gzip.compress(labels))
     with pytest.raises(QuantlabError) as excinfo:
-        datasets.load("mnist", data_dir=tmp_path / "data")
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
     message = one_line_error(excinfo)
     assert bad.name in message and "30 images but 29 labels" in message
 
@@ -389,17 +538,44 @@ def test_label_out_of_range_is_reported(tmp_path):
     labels[3] = 10
     bad = idx_folder_with(tmp_path, "y_test", gzip.compress(archives.idx_bytes(labels)))
     with pytest.raises(QuantlabError) as excinfo:
-        datasets.load("mnist", data_dir=tmp_path / "data")
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
     message = one_line_error(excinfo)
     assert str(bad) in message and "label 10" in message
 
 
 def test_an_incomplete_set_of_idx_files_is_reported_not_skipped(tmp_path):
-    paths = archives.write_idx_files(tmp_path / "data", archives.mnist_arrays())
+    paths = archives.write_idx_files(tmp_path / "mnist", archives.mnist_arrays())
     paths["y_test"].unlink()
     with pytest.raises(QuantlabError) as excinfo:
-        datasets.load("mnist", data_dir=tmp_path / "data")
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
     assert "t10k-labels-idx1-ubyte" in one_line_error(excinfo)
+
+
+def test_an_unreadable_idx_file_is_a_one_line_error(no_system_data):
+    with folder_others_can_enter() as folder:
+        paths = archives.write_idx_files(folder / "mnist", archives.mnist_arrays())
+        message = error_without_permission(paths["y_train"],
+                                           lambda: datasets.load("mnist", data_dir=folder))
+    assert message.startswith(f"QuantlabError: cannot read {paths['y_train']}: permission denied;")
+
+
+def test_an_unreadable_data_folder_is_a_one_line_error(no_system_data):
+    with folder_others_can_enter() as folder:
+        archives.write_idx_files(folder / "mnist", archives.mnist_arrays())
+        message = error_without_permission(folder / "mnist",
+                                           lambda: datasets.load("mnist", data_dir=folder))
+    assert message.startswith(f"QuantlabError: cannot read {folder / 'mnist'}/")
+    assert "permission denied; make the dataset's files and folders readable" in message
+
+
+def test_a_folder_where_an_idx_file_should_be_is_a_one_line_error(tmp_path):
+    paths = archives.write_idx_files(tmp_path / "mnist", archives.mnist_arrays())
+    paths["x_test"].unlink()
+    paths["x_test"].mkdir()
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path / "mnist")
+    assert one_line_error(excinfo) == (f"{paths['x_test']}: is a folder (or other non-file) "
+                                       "where the data file should be; put the file itself there")
 
 
 def test_mnist_npz_with_a_missing_array_is_reported(tmp_path):
@@ -410,6 +586,16 @@ def test_mnist_npz_with_a_missing_array_is_reported(tmp_path):
         datasets.load("mnist", data_dir=tmp_path)
     message = one_line_error(excinfo)
     assert str(bad) in message and "y_test" in message
+
+
+def test_mnist_npz_with_an_array_larger_than_any_split_is_refused_before_it_is_read(
+        tmp_path, monkeypatch):
+    bad = archives.write_mnist_npz(tmp_path / "mnist.npz", archives.mnist_arrays())
+    monkeypatch.setattr(datasets, "_IDX_MAX_BYTES", 20_000)  # x_train holds 30 x 28 x 28 bytes
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "holds an array of 23648 bytes" in message
 
 
 def test_cifar10_binary_batch_with_a_wrong_record_size_is_refused(tmp_path):

@@ -3,22 +3,12 @@
 import numpy as np
 
 from quantlab.errors import QuantlabError
+from quantlab.graph_check import check_graph_def
 from quantlab.runtime.base import Predictor, check_images
 
 FORMATS = ("graphdef",)
 PACKAGE = "tensorflow"
 MODULE = "tensorflow"
-
-
-def _parse(path, content):
-    from quantlab._tf import tf
-
-    graph_def = tf().compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(content)
-    except Exception:  # protobuf raises DecodeError, whose module path varies by version
-        raise QuantlabError(f"{path} is not a TensorFlow GraphDef; export it again") from None
-    return graph_def
 
 
 class GraphDefPredictor(Predictor):
@@ -82,4 +72,5 @@ def _set_tf_threads(tf, threads):
 def load(path, content, sha256, version, threads=None, kernels=None, precision=None):
     if precision not in (None, "float32"):
         raise QuantlabError(f"TensorFlow runs {path} in float32 only, not {precision}")
-    return GraphDefPredictor(path, _parse(path, content), sha256, version, threads)
+    # Checked op by op before TensorFlow imports it: a GraphDef may hold any op, file I/O too.
+    return GraphDefPredictor(path, check_graph_def(content, path), sha256, version, threads)
