@@ -98,6 +98,24 @@ def has_bf16(info=None):
     return bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
 
 
+def identity(info=None):
+    """Which machine this is: the name a user gave it, and the physical host it runs on.
+
+    ``QUANTLAB_MACHINE`` names the machine (``laptop``, ``c7i``); without it the machine is
+    its host name and CPU. ``host`` tells physical hosts apart whatever the names: processes
+    on one host share its kernel's boot id, so two named workers on one host are seen as
+    one host, whose CPU they share.
+    """
+    info = info or cpu_info()
+    hostname = os.uname().nodename
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return {"name": os.environ.get("QUANTLAB_MACHINE") or f"{hostname} ({info['model']})",
+            "host": f"{hostname}/{boot}" if boot else hostname}
+
+
 class Peak(NamedTuple):
     macs_per_second: float | None
     macs_per_cycle_per_core: int

@@ -286,8 +286,10 @@ def _count(config, net, artifacts, records, backend, progress):
 def _machine(config, backend, skipped):
     from quantlab import machine, runtime
 
+    cpu = machine.cpu_info()
     return {
-        "cpu": machine.cpu_info(),
+        **machine.identity(cpu),
+        "cpu": cpu,
         "threads": config.threads,
         "versions": {"quantlab": quantlab.__version__, "python": sys.version.split()[0],
                      **versions(), **{name: runtime.runtime_version(name)
