@@ -114,9 +114,10 @@ def train_config(config, net):
     return TrainConfig(net=net, dataset=config.dataset, seed=config.seed, **extra)
 
 
-# --- stages ----------------------------------------------------------------------------------
+# --- stages: each computes one result from its inputs; the callers keep the results ---------
 
-def _export(config, net, data, progress):
+def export_net(config, net, data, progress):
+    """{variant: Artifact} of one net (or of the user's own model): trained and exported, cached."""
     if config.model is not None:
         from quantlab import byo
 
@@ -126,7 +127,7 @@ def _export(config, net, data, progress):
                            progress=progress)
 
 
-def _artifact_key(artifacts):
+def artifact_key(artifacts):
     return {v: a.sha256 for v, a in sorted(artifacts.items())}
 
 
@@ -137,31 +138,24 @@ def pairs(artifacts, runtimes, cpu):
     return [(v, r) for v in artifacts for r in runtimes if r in runtimes_for(v, cpu)]
 
 
-def _evaluate(config, net, artifacts, studied, data, progress):
+def evaluate_net(net, artifacts, studied, data, progress):
+    """Accuracy rows of every studied (variant, runtime) pair on the whole test split."""
     from quantlab import evaluate
 
-    def compute():
-        return evaluate.compare(artifacts, data, studied,
-                                progress=lambda message: progress(f"{net}: {message}"))
-
-    key = {"net": net, "artifacts": _artifact_key(artifacts), "pairs": studied,
-           "versions": versions()}
-    rows = _cached_stage(config, "eval", key, compute, progress, f"{net}: accuracy")
+    rows = evaluate.compare(artifacts, data, studied,
+                            progress=lambda message: progress(f"{net}: {message}"))
     return [{"net": net, **row} for row in rows]
 
 
-def _layer_errors(config, net, artifacts, data, progress):
+def layer_errors(config, net, artifacts, data, progress):
+    """Per-layer error of the int8 variant (quantlab's own nets only)."""
     if "int8" not in artifacts or config.model is not None:
         return []
     from quantlab import layer_error, training
 
-    def compute():
-        progress(f"{net}: per-layer quantization error of int8 (TFLite quantization debugger)")
-        trained = training.train(train_config(config, net), data)
-        return layer_error.int8_layer_errors(trained.model, data, artifacts["int8"].meta)
-
-    return _cached_stage(config, "layers", {"net": net, "int8": artifacts["int8"].sha256},
-                         compute, progress, f"{net}: per-layer error")
+    progress(f"{net}: per-layer quantization error of int8 (TFLite quantization debugger)")
+    trained = training.train(train_config(config, net), data)
+    return layer_error.int8_layer_errors(trained.model, data, artifacts["int8"].meta)
 
 
 def _manifest(config, net, artifacts, folder):
@@ -174,43 +168,37 @@ def _manifest(config, net, artifacts, folder):
     return path
 
 
-def _time(config, net, artifacts, runtimes, progress):
-    """Run the latency suite (pytest-benchmark) on this net's artifacts in a child process."""
-    key = {"net": net, "artifacts": _artifact_key(artifacts), "batch": config.batch_sizes,
-           "runtimes": runtimes, "threads": config.threads, "quick": config.quick,
-           "machine": os.uname().nodename, "versions": versions()}
-
-    def compute():
-        progress(f"{net}: timing {len(artifacts)} variants on {', '.join(runtimes)}, batch sizes "
-                 f"{','.join(map(str, config.batch_sizes))}, with pytest-benchmark")
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            report = tmp / "benchmark.json"
-            command = [
-                # By module name, not file path: the child imports quantlab the way it
-                # finds it, which need not be this process's copy (a source checkout in
-                # the working directory beside an installed package, under tox).
-                sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-q",
-                "-p", "no:cacheprovider", "-p", "no:randomly", f"--rootdir={tmp}",
-                f"--benchmark-json={report}",
-                f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
-                f"--quantlab-runtimes={','.join(runtimes)}",
-                f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
-                f"--quantlab-threads={config.threads}", "--quantlab-counters=off",
-                "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
-                *(QUICK_TIMING if config.quick else FULL_TIMING),
-            ]
-            finished = subprocess.run(command, cwd=tmp, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
-            for line in finished.stdout.splitlines():
-                if "passed" in line or "failed" in line or "error" in line.lower():
-                    progress(f"{net}: {line.strip()}")
-            if finished.returncode != 0 or not report.is_file():
-                tail = " | ".join(finished.stdout.strip().splitlines()[-3:])
-                raise QuantlabError(f"the timing run for {net} failed: {tail}")
-            return timed_cases(json.loads(report.read_text()))
-
-    return _cached_stage(config, "latency", key, compute, progress, f"{net}: latency")
+def time_net(config, net, artifacts, runtimes, progress):
+    """Every case of one net timed by the latency suite (pytest-benchmark) in a child
+    process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
+    progress(f"{net}: timing {len(artifacts)} variants on {', '.join(runtimes)}, batch sizes "
+             f"{','.join(map(str, config.batch_sizes))}, with pytest-benchmark")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        report = tmp / "benchmark.json"
+        command = [
+            # By module name, not file path: the child imports quantlab the way it finds it,
+            # which need not be this process's copy (a source checkout in the working
+            # directory beside an installed package, under tox).
+            sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-q",
+            "-p", "no:cacheprovider", "-p", "no:randomly", f"--rootdir={tmp}",
+            f"--benchmark-json={report}",
+            f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
+            f"--quantlab-runtimes={','.join(runtimes)}",
+            f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
+            f"--quantlab-threads={config.threads}", "--quantlab-counters=off",
+            "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
+            *(QUICK_TIMING if config.quick else FULL_TIMING),
+        ]
+        finished = subprocess.run(command, cwd=tmp, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        for line in finished.stdout.splitlines():
+            if "passed" in line or "failed" in line or "error" in line.lower():
+                progress(f"{net}: {line.strip()}")
+        if finished.returncode != 0 or not report.is_file():
+            tail = " | ".join(finished.stdout.strip().splitlines()[-3:])
+            raise QuantlabError(f"the timing run for {net} failed: {tail}")
+        return timed_cases(json.loads(report.read_text()))
 
 
 def timed_cases(benchmark_json):
@@ -224,8 +212,10 @@ def timed_cases(benchmark_json):
     return records + benchmark_json.get("quantlab", {}).get("not_run", [])
 
 
-def count_reason(config, record):
+def count_reason(config, backend, record):
     """Why this timed case is not counted, or None when it is."""
+    if backend is None:
+        return "counters are off"
     if record["batch_size"] not in config.count_batch_sizes:
         return f"batch {record['batch_size']} is not counted (counted: " \
                f"{','.join(map(str, config.count_batch_sizes))})"
@@ -236,54 +226,44 @@ def count_reason(config, record):
     return None
 
 
-def _count(config, net, artifacts, records, backend, progress):
-    """Counters for the selected cases, into each record; the others say why not."""
-    from concurrent.futures import ThreadPoolExecutor
-
+def count_case(config, artifact, record, backend):
+    """The counters of one timed case, or {"failed": why} (said in the report, not fatal)."""
     from quantlab import counters
 
+    try:
+        return counters.measure(artifact.path, record["batch_size"], backend=backend,
+                                threads=config.threads, cache=config.cache_geometry,
+                                runtime=record["runtime"], precision=artifact.precision)
+    except QuantlabError as error:
+        return {"failed": str(error)}
+
+
+def counter_key(config, artifact, record, backend):
+    return {"sha": artifact.sha256, "runtime": record["runtime"], "batch": record["batch_size"],
+            "backend": backend, "threads": config.threads, "geometry": config.cache_geometry,
+            "versions": versions()}
+
+
+def plan_counts(config, backend, records):
+    """Mark each timed record with why it is not counted; return the ones to count."""
     chosen = []
     for record in records:
-        if record.get("not_run"):
-            continue
-        record["counters"] = None
-        record["not_counted"] = "counters are off" if backend is None else count_reason(config, record)
-        if record["not_counted"] is None:
-            chosen.append(record)
-
-    def count(numbered):
-        number, record = numbered
-        artifact = artifacts[record["variant"]]
-        key = {"sha": artifact.sha256, "runtime": record["runtime"], "batch": record["batch_size"],
-               "backend": backend, "threads": config.threads, "geometry": config.cache_geometry,
-               "versions": versions()}
-        label = (f"{net}: counting {record['variant']} on {record['runtime']} batch "
-                 f"{record['batch_size']} with {backend} ({number}/{len(chosen)})")
-
-        def compute():
-            progress(label)
-            try:
-                return counters.measure(artifact.path, record["batch_size"], backend=backend,
-                                        threads=config.threads, cache=config.cache_geometry,
-                                        runtime=record["runtime"], precision=artifact.precision)
-            except QuantlabError as error:  # said in the report, not fatal to the study
-                return {"failed": str(error)}
-
-        return _cached_stage(config, "counters", key, compute, progress, label)
-
-    # Valgrind simulates each worker's caches on its own, so its counts do not depend on
-    # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
-    workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(count, enumerate(chosen, 1)))
-    for record, result in zip(chosen, results):
-        if "failed" in result:
-            record["not_counted"] = f"counting failed: {result['failed']}"
-        else:
-            record["counters"] = result
+        if not record.get("not_run"):
+            record["counters"], record["not_counted"] = None, count_reason(config, backend, record)
+            if record["not_counted"] is None:
+                chosen.append(record)
+    return chosen
 
 
-def _machine(config, backend, skipped):
+def apply_count(record, result):
+    """Put one count, or why there is none, into its timed record."""
+    if "failed" in result:
+        record["not_counted"] = f"counting failed: {result['failed']}"
+    else:
+        record["counters"], record["not_counted"] = result, None
+
+
+def machine_info(config, backend, skipped):
     from quantlab import machine, runtime
 
     cpu = machine.cpu_info()
@@ -315,9 +295,73 @@ def _training_summary(artifacts):
     return summary
 
 
+def _count_all(config, net, artifacts, records, backend, progress):
+    """Count the chosen cases of one net on this machine, each kept in OUT/.state."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chosen = plan_counts(config, backend, records)
+
+    def count(numbered):
+        number, record = numbered
+        artifact = artifacts[record["variant"]]
+        label = (f"{net}: counting {record['variant']} on {record['runtime']} batch "
+                 f"{record['batch_size']} with {backend} ({number}/{len(chosen)})")
+
+        def compute():
+            progress(label)
+            return count_case(config, artifact, record, backend)
+
+        key = counter_key(config, artifact, record, backend)
+        return _cached_stage(config, "counters", key, compute, progress, label)
+
+    # Valgrind simulates each worker's caches on its own, so its counts do not depend on
+    # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
+    workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
+    with ThreadPoolExecutor(workers) as pool:
+        for record, result in zip(chosen, pool.map(count, enumerate(chosen, 1))):
+            apply_count(record, result)
+
+
+def new_results(config, data, machine_info, runtimes):
+    """The skeleton of results.json, filled net by net."""
+    return {
+        "schema": SCHEMA,
+        "quantlab": quantlab.__version__,
+        "config": {k: (str(v) if isinstance(v, Path) else v)
+                   for k, v in dataclasses.asdict(config).items()},
+        "dataset": {"name": data.name, "source": data.source, "train": len(data.x_train),
+                    "test": len(data.x_test), "input_shape": list(data.input_shape)},
+        "machine": machine_info,
+        "runtimes": list(runtimes),
+        "nets": {}, "accuracy": [], "cases": [],
+    }
+
+
+def net_entry(artifacts, layers):
+    return {
+        "artifacts": {v: {"file": a.path.name, "path": str(a.path), "format": a.meta["format"],
+                          "bytes": a.bytes, "sha256": a.sha256, "execute_in": a.precision}
+                      for v, a in artifacts.items()},
+        "training": _training_summary(artifacts),
+        "layers": layers,
+    }
+
+
+def finish(results, out, progress):
+    """Findings and recommendations from the numbers, then the report files."""
+    from quantlab import report
+
+    results["findings"] = report.findings(results)
+    results["recommendations"] = report.recommendations(results)
+    report.write(results, out)
+    progress(f"report: {out / 'report.md'}")
+    return results
+
+
 def run(config, progress=None):
-    """Run the study described by ``config``; write the report; return the results dict."""
-    from quantlab import counters, machine, report, runtime
+    """Run the study described by ``config`` on this machine; write the report; return the
+    results dict."""
+    from quantlab import counters, machine, runtime
 
     progress = progress or Progress()
     prepare_output(config.out, config.force)
@@ -329,36 +373,25 @@ def run(config, progress=None):
         progress(f"runtime {name} left out: {why}")
     backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
     cpu = machine.cpu_info()
-    studied = [config.model.stem] if config.model is not None else list(config.nets)
-    results = {
-        "schema": SCHEMA,
-        "quantlab": quantlab.__version__,
-        "config": {k: (str(v) if isinstance(v, Path) else v)
-                   for k, v in dataclasses.asdict(config).items()},
-        "dataset": {"name": data.name, "source": data.source, "train": len(data.x_train),
-                    "test": len(data.x_test), "input_shape": list(data.input_shape)},
-        "machine": _machine(config, backend, skipped),
-        "runtimes": list(runtimes),
-        "nets": {}, "accuracy": [], "cases": [],
-    }
-    for net in studied:
+    results = new_results(config, data, machine_info(config, backend, skipped), runtimes)
+    for net in [config.model.stem] if config.model is not None else config.nets:
         progress(f"== {net} ==")
-        artifacts = _export(config, net, data, progress)
-        studied_pairs = pairs(artifacts, runtimes, cpu)
-        results["nets"][net] = {
-            "artifacts": {v: {"file": a.path.name, "path": str(a.path), "format": a.meta["format"],
-                              "bytes": a.bytes, "sha256": a.sha256, "execute_in": a.precision}
-                          for v, a in artifacts.items()},
-            "training": _training_summary(artifacts),
-            "layers": _layer_errors(config, net, artifacts, data, progress),
-        }
-        results["accuracy"] += _evaluate(config, net, artifacts, studied_pairs, data, progress)
-        records = _time(config, net, artifacts, [r for r in runtimes
-                                                 if any(p[1] == r for p in studied_pairs)], progress)
-        _count(config, net, artifacts, records, backend, progress)
+        artifacts = export_net(config, net, data, progress)
+        studied = pairs(artifacts, runtimes, cpu)
+        keys = {"net": net, "artifacts": artifact_key(artifacts)}
+        layers = _cached_stage(config, "layers", keys, lambda: layer_errors(
+            config, net, artifacts, data, progress), progress, f"{net}: per-layer error")
+        results["nets"][net] = net_entry(artifacts, layers)
+        results["accuracy"] += _cached_stage(
+            config, "eval", {**keys, "pairs": studied, "versions": versions()},
+            lambda: evaluate_net(net, artifacts, studied, data, progress), progress, f"{net}: accuracy")
+        timed_runtimes = [r for r in runtimes if any(r == name for _, name in studied)]
+        records = _cached_stage(
+            config, "latency", {**keys, "batch": config.batch_sizes, "runtimes": timed_runtimes,
+                                "threads": config.threads, "quick": config.quick,
+                                "host": machine.identity(cpu)["host"], "versions": versions()},
+            lambda: time_net(config, net, artifacts, timed_runtimes, progress), progress,
+            f"{net}: latency")
+        _count_all(config, net, artifacts, records, backend, progress)
         results["cases"] += records
-    results["findings"] = report.findings(results)
-    results["recommendations"] = report.recommendations(results)
-    report.write(results, config.out)
-    progress(f"report: {config.out / 'report.md'}")
-    return results
+    return finish(results, config.out, progress)

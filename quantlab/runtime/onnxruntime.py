@@ -27,8 +27,6 @@ class OnnxRuntimePredictor(Predictor):
     kernels = "mlas"
 
     def __init__(self, path, content, sha256, version, threads=None):
-        import onnxruntime as ort
-
         self.path, self.sha256, self.version, self.threads = path, sha256, version, threads
         self._content = content
         with tempfile.TemporaryDirectory(prefix="quantlab-ort-") as folder:
