@@ -23,6 +23,7 @@ elsewhere the results say "not measured" and why.
 
 import contextlib
 import ctypes
+import functools
 import mmap
 import platform
 import statistics
@@ -30,7 +31,7 @@ import sys
 import time
 from typing import NamedTuple
 
-LEVELS = ("l1d", "l2", "llc", "dram")
+from quantlab import machine
 
 
 class Snippet(NamedTuple):
@@ -170,8 +171,10 @@ READ_SSE2 = Snippet("""
     "660fd44810660fd45020660fd45830660fd46040660fd46850660fd47060660fd478704805800000004839"
     "c872ce48ffca75c2c3"))
 
-# (cpuinfo flag that allows it, snippet, bytes per load), widest first; SSE2 is in every x86-64.
-READERS = (("avx512f", READ_AVX512, 64), ("avx2", READ_AVX2, 32), (None, READ_SSE2, 16))
+# (name, cpuinfo flag that allows it, snippet, bytes per load), widest first; every x86-64
+# has SSE2.
+READERS = (("avx512", "avx512f", READ_AVX512, 64), ("avx2", "avx2", READ_AVX2, 32),
+           ("sse2", None, READ_SSE2, 16))
 BLOCK = 512  # bytes per step of the widest reader; every working set is a multiple of it
 
 CHAINS = {"add": (ADD_CHAIN, 16, 1), "imul": (IMUL_CHAIN, 8, 3)}  # snippet, ops, cycles per op
@@ -188,6 +191,7 @@ def unsupported_reason():
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def _libc():
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
@@ -238,16 +242,15 @@ def _timed(call, *args):
     return (time.thread_time_ns() - start) / 1e9
 
 
-def _scaled(call, first, target_seconds, make_args):
-    """The count (iterations or passes) that makes one call last about ``target_seconds``.
+def _scaled(run, first, target_seconds):
+    """The count (iterations or passes) that makes ``run(count)`` last about ``target_seconds``.
 
-    Runs the call with ``first``, then with the count scaled from it; the second run also
+    Runs it with ``first``, then with the count scaled from that; the second run also
     serves as warm-up (turbo ramp, page faults, caches).
     """
     count = first
     for _ in range(2):
-        took = max(_timed(call, *make_args(count)), 1e-6)
-        count = max(1, round(count * target_seconds / took))
+        count = max(1, round(count * target_seconds / max(run(count), 1e-6)))
     return count
 
 
@@ -269,8 +272,6 @@ def rates(work, seconds):
 # --- the clock ------------------------------------------------------------------------------
 
 def _nominal_ghz():
-    from quantlab import machine
-
     mhz = machine.cpu_info()["mhz"]
     return mhz / 1000 if mhz else None
 
@@ -294,8 +295,11 @@ def measure_clock(repeats=15, target_seconds=0.002):
     try:
         for name, (snippet, ops, cycles_per_op) in CHAINS.items():
             with native(snippet, ctypes.c_uint64) as chain:
-                iterations = _scaled(chain, 100_000, target_seconds, lambda n: (n,))
-                seconds = [_timed(chain, iterations) for _ in range(repeats)]
+                def run(iterations):
+                    return _timed(chain, iterations)
+
+                iterations = _scaled(run, 100_000, target_seconds)
+                seconds = [run(iterations) for _ in range(repeats)]
             timed = rates(iterations * ops * cycles_per_op / 1e9, seconds)
             result[name] = {"ops": iterations * ops, "cycles_per_op": cycles_per_op,
                             "ghz_best": timed.pop("best"), "ghz_median": timed.pop("median"),
@@ -338,10 +342,8 @@ def working_sets(caches, dram_cap=1 << 30):
 
 def reader_for(flags):
     """(name, snippet, bytes per load) of the widest streaming reader these ISA flags allow."""
-    for flag, snippet, width in READERS:
-        if flag is None or flags.get(flag):
-            return (flag or "sse2").replace("avx512f", "avx512"), snippet, width
-    raise AssertionError("unreachable: SSE2 needs no flag")
+    return next((name, snippet, width) for name, flag, snippet, width in READERS
+                if flag is None or flags.get(flag))
 
 
 def measure_bandwidth(caches=None, repeats=9, target_seconds=0.002, flags=None):
@@ -355,8 +357,6 @@ def measure_bandwidth(caches=None, repeats=9, target_seconds=0.002, flags=None):
     """
     start = time.perf_counter()
     if caches is None or flags is None:
-        from quantlab import machine
-
         info = machine.cpu_info()
         caches = info["caches"] if caches is None else caches
         flags = info["flags"] if flags is None else flags
@@ -375,9 +375,11 @@ def measure_bandwidth(caches=None, repeats=9, target_seconds=0.002, flags=None):
                                                   ctypes.c_uint64) as read:
             ctypes.memset(buffer, 0x5A, largest)  # real pages: untouched ones all map to one zero page
             for level, size in sets.items():
-                args = lambda passes, size=size: (buffer, size, passes)  # noqa: E731
-                passes = _scaled(read, max(1, (4 << 20) // size), target_seconds, args)
-                seconds = [_timed(read, *args(passes)) for _ in range(repeats)]
+                def run(passes):
+                    return _timed(read, buffer, size, passes)
+
+                passes = _scaled(run, max(1, (4 << 20) // size), target_seconds)
+                seconds = [run(passes) for _ in range(repeats)]
                 timed = rates(size * passes, seconds)
                 result["levels"][level] = {
                     "working_set": size, "passes": passes,

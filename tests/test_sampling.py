@@ -110,6 +110,15 @@ def test_a_recorded_refusal_becomes_one_line_naming_the_paranoid_setting():
     assert message.endswith("no native kernel attribution")
 
 
+def test_perfs_error_reason_is_taken_from_the_line_after_its_error_heading():
+    text = ("Error:\nThe sys_perf_event_open() syscall returned with 22 (Invalid argument) for "
+            "event (cpu-clock).\n/bin/dmesg | grep -i perf may provide additional information.\n")
+    assert sampling.refusal(text, 7) == (
+        "perf record could not sample cpu-clock of process 7 (The sys_perf_event_open() syscall "
+        "returned with 22 (Invalid argument) for event (cpu-clock).); no native kernel attribution")
+    assert "(no output)" in sampling.refusal("", 7)
+
+
 # --- live: perf record on this process ---------------------------------------------------------------
 
 def test_without_perf_on_the_path_there_is_one_line_and_no_sampler(monkeypatch, tmp_path):
@@ -128,6 +137,20 @@ def test_a_process_that_does_not_exist_cannot_be_sampled_and_perfs_reason_is_giv
         sampling.Sampler(pid=2 ** 22 + 1).start()  # above the kernel's pid_max limit
     message = str(caught.value)
     assert "process 4194305" in message and "No such process" in message and "\n" not in message
+
+
+class _UnknownClock(sampling.Sampler):
+    def command(self, *args):
+        return [("99" if arg == "CLOCK_MONOTONIC" else arg) for arg in super().command(*args)]
+
+
+@needs_perf
+def test_a_perf_that_fails_to_start_is_reported_in_one_line_with_its_last_words():
+    with pytest.raises(QuantlabError) as caught:
+        _UnknownClock().start()  # no clock 99: perf gives up before it samples anything
+    message = str(caught.value)
+    assert message.startswith(f"perf record could not sample cpu-clock of process {os.getpid()} (")
+    assert "clock" in message.split("(", 1)[1] and "\n" not in message
 
 
 class _AsNobody(sampling.Sampler):

@@ -15,7 +15,8 @@ virtual machines that expose no hardware counters.
     >>> sampler.stop()                                              # doctest: +SKIP
     >>> sampler.attribute([(begin, end)])[0]["kernels"][0]          # doctest: +SKIP
     {'symbol': 'xnn_qs8_qc8w_igemm_minmax_fp32_ukernel_7x16c8__avx512vnni_prfm', 'dso':
-     '.../libpywrap_litert_common.so', 'samples': 337, 'share': 0.78, 'isa': 'AVX-512 VNNI'}
+     '.../ai_edge_litert/libpywrap_litert_common.so', 'samples': 107, 'share': 0.70,
+     'isa': 'AVX-512 VNNI'}
 """
 
 import bisect
@@ -91,14 +92,17 @@ _SAMPLE = re.compile(r"^\s*(?P<sec>\d+)\.(?P<frac>\d{1,9}):\s+[0-9a-f]+\s+(?P<sy
 def parse_script(text):
     """Samples of ``perf script -F time,ip,sym,dso --ns`` as (ns, symbol, dso), sorted by time.
 
-    Lines that are not samples (warnings perf mixes in) are skipped.
+    Lines that are not samples (warnings perf mixes in) are skipped. Each distinct name is
+    kept once: a long session has hundreds of thousands of samples but few names.
     """
-    samples = []
+    names, samples = {}, []
     for line in text.splitlines():
         match = _SAMPLE.match(line)
         if match:
             ns = int(match.group("sec")) * 1_000_000_000 + int(match.group("frac").ljust(9, "0"))
-            samples.append((ns, match.group("symbol") or "[unknown]", match.group("dso")))
+            symbol = match.group("symbol") or "[unknown]"
+            dso = match.group("dso")
+            samples.append((ns, names.setdefault(symbol, symbol), names.setdefault(dso, dso)))
     samples.sort(key=lambda sample: sample[0])
     return samples
 
@@ -148,7 +152,10 @@ def refusal(text, pid):
             paranoid = "?"
         return (f"perf may not sample process {pid} (kernel.perf_event_paranoid={paranoid}): "
                 f"run as root or 'sysctl kernel.perf_event_paranoid=1'; no native kernel attribution")
-    detail = next((line for line in lines if "rror" in line), lines[-1] if lines else "no output")
+    # perf says "Error:" on a line of its own and the reason on the next one
+    after_error = [following for line, following in zip(lines, lines[1:]) if line == "Error:"]
+    detail = (after_error or [line for line in lines if "rror" in line] or lines[-1:]
+              or ["no output"])[0]
     return f"perf record could not sample cpu-clock of process {pid} ({detail}); no native kernel attribution"
 
 
