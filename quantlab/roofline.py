@@ -144,6 +144,8 @@ def _compute_ceilings(info, ghz, threads, arithmetics):
 def ceilings(clock, bandwidth, info=None, threads=1, arithmetics=("float32", "int8", "bf16")):
     """The roofline's ceilings from ``ceilings.measure_clock()`` and ``measure_bandwidth()``.
 
+    Compute peaks count ``threads`` cores; the bandwidths are those one core measured.
+
     Returns ``ghz`` and ``clock`` ("measured", or "nominal" when the clock could not be
     measured), ``compute`` (a list of ``name``, ``arithmetic``, ``unit``,
     ``macs_per_second``, ``description``) and ``memory`` (a list of ``level``, ``name``,
@@ -176,11 +178,14 @@ def _compute_ceiling(point, found):
 
 
 def memory_level(working_set, memory):
-    """The fastest level whose capacity holds ``working_set`` bytes (DRAM holds everything)."""
+    """The fastest level whose capacity holds ``working_set`` bytes (DRAM holds everything).
+
+    None when no bandwidth was measured.
+    """
     for level in memory:
         if level["capacity"] is None or working_set <= level["capacity"]:
             return level
-    return memory[-1]
+    return memory[-1] if memory else None
 
 
 def achieved(point):
@@ -194,13 +199,14 @@ def bound(point, found):
     Returns ``bound`` ("compute", or the memory level: "l1d", "l2", "llc", "dram"), the
     ``ceiling`` it names, ``attainable`` MAC/s (the lower of the compute peak and intensity
     x bandwidth), ``achieved`` MAC/s, ``fraction`` (achieved / attainable), the ``traffic``
-    of the case, and the ``compute`` and ``memory`` ceilings it was compared with.
+    of the case, and the ``compute`` and ``memory`` ceilings it was compared with (``memory``
+    None when no bandwidth was measured: then only the compute peak bounds it).
     """
     moved = traffic(point["net"], point["variant"], point["input_shape"], point["num_classes"],
                     point["batch_size"], point["arithmetic"])
     compute = _compute_ceiling(point, found)
     memory = memory_level(moved["bytes"], found["memory"])
-    streaming = moved["intensity"] * memory["bytes_per_second"]
+    streaming = moved["intensity"] * memory["bytes_per_second"] if memory else float("inf")
     limited_by_memory = streaming < compute["macs_per_second"]
     attainable = min(streaming, compute["macs_per_second"])
     reached = achieved(point)
@@ -340,3 +346,34 @@ def plot(points, found, path):
         figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
     return path
+
+
+# --- everything a study records -------------------------------------------------------------------
+
+def summarize(points, clock, bandwidth, folder, info=None, threads=1):
+    """The roofline part of a study's results, JSON-able, with its plot written to ``folder``.
+
+    ``points`` are the timed cases (quantlab's own nets; others are left out: no layer plan
+    to count bytes from), ``clock`` and ``bandwidth`` what ``quantlab.ceilings`` measured.
+    Returns ``ceilings``, ``cases`` (per point: its keys, ``intensity``, ``bytes``,
+    ``achieved``, ``attainable``, ``fraction``, ``bound``, ``ceiling``), ``findings``
+    ({runtime: {net: line}}) and ``plot`` (the PNG's file name, or None).
+    """
+    from pathlib import Path
+
+    found = ceilings(clock, bandwidth, info, threads)
+    timed = [p for p in points if p.get("median") and p.get("macs_per_image")
+             and p.get("net") in nets.NAMES]
+    cases = []
+    for point in timed:
+        result = bound(point, found)
+        cases.append({key: point[key] for key in ("net", "variant", "runtime", "batch_size")}
+                     | {"intensity": result["traffic"]["intensity"],
+                        "bytes": result["traffic"]["bytes"], "achieved": result["achieved"],
+                        "attainable": result["attainable"], "fraction": result["fraction"],
+                        "bound": result["bound"], "ceiling": result["ceiling"]})
+    runtimes = dict.fromkeys(p["runtime"] for p in timed)
+    written = plot(timed, found, Path(folder) / "roofline.png") if timed else None
+    return {"ceilings": found, "cases": cases,
+            "findings": {runtime: findings(timed, found, runtime=runtime) for runtime in runtimes},
+            "plot": written.name if written else None}

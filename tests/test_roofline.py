@@ -1,3 +1,4 @@
+import json
 import struct
 
 import pytest
@@ -151,6 +152,13 @@ def test_conv_int8_at_batch_64_is_compute_bound_under_the_widest_int8_unit_or_th
     assert vnni["ceiling"] == "int8 AVX-512 VNNI peak" and vnni["attainable"] == 128 * 4e9
 
 
+def test_without_measured_bandwidths_only_the_compute_peak_bounds_a_point():
+    found = roofline.ceilings(CLOCK, {"measured": False, "reason": "no snippet", "levels": {}}, ZEN)
+    assert found["memory"] == []
+    result = roofline.bound(_point("dense", "float32", 1, 0.25e-3), found)
+    assert (result["bound"], result["memory"], result["attainable"]) == ("compute", None, 32 * 4e9)
+
+
 def test_the_finding_for_dense_says_what_bounds_it_in_words_and_numbers():
     found = roofline.ceilings(CLOCK, BANDWIDTH, ZEN)
     points = [_point("dense", "float32", 1, 0.25e-3), _point("dense", "int8", 1, 0.06e-3),
@@ -190,3 +198,16 @@ def test_the_roofline_plot_is_a_png_with_one_panel_per_runtime(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["roofline.png"] * 2
     assert roofline.plot([{**points[0], "median": None}], found, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_a_studys_roofline_summary_is_json_with_its_plot_beside_it(tmp_path):
+    points = [_point("dense", "float32", 1, 0.25e-3), _point("dense", "int8", 64, 2e-3),
+              _point("conv", "int8", 1, 0.03e-3, runtime="openvino"),
+              {**_point("dense", "int8", 1, 1e-4), "net": "mine", "macs_per_image": None}]
+    summary = roofline.summarize(points, CLOCK, BANDWIDTH, tmp_path, info=ZEN)
+    assert summary["plot"] == "roofline.png" and (tmp_path / "roofline.png").is_file()
+    assert [(c["net"], c["runtime"], c["bound"]) for c in summary["cases"]] == [
+        ("dense", "litert", "llc"), ("dense", "litert", "compute"), ("conv", "openvino", "compute")]
+    assert set(summary["findings"]) == {"litert", "openvino"}
+    assert summary["findings"]["openvino"]["conv"].startswith("conv, batch 1: int8 (openvino)")
+    assert json.loads(json.dumps(summary)) == summary
