@@ -111,18 +111,20 @@ def traffic(net, variant, input_shape, num_classes, batch_size=1, arithmetic=Non
 
 # --- ceilings ---------------------------------------------------------------------------------
 
-# XNNPACK's architecture token (see sampling.ISA_NAMES) -> machine.UNITS name
+# The instruction set sampling reads from a kernel's name (sampling.ISA_NAMES) -> the
+# machine.UNITS it multiplies on
 _KERNEL_UNITS = {"AMX": ("amx_int8", "amx_bf16"), "AVX-512 VNNI": ("avx512_vnni",),
                  "AVX-VNNI": ("avx_vnni",), "AVX-512 BF16": ("avx512_bf16",),
                  "AVX-512": ("avx512f",), "FMA3": ("avx2_fma",), "AVX2": ("avx2", "avx2_fma")}
 _LABELS = {"amx_int8": "int8 AMX", "avx512_vnni": "int8 AVX-512 VNNI", "avx_vnni": "int8 AVX-VNNI",
-           "avx2": "int8 AVX2", "sse": "SSE", "amx_bf16": "bf16 AMX",
+           "avx2": "int8 AVX2", "amx_bf16": "bf16 AMX",
            "avx512_bf16": "bf16 AVX-512", "avx512f": "fp32 FMA AVX-512", "avx2_fma": "fp32 FMA AVX2"}
 
 
 def _compute_ceilings(info, ghz, threads, arithmetics):
     """Per arithmetic its widest unit, and where that is a matrix (AMX) unit, the widest vector one."""
     found = []
+    cores = max(1, min(int(threads), info["available_cores"] or 1))
     for arithmetic in arithmetics:
         units = machine.compute_units(arithmetic, info["flags"])
         if arithmetic == "bf16" and units[0].name not in ("amx_bf16", "avx512_bf16"):
@@ -130,7 +132,6 @@ def _compute_ceilings(info, ghz, threads, arithmetics):
         chosen = units[:1] + ([next(u for u in units if not u.name.startswith("amx"))]
                               if units[0].name.startswith("amx") else [])
         for unit in chosen:
-            cores = max(1, min(int(threads), info["available_cores"] or 1))
             found.append({
                 "name": _LABELS.get(unit.name, f"{arithmetic} {unit.name}"),
                 "arithmetic": arithmetic, "unit": unit.name,
