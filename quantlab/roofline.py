@@ -3,8 +3,10 @@
 Each timed case is a *point*, a plain dict as the latency suite's ``extra_info`` holds it:
 ``net``, ``variant``, ``runtime``, ``batch_size``, ``median`` (seconds per batch),
 ``macs_per_image``, ``arithmetic`` ("float32", "int8" or "bf16"), ``input_shape`` and
-``num_classes``; optionally ``threads`` (default 1) and ``isa``, the instruction set its
-top kernel uses (``quantlab.counters.sampling``), which picks the compute ceiling.
+``num_classes``; optionally ``kernel_isa``, the instruction set its top kernel uses
+(``quantlab.counters.sampling``: "AMX", "AVX-512 VNNI"...), which picks the compute
+ceiling among those of its arithmetic. (The latency suite's ``isa`` key, the CPU's flags,
+is a different thing and is ignored.)
 
 The *ceilings* come from ``ceilings(clock, bandwidth)``: the multiply-accumulate peaks at
 the measured clock and the measured read bandwidths (``quantlab.ceilings``). ``bound``
@@ -174,7 +176,7 @@ def _compute_ceiling(point, found):
     mine = [c for c in found["compute"] if c["arithmetic"] == point["arithmetic"]]
     if not mine:  # e.g. bf16 on a CPU without bf16 arithmetic: runs as float32
         mine = [c for c in found["compute"] if c["arithmetic"] == "float32"]
-    from_kernel = _KERNEL_UNITS.get(point.get("isa") or "", ())
+    from_kernel = _KERNEL_UNITS.get(point.get("kernel_isa") or "", ())
     return next((c for c in mine if c["unit"] in from_kernel), mine[0])
 
 

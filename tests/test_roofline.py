@@ -148,7 +148,7 @@ def test_conv_int8_at_batch_64_is_compute_bound_under_the_widest_int8_unit_or_th
     found = roofline.ceilings(CLOCK, BANDWIDTH, SAPPHIRE)
     plain = roofline.bound(_point("conv", "int8", 64, 2e-3), found)
     assert plain["bound"] == "compute" and plain["ceiling"] == "int8 AMX peak"
-    vnni = roofline.bound(_point("conv", "int8", 64, 2e-3, isa="AVX-512 VNNI"), found)
+    vnni = roofline.bound(_point("conv", "int8", 64, 2e-3, kernel_isa="AVX-512 VNNI"), found)
     assert vnni["ceiling"] == "int8 AVX-512 VNNI peak" and vnni["attainable"] == 128 * 4e9
 
 
@@ -201,7 +201,8 @@ def test_the_roofline_plot_is_a_png_with_one_panel_per_runtime(tmp_path):
 
 
 def test_a_studys_roofline_summary_is_json_with_its_plot_beside_it(tmp_path):
-    points = [_point("dense", "float32", 1, 0.25e-3), _point("dense", "int8", 64, 2e-3),
+    flags = {flag: True for flag in machine.FLAGS}  # the latency suite's extra_info["isa"]
+    points = [_point("dense", "float32", 1, 0.25e-3, isa=flags), _point("dense", "int8", 64, 2e-3),
               _point("conv", "int8", 1, 0.03e-3, runtime="openvino"),
               {**_point("dense", "int8", 1, 1e-4), "net": "mine", "macs_per_image": None}]
     summary = roofline.summarize(points, CLOCK, BANDWIDTH, tmp_path, info=ZEN)
