@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 # ISA extensions that decide which XNNPACK kernels run (flag names as in /proc/cpuinfo).
-FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
-         "avx512_fp16")
-DTYPES = ("float32", "float16", "bf16", "int8")
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_fp16",
+         "avx512_bf16")
+DTYPES = ("float32", "float16", "int8", "bf16")
 
 _CPUINFO = Path("/proc/cpuinfo")
 _SYSFS_CPU = Path("/sys/devices/system/cpu")
@@ -95,7 +95,7 @@ def cpu_info(cpuinfo_path=_CPUINFO, cpu_dir=_SYSFS_CPU):
 def has_bf16(info=None):
     """Whether the CPU multiplies bfloat16 natively (what OpenVINO needs for bf16 execution)."""
     flags = (info or cpu_info())["flags"]
-    return bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+    return compute_units("bf16", flags)[0].name in ("amx_bf16", "avx512_bf16")
 
 
 def identity(info=None):
@@ -124,44 +124,58 @@ class Peak(NamedTuple):
     description: str
 
 
+# The multiply-accumulate units XNNPACK / oneDNN use per data type, widest first:
+# (dtype, unit, cpuinfo flags needed, MACs per cycle per core, why).
+UNITS = (
+    # XNNPACK asks Linux for AMX tile state and picks its *_avx512amx int8 GEMMs
+    # (seen with perf record on a Sapphire Rapids VM: qs8_qc8w igemm 16x64c4 avx512amx).
+    # One TDPBSSD tile op: 16x64 by 64x16 int8 = 16384 MACs every 16 cycles.
+    ("int8", "amx_int8", ("amx_int8",), 1024, "AMX-INT8 tile multiply: 1024 int8 MAC/cycle"),
+    ("int8", "avx512_vnni", ("avx512_vnni",), 128, "AVX-512 VNNI vpdpbusd: 2 ports x 64 int8 MAC"),
+    ("int8", "avx_vnni", ("avx_vnni",), 64, "AVX-VNNI vpdpbusd: 2 ports x 32 int8 MAC"),
+    # no dot-product instruction: vpmaddubsw + vpmaddwd take two ops per 32 MACs
+    ("int8", "avx2", ("avx2",), 32, "AVX2 vpmaddubsw+vpmaddwd: 2 ports x 32 int8 MAC / 2 ops"),
+    ("int8", "sse", (), 8, "SSE: 8 int8 MAC (no AVX2)"),
+    ("float16", "avx512_fp16", ("avx512_fp16",), 64, "AVX-512 FP16 FMA: 2 ports x 32 fp16 lanes"),
+    # One TDPBF16PS tile op: 16x32 by 32x16 bf16 = 8192 MACs every 16 cycles.
+    ("bf16", "amx_bf16", ("amx_bf16",), 512, "AMX-BF16 tile multiply: 512 bf16 MAC/cycle"),
+    ("bf16", "avx512_bf16", ("avx512_bf16",), 64, "AVX-512 BF16 vdpbf16ps: 2 ports x 32 bf16 MAC"),
+    ("float32", "avx512f", ("avx512f",), 32, "AVX-512 FMA: 2 ports x 16 fp32 lanes"),
+    ("float32", "avx2_fma", ("avx2", "fma"), 16, "AVX2 FMA: 2 ports x 8 fp32 lanes"),
+    ("float32", "sse", (), 4, "SSE: 4 fp32 lanes, separate multiply and add"),
+)
+
+
+class Unit(NamedTuple):
+    name: str
+    macs_per_cycle_per_core: int
+    description: str
+
+
+def compute_units(dtype, flags):
+    """The units that can multiply-accumulate ``dtype`` on a CPU with ``flags``, widest first.
+
+    float16 without native fp16 arithmetic, and bf16 without AVX-512 BF16 or AMX, are
+    computed in float32, so their list continues with the float32 units.
+    """
+    found = [Unit(unit, per_cycle, why) for kind, unit, needs, per_cycle, why in UNITS
+             if kind == dtype and all(flags.get(flag) for flag in needs)]
+    return found + (compute_units("float32", flags) if dtype in ("float16", "bf16") else [])
+
+
 def _per_cycle(dtype, flags):
-    """(MACs per cycle per core, why) for the widest unit XNNPACK uses for ``dtype``."""
-    if dtype == "int8":
-        if flags["amx_int8"]:
-            # XNNPACK asks Linux for AMX tile state and picks its *_avx512amx int8 GEMMs
-            # (seen with perf record on a Sapphire Rapids VM: qs8_qc8w igemm 16x64c4 avx512amx).
-            # One TDPBSSD tile op: 16x64 by 64x16 int8 = 16384 MACs every 16 cycles.
-            return 1024, "AMX-INT8 tile multiply: 1024 int8 MAC/cycle"
-        if flags["avx512_vnni"]:
-            return 128, "AVX-512 VNNI vpdpbusd: 2 ports x 64 int8 MAC"
-        if flags["avx_vnni"]:
-            return 64, "AVX-VNNI vpdpbusd: 2 ports x 32 int8 MAC"
-        if flags["avx2"]:
-            # no dot-product instruction: vpmaddubsw + vpmaddwd take two ops per 32 MACs
-            return 32, "AVX2 vpmaddubsw+vpmaddwd: 2 ports x 32 int8 MAC / 2 ops"
-        return 8, "SSE: 8 int8 MAC (no AVX2)"
-    if dtype == "bf16":
-        if flags["amx_bf16"]:
-            # One TDPBF16PS tile op: 16x32 by 32x16 bf16 = 8192 MACs every 16 cycles.
-            return 512, "AMX-BF16 tile multiply: 512 bf16 MAC/cycle"
-        if flags["avx512_bf16"]:
-            return 64, "AVX512-BF16 vdpbf16ps: 2 ports x 32 bf16 MAC"
-    if dtype == "float16" and flags["avx512_fp16"]:
-        return 64, "AVX-512 FP16 FMA: 2 ports x 32 fp16 lanes"
-    # float32, and float16 without native fp16 arithmetic (computed in float32)
-    if flags["avx512f"]:
-        return 32, "AVX-512 FMA: 2 ports x 16 fp32 lanes"
-    if flags["avx2"] and flags["fma"]:
-        return 16, "AVX2 FMA: 2 ports x 8 fp32 lanes"
-    return 4, "SSE: 4 fp32 lanes, separate multiply and add"
+    """(MACs per cycle per core, why) for the widest unit that multiplies ``dtype``."""
+    widest = compute_units(dtype, flags)[0]
+    return widest.macs_per_cycle_per_core, widest.description
 
 
-def peak_macs_per_second(dtype, threads=1, info=None):
-    """Nominal ISA peak of ``dtype`` multiply-accumulates per second on ``threads`` cores.
+def peak_macs_per_second(dtype, threads=1, info=None, ghz=None):
+    """ISA peak of ``dtype`` multiply-accumulates per second on ``threads`` cores.
 
-    Nominal means: every core retires the widest multiply-accumulate the ISA offers on both
-    of its (assumed) two vector FMA ports every cycle, at the highest clock the kernel reports,
-    with no memory stalls; one thread per physical core. Real kernels reach a fraction of it.
+    The peak assumes: every core retires the widest multiply-accumulate the ISA offers on both
+    of its (assumed) two vector FMA ports every cycle, at the highest clock the kernel reports
+    (or at ``ghz``, a measured clock: see ``quantlab.ceilings``), with no memory stalls; one
+    thread per physical core. Real kernels reach a fraction of it.
     For int8 it counts AMX tiles where the CPU has ``amx_int8``, because XNNPACK (the LiteRT
     kernels measured here) requests AMX from Linux and uses it for int8 GEMMs and
     convolutions; otherwise AVX-512 VNNI, AVX-VNNI or AVX2. ``float16`` is the native fp16
@@ -174,8 +188,9 @@ def peak_macs_per_second(dtype, threads=1, info=None):
     info = info or cpu_info()
     per_cycle, why = _per_cycle(dtype, info["flags"])
     cores = max(1, min(int(threads or info["available_cores"] or 1), info["available_cores"] or 1))
-    ghz = info["mhz"] / 1000 if info["mhz"] else None
+    source = "measured" if ghz else "nominal"
+    ghz = ghz or (info["mhz"] / 1000 if info["mhz"] else None)
     peak = per_cycle * cores * ghz * 1e9 if ghz else None
     clock = f"{ghz:.2f} GHz" if ghz else "unknown clock"
     return Peak(peak, per_cycle, cores, ghz,
-                f"{dtype}: {why} x {cores} core{'s' if cores > 1 else ''} x {clock} (nominal)")
+                f"{dtype}: {why} x {cores} core{'s' if cores > 1 else ''} x {clock} ({source})")

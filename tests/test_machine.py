@@ -94,6 +94,25 @@ def test_an_unknown_clock_gives_no_peak_rather_than_a_wrong_one():
     assert machine.peak_macs_per_second("int8", 1, _cpu("avx2", mhz=None)).macs_per_second is None
 
 
+def test_a_measured_clock_replaces_the_nominal_one_and_the_description_says_so():
+    cpu = _cpu("avx2", "fma", "avx512f", "avx512_vnni", mhz=2100.0)
+    peak = machine.peak_macs_per_second("int8", 1, cpu, ghz=4.0)
+    assert peak.macs_per_second == 128 * 4.0e9 and peak.ghz == 4.0
+    assert "4.00 GHz (measured)" in peak.description
+    assert "2.10 GHz (nominal)" in machine.peak_macs_per_second("int8", 1, cpu).description
+
+
+def test_compute_units_list_every_unit_for_a_type_widest_first():
+    cpu = _cpu("avx2", "fma", "avx512f", "avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
+    assert [u.name for u in machine.compute_units("int8", cpu["flags"])] == [
+        "amx_int8", "avx512_vnni", "avx2", "sse"]
+    assert [u.name for u in machine.compute_units("bf16", cpu["flags"])][:3] == [
+        "amx_bf16", "avx512_bf16", "avx512f"]
+    # without native bf16 arithmetic, bf16 data is multiplied as float32
+    plain = _cpu("avx2", "fma")
+    assert machine.peak_macs_per_second("bf16", 1, plain).macs_per_cycle_per_core == 16
+
+
 def test_an_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="float32, float16, int8"):
         machine.peak_macs_per_second("bfloat16")
