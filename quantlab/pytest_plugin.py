@@ -21,6 +21,8 @@ import pytest
 from quantlab import arguments, defaults, nets
 
 TRAININGS = ("quick", "full")  # as quantlab.latency_suite.TRAININGS, which imports numpy
+PROFILES = ("off", "native")
+PROFILE_RUNS = 10  # inferences under a runtime's own per-layer profiler
 WARMUP_ITERATIONS = 100  # per case, unless --benchmark-warmup-iterations says otherwise
 
 
@@ -77,6 +79,10 @@ def pytest_addoption(parser):
         help="Count instructions and cache misses of each case after timing it, with auto "
              "(perf where the CPU exposes counters, else valgrind), perf, valgrind or off. "
              "Valgrind takes ~5-30 s per case. Default: off.")
+    add("--quantlab-profile", metavar="KIND", type=arguments.name(PROFILES, "profile"), default="off",
+        help="native: sample each timed case with perf record (cpu-clock) to name the kernels "
+             "that ran and their instruction set, and record OpenVINO's and ONNX Runtime's own "
+             "per-layer times; costs about 1 %% of the timed speed. Default: off.")
     add("--quantlab-cache", metavar="GEOMETRY", type=_cache_geometry,
         help="Caches valgrind simulates: host, i7-6500u (the P17 laptop) or a spec "
              "I1=size,assoc,line:D1=...:LL=... Default: host.")
@@ -128,9 +134,12 @@ class QuantlabSession:
                 self.backend = counters.resolve_backend(self.backend)
             except QuantlabError as error:
                 raise pytest.UsageError(f"--quantlab-counters: {error}") from None
+        self.profile = option("quantlab_profile")
+        self.sampler, self.no_sampling = None, None  # started at the first timed case
         self.records = []  # every case's extra_info, in run order
         self.skipped = []  # cases a runtime could not run, with the reason
         self.windows = {}  # case id -> (start, end) of its timing, monotonic nanoseconds
+        self.by_id = {}  # case id -> its extra_info
         self._cpu = None
 
     @property
@@ -163,9 +172,19 @@ class QuantlabSession:
         return latency_suite.Artifacts(self.manifest, self.dataset, self.training,
                                        self.variants or defaults.VARIANTS)
 
+    def _sampling(self):
+        """The perf record sampler of this process, started once; None where perf cannot."""
+        if self.profile == "native" and self.sampler is None and self.no_sampling is None:
+            from quantlab.counters import sampling
+
+            self.sampler, self.no_sampling = sampling.try_start()
+        return self.sampler
+
     @contextlib.contextmanager
     def timing(self, case):
-        """Around exactly the timed part of one case: its window on the monotonic clock."""
+        """Around exactly the timed part of one case: its window on the monotonic clock
+        (the clock the samples of perf record carry)."""
+        self._sampling()
         start = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         try:
             yield
@@ -178,7 +197,10 @@ class QuantlabSession:
                              "not_run": reason})
 
     def finish_case(self, case, model, predictor, prepared, extra_info):
-        """Count the case (after its timing) if asked, into ``extra_info``; keep its record."""
+        """Profile and count the case (after its timing) if asked, into ``extra_info``."""
+        profile = getattr(predictor, "layer_profile", None)
+        if self.profile == "native" and profile:  # the runtime's own per-layer times
+            extra_info["layers"] = profile(prepared, runs=PROFILE_RUNS)
         if self.backend != "off":
             from quantlab import counters
 
@@ -187,6 +209,28 @@ class QuantlabSession:
                 kernels=self.kernels, cache=self.cache, runtime=case.runtime,
                 precision=model.precision)
         self.records.append(extra_info)
+        self.by_id[case.id] = extra_info
+
+    # A wrapper, first: pytest-benchmark writes its JSON before the plain hooks run.
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session):
+        self.attribute_samples()
+        yield
+
+    def attribute_samples(self):
+        """Stop the sampler; give each timed case the native kernels of its window."""
+        if self.sampler is None:
+            for info in self.records:  # say why, rather than show nothing
+                if self.no_sampling:
+                    info["native_missing"] = self.no_sampling
+            return
+        self.sampler.stop()
+        ids = [case_id for case_id in self.windows if case_id in self.by_id]
+        for case_id, entry in zip(ids, self.sampler.attribute([self.windows[i] for i in ids])):
+            info = self.by_id[case_id]
+            info["native"] = entry
+            known = [k["isa"] for k in entry["kernels"] if k["isa"] != "unknown"]
+            info["kernel_isa"] = known[0] if known else None
 
     # Runs before pytest-benchmark's summary, which raises when --benchmark-compare-fail trips.
     def pytest_terminal_summary(self, terminalreporter):
@@ -204,6 +248,11 @@ class QuantlabSession:
         if any(r.get("median") for r in self.records):
             reporter.write_sep("-", "quantlab: latency (median), MAC/s and share of the nominal peak")
             reporter.write_line(tables.latency_table(self.records))
+        if any(r.get("native") for r in self.records):
+            reporter.write_sep("-", "quantlab: native kernels of each timed case (perf record, cpu-clock)")
+            reporter.write_line(tables.native_table(self.records))
+        elif self.no_sampling:
+            reporter.write_line(f"quantlab: no native kernel attribution: {self.no_sampling}")
 
 
 class BenchmarkHooks:

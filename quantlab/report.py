@@ -291,19 +291,42 @@ def not_run_lines(results):
     return [f"- {reason}: {', '.join(which)}" for reason, which in reasons.items()]
 
 
-def kernels_table(cases):
-    """The costliest functions inside the counted region, per net, variant and runtime."""
-    rows, seen = [], set()
-    for case in tables.counted(cases):
-        top = case["counters"].get("top_kernels")
-        key = (case["net"], case["variant"], case["runtime"])
-        if key in seen or not top:
+def attribution_table(cases):
+    """Where the time goes, natively and simulated, side by side for each case that has either.
+
+    native: perf record samples of the timed loop on this CPU (the kernels that really ran);
+    simulated: valgrind's instruction counts, on a virtual CPU without AVX-512 or AMX.
+    """
+    rows = []
+    for case in cases:
+        native = case.get("native")
+        simulated = (case.get("counters") or {}).get("top_kernels")
+        if not (native and native["kernels"]) and not simulated:
             continue
-        seen.add(key)
-        named = "; ".join(f"{k['function'][:60]} ({100 * k['share']:.0f} %)" for k in top[:3])
-        rows.append([case["net"], tables.variant_label(case), str(case["batch_size"]), named])
-    return markdown_table(["network", "variant", "batch",
-                           "simulated: costliest functions (share of instructions)"], rows)
+        rows.append([case["net"], tables.variant_label(case), str(case["batch_size"]),
+                     tables.kernels_text(native["kernels"]) if native else "–",
+                     "; ".join(f"{100 * k['share']:.0f} % {k['function'][:60]}" for k in simulated[:3])
+                     if simulated else "–"])
+    return markdown_table(["network", "variant", "batch", "native: share of samples (ISA)",
+                           "simulated: share of instructions"], rows)
+
+
+def layers_by_runtime_table(cases, top=4):
+    """OpenVINO's and ONNX Runtime's own per-layer times, at each case's largest batch."""
+    largest = {}
+    for case in cases:
+        if case.get("layers"):
+            key = (case["net"], case["variant"], case["runtime"])
+            if key not in largest or case["batch_size"] > largest[key]["batch_size"]:
+                largest[key] = case
+    rows = []
+    for case in largest.values():
+        for layer in case["layers"][:top]:
+            rows.append([case["net"], tables.variant_label(case), str(case["batch_size"]),
+                         layer["layer"][:40], layer["type"], layer["primitive"],
+                         f"{100 * layer['share']:.0f} %"])
+    return markdown_table(["network", "variant", "batch", "layer", "type", "primitive", "share of time"],
+                          rows)
 
 
 def layers_table(results):
@@ -339,14 +362,35 @@ def p17_tables():
     return sizes, accuracy, speed, misses, ipc
 
 
+def _clock_line(machine):
+    clock = machine.get("clock") or {}
+    nominal = machine["cpu"].get("mhz")
+    nominal = f"{nominal / 1000:.2f} GHz nominal" if nominal else "nominal clock unknown"
+    if not clock.get("measured"):
+        return f"- Clock: {nominal}; not measured ({clock.get('reason', 'no measurement')})"
+    return (f"- Clock: {clock['ghz']:.2f} GHz measured ({clock['method']}), {nominal}; "
+            f"% of peak is given against both")
+
+
+def _bandwidth_line(machine):
+    bandwidth = machine.get("bandwidth") or {}
+    if not bandwidth.get("measured"):
+        return f"- Read bandwidth of one core: not measured ({bandwidth.get('reason', 'no measurement')})"
+    levels = ", ".join(f"{name} {level['bytes_per_second'] / 1e9:.0f} GB/s"
+                       for name, level in bandwidth["levels"].items())
+    return f"- Read bandwidth of one core ({bandwidth['reader']} loads): {levels}"
+
+
 def _machine_section(results, cases):
     machine = results["machine"]
     cpu = machine["cpu"]
     flags = ", ".join(name for name, present in cpu.get("flags", {}).items() if present) or "none found"
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
-    lines = [f"- CPU: {cpu.get('model', 'unknown')}, {cpu.get('available_cores', '?')} cores available, "
+    lines = [f"- Machine: {machine.get('name', 'unnamed')}",
+             f"- CPU: {cpu.get('model', 'unknown')}, {cpu.get('available_cores', '?')} cores available, "
              f"{machine['threads']} thread(s) used for inference",
              f"- ISA flags that matter for int8: {flags}",
+             _clock_line(machine), _bandwidth_line(machine),
              f"- Software: {versions}",
              f"- Runtimes: {', '.join(results['runtimes'])}"]
     lines += [f"  - left out: {name}: {why}" for name, why in machine.get("runtimes_skipped", {}).items()]
@@ -405,8 +449,33 @@ def markdown(results, plots):
             "references that missed).", tables.miss_rate_table(counted),
             "### Instructions per inference", tables.instructions_table(counted),
             "### Counts per inference", counts_table(counted),
-            "### Where the time goes", kernels_table(counted),
         ]
+    attributed = [c for c in cases if c.get("native") or c.get("counters")]
+    if attributed:
+        parts += ["## Where the time goes",
+                  "Native: perf record (cpu-clock) samples of each timed loop, the kernels that "
+                  "really ran on this CPU and the instruction set their names say. Simulated: "
+                  "valgrind's instruction counts of the counted cases, whose virtual CPU has no "
+                  "AVX-512 or AMX, so XNNPACK runs its AVX2 kernels there.",
+                  attribution_table(attributed)]
+    missing = next((c["native_missing"] for c in cases if c.get("native_missing")), None)
+    if missing and not any(c.get("native") for c in cases):
+        parts += [f"Native attribution: none, {missing}"]
+    if any(c.get("layers") for c in cases):
+        parts += ["### The runtimes' own per-layer times",
+                  "OpenVINO's performance counts and ONNX Runtime's node profile: the primitive "
+                  "each layer ran and its share of the inference.", layers_by_runtime_table(cases)]
+    roofline = results.get("roofline") or {}
+    if roofline.get("cases"):
+        lines = [line for by_net in roofline["findings"].values() for line in by_net.values()]
+        parts += ["## Roofline",
+                  "MACs per byte moved (weights once per batch, activations per image) against "
+                  "the MAC/s achieved, under the compute peaks at the measured clock and the "
+                  "measured read bandwidth of each cache level; each case is bound by the lower "
+                  "roof at its intensity, memory taken from the level its working set fits in.",
+                  "\n".join(f"- {line}" for line in lines)]
+        if roofline.get("plot"):
+            parts.append(f"![roofline]({roofline['plot']})")
     failures = not_run_lines(results)
     if failures:
         parts += ["## Could not run", "\n".join(failures)]

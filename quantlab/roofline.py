@@ -36,6 +36,8 @@ STORAGE = {
     "dynamic_int8": ("int8", 1, 4),  # int8 weights, float32 activations
     "int8": ("int8", 1, 1),
     "qat_int8": ("int8", 1, 1),
+    "onnx_float32": ("float32", 4, 4),
+    "onnx_int8": ("int8", 1, 1),  # QDQ pairs fuse into int8 kernels (QLinearConv, QGemm)
 }
 BF16 = ("bf16", 2, 2)
 # Biases: int32 in full-integer models (TFLite's int8 scheme), float32 otherwise, bf16 in bf16.

@@ -187,6 +187,7 @@ def time_net(config, net, artifacts, runtimes, progress):
             f"--quantlab-runtimes={','.join(runtimes)}",
             f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
             f"--quantlab-threads={config.threads}", "--quantlab-counters=off",
+            "--quantlab-profile=native",
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
         ]
@@ -264,12 +265,16 @@ def apply_count(record, result):
 
 
 def machine_info(config, backend, skipped):
-    from quantlab import machine, runtime
+    """This machine: who it is, its CPU, and what it measurably does: the clock its cores
+    run at and the bandwidth one core reads each cache level with (quantlab.ceilings)."""
+    from quantlab import ceilings, machine, runtime
 
     cpu = machine.cpu_info()
     return {
         **machine.identity(cpu),
         "cpu": cpu,
+        "clock": ceilings.measure_clock(),
+        "bandwidth": ceilings.measure_bandwidth(cpu["caches"], flags=cpu["flags"]),
         "threads": config.threads,
         "versions": {"quantlab": quantlab.__version__, "python": sys.version.split()[0],
                      **versions(), **{name: runtime.runtime_version(name)
@@ -347,10 +352,26 @@ def net_entry(artifacts, layers):
     }
 
 
+def add_measured_peaks(results):
+    """Each timed case's share of the peak at the measured clock, beside the nominal one."""
+    from quantlab import machine
+
+    info = results["machine"]
+    ghz = info["clock"].get("ghz") if info["clock"].get("measured") else None
+    for case in results["cases"]:
+        if ghz and case.get("macs_per_second"):
+            peak = machine.peak_macs_per_second(case["arithmetic"], case["threads"], info["cpu"], ghz=ghz)
+            case["peak_fraction_measured"] = case["macs_per_second"] / peak.macs_per_second
+
+
 def finish(results, out, progress):
     """Findings and recommendations from the numbers, then the report files."""
-    from quantlab import report
+    from quantlab import report, roofline
 
+    add_measured_peaks(results)
+    info = results["machine"]
+    results["roofline"] = roofline.summarize(results["cases"], info["clock"], info["bandwidth"],
+                                             out, info["cpu"], info["threads"])
     results["findings"] = report.findings(results)
     results["recommendations"] = report.recommendations(results)
     report.write(results, out)

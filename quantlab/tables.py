@@ -126,15 +126,35 @@ def latency_table(records):
                             record.get("threads") or 1))
         return speed_ratio(base, record["median"]) if base else "–"
 
+    def share(fraction):
+        return f"{100 * fraction:.1f} %" if fraction is not None else "–"
+
+    measured = any(r.get("peak_fraction_measured") for r in timed)
     rows = []
     for r in timed:
-        peak = r.get("peak_fraction")
         rows.append([r["net"], _row_label(r), r["variant"], r.get("runtime", "–"),
                      r.get("precision", "–"), seconds(r["median"]), seconds(r.get("p90")),
                      seconds(r.get("per_image")), versus(r, REFERENCE, REFERENCE_RUNTIME),
                      versus(r, float_counterpart(r["variant"]), r.get("runtime")),
                      f"{r['macs_per_second'] / 1e9:.1f}" if r.get("macs_per_second") else "–",
-                     f"{100 * peak:.2f} %" if peak is not None else "–"])
+                     share(r.get("peak_fraction"))]
+                    + ([share(r.get("peak_fraction_measured"))] if measured else []))
     return markdown_table(["net", "batch", "variant", "runtime", "executed in", "median / batch",
                            "p90", "per image", f"vs {REFERENCE} on {REFERENCE_RUNTIME}",
-                           "vs float32 on the same runtime", "GMAC/s", "of peak"], rows)
+                           "vs float32 on the same runtime", "GMAC/s", "of nominal peak"]
+                          + (["of peak at measured clock"] if measured else []), rows)
+
+
+def kernels_text(kernels, top=3):
+    """``78 % xnn_qs8_..._avx512vnni (AVX-512 VNNI); 12 % ...`` for a list of kernels."""
+    return "; ".join(f"{100 * k['share']:.0f} % {k['symbol'][:70]}" + (f" ({k['isa']})" if k.get("isa") else "")
+                     for k in kernels[:top])
+
+
+def native_table(records):
+    """Per timed case: the kernels that took its samples under perf record, with their ISA."""
+    rows = [[r["net"], _row_label(r), r["variant"], r.get("runtime", "–"), str(r["native"]["samples"]),
+             kernels_text(r["native"]["kernels"]) or "no samples"]
+            for r in records if r.get("native")]
+    return markdown_table(["net", "batch", "variant", "runtime", "samples",
+                           "native: costliest kernels (share of samples, ISA)"], rows)
