@@ -134,9 +134,15 @@ def cmd_run(args):
         dataset=args.dataset, nets=args.nets, variants=args.variants, runtimes=args.runtimes,
         batch_sizes=args.batch_sizes, threads=args.threads, counters=args.counters,
         cache_geometry=args.cache, quick=args.quick, out=args.out, model=args.model,
-        data_dir=args.data_dir, seed=args.seed, force=args.force)
-    study.run(config)
-    print(config.out / "report.md")
+        data_dir=args.data_dir, seed=args.seed, force=args.force, scheduler=args.scheduler)
+    if config.scheduler is None:
+        study.run(config)
+        print(config.out / "report.md")
+        return
+    from quantlab import fleet  # imports Dask: only for a study on a cluster
+
+    for report in fleet.run(config, _progress):
+        print(report)
 
 
 def parser():
@@ -200,6 +206,10 @@ def parser():
                      help="random seed, 0 or more (default: %(default)s)")
     run.add_argument("--force", action="store_true",
                      help="write into an --out folder that holds files quantlab did not write")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run the study on the workers of this Dask scheduler (e.g. "
+                          "tcp://10.0.0.5:8786): every machine among them is timed and counted, "
+                          "each gets its own report in OUT/machines/ (default: this machine alone)")
     run.set_defaults(run=cmd_run)
 
     count = commands.add_parser("counters", help="count cache misses and instructions of one model")

@@ -50,6 +50,7 @@ class StudyConfig:
     count_batch_sizes: tuple | None = None
     count_variants: tuple | None = None
     count_runtimes: tuple | None = None
+    scheduler: str | None = None  # a Dask scheduler's address: the study runs on its workers
 
     def __post_init__(self):
         for net in self.nets:
@@ -84,7 +85,7 @@ def prepare_output(out, force=False):
         cache.write_json(out / MARKER, {"quantlab": quantlab.__version__})
 
 
-def _state_path(config, stage, key):
+def state_path(config, stage, key):
     return config.out / ".state" / f"{stage}-{cache.config_hash(key)}.json"
 
 
@@ -94,7 +95,7 @@ def _cached_stage(config, stage, key, compute, progress, label):
     A stored file that cannot be read (truncated by a crash, edited by hand) is computed
     again, not trusted and not fatal.
     """
-    path = _state_path(config, stage, key)
+    path = state_path(config, stage, key)
     if path.is_file():
         try:
             stored = json.loads(path.read_text())
@@ -168,6 +169,17 @@ def _manifest(config, net, artifacts, folder):
     return path
 
 
+# Runs the timing child so that it dies with the process that started it (Linux's
+# PR_SET_PDEATHSIG survives the exec): a study killed mid-timing leaves no run behind that
+# would share the CPU with the next timing.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
+    "except (OSError, AttributeError):\n    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n    sys.exit(1)  # the parent died first\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
 def time_net(config, net, artifacts, runtimes, progress):
     """Every case of one net timed by the latency suite (pytest-benchmark) in a child
     process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
@@ -177,6 +189,7 @@ def time_net(config, net, artifacts, runtimes, progress):
         tmp = Path(tmp)
         report = tmp / "benchmark.json"
         command = [
+            sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()),
             # By module name, not file path: the child imports quantlab the way it finds it,
             # which need not be this process's copy (a source checkout in the working
             # directory beside an installed package, under tox).

@@ -1,0 +1,290 @@
+"""`quantlab run --scheduler`: one study on a real Dask cluster of two named machines on this host.
+
+Each machine's workers get a cache of their own (no shared file system), so the artifacts
+reach them only through Dask. Every process a test starts is stopped when it ends, failed
+or not.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from test_cli import one_line_error, quantlab
+
+distributed = pytest.importorskip("distributed")
+
+STUDY = ["run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
+         "--variants", "float32,int8", "--batch-sizes", "1,8", "--counters", "off"]
+TIMING = ("machine", "latency")
+STUDY_TIMEOUT = 600  # seconds; a study that takes longer has hung
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Cluster:
+    """A Dask scheduler and workers started by this test, each in a session of its own, so
+    that stopping one stops everything it started."""
+
+    def __init__(self, folder, caches):
+        self.folder, self.caches, self.processes = folder, caches, []
+        port = _free_port()
+        self.address = f"tcp://127.0.0.1:{port}"
+        self._start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], {})
+
+    def _start(self, name, args, env):
+        with open(self.folder / f"{name}-{len(self.processes)}.log", "w") as log:
+            process = subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=log,
+                                       stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                       start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def worker(self, machine, nanny=True):
+        """A worker of ``machine``; the workers of one machine share its cache, as on one disk."""
+        return self._start(f"worker-{machine}", [
+            "worker", self.address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+            "--host", "127.0.0.1", *([] if nanny else ["--no-nanny"])],
+            {"QUANTLAB_MACHINE": machine, "QUANTLAB_CACHE": str(self.caches / machine)})
+
+    def wait_for(self, count):
+        """{worker address: process id} once ``count`` workers are in the cluster."""
+        with distributed.Client(self.address, timeout=60) as client:
+            client.wait_for_workers(count, timeout=180)
+            return client.run(os.getpid)
+
+    def stop(self):
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@contextlib.contextmanager
+def cluster(folder, caches, machines=()):
+    started = Cluster(folder, caches)
+    try:
+        for machine in machines:
+            started.worker(machine)
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory):
+    """One cache per machine name, shared by the clusters of this module."""
+    return tmp_path_factory.mktemp("caches")
+
+
+def _run(scheduler, out, caches):
+    return quantlab(*STUDY, "--scheduler", scheduler, "--out", str(out),
+                    env={"QUANTLAB_CACHE": str(caches / "study")})
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def fleet_study(tmp_path_factory, caches):
+    """The study on machines alpha and beta (one worker each), then once more with the same --out."""
+    folder = tmp_path_factory.mktemp("fleet")
+    out = folder / "report"
+    with cluster(folder, caches, ["alpha", "beta"]) as started:
+        workers = started.wait_for(2)
+        first = _run(started.address, out, caches)
+        assert first.returncode == 0, first.stderr[-3000:]
+        fleet = _json(out / "fleet.json")
+        results = {name: _json(out / "machines" / name / "results.json") for name in ("alpha", "beta")}
+        again = _run(started.address, out, caches)
+    return {"out": out, "first": first, "fleet": fleet, "results": results, "again": again,
+            "workers": workers}
+
+
+def _cases(results):
+    return {(c["net"], c["variant"], c["runtime"], c["batch_size"]) for c in results["cases"]}
+
+
+def test_each_machine_gets_its_own_report_of_every_case_measured_on_itself(fleet_study):
+    alpha, beta = fleet_study["results"]["alpha"], fleet_study["results"]["beta"]
+    assert _cases(alpha) == _cases(beta)
+    assert {("conv", "int8", "litert", 8), ("medium", "float32", "litert", 1)} <= _cases(alpha)
+    for name, results in fleet_study["results"].items():
+        assert results["machine"]["name"] == name and results["fleet"]["missing"] == []
+        assert results["machine"]["clock"] and results["machine"]["bandwidth"]
+        assert all(case["median"] > 0 for case in results["cases"])
+        assert {row["variant"] for row in results["accuracy"]} == {"float32", "int8"}
+        # The machine's own measurement and timing ran on its own worker.
+        timing = [t for t in results["fleet"]["tasks"] if t["stage"] in TIMING]
+        assert len(timing) == 3 and all(t["machine"] == name for t in timing)
+        report = (fleet_study["out"] / "machines" / name / "report.md").read_text()
+        assert "## Latency" in report and results["machine"]["cpu"]["model"] in report
+
+
+def test_the_cross_machine_report_gets_every_machine(fleet_study):
+    out, fleet = fleet_study["out"], fleet_study["fleet"]
+    assert set(fleet["machines"]) == {"alpha", "beta"}
+    for name, machine in fleet["machines"].items():
+        assert (out / machine["report"]).is_file() and machine["missing"] == []
+        assert machine["workers"] and len(machine["hosts"]) == 1
+    printed = fleet_study["first"].stdout.splitlines()
+    assert str(out / "machines" / "alpha" / "report.md") in printed
+    assert str(out / "machines" / "beta" / "report.md") in printed
+    # Where quantlab.compare exists it writes the cross-machine report into --out.
+    assert (str(out / "report.md") in printed) == (out / "report.md").is_file()
+
+
+def test_timing_never_overlaps_anything_else_of_the_study_on_the_one_host(fleet_study):
+    tasks = fleet_study["fleet"]["tasks"]
+    assert len({t["host"] for t in tasks}) == 1  # two named machines, one physical host
+    assert {t["stage"] for t in tasks} == {"export", "evaluate", "machine", "latency"}
+    timing = [t for t in tasks if t["stage"] in TIMING]
+    assert {t["machine"] for t in timing} == {"alpha", "beta"}
+    for timed in timing:
+        for other in tasks:
+            if other is not timed:
+                assert other["end"] <= timed["start"] or timed["end"] <= other["start"], (timed, other)
+
+
+def test_the_artifacts_reach_every_machine_as_checked_files_of_its_own_cache(fleet_study, caches):
+    for name in ("alpha", "beta"):
+        for net, artifacts in fleet_study["fleet"]["artifacts"].items():
+            for variant, sha in artifacts.items():
+                [received] = (caches / name / "received" / sha[:16]).iterdir()
+                assert hashlib.sha256(received.read_bytes()).hexdigest() == sha, (name, net, variant)
+
+
+def test_a_rerun_with_the_same_out_redoes_nothing(fleet_study):
+    again, out = fleet_study["again"], fleet_study["out"]
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _json(out / "fleet.json")["tasks"] == []
+    assert "epoch" not in again.stderr and "timing" not in again.stderr
+    assert again.stderr.count("done earlier") == 2 * 2 + 2 * 3  # export, accuracy; machine, latency x2
+    for name in ("alpha", "beta"):
+        assert _json(out / "machines" / name / "results.json")["cases"] == fleet_study["results"][name]["cases"]
+
+
+class Study:
+    """``quantlab run --scheduler`` in the background, its progress read line by line."""
+
+    def __init__(self, scheduler, out, caches):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "quantlab.cli", *STUDY, "--scheduler", scheduler, "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "QUANTLAB_CACHE": str(caches / "study")})
+        self.watchdog = threading.Timer(STUDY_TIMEOUT, self.process.kill)
+        self.watchdog.start()
+        self.lines = []
+
+    def __iter__(self):
+        for line in self.process.stderr:
+            self.lines.append(line)
+            yield line
+
+    def finish(self):
+        for _ in self:
+            pass
+        self.process.wait()
+        self.watchdog.cancel()
+        return self.process.returncode, "".join(self.lines)
+
+
+def _timing(line, machine):
+    """(worker address, net) when ``line`` says that a worker of ``machine`` starts timing."""
+    found = re.match(rf"\[{machine} (\S+)\] (\w+): timing", line)
+    return found and found.groups()
+
+
+def test_a_worker_killed_mid_study_neither_hangs_it_nor_loses_finished_work(tmp_path, caches):
+    out = tmp_path / "report"
+    with cluster(tmp_path, caches, ["alpha"]) as started:
+        for _ in range(2):
+            started.worker("beta", nanny=False)
+        pids = started.wait_for(3)
+        study, killed = Study(started.address, out, caches), []
+        try:
+            for line in study:
+                timing = _timing(line, "beta")
+                # Kill the worker that times conv; conv moves to beta's other worker. Kill
+                # that one when it times medium: beta has no worker left.
+                if timing and (timing[1], len(killed)) in (("conv", 0), ("medium", 1)):
+                    os.kill(pids[timing[0]], signal.SIGKILL)
+                    killed.append(timing[0])
+        finally:
+            status, stderr = study.finish()
+        assert status == 0 and len(killed) == 2, stderr[-3000:]
+        beta, fleet = _json(out / "machines" / "beta" / "results.json"), _json(out / "fleet.json")
+        conv = [c for c in beta["cases"] if c["net"] == "conv"]
+        medium = [c for c in beta["cases"] if c["net"] == "medium"]
+        assert conv and all(c["median"] > 0 for c in conv)
+        assert medium and all("not timed on beta: no worker of machine beta" in c["not_run"] for c in medium)
+        assert fleet["machines"]["beta"]["missing"] == [
+            {"stage": "latency", "net": "medium", "reason": medium[0]["not_run"].split(": ", 1)[1]}]
+        assert "no worker of machine beta" in (out / "machines" / "beta" / "report.md").read_text()
+        [moved] = [t for t in fleet["tasks"] if t["label"] == "beta: conv: latency"]
+        assert moved["worker"] == killed[1]  # where it moved after its first worker died
+        alpha = _json(out / "machines" / "alpha" / "results.json")
+        assert all(c["median"] > 0 for c in alpha["cases"])
+
+        # A new worker of beta, with a nanny; killed while it times medium, it is restarted,
+        # and the rerun does what is missing and nothing else.
+        started.worker("beta")
+        pids = started.wait_for(2)
+        study, killed = Study(started.address, out, caches), []
+        try:
+            for line in study:
+                timing = _timing(line, "beta")
+                if timing and not killed:
+                    os.kill(pids[timing[0]], signal.SIGKILL)
+                    killed.append(timing[0])
+        finally:
+            status, stderr = study.finish()
+        assert status == 0 and killed, stderr[-3000:]
+        fleet = _json(out / "fleet.json")
+        assert [t["label"] for t in fleet["tasks"]] == ["beta: medium: latency"]
+        assert fleet["tasks"][0]["worker"] != killed[0]  # the restarted worker
+        assert fleet["machines"]["beta"]["missing"] == []
+        beta = _json(out / "machines" / "beta" / "results.json")
+        assert all(c["median"] > 0 for c in beta["cases"])
+        assert "beta: conv: latency: done earlier" in stderr
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_status_2(tmp_path):
+    result = quantlab(*STUDY, "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--out",
+                      str(tmp_path / "report"), env={"QUANTLAB_CACHE": str(tmp_path / "cache")})
+    one_line_error(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:", "dask scheduler")
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_malformed_scheduler_address_is_one_line_and_exit_status_2(tmp_path):
+    result = quantlab(*STUDY, "--scheduler", "scheduler.example", "--out", str(tmp_path / "report"))
+    one_line_error(result, "cannot reach the Dask scheduler at scheduler.example", "port")
+
+
+def test_a_run_without_scheduler_never_imports_dask(tmp_path, caches):
+    arguments = [*STUDY, "--nets", "medium", "--variants", "float32", "--batch-sizes", "1",
+                 "--out", str(tmp_path / "report")]
+    code = ("import sys\nfrom quantlab import cli\nstatus = cli.main(sys.argv[1:])\n"
+            "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    result = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True,
+                            env={**os.environ, "QUANTLAB_CACHE": str(caches / "alpha")}, timeout=STUDY_TIMEOUT)
+    assert result.stdout.splitlines()[-1] == "0 []", result.stderr[-3000:]
