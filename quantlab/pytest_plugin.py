@@ -262,10 +262,14 @@ class BenchmarkHooks:
         self.session = session
 
     def pytest_benchmark_update_machine_info(self, config, machine_info):
+        from quantlab import machine
         from quantlab._tf import versions
 
-        # Only stable facts: --benchmark-compare warns when machine_info differs.
-        machine_info["quantlab"] = {"cpu": self.session.cpu, "versions": versions()}
+        # Only stable facts: --benchmark-compare warns when machine_info differs. The machine's
+        # name (QUANTLAB_MACHINE, else host and CPU) tells apart the runs that several machines
+        # save into one --benchmark-storage; the host's boot id is left out: it changes at boot.
+        machine_info["quantlab"] = {"machine": machine.identity(self.session.cpu)["name"],
+                                    "cpu": self.session.cpu, "versions": versions()}
 
     def pytest_benchmark_update_json(self, config, benchmarks, output_json):
         # Cases a runtime could not run have no benchmark entry: keep them, with the reason.

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,34 @@ def test_a_timed_run_fills_extra_info_and_measures_no_counters_when_they_are_off
     result.stdout.fnmatch_lines([f"*{LATENCY}*", "*| medium | 4 | int8 | openvino | int8 |*x faster*"])
     assert MISS_RATES not in result.stdout.str()
     assert (pytester.path / "counters-imported.txt").read_text() == "False"
+
+
+
+def test_runs_two_machines_save_into_one_storage_are_compared_and_told_apart(pytester, tiny_models,
+                                                                              monkeypatch):
+    # pytest-benchmark files both runs under one folder named after OS and Python, not host:
+    # the second machine compares against the first, and machine_info says which is which.
+    manifest = pytester.path / "manifest.json"
+    manifest.write_text(json.dumps({"dataset": "digits", "artifacts": [
+        {"net": "tiny", "variant": v, "path": str(path)} for v, path in tiny_models.items()]}))
+    pytester.makepyfile(test_tiny=TINY)
+    for machine, compare in (("alpha", []), ("beta", ["--benchmark-compare"])):
+        monkeypatch.setenv("QUANTLAB_MACHINE", machine)
+        result = pytester.runpytest_subprocess(
+            f"--quantlab-artifacts={manifest}", "--quantlab-batch-sizes=1", "--quantlab-runtimes=litert",
+            "--benchmark-storage=file://./shared", f"--benchmark-save={machine}", *compare,
+            "--benchmark-max-time=0.05", "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=2)
+    saved = sorted((pytester.path / "shared").glob("*/*.json"))
+    assert [path.name for path in saved] == ["0001_alpha.json", "0002_beta.json"]
+    assert [json.loads(path.read_text())["machine_info"]["quantlab"]["machine"] for path in saved] \
+        == ["alpha", "beta"]
+    result.stdout.fnmatch_lines(["*test_latency[[]tiny-int8-litert-b1[]] (0001_alpha)*",
+                                 "*test_latency[[]tiny-int8-litert-b1[]] (NOW)*"])
+    printed = result.stdout.str() + result.stderr.str()
+    assert re.search(r"Comparing against benchmarks from: \S+/0001_alpha\.json", printed)
+    assert "Benchmark machine_info is different" in printed
+    assert '"machine": "beta"' in printed and '"machine": "alpha"' in printed
 
 
 @pytest.mark.slow
