@@ -392,6 +392,8 @@ class Fleet:
                 # resource after joining, and Dask does not look again at waiting tasks then.
                 del self.pending[key]
                 self.client.cancel([job.future])
+                self.progress(f"{job.label}: sent again, to the worker that joined "
+                              f"{job.machine or 'the cluster'}")
                 self.submit(job)
             elif now - self.gone.setdefault(job.resource, now) > GRACE:
                 del self.pending[key]
@@ -474,6 +476,8 @@ class Fleet:
 
     def phase2(self):
         for names in host_groups(self.machines):
+            self.progress(f"timing {', '.join(names)}: one task at a time on "
+                          f"{'their host' if len(names) > 1 else 'its host'}")
             steps = deque()
             for name in names:
                 steps.append(lambda name=name: self.measure(name))
