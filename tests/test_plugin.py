@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from quantlab import latency_suite, tables
+from quantlab import latency_suite, machine, tables
 
 pytest_plugins = ["pytester"]
 
@@ -118,10 +118,7 @@ def test_a_timed_run_fills_extra_info_and_measures_no_counters_when_they_are_off
         assert info["runtime"] in bench["name"]
         assert bench["options"]["warmup"]
         assert info["p50"] <= info["p90"] <= info["p99"]
-        assert info["median"] == stats["median"] == pytest.approx(info["per_image"] * info["batch_size"])
-        assert stats["min"] <= info["p50"] <= stats["max"]
-        assert info["macs_per_second"] == pytest.approx(
-            info["macs_per_image"] * info["batch_size"] / info["median"])
+        assert info["median"] == stats["median"] and stats["min"] <= info["p50"] <= stats["max"]
         assert info["model_bytes"] == Path(info["model_path"]).stat().st_size
         assert info["threads"] == 1 and info["runtime"] in ("litert", "openvino")
         assert info["precision"] == info["arithmetic"] == ("int8" if info["variant"] == "int8" else "float32")
@@ -191,3 +188,32 @@ def test_the_latency_table_compares_with_litert_float32_and_with_float32_on_the_
         ("float32", "litert", "reference", "reference"), ("int8", "litert", "2.0x faster", "2.0x faster"),
         ("float16", "litert", "1.5x slower", "1.5x slower"),
         ("float32", "openvino", "1.3x faster", "reference"), ("int8", "openvino", "8.0x faster", "6.0x faster")]
+
+
+def test_describe_turns_a_median_into_per_image_time_mac_rate_and_share_of_peak(tmp_path):
+    """The arithmetic of extra_info, with fixed numbers worked out by hand."""
+    class Timed:
+        class stats:
+            median, data = 0.002, [0.001, 0.002, 0.002, 0.004]
+
+    class Predictor:
+        input_shape = (28, 28, 1)
+
+        def describe(self):
+            return {"runtime_version": "9", "kernels": "k", "precision": "int8", "primitives": {},
+                    "sha256": "ab", "format": "tflite", "input_shape": [28, 28, 1]}
+
+    cpu = {"model": "test CPU", "available_cores": 2, "mhz": 2000.0,
+           "flags": {flag: flag in ("avx2", "fma", "avx512f", "avx512_vnni") for flag in machine.FLAGS}}
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"12345")
+    case = latency_suite.Case("medium", "int8", "litert", 16)
+    info = latency_suite.describe(case, latency_suite.Model(path), Predictor(), 10, cpu, "d", Timed)
+    # medium on 28x28x1: 28*28*25*1*32 + 14*14*25*32*64 + 7*7*64*1024 + 1024*10 = 13 883 904 MACs
+    assert info["macs_per_image"] == 13_883_904
+    assert info["per_image"] == pytest.approx(0.002 / 16)
+    assert info["macs_per_second"] == pytest.approx(13_883_904 * 16 / 0.002)  # 111.07 G
+    # AVX-512 VNNI: 128 int8 MAC per cycle, at 2.0 GHz on one thread: 256 G
+    assert info["peak_macs_per_second"] == pytest.approx(256e9)
+    assert info["peak_fraction"] == pytest.approx(0.43387, rel=1e-4)
+    assert (info["p50"], info["model_bytes"]) == (0.002, 5)
