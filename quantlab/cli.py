@@ -139,6 +139,14 @@ def cmd_run(args):
     print(config.out / "report.md")
 
 
+def cmd_compare(args):
+    from quantlab import compare
+
+    results = compare.load(args.results)
+    compare.compare(results, args.out, progress=_progress, force=args.force)
+    print(args.out / "compare.md")
+
+
 def parser():
     top = _Parser(
         prog="quantlab",
@@ -201,6 +209,15 @@ def parser():
     run.add_argument("--force", action="store_true",
                      help="write into an --out folder that holds files quantlab did not write")
     run.set_defaults(run=cmd_run)
+
+    side = commands.add_parser("compare", help="put the results of several machines side by side")
+    side.add_argument("results", nargs="+", metavar="RESULTS",
+                      help="results.json files, or the report folders that hold them, one per machine")
+    side.add_argument("--out", type=Path, default=Path("quantlab-compare"), metavar="DIR",
+                      help="where compare.md, compare.json and the plot go (default: %(default)s)")
+    side.add_argument("--force", action="store_true",
+                      help="write into an --out folder that holds files quantlab did not write")
+    side.set_defaults(run=cmd_compare)
 
     count = commands.add_parser("counters", help="count cache misses and instructions of one model")
     count.add_argument("artifact", metavar="ARTIFACT", help="a .tflite, .onnx or frozen-graph .pb file")
