@@ -17,14 +17,14 @@ import math
 from pathlib import Path
 
 import quantlab
-from quantlab import cache, tables
+from quantlab import cache, defaults, tables
 from quantlab.defaults import RUNTIMES, VARIANTS
 from quantlab.errors import QuantlabError
 
 SCHEMA = 1  # of compare.json
-READS = 2  # the results.json schema this module reads (quantlab.study.SCHEMA)
+READS = defaults.SCHEMA  # the results.json schema this module reads
 MAX_BYTES = 64 * 1024 * 1024  # far above any study's results.json; refuses a huge file unread
-ACCURACY_TOLERANCE = 1.0  # points: a faster option that loses more is not "fastest"
+ACCURACY_TOLERANCE = defaults.ACCURACY_TOLERANCE
 _FIX = "give the results.json that `quantlab run` wrote, or the report folder that holds it"
 
 

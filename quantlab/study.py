@@ -23,7 +23,7 @@ from quantlab._tf import versions
 from quantlab.errors import QuantlabError
 from quantlab.progress import Progress
 
-SCHEMA = 2  # of results.json; bumped whenever its layout changes
+SCHEMA = defaults.SCHEMA
 MARKER = ".quantlab-report"  # in every folder a study wrote: it may be written again
 QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
                 "--benchmark-warmup-iterations=10"]
