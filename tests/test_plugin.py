@@ -128,6 +128,39 @@ def test_a_timed_run_fills_extra_info_and_measures_no_counters_when_they_are_off
     assert (pytester.path / "counters-imported.txt").read_text() == "False"
 
 
+def test_native_profiling_names_each_cases_kernels_and_the_runtimes_own_layer_times(pytester, manifest):
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_subprocess(
+        f"--quantlab-artifacts={manifest}", "--quantlab-variants=int8", "--quantlab-batch-sizes=16",
+        "--quantlab-profile=native", "--benchmark-json=out.json", "--benchmark-max-time=0.1",
+        "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    infos = {b["extra_info"]["runtime"]: b["extra_info"] for b in
+             json.loads((pytester.path / "out.json").read_text())["benchmarks"]}
+    litert = infos["litert"]["native"]
+    assert litert["samples"] > 20 and litert["kernels"][0]["symbol"].startswith("xnn_qs8")
+    assert infos["litert"]["kernel_isa"] not in (None, "unknown")
+    layers = infos["openvino"]["layers"]
+    assert sum(layer["share"] for layer in layers) == pytest.approx(1.0)
+    assert any(layer["primitive"].lower().endswith("_i8") for layer in layers)
+    result.stdout.fnmatch_lines(["*quantlab: native kernels of each timed case*",
+                                 "*| medium | 16 | int8 | litert |*xnn_qs8*"])
+
+
+def test_without_perf_the_timing_still_runs_and_says_in_one_line_why_nothing_is_attributed(
+        pytester, manifest, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # a PATH with no perf on it
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_subprocess(
+        f"--quantlab-artifacts={manifest}", "--quantlab-variants=int8", "--quantlab-runtimes=litert",
+        "--quantlab-batch-sizes=1", "--quantlab-profile=native", "--benchmark-json=out.json",
+        "--benchmark-max-time=0.05", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    [bench] = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    assert "perf" in bench["extra_info"]["native_missing"] and "native" not in bench["extra_info"]
+    result.stdout.fnmatch_lines(["quantlab: no native kernel attribution: *perf*"])
+
+
 @pytest.mark.slow
 def test_valgrind_counters_fill_extra_info_and_the_summary_prints_the_miss_rate_table(pytester, manifest):
     # The suite file itself, given to pytest, as `quantlab run` does.
