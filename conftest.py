@@ -17,6 +17,15 @@ os.environ.setdefault("QUANTLAB_CACHE", str(Path(tempfile.gettempdir()) / "quant
 from quantlab.defaults import QUICK_TRAINING as QUICK  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that needs the real Fashion-MNIST says so (``-m "not fashion_mnist"``
+    deselects them on a machine without the Debian package): any test that uses the
+    ``fashion`` fixture, directly or through the nets trained on it, gets the marker."""
+    for item in items:
+        if "fashion" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fashion_mnist)
+
+
 @pytest.fixture(scope="session")
 def fashion():
     """Real Fashion-MNIST from Debian's dataset-fashion-mnist package (fails with the hint)."""

@@ -22,16 +22,16 @@ def _prepare_environment():
     warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
 
 
-# Info lines that TensorFlow's C++ code prints while importing, before its log level applies.
-_IMPORT_NOISE = re.compile(r"^(I0000 |WARNING: All log messages before absl::InitializeLog)")
+# Info lines that native code prints straight to the stderr file descriptor, past Python's
+# and TensorFlow's log levels: TensorFlow's import, the TFLite converter's quantizer
+# ("fully_quantize: 0, inference_type: 6, ..."), and LiteRT creating its XNNPACK delegate.
+NATIVE_NOISE = re.compile(r"^(I0000 |W0000 |WARNING: All log messages before absl::InitializeLog|"
+                          r"fully_quantize: |INFO: Created TensorFlow Lite XNNPACK delegate)")
 
 
 @contextlib.contextmanager
-def _without_import_noise():
-    """Drop the native info lines printed during the import; pass everything else on."""
-    if "tensorflow" in sys.modules:
-        yield
-        return
+def without_native_noise():
+    """Drop the native info lines printed inside the block; pass everything else on."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -43,14 +43,16 @@ def _without_import_noise():
             os.close(saved)
             capture.seek(0)
             for line in capture.read().decode(errors="replace").splitlines(keepends=True):
-                if not _IMPORT_NOISE.match(line):
+                if not NATIVE_NOISE.match(line):
                     sys.stderr.write(line)
 
 
 def tf():
     _prepare_environment()
-    with _without_import_noise():
-        import tensorflow
+    if "tensorflow" not in sys.modules:
+        with without_native_noise():
+            import tensorflow  # noqa: F401
+    import tensorflow
 
     tensorflow.get_logger().setLevel("ERROR")
     return tensorflow

@@ -141,8 +141,16 @@ def cmd_run(args):
         return
     from quantlab import fleet  # imports Dask: only for a study on a cluster
 
-    for report in fleet.run(config, _progress):
+    for report in fleet.run(config):
         print(report)
+
+
+def cmd_compare(args):
+    from quantlab import compare
+
+    results = compare.load(args.results)
+    compare.compare(results, args.out, progress=_progress, force=args.force)
+    print(args.out / "compare.md")
 
 
 def parser():
@@ -211,6 +219,15 @@ def parser():
                           "tcp://10.0.0.5:8786): every machine among them is timed and counted, "
                           "each gets its own report in OUT/machines/ (default: this machine alone)")
     run.set_defaults(run=cmd_run)
+
+    side = commands.add_parser("compare", help="put the results of several machines side by side")
+    side.add_argument("results", nargs="+", metavar="RESULTS",
+                      help="results.json files, or the report folders that hold them, one per machine")
+    side.add_argument("--out", type=Path, default=Path("quantlab-compare"), metavar="DIR",
+                      help="where compare.md, compare.json and the plot go (default: %(default)s)")
+    side.add_argument("--force", action="store_true",
+                      help="write into an --out folder that holds files quantlab did not write")
+    side.set_defaults(run=cmd_compare)
 
     count = commands.add_parser("counters", help="count cache misses and instructions of one model")
     count.add_argument("artifact", metavar="ARTIFACT", help="a .tflite, .onnx or frozen-graph .pb file")

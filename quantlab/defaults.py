@@ -18,3 +18,7 @@ SEED = 0
 # The quick training of `quantlab run --quick`, the tests and the benchmark suite: latency
 # and counts do not depend on how well the weights are trained, so all share one cache.
 QUICK_TRAINING = dict(limit=6000, epochs=2, qat_epochs=1)
+
+SCHEMA = 2  # of results.json; bumped whenever its layout changes
+# A quantized option is recommended only if it loses at most this many accuracy points.
+ACCURACY_TOLERANCE = 1.0

@@ -20,7 +20,8 @@ def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATIO
     return predictor.predict(data.x_test, batch_size=batch_size), predictor.precision
 
 
-def compare(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BATCH, progress=None):
+def compare(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BATCH, progress=None,
+            label="evaluating"):
     """One row per (variant, runtime) pair, measured against LiteRT float32.
 
     ``pairs`` defaults to each variant on its natural runtime. ``size_ratio`` is reference
@@ -33,9 +34,10 @@ def compare(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BAT
     if reference[0] in artifacts and reference not in pairs:
         pairs.insert(0, reference)
     probabilities, failed = {}, []
-    for variant, name in pairs:
-        if progress:
-            progress(f"evaluating {variant} on {name}, {len(data.x_test)} test images")
+    steps = getattr(progress, "steps", None)  # a bar on a terminal, where there is one
+    for variant, name in steps(pairs, f"{label} {len(data.x_test)} test images") if steps else pairs:
+        if progress and not steps:
+            progress(f"{label} {variant} on {name}, {len(data.x_test)} test images")
         try:
             probabilities[(variant, name)] = predictions(artifacts[variant], data, name, threads,
                                                          batch_size)

@@ -5,16 +5,17 @@ three phases:
 
 1. Anywhere, one task per net: train and export it (in that worker's own cache) and measure
    its per-layer error; then evaluate it. The exported bytes come back to this process, are
-   kept in OUT/.state/artifacts and are scattered to the workers: no shared file system is
-   assumed. A worker writes the bytes it receives into its own cache and checks their
-   sha256 before it uses them.
+   kept in OUT/.state/artifacts and travel to the workers as the result of a Dask task: no
+   shared file system is assumed. A worker writes the bytes it receives into its own cache
+   and checks their sha256 before it uses them.
 2. Per physical host, one task at a time: each machine on the host measures itself
    (``study.machine_info``), then times every net. Nothing else of the study runs on the
    host meanwhile: this phase starts when phase 1 is over everywhere, and a host's counting
    starts when its timing is over. Machines that share a host take turns.
 3. Per machine, on its workers: counting of every chosen case.
 
-Then each machine's report goes to OUT/machines/NAME/ and the cross-machine report to OUT/.
+Then each machine's report goes to OUT/machines/NAME/ and the cross-machine report
+(``quantlab compare``) to OUT/compare.md.
 
 A worker belongs to the machine its ``QUANTLAB_MACHINE`` names (by default its host and CPU,
 see ``quantlab.machine.identity``). A worker plugin gives every worker, restarted ones too,
@@ -28,18 +29,18 @@ Every task records its window on its host's monotonic clock (``fleet.json``, ``t
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import re
-import sys
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import distributed
+from distributed.client import FuturesCancelledError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 import quantlab
@@ -80,16 +81,25 @@ def whoami():
     return {**machine.identity(), "quantlab": quantlab.__version__}
 
 
-def _task(stage, label, function, *args):
+class TaskProgress(Progress):
+    """A task's progress lines, as Dask events of the study's topic: the study's own process
+    shows them among its own."""
+
+    def __init__(self, topic, prefix):
+        super().__init__(bars=False)
+        self.topic, self.prefix = topic, prefix
+
+    def __call__(self, message):
+        distributed.get_worker().log_event(self.topic, f"{self.prefix}{message}")
+
+
+def _task(topic, stage, label, function, *args):
     """Run one stage on this worker: its value (or the one-line error that stopped it) and
     its window on this host's monotonic clock, which every process on the host shares."""
     from quantlab import machine
 
     worker, me = distributed.get_worker(), machine.identity()
-
-    def progress(message):  # shown by the study's own process, as its own lines are
-        distributed.print(f"[{me['name']} {worker.address}] {message}", file=sys.stderr)
-
+    progress = TaskProgress(topic, f"[{me['name']} {worker.address}] ")
     window = {"stage": stage, "label": label, "machine": me["name"], "host": me["host"],
               "worker": worker.address, "pid": os.getpid(), "start": time.monotonic()}
     try:
@@ -124,8 +134,9 @@ def _unpack(shipment):
     """{variant: Artifact} of a shipment, as checked files of this worker's own cache."""
     from quantlab import variants
 
-    return {v: variants.Artifact(v, _received(m["sha256"], m["file"], shipment.contents[m["sha256"]]), m)
-            for v, m in shipment.metas.items()}
+    return {variant: variants.Artifact(variant, _received(meta["sha256"], meta["file"],
+                                                          shipment.contents[meta["sha256"]]), meta)
+            for variant, meta in shipment.metas.items()}
 
 
 def fingerprint(data):
@@ -302,6 +313,8 @@ class Fleet:
         self.gone = {}  # {resource: monotonic time since which no worker offers it}
         self.tasks = []  # the windows of the tasks that ran
         self.exporting = set(self.nets)  # nets whose phase 1 is not over
+        self.topic = f"quantlab-progress-{uuid.uuid4().hex}"  # this study's task progress
+        client.subscribe_topic(self.topic, lambda event: progress(event[1]))
 
     # -- stored outcomes
 
@@ -331,9 +344,9 @@ class Fleet:
 
     def submit(self, job):
         function, *arguments = job.call
-        job.future = self.client.submit(_task, job.stage, job.label, function, *arguments,
-                                        resources={job.resource: 1}, pure=False,
-                                        key=f"quantlab-{job.stage}-{uuid.uuid4().hex}")
+        job.future = self.client.submit(
+            _task, self.topic, job.stage, job.label, function, *arguments,
+            resources={job.resource: 1}, pure=False, key=f"quantlab-{job.stage}-{uuid.uuid4().hex}")
         self.pending[job.future.key] = job
 
     # -- the loop: outcomes as they arrive, and the cluster's members
@@ -344,7 +357,7 @@ class Fleet:
             try:
                 distributed.wait([job.future for job in self.pending.values()], timeout=POLL,
                                  return_when="FIRST_COMPLETED")
-            except TimeoutError:
+            except (TimeoutError, FuturesCancelledError):  # the latter: settled below
                 pass
             for key, job in list(self.pending.items()):
                 if job.future.done():
@@ -424,8 +437,9 @@ class Fleet:
         def failed(why):
             raise QuantlabError(f"{net}: training and export failed: {why}")
 
-        self.submit(Job("export", label, None, (_export, self.config, net, self.fingerprint, self.model),
-                        key, lambda value: self.ship(net, value) or failed("its files did not arrive"),
+        call = (_export, self.config, net, self.fingerprint, self.model)
+        self.submit(Job("export", label, None, call, key,
+                        lambda value: self.ship(net, value) or failed("its files did not arrive"),
                         failed, keep=self.keep_artifacts))
 
     def _artifact_path(self, meta):
@@ -452,15 +466,19 @@ class Fleet:
             if hashlib.sha256(content).hexdigest() != meta["sha256"]:
                 return False
             artifacts[variant], contents[meta["sha256"]] = Artifact(variant, path, meta), content
-        shipment = self.client.scatter(Shipment(net, value["metas"], contents), broadcast=True,
-                                       hash=False)
+        # A task that holds the bytes, not scattered data: when the workers that hold its
+        # result die, Dask runs it again from the scheduler's copy; scattered data would be
+        # lost with them. It is sent once per net, so its size is no cause for a warning.
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+            shipment = self.client.submit(Shipment, net, value["metas"], contents, pure=False,
+                                          key=f"quantlab-shipment-{net}-{uuid.uuid4().hex}")
         self.nets[net].update(artifacts=artifacts, shipment=shipment, entry=value["entry"])
 
         def failed(why):
             raise QuantlabError(f"{net}: evaluation failed: {why}")
 
-        key = {"net": net, "artifacts": study.artifact_key(artifacts), "runtimes": self.config.runtimes,
-               "data": self.fingerprint}
+        key = {"net": net, "artifacts": study.artifact_key(artifacts),
+               "runtimes": self.config.runtimes, "data": self.fingerprint}
         self.start(Job("evaluate", f"{net}: accuracy", None,
                        (_evaluate, self.config, shipment, self.fingerprint), key,
                        lambda rows: self.evaluated(net, rows), failed))
@@ -524,12 +542,11 @@ class Fleet:
             from quantlab import latency_suite
 
             self.missing(machine, "latency", net, why)
-            machine.timed[net] = [
-                {"net": net, "variant": case.variant, "runtime": case.runtime,
-                 "batch_size": case.batch_size, "threads": case.threads,
-                 "not_run": f"not timed on {name}: {why}"}
-                for case in latency_suite.cases([net], list(artifacts), timed, self.config.batch_sizes,
-                                                [self.config.threads], cpu)]
+            cases = latency_suite.cases([net], list(artifacts), timed, self.config.batch_sizes,
+                                        [self.config.threads], cpu)
+            machine.timed[net] = [{"net": net, "variant": case.variant, "runtime": case.runtime,
+                                   "batch_size": case.batch_size, "threads": case.threads,
+                                   "not_run": f"not timed on {name}: {why}"} for case in cases]
 
         return Job("latency", f"{name}: {net}: latency", name,
                    (_time, self.config, self.nets[net]["shipment"], timed), key,
@@ -552,9 +569,9 @@ class Fleet:
                     record.update(counters=None, not_counted=f"not counted on {name}: {why}")
                     self.missing(machine, "counters", net, why)
 
-                self.start(Job("counters", label, name,
-                               (_count, self.config, self.nets[net]["shipment"], dict(record), backend),
-                               key, lambda result, record=record: study.apply_count(record, result),
+                call = (_count, self.config, self.nets[net]["shipment"], dict(record), backend)
+                self.start(Job("counters", label, name, call, key,
+                               lambda result, record=record: study.apply_count(record, result),
                                lost))
 
     # -- the reports
@@ -587,29 +604,28 @@ class Fleet:
             written.append(folder / "report.md")
         cache.write_json(self.config.out / "fleet.json", {
             "scheduler": self.config.scheduler, "machines": summary, "tasks": self.tasks,
-            "artifacts": {net: study.artifact_key(done["artifacts"]) for net, done in self.nets.items()}})
-        across = cross_machine_report(results_list, self.config.out, self.progress)
-        return written + ([across] if across else [])
+            "artifacts": {net: study.artifact_key(done["artifacts"])
+                          for net, done in self.nets.items()}})
+        if not results_list:
+            raise QuantlabError("no machine of the cluster could measure itself; see "
+                                f"{self.config.out / 'fleet.json'} for why")
+        return [*written, cross_machine_report(results_list, self.config.out, self.progress)]
 
 
 def cross_machine_report(results_list, out, progress):
-    """The report that puts the machines side by side (``quantlab.compare``) in ``out``; its
-    path, or None where this quantlab has no ``quantlab.compare``."""
-    if importlib.util.find_spec("quantlab.compare") is None:
-        progress("no cross-machine report: this quantlab has no quantlab.compare; each "
-                 f"machine's report is in {out / 'machines'}")
-        return None
+    """The machines side by side (``quantlab compare``) in ``out``; the path of its report."""
     from quantlab import compare
 
     compare.compare(results_list, out, progress)
-    return out / "report.md"
+    return out / "compare.md"
 
 
 def _read(path):
     try:
         return Path(path).read_bytes()
     except OSError as error:
-        raise QuantlabError(f"cannot read {path}: {error.strerror}; check the --model path") from None
+        raise QuantlabError(f"cannot read {path}: {error.strerror}; check the --model path") \
+            from None
 
 
 def run(config, progress=None):

@@ -17,7 +17,7 @@ DEBUG_IMAGES = 200
 
 def int8_layer_errors(model, data, int8_meta):
     """Rows {op, tensor, elements, rmse_over_scale, max_abs_error, scale} in graph order."""
-    from quantlab._tf import tf
+    from quantlab._tf import tf, without_native_noise
 
     calibration = calibration_images(data, int8_meta["calibration_size"],
                                       int8_meta["train_config"]["seed"])
@@ -27,9 +27,10 @@ def int8_layer_errors(model, data, int8_meta):
         for image in data.x_test[:DEBUG_IMAGES]:
             yield [image[None]]
 
-    debugger = tf().lite.experimental.QuantizationDebugger(converter=converter,
-                                                           debug_dataset=debug_images)
-    debugger.run()
+    with without_native_noise():
+        debugger = tf().lite.experimental.QuantizationDebugger(converter=converter,
+                                                               debug_dataset=debug_images)
+        debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     rows = []

@@ -13,12 +13,21 @@ import time
 
 
 class Progress:
+    """Lines start with the time since the run began, so a log shows where the time went."""
+
     def __init__(self, stream=None, bars=None):
         self.stream = stream or sys.stderr
         self.bars = self.stream.isatty() if bars is None else bars
+        self.started = time.monotonic()
 
     def __call__(self, message):
-        print(message, file=self.stream, flush=True)
+        line = f"[{time.monotonic() - self.started:6.1f} s] {message}"
+        if self.bars:  # above the bar, which tqdm then draws again
+            from tqdm import tqdm
+
+            tqdm.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
 
     def steps(self, items, label, total=None):
         """Yield ``items``, showing how many are done and an estimate of the time left."""
@@ -31,9 +40,12 @@ class Progress:
                             dynamic_ncols=True)
             self(f"{label}: {total} done")
             return
-        started = time.monotonic()
+        started, shown = time.monotonic(), 0
         for done, item in enumerate(items, 1):
             yield item
             elapsed = time.monotonic() - started
-            left = elapsed / done * (total - done)
-            self(f"{label} {done}/{total} ({elapsed:.0f} s, about {left:.0f} s left)")
+            # A line per tenth of the work (or the last): a CI log stays readable.
+            if done == total or (done - shown) * 10 >= total:
+                shown = done
+                left = elapsed / done * (total - done)
+                self(f"{label} {done}/{total} ({elapsed:.0f} s, about {left:.0f} s left)")

@@ -7,11 +7,8 @@ from the numbers of the run (``findings``, ``recommendations``), never written b
 from pathlib import Path
 
 from quantlab import tables
-from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
 from quantlab.tables import markdown_table
-
-# A quantized option is recommended only if it loses at most this many accuracy points.
-ACCURACY_TOLERANCE = 1.0
 
 
 def megabytes(n):

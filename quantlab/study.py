@@ -10,6 +10,7 @@ continues where it stopped. Latency is measured by the same pytest-benchmark sui
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from quantlab._tf import versions
 from quantlab.errors import QuantlabError
 from quantlab.progress import Progress
 
-SCHEMA = 2  # of results.json; bumped whenever its layout changes
+SCHEMA = defaults.SCHEMA
 MARKER = ".quantlab-report"  # in every folder a study wrote: it may be written again
 QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
                 "--benchmark-warmup-iterations=10"]
@@ -143,8 +144,7 @@ def evaluate_net(net, artifacts, studied, data, progress):
     """Accuracy rows of every studied (variant, runtime) pair on the whole test split."""
     from quantlab import evaluate
 
-    rows = evaluate.compare(artifacts, data, studied,
-                            progress=lambda message: progress(f"{net}: {message}"))
+    rows = evaluate.compare(artifacts, data, studied, progress=progress, label=f"{net}: evaluating")
     return [{"net": net, **row} for row in rows]
 
 
@@ -183,8 +183,10 @@ _DIE_WITH_PARENT = (
 def time_net(config, net, artifacts, runtimes, progress):
     """Every case of one net timed by the latency suite (pytest-benchmark) in a child
     process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
-    progress(f"{net}: timing {len(artifacts)} variants on {', '.join(runtimes)}, batch sizes "
-             f"{','.join(map(str, config.batch_sizes))}, with pytest-benchmark")
+    from quantlab import machine
+
+    cases = len(pairs(artifacts, runtimes, machine.cpu_info())) * len(config.batch_sizes)
+    label = f"{net}: timing {cases} cases on {', '.join(runtimes)} with pytest-benchmark"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         report = tmp / "benchmark.json"
@@ -193,7 +195,7 @@ def time_net(config, net, artifacts, runtimes, progress):
             # By module name, not file path: the child imports quantlab the way it finds it,
             # which need not be this process's copy (a source checkout in the working
             # directory beside an installed package, under tox).
-            sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-q",
+            sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-v",
             "-p", "no:cacheprovider", "-p", "no:randomly", f"--rootdir={tmp}",
             f"--benchmark-json={report}",
             f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
@@ -204,13 +206,20 @@ def time_net(config, net, artifacts, runtimes, progress):
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
         ]
-        finished = subprocess.run(command, cwd=tmp, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True)
-        for line in finished.stdout.splitlines():
-            if "passed" in line or "failed" in line or "error" in line.lower():
-                progress(f"{net}: {line.strip()}")
-        if finished.returncode != 0 or not report.is_file():
-            tail = " | ".join(finished.stdout.strip().splitlines()[-3:])
+        lines = []
+        with subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as child:
+            def results():  # one line per case in pytest's verbose output
+                for line in child.stdout:
+                    lines.append(line)
+                    if re.search(r"::test_latency\[.*\] (PASSED|SKIPPED|FAILED|ERROR)", line):
+                        yield line
+            for _ in progress.steps(results(), label, total=cases):
+                pass
+            for _ in results():  # the summary after the last case
+                pass
+        if child.returncode != 0 or not report.is_file():
+            tail = " | ".join(line.strip() for line in lines[-3:])
             raise QuantlabError(f"the timing run for {net} failed: {tail}")
         return timed_cases(json.loads(report.read_text()))
 
@@ -336,7 +345,8 @@ def _count_all(config, net, artifacts, records, backend, progress):
     # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
     workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
     with ThreadPoolExecutor(workers) as pool:
-        for record, result in zip(chosen, pool.map(count, enumerate(chosen, 1))):
+        counted = pool.map(count, enumerate(chosen, 1))
+        for record, result in zip(chosen, progress.steps(counted, f"{net}: counting", len(chosen))):
             apply_count(record, result)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 import quantlab
 from quantlab import cache, datasets, runtime, training
-from quantlab._tf import versions
+from quantlab._tf import versions, without_native_noise
 from quantlab.defaults import CALIBRATION_SIZE, REFERENCE, VARIANTS  # noqa: F401
 from quantlab.errors import QuantlabError
 
@@ -161,6 +161,7 @@ def _onnx_int8(float_content, calibration):
     import onnxruntime
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     name = onnxruntime.InferenceSession(float_content).get_inputs()[0].name
 
@@ -173,9 +174,13 @@ def _onnx_int8(float_content, calibration):
             return None if batch is None else {name: np.ascontiguousarray(batch)}
 
     with tempfile.TemporaryDirectory(prefix="quantlab-onnx-") as folder:
-        source, target = Path(folder, "float.onnx"), Path(folder, "int8.onnx")
+        source, prepared, target = (Path(folder, name) for name in ("float.onnx", "pre.onnx", "int8.onnx"))
         source.write_bytes(float_content)
-        quantize_static(source, target, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+        # ONNX Runtime's recommended first step: fold and fuse (MatMul + Add -> Gemm) so that
+        # the quantizer sees the graph the kernels will run. The shapes are static but for
+        # the batch, so the symbolic shape inference (which needs sympy) is not needed.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(prepared, target, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
         return target.read_bytes()
 
@@ -257,7 +262,8 @@ def _content(variant, trained, qat, data, calibration, made):
         return _frozen_graph(model, data)
     if variant == "onnx_float32":
         return _onnx_float(model, data)
-    return tflite_converter(model, variant, calibration).convert()
+    with without_native_noise():
+        return tflite_converter(model, variant, calibration).convert()
 
 
 def export_model(float_model, config, data, variants=VARIANTS,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from quantlab import latency_suite, tables
+from quantlab import latency_suite, machine, tables
 
 pytest_plugins = ["pytester"]
 
@@ -119,10 +119,7 @@ def test_a_timed_run_fills_extra_info_and_measures_no_counters_when_they_are_off
         assert info["runtime"] in bench["name"]
         assert bench["options"]["warmup"]
         assert info["p50"] <= info["p90"] <= info["p99"]
-        assert info["median"] == stats["median"] == pytest.approx(info["per_image"] * info["batch_size"])
-        assert stats["min"] <= info["p50"] <= stats["max"]
-        assert info["macs_per_second"] == pytest.approx(
-            info["macs_per_image"] * info["batch_size"] / info["median"])
+        assert info["median"] == stats["median"] and stats["min"] <= info["p50"] <= stats["max"]
         assert info["model_bytes"] == Path(info["model_path"]).stat().st_size
         assert info["threads"] == 1 and info["runtime"] in ("litert", "openvino")
         assert info["precision"] == info["arithmetic"] == ("int8" if info["variant"] == "int8" else "float32")
@@ -131,6 +128,38 @@ def test_a_timed_run_fills_extra_info_and_measures_no_counters_when_they_are_off
     assert MISS_RATES not in result.stdout.str()
     assert (pytester.path / "counters-imported.txt").read_text() == "False"
 
+
+def test_native_profiling_names_each_cases_kernels_and_the_runtimes_own_layer_times(pytester, manifest):
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_subprocess(
+        f"--quantlab-artifacts={manifest}", "--quantlab-variants=int8", "--quantlab-batch-sizes=16",
+        "--quantlab-profile=native", "--benchmark-json=out.json", "--benchmark-max-time=0.1",
+        "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    infos = {b["extra_info"]["runtime"]: b["extra_info"] for b in
+             json.loads((pytester.path / "out.json").read_text())["benchmarks"]}
+    litert = infos["litert"]["native"]
+    assert litert["samples"] > 20 and litert["kernels"][0]["symbol"].startswith("xnn_qs8")
+    assert infos["litert"]["kernel_isa"] not in (None, "unknown")
+    layers = infos["openvino"]["layers"]
+    assert sum(layer["share"] for layer in layers) == pytest.approx(1.0)
+    assert any(layer["primitive"].lower().endswith("_i8") for layer in layers)
+    result.stdout.fnmatch_lines(["*quantlab: native kernels of each timed case*",
+                                 "*| medium | 16 | int8 | litert |*xnn_qs8*"])
+
+
+def test_without_perf_the_timing_still_runs_and_says_in_one_line_why_nothing_is_attributed(
+        pytester, manifest, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # a PATH with no perf on it
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_subprocess(
+        f"--quantlab-artifacts={manifest}", "--quantlab-variants=int8", "--quantlab-runtimes=litert",
+        "--quantlab-batch-sizes=1", "--quantlab-profile=native", "--benchmark-json=out.json",
+        "--benchmark-max-time=0.05", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    [bench] = json.loads((pytester.path / "out.json").read_text())["benchmarks"]
+    assert "perf" in bench["extra_info"]["native_missing"] and "native" not in bench["extra_info"]
+    result.stdout.fnmatch_lines(["quantlab: no native kernel attribution: *perf*"])
 
 
 def test_runs_two_machines_save_into_one_storage_are_compared_and_told_apart(pytester, tiny_models,
@@ -141,11 +170,11 @@ def test_runs_two_machines_save_into_one_storage_are_compared_and_told_apart(pyt
     manifest.write_text(json.dumps({"dataset": "digits", "artifacts": [
         {"net": "tiny", "variant": v, "path": str(path)} for v, path in tiny_models.items()]}))
     pytester.makepyfile(test_tiny=TINY)
-    for machine, compare in (("alpha", []), ("beta", ["--benchmark-compare"])):
-        monkeypatch.setenv("QUANTLAB_MACHINE", machine)
+    for name, compare in (("alpha", []), ("beta", ["--benchmark-compare"])):
+        monkeypatch.setenv("QUANTLAB_MACHINE", name)
         result = pytester.runpytest_subprocess(
             f"--quantlab-artifacts={manifest}", "--quantlab-batch-sizes=1", "--quantlab-runtimes=litert",
-            "--benchmark-storage=file://./shared", f"--benchmark-save={machine}", *compare,
+            "--benchmark-storage=file://./shared", f"--benchmark-save={name}", *compare,
             "--benchmark-max-time=0.05", "-p", "no:cacheprovider")
         result.assert_outcomes(passed=2)
     saved = sorted((pytester.path / "shared").glob("*/*.json"))
@@ -220,3 +249,32 @@ def test_the_latency_table_compares_with_litert_float32_and_with_float32_on_the_
         ("float32", "litert", "reference", "reference"), ("int8", "litert", "2.0x faster", "2.0x faster"),
         ("float16", "litert", "1.5x slower", "1.5x slower"),
         ("float32", "openvino", "1.3x faster", "reference"), ("int8", "openvino", "8.0x faster", "6.0x faster")]
+
+
+def test_describe_turns_a_median_into_per_image_time_mac_rate_and_share_of_peak(tmp_path):
+    """The arithmetic of extra_info, with fixed numbers worked out by hand."""
+    class Timed:
+        class stats:
+            median, data = 0.002, [0.001, 0.002, 0.002, 0.004]
+
+    class Predictor:
+        input_shape = (28, 28, 1)
+
+        def describe(self):
+            return {"runtime_version": "9", "kernels": "k", "precision": "int8", "primitives": {},
+                    "sha256": "ab", "format": "tflite", "input_shape": [28, 28, 1]}
+
+    cpu = {"model": "test CPU", "available_cores": 2, "mhz": 2000.0,
+           "flags": {flag: flag in ("avx2", "fma", "avx512f", "avx512_vnni") for flag in machine.FLAGS}}
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"12345")
+    case = latency_suite.Case("medium", "int8", "litert", 16)
+    info = latency_suite.describe(case, latency_suite.Model(path), Predictor(), 10, cpu, "d", Timed)
+    # medium on 28x28x1: 28*28*25*1*32 + 14*14*25*32*64 + 7*7*64*1024 + 1024*10 = 13 883 904 MACs
+    assert info["macs_per_image"] == 13_883_904
+    assert info["per_image"] == pytest.approx(0.002 / 16)
+    assert info["macs_per_second"] == pytest.approx(13_883_904 * 16 / 0.002)  # 111.07 G
+    # AVX-512 VNNI: 128 int8 MAC per cycle, at 2.0 GHz on one thread: 256 G
+    assert info["peak_macs_per_second"] == pytest.approx(256e9)
+    assert info["peak_fraction"] == pytest.approx(0.43387, rel=1e-4)
+    assert (info["p50"], info["model_bytes"]) == (0.002, 5)

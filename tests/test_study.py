@@ -158,11 +158,50 @@ def test_a_model_with_a_lambda_layer_is_refused_without_running_it(tmp_path):
     assert "will not run" in line and not marker.exists()
 
 
+@pytest.mark.fashion_mnist
 def test_a_model_whose_input_shape_does_not_match_the_dataset_is_refused(tmp_path):
     model = tmp_path / "wrong.keras"
     _save_model(model, "[k.layers.Input((8, 8, 1)), k.layers.Flatten(), k.layers.Dense(10)]")
     one_line_error(quantlab("run", "--model", str(model), "--dataset", "fashion_mnist", "--quick",
                             "--out", str(tmp_path / "out")), "8x8x1", "28x28x1")
+
+
+def test_a_folder_of_the_users_own_files_is_refused_as_output_unless_forced(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own notes")
+    (out / ".write-test").write_text("mine too")
+    line = one_line_error(quantlab("run", "--dataset", "digits", "--quick", "--out", str(out)),
+                          "holds files that quantlab did not write")
+    assert "--force" in line
+    assert (out / "report.md").read_text() == "my own notes"
+    assert sorted(p.name for p in out.iterdir()) == [".write-test", "report.md"]
+
+
+def test_a_stored_result_that_cannot_be_read_is_measured_again_with_a_notice(study, tmp_path):
+    import shutil
+
+    out = tmp_path / "report"
+    shutil.copytree(study[0], out)
+    damaged = sorted((out / ".state").glob("eval-*.json"))[0]
+    damaged.write_text(damaged.read_text()[:30])
+    again = quantlab(*QUICK_RUN, "--counters", "valgrind", "--out", str(out))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"stored result {damaged.name} is unreadable; measuring again" in again.stderr
+    assert json.loads(damaged.read_text())  # stored whole again
+
+
+def test_a_cache_that_cannot_be_written_is_refused_before_any_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = quantlab("run", "--dataset", "digits", "--quick", "--out", str(tmp_path / "out"),
+                      env={"QUANTLAB_CACHE": str(blocker / "cache")})
+    one_line_error(result, "cannot write to cache folder", "QUANTLAB_CACHE")
+    assert "epoch" not in result.stderr
+
+
+def test_a_negative_seed_is_a_one_line_usage_error():
+    one_line_error(quantlab("run", "--seed", "-1"), "at least 0")
 
 
 def test_an_unwritable_output_folder_is_a_one_line_error(tmp_path):

@@ -7,6 +7,7 @@ same as ``litert-benchmark``'s ``CompiledModel.run_by_index`` on buffers it fill
 
 import numpy as np
 
+from quantlab._tf import without_native_noise
 from quantlab.defaults import KERNELS
 from quantlab.errors import QuantlabError
 from quantlab.runtime.base import Predictor, check_images, dequantize, first_line, quantize
@@ -29,10 +30,10 @@ class LiteRTPredictor(Predictor):
         resolver = (OpResolverType.AUTO if kernels == "xnnpack"
                     else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         try:
-            self.interpreter = Interpreter(
-                model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
-            )
-            self.interpreter.allocate_tensors()
+            with without_native_noise():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter = Interpreter(model_content=content, num_threads=threads,
+                                               experimental_op_resolver_type=resolver)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise QuantlabError(f"{path} is truncated or corrupt ({first_line(error)}); "
                                 f"export it again") from None

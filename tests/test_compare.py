@@ -1,0 +1,316 @@
+"""`quantlab compare` on the results of real quick studies, and on bad input.
+
+Only one machine exists where these tests run: the three studies below run on one CPU and
+present as three machines through QUANTLAB_MACHINE. "server" trains with another seed, so
+its artifacts are other bytes; "desktop" studies a subset of what "laptop" studies, with the
+same bytes. The report must say both, and that all three share one physical host.
+"""
+
+import json
+import shutil
+
+import pytest
+
+from quantlab import compare, compare_report, tables
+from quantlab.errors import QuantlabError
+from test_cli import one_line_error, quantlab
+
+STUDIES = {
+    "laptop": ["--seed", "0", "--nets", "conv,medium", "--variants", "float32,int8,dynamic_int8",
+               "--runtimes", "litert,openvino", "--batch-sizes", "1,8"],
+    "server": ["--seed", "1", "--nets", "conv,medium", "--variants", "float32,int8",
+               "--runtimes", "litert", "--batch-sizes", "1,4"],
+    "desktop": ["--seed", "0", "--nets", "conv", "--variants", "float32,int8",
+                "--runtimes", "litert", "--batch-sizes", "1"],
+}
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """{name: report folder} of three real quick studies on digits, counters off."""
+    root = tmp_path_factory.mktemp("machines")
+    folders = {}
+    for name, options in STUDIES.items():
+        folders[name] = root / name
+        result = quantlab("run", "--dataset", "digits", "--quick", "--counters", "off", *options,
+                          "--out", str(folders[name]), env={"QUANTLAB_MACHINE": name})
+        assert result.returncode == 0, result.stderr[-3000:]
+    return folders
+
+
+def _results(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def three(studies, tmp_path_factory):
+    """The command run on all three: (its output folder, the process, compare.json, inputs)."""
+    out = tmp_path_factory.mktemp("compared") / "fleet"
+    result = quantlab("compare", str(studies["laptop"]), str(studies["server"] / "results.json"),
+                      str(studies["desktop"]), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    inputs = {name: _results(folder) for name, folder in studies.items()}
+    return out, result, json.loads((out / "compare.json").read_text()), inputs
+
+
+def _medians(results):
+    return {tables.case_key(c): c["median"] for c in results["cases"] if c.get("median")}
+
+
+def _section(markdown, heading):
+    """The text under ``heading`` up to the next heading."""
+    text = markdown.split(f"\n{heading}\n", 1)[1]
+    return "\n".join(line for line in text.split("\n#", 1)[:1])
+
+
+def _row(markdown, *cells):
+    """The table row that starts with ``cells``."""
+    start = "| " + " | ".join(cells) + " |"
+    rows = [line for line in markdown.splitlines() if line.startswith(start)]
+    assert len(rows) == 1, (start, rows)
+    return [cell.strip() for cell in rows[0].strip("|").split(" | ")]
+
+
+def test_the_command_prints_where_the_report_is_and_writes_it_all(three):
+    out, result, comparison, _ = three
+    assert result.stdout.strip() == str(out / "compare.md")
+    assert "comparing 3 machine(s): laptop, server, desktop" in result.stderr
+    assert [m["name"] for m in comparison["machines"]] == ["laptop", "server", "desktop"]
+    assert comparison["plots"] == ["compare_speedup.png"]
+    assert (out / "compare_speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_each_machine_is_a_column_with_its_cpu_flags_cores_and_software(three):
+    out, _, _, inputs = three
+    report = (out / "compare.md").read_text()
+    assert "|  | laptop | server | desktop |" in report
+    cpu = inputs["laptop"]["machine"]["cpu"]
+    assert _row(report, "CPU")[1:] == [cpu["model"]] * 3
+    flags = _row(report, "ISA flags")[1]
+    assert flags.split(", ") == sorted(f for f, present in cpu["flags"].items() if present)
+    assert _row(report, "cores available / logical")[1] == f"{cpu['available_cores']} / {cpu['logical_cores']}"
+    for key, version in inputs["server"]["machine"]["versions"].items():
+        if version:
+            assert _row(report, key)[2] == version
+    assert _row(report, "runtimes")[1:] == ["litert, openvino", "litert", "litert"]
+
+
+def test_latencies_and_ratios_are_the_numbers_of_the_inputs(three):
+    out, _, comparison, inputs = three
+    report = (out / "compare.md").read_text()
+    entries = {(e["net"], e["variant"], e["runtime"], e["batch_size"], e["threads"]): e
+               for e in comparison["cases"]}
+    checked = 0
+    for name, results in inputs.items():
+        medians = _medians(results)
+        for key, median in medians.items():
+            measured = entries[key]["machines"][name]
+            assert measured["median"] == median
+            reference = medians.get((key[0], "float32", *key[2:]))
+            if key[1] == "float32":
+                assert measured["speedup"] is None
+                continue
+            assert measured["speedup"] == pytest.approx(reference / median)
+            column = 3 + list(inputs).index(name)
+            cell = _row(_section(report, f"### {key[0]}"), str(key[3]), key[2], key[1])[column]
+            assert cell == f"{tables.seconds(median)} ({tables.speed_ratio(reference, median)})"
+            checked += 1
+    assert checked == 2 * 2 * 2 * 2 + 2 * 2 + 1  # laptop: 2 nets x 2 batches x 2 runtimes x 2 quantized
+
+
+def test_a_case_that_a_machine_did_not_measure_is_a_dash(three):
+    out, _, comparison, inputs = three
+    conv = _section((out / "compare.md").read_text(), "### conv")
+    server = _medians(inputs["server"])[("conv", "int8", "litert", 4, 1)]
+    cells = _row(conv, "4", "litert", "int8")
+    assert cells[3] == "–" and cells[5] == "–" and cells[4].startswith(tables.seconds(server) + " (")
+    assert _row(conv, "8", "openvino", "dynamic_int8")[4:] == ["–", "–"]
+    assert "Not every machine measured the same batch sizes: 1, 8 on laptop; 1, 4 on server; " \
+           "1 on desktop" in "\n".join(comparison["findings"])
+
+
+def test_different_artifacts_are_said_first_and_in_the_sha256_table(three):
+    out, _, comparison, inputs = three
+    report = (out / "compare.md").read_text()
+    assert report.index("## Read this first") < report.index("## Machines")
+    warnings = [w for w in comparison["warnings"] if w.startswith("**Different weights**")]
+    assert any("conv (float32, int8)" in w and "laptop, desktop / server" in w for w in warnings)
+    assert any("medium (float32, int8)" in w and "laptop / server" in w for w in warnings)
+    for net in ("conv", "medium"):
+        sha = {name: results["nets"][net]["artifacts"]["int8"]["sha256"]
+               for name, results in inputs.items() if net in results["nets"]}
+        assert sha["laptop"] != sha["server"]
+        entry = next(e for e in comparison["artifacts"] if (e["net"], e["variant"]) == (net, "int8"))
+        assert entry["same"] is False
+        row = _row(report, net, "int8", sha["laptop"][:12])
+        assert row[3] == sha["server"][:12] and row[-1] == "**no**"
+    conv = next(e for e in comparison["artifacts"] if (e["net"], e["variant"]) == ("conv", "int8"))
+    assert conv["groups"] == [["laptop", "desktop"], ["server"]]
+
+
+def test_the_same_bytes_on_two_machines_are_recognised(studies, tmp_path):
+    comparison = compare.compare(compare.load([studies["laptop"], studies["desktop"]]), tmp_path / "out",
+                                 progress=lambda _: None)
+    assert not any("Different weights" in w for w in comparison["warnings"])
+    shared = [e for e in comparison["artifacts"] if e["same"] is not None]
+    assert {(e["net"], e["variant"]) for e in shared} == {("conv", "float32"), ("conv", "int8")}
+    assert all(e["same"] for e in shared)
+    report = (tmp_path / "out" / "compare.md").read_text()
+    assert "all of them are the same bytes everywhere" in report
+    # The same bytes on the same test images: the same accuracy.
+    same = "The same bytes give the same top-1 accuracy on every machine in 2 case(s)."
+    assert same in comparison["findings"]
+
+
+def test_one_physical_host_is_said_plainly(three):
+    _, _, comparison, inputs = three
+    assert len({r["machine"]["host"] for r in inputs.values()}) == 1
+    assert any(w.startswith("**One CPU**: laptop, server and desktop ran on one physical host")
+               for w in comparison["warnings"])
+
+
+def _worded(gains):
+    """A range of speed-ups as the findings word it."""
+    low, high = min(gains), max(gains)
+    if low < 1 < high:
+        ends = tables.speed_ratio(1, 1 / low), tables.speed_ratio(1, 1 / high)
+        if {e.split("x")[0] for e in ends} == {"1.0"}:
+            return "as fast (1.0x)"
+        return f"from {ends[0]} to {ends[1]}"
+    word, ends = ("faster", (low, high)) if low >= 1 else ("slower", (1 / high, 1 / low))
+    ends = f"{ends[0]:.1f}", f"{ends[1]:.1f}"
+    return f"{ends[0]}x {word}" if ends[0] == ends[1] else f"{ends[0]}-{ends[1]}x {word}"
+
+
+def test_findings_give_what_int8_buys_on_each_machine_from_the_inputs(three):
+    _, _, comparison, inputs = three
+    # The one case all three measured: int8 against float32 on litert, conv at batch 1.
+    line = next(f for f in comparison["findings"] if f.startswith("int8 on litert against float32 on litert: "))
+    for name, results in inputs.items():
+        medians = _medians(results)
+        worded = tables.speed_ratio(medians[("conv", "float32", "litert", 1, 1)],
+                                    medians[("conv", "int8", "litert", 1, 1)])
+        assert worded.endswith("faster")  # int8 pays on this CPU's kernels
+        assert f"{worded} on " in line and name in line.split(worded)[1].split(";")[0]
+    assert "(conv at batch 1)" in line
+    # A variant that only one machine ran on this runtime: its range over its own cases.
+    medians = _medians(inputs["laptop"])
+    own = [medians[(net, "float32", "openvino", b, 1)] / medians[(net, "dynamic_int8", "openvino", b, 1)]
+           for net in ("conv", "medium") for b in (1, 8)]
+    assert (f"dynamic_int8 on openvino against float32 on openvino: {_worded(own)} on laptop "
+            f"(conv at batch 1, 8 and medium at batch 1, 8).") in comparison["findings"]
+
+
+def test_the_fastest_machine_per_net_and_batch_comes_from_the_inputs(three):
+    out, _, comparison, inputs = three
+    report = (out / "compare.md").read_text()
+    for net, batch in (("conv", 1), ("medium", 1)):
+        best = {}
+        for name, results in inputs.items():
+            losing = {(r["net"], r["variant"], r["runtime"]) for r in results["accuracy"]
+                      if r["delta_points"] < -comparison["accuracy_tolerance"]}
+            options = [c for c in results["cases"] if c.get("median")
+                       and (c["net"], c["batch_size"]) == (net, batch)
+                       and (c["net"], c["variant"], c["runtime"]) not in losing]
+            if options:
+                best[name] = min(options, key=lambda c: c["median"])
+        winner = min(best, key=lambda n: best[n]["median"])
+        entry = next(e for e in comparison["fastest"] if (e["net"], e["batch_size"]) == (net, batch))
+        assert entry["fastest"] == winner
+        row = _row(_section(report, "## Fastest machine and runtime"), net, str(batch))
+        option = f"{best[winner]['variant']} on {best[winner]['runtime']}"
+        assert row[2 + list(inputs).index(winner)] == f"{option}, {tables.seconds(best[winner]['median'])}"
+        ahead = sorted(b["median"] for b in best.values())[1] / best[winner]["median"]
+        assert row[-1].startswith(f"{winner}, {ahead:.2f}x ahead of ")
+        said = "\n".join(comparison["findings"])
+        if ahead >= compare_report.TIE:
+            assert f"{winner} with {option} is the fastest for " in said
+        else:
+            assert "No machine is 5 % ahead of the next for" in said
+
+
+def test_accuracy_is_side_by_side(three):
+    out, _, _, inputs = three
+    report = (out / "compare.md").read_text()
+    for name, results in inputs.items():
+        for row in results["accuracy"]:
+            cells = _row(_section(report, "## Accuracy"), row["net"], row["variant"], row["runtime"])
+            assert cells[3 + list(inputs).index(name)] == (
+                f"{row['accuracy']:.4f} ({row['delta_points']:+.2f} points, "
+                f"{100 * row['agreement']:.1f} % agree)")
+
+
+def test_compare_is_a_plain_function_of_results_dicts(studies, tmp_path):
+    """As a fleet calls it: dicts in memory, no file they came from."""
+    laptop, server = _results(studies["laptop"]), _results(studies["server"])
+    server["machine"]["name"] = "lab | rack 2"
+    said = []
+    comparison = compare.compare([laptop, server], tmp_path / "fleet", progress=said.append)
+    assert [m["name"] for m in comparison["machines"]] == ["laptop", "lab | rack 2"]
+    assert said[-1] == f"comparison: {tmp_path / 'fleet' / 'compare.md'}"
+    assert "|  | laptop | lab \\| rack 2 |" in (tmp_path / "fleet" / "compare.md").read_text()
+    with pytest.raises(QuantlabError, match="both come from machine 'laptop'"):
+        compare.compare([laptop, _results(studies["laptop"])], tmp_path / "twice")
+    assert not (tmp_path / "twice").exists()
+
+
+def test_results_from_before_machine_names_are_labelled_by_cpu_and_folder(studies, tmp_path):
+    """quantlab wrote schema 2 without machine name and host for a while: such files compare."""
+    old = _results(studies["server"])
+    del old["machine"]["name"], old["machine"]["host"]
+    (tmp_path / "old-server").mkdir()
+    (tmp_path / "old-server" / "results.json").write_text(json.dumps(old))
+    comparison = compare.compare(compare.load([studies["laptop"], tmp_path / "old-server"]),
+                                 tmp_path / "out", progress=lambda _: None)
+    assert comparison["machines"][1]["name"] == f"{old['machine']['cpu']['model']} (old-server)"
+    assert not any("One CPU" in w for w in comparison["warnings"])  # no host to tell
+
+
+def test_an_output_folder_of_other_files_needs_force(studies, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    one_line_error(quantlab("compare", str(studies["laptop"]), str(studies["server"]), "--out", str(out)),
+                   "--force")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    forced = quantlab("compare", str(studies["laptop"]), str(studies["server"]), "--out", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "notes.txt").read_text() == "mine" and (out / "compare.md").is_file()
+    again = quantlab("compare", str(studies["laptop"]), str(studies["server"]), "--out", str(out))
+    assert again.returncode == 0, again.stderr  # written by quantlab now
+
+
+def _edited(studies, folder, edit):
+    results = _results(studies["server"])
+    edit(results)
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+@pytest.mark.parametrize("make, fragments", [
+    (lambda s, t: t / "nowhere", ["does not exist", "report folder"]),
+    (lambda s, t: t, ["holds no results.json"]),
+    (lambda s, t: s["laptop"] / "report.md", ["is not JSON"]),
+    (lambda s, t: (t / "r.json").write_bytes(b"\xff\xfe{") and t / "r.json", ["is not JSON"]),
+    (lambda s, t: (t / "r.json").write_text('[1, 2]') and t / "r.json", ["not a quantlab results file"]),
+    (lambda s, t: (t / "r.json").write_text('{"benchmarks": []}') and t / "r.json",
+     ["not a quantlab results file"]),
+    (lambda s, t: _edited(s, t / "v3", lambda r: r.update(schema=3)), ["schema 3", "reads schema 2"]),
+    (lambda s, t: _edited(s, t / "v1", lambda r: r.pop("schema")), ["before results.json had a schema"]),
+    (lambda s, t: _edited(s, t / "bad", lambda r: r["cases"][0].update(median="fast")),
+     ["cases[0].median is not a positive number"]),
+    (lambda s, t: _edited(s, t / "nan", lambda r: r["cases"][0].update(median=float("nan"))),
+     ["cases[0].median is not a positive number"]),
+    (lambda s, t: _edited(s, t / "sha", lambda r: r["nets"]["conv"]["artifacts"]["int8"].update(sha256="x")),
+     ["nets.conv.artifacts.int8.sha256"]),
+    (lambda s, t: shutil.copytree(s["server"], t / "copy"),
+     ["both come from machine 'server'", "QUANTLAB_MACHINE"]),
+    (lambda s, t: s["server"] / "results.json", ["is given twice"]),
+])
+def test_bad_input_is_one_line_and_writes_nothing(studies, tmp_path, make, fragments):
+    bad = make(studies, tmp_path)
+    out = tmp_path / "out"
+    one_line_error(quantlab("compare", str(studies["server"]), str(bad), "--out", str(out)), *fragments)
+    assert not out.exists()
