@@ -368,7 +368,9 @@ class Fleet:
                 watched = time.monotonic()
 
     def settle(self, job):
-        future = job.future
+        # Let go of the future: Dask would run a task again, anywhere and at any time, to
+        # remake a result that a client still holds when the worker holding it dies.
+        future, job.future = job.future, None
         if future.status == "finished":
             outcome = future.result()
             self.tasks.append(outcome["task"])
@@ -382,6 +384,7 @@ class Fleet:
         else:
             job.lost(_failure(future.exception()) if future.status == "error"
                      else f"its task was {future.status}")
+        future.release()
         if job.then:
             job.then()
 
@@ -411,6 +414,7 @@ class Fleet:
             elif now - self.gone.setdefault(job.resource, now) > GRACE:
                 del self.pending[key]
                 self.client.cancel([job.future])
+                job.future = None
                 where = f"machine {job.machine}" if job.machine else "the cluster"
                 job.lost(f"no worker of {where} was left for {GRACE} s")
                 if job.then:

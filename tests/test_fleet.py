@@ -217,6 +217,12 @@ def _timing(line, machine):
     return found and found.groups()
 
 
+def _nothing_but_timing_after_timing_began(stderr):
+    """Whether, once the hosts began timing, no task trained, exported or evaluated."""
+    after = stderr.split(": one task at a time on", 1)[1]
+    return not re.search(r"epoch|exporting|evaluating|per-layer", after)
+
+
 def test_a_worker_killed_mid_study_neither_hangs_it_nor_loses_finished_work(tmp_path, caches):
     out = tmp_path / "report"
     with cluster(tmp_path, caches, ["alpha"]) as started:
@@ -235,6 +241,8 @@ def test_a_worker_killed_mid_study_neither_hangs_it_nor_loses_finished_work(tmp_
         finally:
             status, stderr = study.finish()
         assert status == 0 and len(killed) == 2, stderr[-3000:]
+        # Nothing that the dead workers held was made again while the host was timing.
+        assert _nothing_but_timing_after_timing_began(stderr), stderr
         beta, fleet = _json(out / "machines" / "beta" / "results.json"), _json(out / "fleet.json")
         conv = [c for c in beta["cases"] if c["net"] == "conv"]
         medium = [c for c in beta["cases"] if c["net"] == "medium"]
@@ -262,6 +270,7 @@ def test_a_worker_killed_mid_study_neither_hangs_it_nor_loses_finished_work(tmp_
         finally:
             status, stderr = study.finish()
         assert status == 0 and killed, stderr[-3000:]
+        assert _nothing_but_timing_after_timing_began(stderr), stderr
         fleet = _json(out / "fleet.json")
         assert [t["label"] for t in fleet["tasks"]] == ["beta: medium: latency"]
         assert fleet["tasks"][0]["worker"] != killed[0]  # the restarted worker
