@@ -193,10 +193,14 @@ def _measure(config, progress):
     from quantlab import counters, runtime
 
     runtimes, skipped = runtime.usable(config.runtimes)
-    backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
+    backend, uncounted = None, None
+    try:
+        backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
+    except QuantlabError as error:  # e.g. no valgrind here: this machine still times
+        uncounted = str(error)
     progress("measuring this machine: CPU, clock, cache bandwidth")
     return {"info": study.machine_info(config, backend, skipped), "runtimes": list(runtimes),
-            "backend": backend}
+            "backend": backend, "uncounted": uncounted}
 
 
 def _time(config, shipment, runtimes, progress):
@@ -560,9 +564,15 @@ class Fleet:
         machine = self.machines[name]
         if machine.found is None:
             return
-        backend = machine.found["backend"]
+        backend, uncounted = machine.found["backend"], machine.found["uncounted"]
         for net in self.nets:
-            for record in study.plan_counts(self.config, backend, machine.timed.get(net, [])):
+            records = machine.timed.get(net, [])
+            if uncounted:
+                for record in records:
+                    if not record.get("not_run"):
+                        record.update(counters=None, not_counted=f"not counted: {uncounted}")
+                continue
+            for record in study.plan_counts(self.config, backend, records):
                 artifact = self.nets[net]["artifacts"][record["variant"]]
                 key = {**study.counter_key(self.config, artifact, record, backend), "machine": name,
                        "hosts": machine.hosts}

@@ -300,3 +300,20 @@ def test_a_run_without_scheduler_never_imports_dask(tmp_path, caches):
     result = subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True,
                             env={**os.environ, "QUANTLAB_CACHE": str(caches / "alpha")}, timeout=STUDY_TIMEOUT)
     assert result.stdout.splitlines()[-1] == "0 []", result.stderr[-3000:]
+
+
+def test_machines_that_share_a_host_directly_or_through_another_machine_time_in_turn():
+    from quantlab import fleet
+
+    machines = {name: fleet.Machine(name, hosts=hosts) for name, hosts in [
+        ("a", ["h1"]), ("c", ["h2"]), ("b", ["h1"]), ("e", ["h3"]), ("d", ["h2", "h3"]), ("f", ["h4"])]}
+    assert sorted(fleet.host_groups(machines)) == [["a", "b"], ["c", "d", "e"], ["f"]]
+
+
+def test_a_machine_name_becomes_a_safe_folder_name_that_keeps_names_apart():
+    from quantlab import fleet
+
+    assert fleet.folder_name("laptop") == "laptop"
+    assert fleet.folder_name("vm (Intel(R) Xeon(R))").startswith("vm-Intel-R-Xeon-R-")
+    assert fleet.folder_name("a/b") != fleet.folder_name("a b")
+    assert fleet.folder_name("..") not in ("", ".", "..")
