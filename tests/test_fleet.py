@@ -105,19 +105,23 @@ def _json(path):
 
 
 @pytest.fixture(scope="module")
-def fleet_study(tmp_path_factory, caches):
-    """The study on machines alpha and beta (one worker each), then once more with the same --out."""
-    folder = tmp_path_factory.mktemp("fleet")
-    out = folder / "report"
-    with cluster(folder, caches, ["alpha", "beta"]) as started:
-        workers = started.wait_for(2)
-        first = _run(started.address, out, caches)
-        assert first.returncode == 0, first.stderr[-3000:]
-        fleet = _json(out / "fleet.json")
-        results = {name: _json(out / "machines" / name / "results.json") for name in ("alpha", "beta")}
-        again = _run(started.address, out, caches)
-    return {"out": out, "first": first, "fleet": fleet, "results": results, "again": again,
-            "workers": workers}
+def two_machines(tmp_path_factory, caches):
+    """A cluster of machines alpha and beta, one worker each (with its nanny)."""
+    with cluster(tmp_path_factory.mktemp("cluster"), caches, ["alpha", "beta"]) as started:
+        started.wait_for(2)
+        yield started
+
+
+@pytest.fixture(scope="module")
+def fleet_study(tmp_path_factory, caches, two_machines):
+    """The study on alpha and beta, then once more with the same --out."""
+    out = tmp_path_factory.mktemp("fleet") / "report"
+    first = _run(two_machines.address, out, caches)
+    assert first.returncode == 0, first.stderr[-3000:]
+    fleet = _json(out / "fleet.json")
+    results = {name: _json(out / "machines" / name / "results.json") for name in ("alpha", "beta")}
+    again = _run(two_machines.address, out, caches)
+    return {"out": out, "first": first, "fleet": fleet, "results": results, "again": again}
 
 
 def _cases(results):
@@ -278,6 +282,25 @@ def test_a_worker_killed_mid_study_neither_hangs_it_nor_loses_finished_work(tmp_
         beta = _json(out / "machines" / "beta" / "results.json")
         assert all(c["median"] > 0 for c in beta["cases"])
         assert "beta: conv: latency: done earlier" in stderr
+
+
+def test_your_own_model_file_reaches_the_workers_and_is_studied_on_every_machine(tmp_path, caches,
+                                                                                  two_machines):
+    from test_study import _save_model
+
+    model, out = tmp_path / "mine.keras", tmp_path / "report"
+    _save_model(model, "[k.layers.Input((8, 8, 1)), k.layers.Flatten(), "
+                       "k.layers.Dense(10, activation='softmax')]")
+    result = quantlab("run", "--model", str(model), "--dataset", "digits", "--quick", "--counters", "off",
+                      "--variants", "float32,int8", "--batch-sizes", "1", "--scheduler",
+                      two_machines.address, "--out", str(out), env={"QUANTLAB_CACHE": str(caches / "study")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    exported = [t for t in _json(out / "fleet.json")["tasks"] if t["stage"] == "export"]
+    assert len(exported) == 1 and (caches / exported[0]["machine"] / "received" / sha[:16] / "mine.keras").is_file()
+    for name in ("alpha", "beta"):
+        results = _json(out / "machines" / name / "results.json")
+        assert list(results["nets"]) == ["mine"] and all(c["median"] > 0 for c in results["cases"])
 
 
 def test_an_unreachable_scheduler_is_one_line_and_exit_status_2(tmp_path):
