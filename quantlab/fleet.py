@@ -41,6 +41,7 @@ from pathlib import Path
 import dask
 import distributed
 from distributed.client import FuturesCancelledError
+from distributed.comm import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 import quantlab
@@ -439,8 +440,10 @@ class Fleet:
                "recipe": cache.code_digest(*variants.RECIPE), "quantlab": quantlab.__version__}
         label = f"{net}: export"
         stored = self.stored("export", key, label)
-        if stored is not None and self.ship(net, stored):
-            return
+        if stored is not None:
+            if self.ship(net, stored):
+                return
+            self.progress(f"{label}: the kept files are missing or changed; exporting again")
 
         def failed(why):
             raise QuantlabError(f"{net}: training and export failed: {why}")
@@ -460,8 +463,8 @@ class Fleet:
         return {"metas": value["metas"], "entry": value["entry"]}
 
     def ship(self, net, value):
-        """Scatter a net's kept files to every worker and evaluate the net; False when a kept
-        file is not the bytes its sidecar names."""
+        """Send a net's kept files on their way to the workers and evaluate the net; False
+        when a kept file is missing or not the bytes its sidecar names."""
         from quantlab.variants import Artifact
 
         artifacts, contents = {}, {}
@@ -659,5 +662,9 @@ def run(config, progress=None):
         fleet.phase1()
         fleet.drive()
         return fleet.reports()
+    except CommClosedError as error:
+        raise QuantlabError(f"lost the Dask scheduler at {config.scheduler} ({error}); what "
+                            f"finished is kept in {config.out / '.state'}: run the same command "
+                            f"again once the scheduler is back") from None
     finally:
         client.close()
