@@ -526,7 +526,8 @@ class Fleet:
 
     def missing(self, machine, stage, net, why):
         machine.missing.append({"stage": stage, "net": net, "reason": why})
-        self.progress(f"{machine.name}: {net + ': ' if net else ''}{stage} is missing: {why}")
+        what = {"machine": "not measured", "latency": "not timed", "counters": "not counted"}[stage]
+        self.progress(f"{machine.name}: {net + ': ' if net else ''}{what}: {why}")
 
     def measure(self, name):
         machine = self.machines[name]
