@@ -137,6 +137,15 @@ class Predictor:
             outputs.append(self.finish(self.run(prepared)))
         return np.concatenate(outputs)
 
+    def checked_input(self, x):
+        """``x`` checked, and quantized with the model's own parameters if it takes integers."""
+        x = check_images(x, self.input_shape)
+        self.check_pixel_range(x)
+        if self.input_quantization:
+            scale, zero_point = self.input_quantization
+            x = quantize(x, scale, int(zero_point), self.input_dtype)
+        return x
+
     def check_pixel_range(self, x):
         """Warn once per predictor when images are not scaled to [0, 1] (e.g. raw 0..255)."""
         if self._checked_range:

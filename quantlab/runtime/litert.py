@@ -10,7 +10,7 @@ import numpy as np
 from quantlab._tf import without_native_noise
 from quantlab.defaults import KERNELS
 from quantlab.errors import QuantlabError
-from quantlab.runtime.base import Predictor, check_images, dequantize, first_line, quantize
+from quantlab.runtime.base import Predictor, dequantize, first_line
 
 FORMATS = ("tflite",)
 PACKAGE = "ai-edge-litert"
@@ -76,11 +76,7 @@ class LiteRTPredictor(Predictor):
         self._batch = batch
 
     def prepare(self, x):
-        x = check_images(x, self.input_shape)
-        self.check_pixel_range(x)
-        if self.input_quantization:
-            scale, zero_point = self.input_quantization
-            x = quantize(x, scale, int(zero_point), self.input_dtype)
+        x = self.checked_input(x)
         if len(x) != self._batch:
             self._resize(len(x))
         return np.ascontiguousarray(x)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from quantlab.errors import QuantlabError
-from quantlab.runtime.base import Predictor, check_images, first_line, ranked
+from quantlab.runtime.base import Predictor, first_line, ranked
 
 FORMATS = ("onnx",)
 PACKAGE = "onnxruntime"
@@ -73,8 +73,7 @@ class OnnxRuntimePredictor(Predictor):
         self._fed = x
 
     def prepare(self, x):
-        x = np.ascontiguousarray(check_images(x, self.input_shape))
-        self.check_pixel_range(x)
+        x = np.ascontiguousarray(self.checked_input(x))
         self._feed(x)
         return x
 

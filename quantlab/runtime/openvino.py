@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from quantlab.errors import QuantlabError
-from quantlab.runtime.base import Predictor, check_images, dequantize, quantize, ranked
+from quantlab.runtime.base import Predictor, dequantize, ranked
 
 FORMATS = ("tflite", "onnx")
 PACKAGE = "openvino"
@@ -131,11 +131,7 @@ class OpenVINOPredictor(Predictor):
         return counts
 
     def prepare(self, x):
-        x = check_images(x, self.input_shape)
-        self.check_pixel_range(x)
-        if self.input_quantization:
-            scale, zero_point = self.input_quantization
-            x = quantize(x, scale, int(zero_point), self.input_dtype)
+        x = self.checked_input(x)
         x = np.ascontiguousarray(x, dtype=self.input_dtype)
         self._feed(x)
         return x

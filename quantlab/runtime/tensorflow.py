@@ -4,7 +4,7 @@ import numpy as np
 
 from quantlab.errors import QuantlabError
 from quantlab.graph_check import check_graph_def
-from quantlab.runtime.base import Predictor, check_images
+from quantlab.runtime.base import Predictor
 
 FORMATS = ("graphdef",)
 PACKAGE = "tensorflow"
@@ -49,9 +49,7 @@ class GraphDefPredictor(Predictor):
         self._tf = tf
 
     def prepare(self, x):
-        x = check_images(x, self.input_shape)
-        self.check_pixel_range(x)
-        return self._tf.constant(x)
+        return self._tf.constant(self.checked_input(x))
 
     def run(self, prepared):
         return self._function(prepared)
