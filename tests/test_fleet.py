@@ -173,6 +173,8 @@ def test_timing_never_overlaps_anything_else_of_the_study_on_the_one_host(fleet_
 
 
 def test_the_artifacts_reach_every_machine_as_checked_files_of_its_own_cache(fleet_study, caches):
+    exports = [t["label"] for t in fleet_study["fleet"]["tasks"] if t["stage"] == "export"]
+    assert sorted(exports) == ["conv: export", "medium: export"]  # once each, on any worker
     for name in ("alpha", "beta"):
         for net, artifacts in fleet_study["fleet"]["artifacts"].items():
             for variant, sha in artifacts.items():
