@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import resource
 import subprocess
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from quantlab import counters
 from quantlab.counters import valgrind
 from quantlab.counters.geometry import parse_cache_geometry, valgrind_options
+from quantlab.counters.protocol import dump_name
 from quantlab.errors import QuantlabError
 
 slow = pytest.mark.slow  # runs valgrind on a model
@@ -41,17 +41,16 @@ CASES = [("float32", 1), ("float32", 16), ("int8", 1), ("int8", 16)]
 # --- real counting -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def rerun(models):
-    """The int8 batch-1 case counted once more, with the CPU time its processes took."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = counters.measure(models["int8"], 1, backend="valgrind")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return result, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+def together(models):
+    """The int8 model counted at batch 1 and 16 by one worker, with 2 and with 4 runs measured."""
+    return {iterations: counters.measure_many(models["int8"], [1, 16, 1], backend="valgrind",
+                                              iterations=iterations)
+            for iterations in (2, 4)}
 
 
 @slow
-def test_two_runs_of_the_same_case_count_the_same_instructions_and_nearly_the_same_misses(rerun, counted):
-    again, first = rerun[0], counted("int8", 1)
+def test_two_runs_of_the_same_case_count_the_same_instructions_and_nearly_the_same_misses(models, counted):
+    again, first = counters.measure(models["int8"], 1, backend="valgrind"), counted("int8", 1)
     assert again["per_inference"]["instructions"] == first["per_inference"]["instructions"]
     assert again["top_kernels"] == first["top_kernels"]
     # Cache contents depend on where things land in memory (the worker's scratch folder has
@@ -59,6 +58,60 @@ def test_two_runs_of_the_same_case_count_the_same_instructions_and_nearly_the_sa
     for event, value in first["per_inference"].items():
         if value is not None:
             assert again["per_inference"][event] == pytest.approx(value, rel=0.02, abs=2), event
+
+
+@slow
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_per_inference_counts_do_not_depend_on_how_many_runs_are_measured(together, batch_size):
+    two, four = together[2][batch_size], together[4][batch_size]
+    assert (two["iterations"], four["iterations"]) == (2, 4)
+    per_two, per_four = two["per_inference"], four["per_inference"]
+    # A window bug shifts these by a quarter or more (dropping the short window's subtraction:
+    # +50 % with 2 runs, +25 % with 4; one run too few in the long window: -50 %, -25 %).
+    for event in ("instructions", "l1d_loads"):
+        assert per_four[event] == pytest.approx(per_two[event], rel=0.01), event
+    # The tiny model's ~100 misses per inference are mostly Python's own data, which moves
+    # by a dozen lines from window to window: only the order of magnitude is stable.
+    for event in ("l1d_load_misses", "cache_references"):
+        assert per_four[event] == pytest.approx(per_two[event], rel=0.25, abs=16), event
+
+
+@slow
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_counting_several_batch_sizes_in_one_worker_counts_what_one_worker_each_counts(
+        together, counted, batch_size):
+    assert list(together[2]) == [1, 16]  # in the order given, each once
+    shared, alone = together[2][batch_size], counted("int8", batch_size)
+    assert shared["batch_size"] == batch_size
+    # A worker that counts one batch size meets Python's one-off work on the code around the
+    # runs (quickening, specializing: a few thousand instructions and dozens of misses, of
+    # this tiny model's ~200 per inference) inside its windows; in the shared worker it is
+    # over by the second batch size. Real nets run millions of instructions.
+    assert shared["per_inference"]["instructions"] == pytest.approx(
+        alone["per_inference"]["instructions"], abs=6000)
+    assert shared["per_inference"]["l1d_loads"] == pytest.approx(
+        alone["per_inference"]["l1d_loads"], abs=2000)
+    assert [k["function"] for k in shared["top_kernels"][:3]] == [
+        k["function"] for k in alone["top_kernels"][:3]]
+
+
+# The tiny models by hand: conv 3x3x1 -> 4 filters over 8x8 ("same"), then 8*8*4 -> 10.
+TINY_MACS = 8 * 8 * 3 * 3 * 1 * 4 + 8 * 8 * 4 * 10
+
+
+@slow
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_instructions_per_inference_stay_within_sane_bounds_of_the_multiply_accumulates(counted, variant):
+    one = counted(variant, 1)["per_inference"]["instructions"]
+    sixteen = counted(variant, 16)["per_inference"]["instructions"]
+    # What 15 more images cost, free of the fixed cost of a call. No AVX2 instruction does
+    # more than 32 multiply-accumulates (vpmaddubsw: 32 int8 pairs), and even scalar code,
+    # a load and a multiply-add per MAC plus the loop, stays below 4 instructions per MAC.
+    per_mac = (sixteen - one) / (15 * TINY_MACS)
+    assert 1 / 32 < per_mac < 4
+    # The fixed cost of one call (set the input, invoke, get the output) is real but bounded:
+    # tens of thousands of instructions, not the millions of an import.
+    assert 0 < one - per_mac * TINY_MACS < 200_000
 
 
 @slow
@@ -121,12 +174,6 @@ def test_a_simulated_result_warns_about_avx2_kernels_and_names_the_simulated_cac
 
 
 @slow
-def test_counting_one_tiny_case_under_valgrind_takes_less_than_30_cpu_seconds(rerun):
-    # CPU time rather than wall time: other jobs on the machine must not fail this test.
-    assert rerun[1] < 30
-
-
-@slow
 def test_the_i7_6500u_geometry_is_simulated_when_asked_for(counted):
     result = counted("int8", 16, cache="i7-6500u")
     geometry = result["cache_geometry"]
@@ -153,6 +200,14 @@ def test_the_result_formats_as_a_short_text_block(counted):
     text = counters.format_result(counted("int8", 1))
     assert "instructions" in text and "L1d" in text and "AVX-512" in text
     assert len(text.splitlines()) < 20
+
+
+def test_a_large_batch_after_a_smaller_one_gets_one_measured_run_and_no_warm_up():
+    large = valgrind.LARGE_BATCH
+    assert valgrind.plan([1, 16, large]) == [(1, 2), (1, 2), (0, 1)]
+    # First in its worker, a large batch still runs once uncounted (weights, graph, Python).
+    assert valgrind.plan([large, 1]) == [(1, 1), (1, 2)]
+    assert valgrind.plan([1, large], iterations=3) == [(1, 3), (0, 3)]
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -196,6 +251,17 @@ def test_every_geometry_we_accept_is_accepted_by_valgrind_itself(tmp_path):
     assert done.returncode == 0, done.stderr
     profile = valgrind.parse_profile((tmp_path / "out").read_text())
     assert profile.caches == {"I1": (16384, 4, 64), "D1": (49152, 12, 64), "LL": (6291456, 12, 64)}
+
+
+@pytest.mark.parametrize("batch_sizes, says", [
+    ([], "at least one"),
+    ([1, 0], "at least 1, got 0"),
+    ([16, 2.5], "whole number"),
+])
+def test_bad_batch_sizes_are_refused_in_one_line_before_valgrind_starts(models, batch_sizes, says):
+    with pytest.raises(QuantlabError, match=says) as caught:
+        counters.measure_many(models["int8"], batch_sizes, backend="valgrind")
+    assert "\n" not in str(caught.value)
 
 
 def test_a_missing_artifact_is_refused_in_one_line(tmp_path):
@@ -251,6 +317,14 @@ fn=(3)
 *  20 2 2 0 2 0 0 0 0
 totals: 1000 300 100 5 20 3 1 2 1
 """
+
+
+def test_a_dump_is_known_by_the_name_in_its_trigger_line_and_no_other():
+    assert valgrind.trigger_name(COMPRESSED) == "quantlab-long"
+    named = COMPRESSED.replace("dump quantlab-long", f"dump {dump_name('short', 16)}")
+    assert valgrind.trigger_name(named) == "quantlab-short-batch-16"
+    assert dump_name("short", 16) != dump_name("short", 1)
+    assert valgrind.trigger_name(COMPRESSED.replace("desc: Trigger: dump quantlab-long\n", "")) is None
 
 
 def test_the_parser_reads_compressed_names_and_keeps_call_costs_out_of_self_cost():

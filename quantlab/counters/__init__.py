@@ -3,11 +3,14 @@
     >>> from quantlab import counters
     >>> result = counters.measure("medium_int8.tflite", batch_size=16)   # doctest: +SKIP
     >>> print(counters.format_result(result))                           # doctest: +SKIP
+    >>> by_batch = counters.measure_many("medium_int8.tflite", [1, 16, 64])  # doctest: +SKIP
 
 ``measure`` runs the model in a separate worker process under ``perf stat`` (where the CPU
 exposes hardware counters) or under valgrind's cache simulator (where it does not), counts
 exactly the inference calls and nothing around them (imports, interpreter creation, input
-conversion), and returns the counts per inference, i.e. per ``run`` of one batch.
+conversion), and returns the counts per inference, i.e. per ``run`` of one batch. ``measure_many`` counts
+several batch sizes of one model; under valgrind it does so in one worker, which pays
+valgrind's start and the imports once instead of once per batch size.
 Importing this package is cheap: it imports neither TensorFlow nor LiteRT.
 """
 
@@ -19,7 +22,7 @@ from quantlab.counters import perf, valgrind
 from quantlab.counters.geometry import CACHE_GEOMETRIES, parse_cache_geometry
 from quantlab.counters.result import assemble, format_result
 
-__all__ = ["BACKENDS", "CACHE_GEOMETRIES", "measure", "resolve_backend",
+__all__ = ["BACKENDS", "CACHE_GEOMETRIES", "measure", "measure_many", "resolve_backend",
            "parse_cache_geometry", "format_result"]
 
 BACKENDS = ("auto", "perf", "valgrind", "off")
@@ -49,8 +52,22 @@ def measure(artifact, batch_size, backend="auto", threads=1, kernels="xnnpack", 
     """Count one (model, batch size) case; None when ``backend`` is ``off``.
 
     ``cache`` (valgrind only) is a name from CACHE_GEOMETRIES or a spec
-    ``I1=size,assoc,line:D1=...:LL=...``. ``iterations`` defaults to 5 under valgrind and
-    50 under perf. The result's keys are listed in ``quantlab.counters.result``.
+    ``I1=size,assoc,line:D1=...:LL=...``. ``iterations`` (the measured runs) defaults to the
+    backend's choice (``valgrind.plan``, ``perf.ITERATIONS``). The result's keys are listed in ``quantlab.counters.result``.
+    """
+    results = measure_many(artifact, [batch_size], backend, threads, kernels, cache, iterations)
+    return None if results is None else results[int(batch_size)]
+
+
+def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnpack",
+                 cache="host", iterations=None):
+    """Count several batch sizes of one model: {batch size: result}; None when ``off``.
+
+    Under valgrind one worker counts them all in the order given (smallest first is
+    cheapest: see ``valgrind.plan``), each in windows of its own that start from cold
+    simulated caches, so each result matches what ``measure`` gives for that batch size
+    alone. Each result's ``seconds`` is the wall time of that whole worker. Under perf each
+    batch size gets a worker of its own: perf stat reports one total per process.
     """
     if backend == "off":
         return None
@@ -58,24 +75,42 @@ def measure(artifact, batch_size, backend="auto", threads=1, kernels="xnnpack", 
     if backend == "off":
         return None
     cache = parse_cache_geometry(cache)  # fail fast, before any process is started
-    if int(batch_size) < 1:
-        raise QuantlabError(f"batch size must be at least 1, got {batch_size}")
+    batch_sizes = _batch_sizes(batch_sizes)
     if kernels not in KERNELS:
         raise QuantlabError(f"unknown kernel choice {kernels!r}: choose one of {', '.join(KERNELS)}")
     if threads is not None and int(threads) < 1:
         raise QuantlabError(f"threads must be at least 1, got {threads}")
     if not Path(artifact).is_file():
         raise QuantlabError(f"no model file at {artifact}")
-    module = perf if backend == "perf" else valgrind
-    iterations = module.ITERATIONS if iterations is None else int(iterations)
-    if iterations < 1:
+    if iterations is not None and int(iterations) < 1:
         raise QuantlabError(f"iterations must be at least 1, got {iterations}")
-    options = dict(artifact=artifact, batch_size=int(batch_size), iterations=iterations,
-                   warmup=module.WARMUP, threads=threads, kernels=kernels)
-    start = time.perf_counter()
-    if backend == "perf":
-        part = perf.count(**options)
-    else:
-        part = valgrind.count(**options, cache=cache)
-    seconds = time.perf_counter() - start
-    return assemble(backend, part, seconds=seconds, **options)
+    if backend == "valgrind":
+        start = time.perf_counter()
+        parts = valgrind.count_many(artifact, batch_sizes, iterations, threads=threads,
+                                    kernels=kernels, cache=cache)
+        seconds = time.perf_counter() - start
+        return {b: assemble(backend, part, artifact=artifact, batch_size=b, threads=threads,
+                            kernels=kernels, seconds=seconds)
+                for b, part in parts.items()}
+    iterations = perf.ITERATIONS if iterations is None else int(iterations)
+    results = {}
+    for b in batch_sizes:
+        start = time.perf_counter()
+        part = perf.count(artifact, b, iterations, perf.WARMUP, threads, kernels)
+        results[b] = assemble(backend, {**part, "warmup": perf.WARMUP, "iterations": iterations},
+                              artifact=artifact, batch_size=b, threads=threads, kernels=kernels,
+                              seconds=time.perf_counter() - start)
+    return results
+
+
+def _batch_sizes(batch_sizes):
+    """Whole numbers of at least 1, each once, in the order given."""
+    checked = []
+    for batch_size in batch_sizes:
+        if int(batch_size) != batch_size or int(batch_size) < 1:
+            raise QuantlabError(f"batch size must be a whole number of at least 1, got {batch_size}")
+        if int(batch_size) not in checked:
+            checked.append(int(batch_size))
+    if not checked:
+        raise QuantlabError("no batch size to count: give at least one")
+    return checked

@@ -24,11 +24,12 @@ def scratch_dir():
     return tempfile.TemporaryDirectory(prefix="quantlab-counters-")
 
 
-def worker_argv(artifact, batch_size, warmup, iterations, mode, threads, kernels, *extra):
+def worker_argv(artifact, batch_sizes, warmups, iterations, mode, threads, kernels, *extra):
+    """The worker's command line; ``warmups`` and ``iterations`` hold one number per batch size."""
     # An absolute path: the worker runs elsewhere, and one model has one name whatever the cwd.
     argv = [sys.executable, "-m", "quantlab.counters.worker", str(Path(artifact).resolve()),
-            "--batch-size", str(batch_size), "--warmup", str(warmup),
-            "--iterations", str(iterations), "--mode", mode, "--kernels", kernels]
+            "--batch-size", *map(str, batch_sizes), "--warmup", *map(str, warmups),
+            "--iterations", *map(str, iterations), "--mode", mode, "--kernels", kernels]
     if threads:
         argv += ["--threads", str(threads)]
     return argv + list(extra)

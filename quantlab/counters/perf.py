@@ -269,7 +269,7 @@ def count(artifact, batch_size, iterations=ITERATIONS, warmup=WARMUP, threads=1,
 
     with _process.scratch_dir() as scratch:
         out_file = Path(scratch, "perf.csv")
-        worker = _process.worker_argv(artifact, batch_size, warmup, iterations, "perf", threads,
+        worker = _process.worker_argv(artifact, [batch_size], [warmup], [iterations], "perf", threads,
                                       kernels, "--ctl-fd", str(ctl_write), "--ack-fd", str(ack_read))
         argv = command(events, out_file, ctl_read, ack_write, worker)
         try:

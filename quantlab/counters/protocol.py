@@ -4,5 +4,12 @@
 ERROR_MARK = "quantlab-counters-error: "
 ERROR_STATUS = 2
 
-# callgrind dump descriptions; callgrind writes each into its dump's "desc: Trigger:" line.
-DUMP_WARM, DUMP_SHORT, DUMP_LONG = "quantlab-warm", "quantlab-short", "quantlab-long"
+# The windows of one batch size, in the order the worker opens them (see worker.py).
+WARM, SHORT, LONG = "warm", "short", "long"
+
+
+def dump_name(window, batch_size):
+    """The description of one window's callgrind dump, which callgrind writes into its
+    ``desc: Trigger:`` line: one name per (window, batch size), as one worker may count
+    several batch sizes."""
+    return f"quantlab-{window}-batch-{batch_size}"

@@ -16,7 +16,8 @@ Keys of a result:
   ``{"function", "instructions" (own, per inference), "share" (of all instructions)}``;
 - ``cache_geometry``: the simulated caches (valgrind only): ``name`` (host, i7-6500u or
   custom), ``I1`` / ``D1`` / ``LL`` as ``{"size", "assoc", "line"}`` and ``spec``;
-- ``seconds``: wall time of the whole measurement, worker start-up included.
+- ``seconds``: wall time of the whole measurement, worker start-up included (under valgrind,
+  of the one worker that counted all the batch sizes asked for together).
 """
 
 KEYS = ("instructions", "cache_references", "cache_misses", "l1d_loads", "l1d_load_misses",
@@ -39,14 +40,15 @@ def rates(counts):
     }
 
 
-def assemble(backend, part, *, artifact, batch_size, iterations, warmup, threads, kernels, seconds):
+def assemble(backend, part, *, artifact, batch_size, threads, kernels, seconds):
+    """A result from a backend's part, which holds the ``warmup`` and ``iterations`` it ran."""
     per_inference = {key: part["per_inference"].get(key) for key in KEYS}
     return {
         "backend": backend,
         "artifact": str(artifact),
         "batch_size": batch_size,
-        "iterations": iterations,
-        "warmup": warmup,
+        "iterations": part["iterations"],
+        "warmup": part["warmup"],
         "threads": threads,
         "kernels": kernels,
         "events": part["events"],

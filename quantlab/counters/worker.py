@@ -1,27 +1,33 @@
-"""The measured process: load a model, warm it up, and open a counting window around its runs.
+"""The measured process: load a model, warm it up, and open counting windows around its runs.
 
-Run as ``python -m quantlab.counters.worker ARTIFACT --batch-size N --warmup W
+Run as ``python -m quantlab.counters.worker ARTIFACT --batch-size N [N ...] --warmup W
 --iterations K --mode valgrind|perf`` under callgrind or ``perf stat`` (see ``valgrind.py``
-and ``perf.py``, which build those command lines). Everything before the window (imports,
-interpreter creation, file reads, input conversion, warm-up) is left uncounted:
+and ``perf.py``, which build those command lines). Everything outside the windows (imports,
+interpreter creation, file reads, input conversion, resizing, warm-up) is left uncounted:
 
-- perf mode: perf starts with its counters disabled (``-D -1``); the worker writes
-  ``enable`` / ``disable`` to perf's control fd around exactly K runs and waits for perf's
-  ``ack`` each time, so no run is counted half.
-- valgrind mode: callgrind starts with instrumentation off (``--instr-atstart=no``); the
-  worker asks ``callgrind_control`` to switch it on, and dumps the counters after a warm-up
-  run, after 1 run ("short") and after K+1 runs ("long"). Per inference = (long - short) / K:
-  the Python around each control call and the first-run-after-a-control-call misses are
-  equal in both windows and cancel. Measured on a 33k-instruction model: zeroing and then
-  counting K runs also counted ~370k instructions of control-call overhead; subtracting an
-  empty window still left ~4k instructions and ~600 D1 misses; the difference of two
-  lengths gave the same per-inference count for K = 5 and K = 50 within 0.2%.
+- perf mode (one batch size): perf starts with its counters disabled (``-D -1``); the worker
+  writes ``enable`` / ``disable`` to perf's control fd around exactly K runs and waits for
+  perf's ``ack`` each time, so no run is counted half.
+- valgrind mode (one or several batch sizes, so that valgrind's start and the imports are
+  paid once per model): callgrind starts with instrumentation off
+  (``--instr-atstart=no``). For each batch size in turn the worker resizes the input and
+  warms up uninstrumented, then asks ``callgrind_control`` to switch instrumentation on,
+  and dumps the counters after a warm run, after 1 run ("short") and after K+1 runs
+  ("long"), then switches it off again. Per inference = (long - short) / K: the Python
+  around each control call and the first-run-after-a-control-call misses are equal in both
+  windows and cancel. Measured on a 33k-instruction model: zeroing and then counting K runs
+  also counted ~370k instructions of control-call overhead; subtracting an empty window
+  still left ~4k instructions and ~600 D1 misses; the difference of two lengths gave the
+  same per-inference count for K = 5 and K = 50 within 0.2%. Switching instrumentation on
+  empties the simulated caches, so every batch size starts from the same cold caches as in
+  a process of its own.
 
 On a user error the worker prints one line starting with ``protocol.ERROR_MARK`` to stderr
 and exits with status 2; on success it prints one JSON line describing what it ran to stdout.
 """
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -30,9 +36,10 @@ import tempfile
 import time
 
 from quantlab.errors import QuantlabError
-from quantlab.counters.protocol import DUMP_LONG, DUMP_SHORT, DUMP_WARM, ERROR_MARK, ERROR_STATUS
+from quantlab.counters.protocol import ERROR_MARK, ERROR_STATUS, LONG, SHORT, WARM, dump_name
 
 SEED = 0
+REHEARSALS = 10  # control requests rehearsed before the first window
 
 
 def make_batch(input_shape, batch_size, seed=SEED):
@@ -74,6 +81,21 @@ class CallgrindControl:
         _, status = os.waitpid(child, 0)
         self.done.append((request, status, log))
 
+    def rehearse(self, times):
+        """Go through a request ``times`` times with a program that does nothing.
+
+        Python 3.11 quickens a function after ~8 calls and specializes its instructions as
+        they run; whatever of that is left to do inside a window is counted there once, and
+        lands in one window but not the other (thousands of instructions, dozens of misses).
+        """
+        program, self.program = self.program, shutil.which("true") or "/bin/true"
+        try:
+            for _ in range(times):
+                self("-i", "off")
+        finally:
+            self.program = program
+            del self.done[-times:]
+
     def verify(self):
         for request, status, log in self.done:
             with open(log, errors="replace") as f:
@@ -114,21 +136,21 @@ def _loop(run, prepared, count):
     return time.perf_counter() - start
 
 
-def count_valgrind(run, prepared, iterations, control):
+def count_valgrind(run, prepared, iterations, control, batch_size):
     control("-i", "on")  # the simulated caches start cold here
     control.verify()  # fail early; this window is discarded anyway
     _loop(run, prepared, 1)  # pays the compulsory misses; its dump is discarded
-    control(f"--dump={DUMP_WARM}")  # a dump also zeroes the counters
+    control(f"--dump={dump_name(WARM, batch_size)}")  # a dump also zeroes the counters
     _loop(run, prepared, 1)
-    control(f"--dump={DUMP_SHORT}")
+    control(f"--dump={dump_name(SHORT, batch_size)}")
     seconds = _loop(run, prepared, iterations + 1)
-    control(f"--dump={DUMP_LONG}")
-    control("-i", "off")  # the interpreter's shutdown is not worth simulating
+    control(f"--dump={dump_name(LONG, batch_size)}")
+    control("-i", "off")  # resizing, the next warm-up and shutdown are not worth simulating
     control.verify()
-    return {"short": 1, "long": iterations + 1}, seconds
+    return {SHORT: 1, LONG: iterations + 1}, seconds
 
 
-def count_perf(run, prepared, iterations, control):
+def count_perf(run, prepared, iterations, control, batch_size):
     control("enable")
     seconds = _loop(run, prepared, iterations)
     control("disable")
@@ -139,9 +161,12 @@ def _arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m quantlab.counters.worker",
                                      description="run one model inside a counting window")
     parser.add_argument("artifact")
-    parser.add_argument("--batch-size", type=int, required=True, metavar="N")
-    parser.add_argument("--warmup", type=int, default=10, metavar="W")
-    parser.add_argument("--iterations", type=int, required=True, metavar="K")
+    parser.add_argument("--batch-size", type=int, nargs="+", required=True, metavar="N",
+                        help="one or more (valgrind mode), counted in this order")
+    parser.add_argument("--warmup", type=int, nargs="+", default=[10], metavar="W",
+                        help="uncounted runs: one number for all batch sizes, or one for each")
+    parser.add_argument("--iterations", type=int, nargs="+", required=True, metavar="K",
+                        help="measured runs: one number for all batch sizes, or one for each")
     parser.add_argument("--mode", choices=("valgrind", "perf"), required=True)
     parser.add_argument("--threads", type=int, default=None, metavar="T")
     parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack")
@@ -152,23 +177,48 @@ def _arguments(argv):
     return parser.parse_args(argv)
 
 
+def _per_batch_size(values, sizes, option):
+    if len(values) == 1:
+        return values * len(sizes)
+    if len(values) != len(sizes):
+        raise QuantlabError(f"{option} takes one number, or one for each of the "
+                            f"{len(sizes)} batch sizes; got {len(values)}")
+    return values
+
+
 def work(args):
     from quantlab import runtime  # imported here so that errors come out as one line
 
-    if args.batch_size < 1 or args.iterations < 0 or args.warmup < 0:
+    sizes = args.batch_size
+    warmups, iterations = (_per_batch_size(args.warmup, sizes, "--warmup"),
+                           _per_batch_size(args.iterations, sizes, "--iterations"))
+    if min(sizes) < 1 or min(iterations) < 0 or min(warmups) < 0:
         raise QuantlabError("batch size must be at least 1, iterations and warm-up at least 0")
+    if len(set(sizes)) != len(sizes):
+        raise QuantlabError(f"batch sizes repeat: {sizes}")
     if args.mode == "perf":
         if args.ctl_fd is None or args.ack_fd is None:
             raise QuantlabError("perf mode needs --ctl-fd and --ack-fd (run it under perf stat --control)")
+        if len(args.batch_size) > 1:  # perf stat reports one total for the whole process
+            raise QuantlabError("perf mode counts one batch size per process")
         control, count = PerfControl(args.ctl_fd, args.ack_fd), count_perf
     else:
         control = CallgrindControl(args.scratch or tempfile.gettempdir(), args.vgdb_prefix)
         count = count_valgrind
     predictor = runtime.load(args.artifact, threads=args.threads, kernels=args.kernels)
-    prepared = predictor.prepare(make_batch(predictor.input_shape, args.batch_size))
     run = predictor.run
-    _loop(run, prepared, args.warmup)  # Python 3.11 specializes a function after ~8 calls
-    windows, seconds = count(run, prepared, args.iterations, control)
+    if args.mode == "valgrind":
+        control.rehearse(REHEARSALS)
+    gc.collect()  # a collection inside a window would be counted there, once
+    gc.disable()
+    windows, seconds, warmup_seconds = {}, {}, {}
+    for batch_size, warmup, measured in zip(sizes, warmups, iterations):
+        prepared = predictor.prepare(make_batch(predictor.input_shape, batch_size))
+        # One call of _loop per run: Python 3.11 quickens a function after ~8 calls, and
+        # then specializes its instructions; better done before the first window.
+        warmup_seconds[str(batch_size)] = sum(_loop(run, prepared, 1) for _ in range(warmup))
+        windows[str(batch_size)], seconds[str(batch_size)] = count(
+            run, prepared, measured, control, batch_size)
     return {
         "pid": os.getpid(),
         "input_shape": list(predictor.input_shape),
@@ -176,6 +226,7 @@ def work(args):
         "kernels": predictor.kernels,
         "windows": windows,
         "window_seconds": seconds,
+        "warmup_seconds": warmup_seconds,
     }
 
 
