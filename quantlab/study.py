@@ -249,16 +249,18 @@ def count_reason(config, backend, record):
     return None
 
 
-def count_case(config, artifact, record, backend):
-    """The counters of one timed case, or {"failed": why} (said in the report, not fatal)."""
+def count_model(config, artifact, runtime_name, batch_sizes, backend):
+    """{batch size: counters} of one model on one runtime, all batch sizes in one worker
+    (valgrind's start and the imports are paid once); {"failed": why} for each if it fails
+    (said in the report, not fatal)."""
     from quantlab import counters
 
     try:
-        return counters.measure(artifact.path, record["batch_size"], backend=backend,
-                                threads=config.threads, cache=config.cache_geometry,
-                                runtime=record["runtime"], precision=artifact.precision)
+        return counters.measure_many(artifact.path, batch_sizes, backend=backend,
+                                     threads=config.threads, cache=config.cache_geometry,
+                                     runtime=runtime_name, precision=artifact.precision)
     except QuantlabError as error:
-        return {"failed": str(error)}
+        return {batch: {"failed": str(error)} for batch in batch_sizes}
 
 
 def counter_key(config, artifact, record, backend):
@@ -323,31 +325,42 @@ def _training_summary(artifacts):
 
 
 def _count_all(config, net, artifacts, records, backend, progress):
-    """Count the chosen cases of one net on this machine, each kept in OUT/.state."""
+    """Count the chosen cases of one net on this machine, each kept in OUT/.state; the
+    batch sizes of one model and runtime are counted together, in one worker."""
     from concurrent.futures import ThreadPoolExecutor
 
     chosen = plan_counts(config, backend, records)
+    stored = {id(record): _state_path(config, "counters", counter_key(
+        config, artifacts[record["variant"]], record, backend)) for record in chosen}
+    models = {}
+    for record in chosen:
+        models.setdefault((record["variant"], record["runtime"]), []).append(record)
 
-    def count(numbered):
-        number, record = numbered
-        artifact = artifacts[record["variant"]]
-        label = (f"{net}: counting {record['variant']} on {record['runtime']} batch "
-                 f"{record['batch_size']} with {backend} ({number}/{len(chosen)})")
-
-        def compute():
-            progress(label)
-            return count_case(config, artifact, record, backend)
-
-        key = counter_key(config, artifact, record, backend)
-        return _cached_stage(config, "counters", key, compute, progress, label)
+    def count(model):
+        (variant, runtime_name), group = model
+        results, missing = {}, []
+        for record in group:
+            try:
+                results[record["batch_size"]] = json.loads(stored[id(record)].read_text())
+            except (OSError, ValueError):  # not counted yet, or a damaged file: count again
+                missing.append(record["batch_size"])
+        if missing:
+            progress(f"{net}: counting {variant} on {runtime_name}, batch "
+                     f"{','.join(map(str, missing))}, with {backend}")
+            for batch, result in count_model(config, artifacts[variant], runtime_name, missing,
+                                              backend).items():
+                cache.write_json(stored[id(next(r for r in group if r["batch_size"] == batch))], result)
+                results[batch] = result
+        return group, results
 
     # Valgrind simulates each worker's caches on its own, so its counts do not depend on
     # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
     workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
     with ThreadPoolExecutor(workers) as pool:
-        counted = pool.map(count, enumerate(chosen, 1))
-        for record, result in zip(chosen, progress.steps(counted, f"{net}: counting", len(chosen))):
-            apply_count(record, result)
+        done = pool.map(count, models.items())
+        for group, results in progress.steps(done, f"{net}: counting", len(models)):
+            for record in group:
+                apply_count(record, results[record["batch_size"]])
 
 
 def new_results(config, data, machine_info, runtimes):

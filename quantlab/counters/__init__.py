@@ -17,6 +17,7 @@ Importing this package is cheap: it imports neither TensorFlow nor LiteRT.
 import time
 from pathlib import Path
 
+from quantlab.defaults import KERNELS, RUNTIMES
 from quantlab.errors import QuantlabError
 from quantlab.counters import perf, valgrind
 from quantlab.counters.geometry import CACHE_GEOMETRIES, parse_cache_geometry
@@ -26,7 +27,6 @@ __all__ = ["BACKENDS", "CACHE_GEOMETRIES", "measure", "measure_many", "resolve_b
            "parse_cache_geometry", "format_result"]
 
 BACKENDS = ("auto", "perf", "valgrind", "off")
-KERNELS = ("xnnpack", "builtin")  # as quantlab.runtime.KERNELS, which imports numpy
 
 
 def resolve_backend(name):
@@ -48,19 +48,23 @@ def resolve_backend(name):
 
 
 def measure(artifact, batch_size, backend="auto", threads=1, kernels="xnnpack", cache="host",
-            iterations=None):
+            iterations=None, runtime=None, precision=None):
     """Count one (model, batch size) case; None when ``backend`` is ``off``.
 
     ``cache`` (valgrind only) is a name from CACHE_GEOMETRIES or a spec
     ``I1=size,assoc,line:D1=...:LL=...``. ``iterations`` (the measured runs) defaults to the
-    backend's choice (``valgrind.plan``, ``perf.ITERATIONS``). The result's keys are listed in ``quantlab.counters.result``.
+    backend's choice (``valgrind.plan``, ``perf.ITERATIONS``). ``runtime`` (default: the file's
+    natural one) and ``precision`` (``bf16``: a float model in bfloat16, on OpenVINO) say how
+    the model is run, as ``quantlab.runtime.load`` takes them. The result's keys are listed
+    in ``quantlab.counters.result``.
     """
-    results = measure_many(artifact, [batch_size], backend, threads, kernels, cache, iterations)
+    results = measure_many(artifact, [batch_size], backend, threads, kernels, cache, iterations,
+                           runtime, precision)
     return None if results is None else results[int(batch_size)]
 
 
 def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnpack",
-                 cache="host", iterations=None):
+                 cache="host", iterations=None, runtime=None, precision=None):
     """Count several batch sizes of one model: {batch size: result}; None when ``off``.
 
     Under valgrind one worker counts them all in the order given (smallest first is
@@ -82,12 +86,15 @@ def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnp
         raise QuantlabError(f"threads must be at least 1, got {threads}")
     if not Path(artifact).is_file():
         raise QuantlabError(f"no model file at {artifact}")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise QuantlabError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if iterations is not None and int(iterations) < 1:
         raise QuantlabError(f"iterations must be at least 1, got {iterations}")
     if backend == "valgrind":
         start = time.perf_counter()
         parts = valgrind.count_many(artifact, batch_sizes, iterations, threads=threads,
-                                    kernels=kernels, cache=cache)
+                                    kernels=kernels, cache=cache, runtime=runtime,
+                                    precision=precision)
         seconds = time.perf_counter() - start
         return {b: assemble(backend, part, artifact=artifact, batch_size=b, threads=threads,
                             kernels=kernels, seconds=seconds)
@@ -96,7 +103,8 @@ def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnp
     results = {}
     for b in batch_sizes:
         start = time.perf_counter()
-        part = perf.count(artifact, b, iterations, perf.WARMUP, threads, kernels)
+        part = perf.count(artifact, b, iterations, perf.WARMUP, threads, kernels,
+                          runtime=runtime, precision=precision)
         results[b] = assemble(backend, {**part, "warmup": perf.WARMUP, "iterations": iterations},
                               artifact=artifact, batch_size=b, threads=threads, kernels=kernels,
                               seconds=time.perf_counter() - start)

@@ -35,6 +35,12 @@ def worker_argv(artifact, batch_sizes, warmups, iterations, mode, threads, kerne
     return argv + list(extra)
 
 
+def load_options(runtime=None, precision=None):
+    """The worker's options that say how to load the model: which runtime, which precision."""
+    return ((["--runtime", runtime] if runtime else []) +
+            (["--precision", precision] if precision else []))
+
+
 # The worker's environment and working directory land on its stack and heap, so their sizes
 # shift the alignment of its buffers: a variable that changes from call to call (PWD,
 # PYTEST_CURRENT_TEST, ...) changed the counts by up to 0.15%. Only variables that can

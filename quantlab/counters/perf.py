@@ -248,7 +248,7 @@ def command(events, out_file, ctl_fd, ack_fd, worker_argv):
 
 
 def count(artifact, batch_size, iterations=ITERATIONS, warmup=WARMUP, threads=1,
-          kernels="xnnpack", events=HARDWARE_EVENTS):
+          kernels="xnnpack", events=HARDWARE_EVENTS, runtime=None, precision=None):
     """Run the worker under perf stat; return the backend's part of the result.
 
     ``events`` other than the hardware ones (e.g. task-clock) are for checking the window on
@@ -270,7 +270,8 @@ def count(artifact, batch_size, iterations=ITERATIONS, warmup=WARMUP, threads=1,
     with _process.scratch_dir() as scratch:
         out_file = Path(scratch, "perf.csv")
         worker = _process.worker_argv(artifact, [batch_size], [warmup], [iterations], "perf", threads,
-                                      kernels, "--ctl-fd", str(ctl_write), "--ack-fd", str(ack_read))
+                                      kernels, "--ctl-fd", str(ctl_write), "--ack-fd", str(ack_read),
+                                      *_process.load_options(runtime, precision))
         argv = command(events, out_file, ctl_read, ack_write, worker)
         try:
             status, stdout, stderr = _process.run(argv, scratch, pass_fds=fds, after_start=close_ours)

@@ -51,6 +51,7 @@ def assemble(backend, part, *, artifact, batch_size, threads, kernels, seconds):
         "warmup": part["warmup"],
         "threads": threads,
         "kernels": kernels,
+        "runtime": (part.get("worker") or {}).get("runtime"),
         "events": part["events"],
         "per_inference": per_inference,
         "rates": rates(per_inference),

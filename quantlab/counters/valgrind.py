@@ -33,9 +33,12 @@ from quantlab.counters.protocol import LONG, SHORT, dump_name
 
 EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
 # Simulation runs at a few million instructions a second, and counts are deterministic, so
-# few inferences suffice: the instrumented warm run already packs weights and fills caches
-# (one uninstrumented run first is enough), and two measured runs give the difference.
-WARMUP, ITERATIONS = 1, 2
+# few inferences suffice: the instrumented warm run already packs weights and fills caches,
+# and two measured runs give the difference. The uncounted warm-up is there for Python:
+# 3.11 quickens a function on about its 8th call, and that one-off work (about 1 500
+# instructions) must not land in one window and not the other; uninstrumented runs of a
+# small batch cost little.
+WARMUP, ITERATIONS = 10, 2
 # From this batch size on, a run costs most (float32 dense at batch 64: ~20 s, mostly valgrind
 # emulating FMA instructions) and its per-inference counts hardly depend on the history:
 # one measured run, and no uncounted warm-up once the model has run in this worker. Measured
@@ -47,10 +50,18 @@ TOP = 5
 MISSING = "valgrind not found: install it (apt-get install valgrind) or use --counters perf/off"
 
 AVX512_CAVEAT = (
-    "simulated by valgrind, whose virtual CPU has no AVX-512 and no AMX: XNNPACK ran its "
-    "AVX2/FMA3 kernels rather than the AVX-512, VNNI or AMX ones it picks natively where "
-    "the CPU has them, so instruction and miss counts describe those AVX2 kernels"
+    "simulated by valgrind, whose virtual CPU has no AVX-512 and no AMX: the runtimes ran "
+    "their AVX2/FMA3 kernels (XNNPACK, oneDNN's jit_avx2, MLAS) rather than the AVX-512, "
+    "VNNI or AMX ones they pick natively where the CPU has them, so instruction and miss "
+    "counts describe those AVX2 kernels"
 )
+# Runtimes whose kernels valgrind can only name by address.
+UNNAMED = {
+    "openvino": "OpenVINO compiles its kernels at run time (oneDNN JIT), so valgrind names "
+                "them only by address; its own per-layer counts name the primitives",
+    "onnxruntime": "ONNX Runtime's library carries no symbols for its kernels, so valgrind "
+                   "names them only by address; its own node profile names the operators",
+}
 MODEL_CAVEAT = (
     "valgrind's cache model has no hardware prefetcher and no timing: misses are those of "
     "a plain LRU cache, and there are no cycles, hence no IPC"
@@ -269,17 +280,19 @@ def plan(batch_sizes, iterations=None, warmup=WARMUP):
     """(warm-up runs, measured runs) for each batch size, counted in the order given.
 
     ``iterations`` None picks ITERATIONS, or 1 from LARGE_BATCH on; a number applies to all.
+    A large batch gets one warm-up run (none after another batch size), where a run costs
+    seconds and Python's quickening is a rounding error.
     """
     steps = []
     for position, batch_size in enumerate(batch_sizes):
         large = batch_size >= LARGE_BATCH
-        steps.append((0 if large and position > 0 else warmup,
+        steps.append((0 if large and position > 0 else 1 if large else warmup,
                       iterations if iterations is not None else 1 if large else ITERATIONS))
     return steps
 
 
 def count_many(artifact, batch_sizes, iterations=None, warmup=WARMUP, threads=1,
-               kernels="xnnpack", cache="host"):
+               kernels="xnnpack", cache="host", runtime=None, precision=None):
     """Count every batch size in one worker under callgrind; {batch size: backend's part}.
 
     Each part holds the ``warmup`` and ``iterations`` its batch size was counted with (see
@@ -294,7 +307,8 @@ def count_many(artifact, batch_sizes, iterations=None, warmup=WARMUP, threads=1,
         out_file, log_file = Path(scratch, "callgrind.out"), Path(scratch, "valgrind.log")
         worker = _process.worker_argv(artifact, batch_sizes, [w for w, _ in steps],
                                       [k for _, k in steps], "valgrind", threads, kernels,
-                                      "--scratch", scratch, "--vgdb-prefix", str(Path(scratch, "vgdb")))
+                                      "--scratch", scratch, "--vgdb-prefix", str(Path(scratch, "vgdb")),
+                                      *_process.load_options(runtime, precision))
         argv = command(worker, out_file, log_file, Path(scratch, "vgdb"), cache)
         status, stdout, stderr = _process.run(argv, scratch)
         log = log_file.read_text(errors="replace") if log_file.exists() else ""
@@ -320,6 +334,8 @@ def _part(short, long, iterations, threads, cache, log, report):
     if threads and threads > 1:
         caveats.append("valgrind runs one thread at a time: counts are summed over all "
                        "threads, including any spinning of idle workers")
+    if report.get("runtime") in UNNAMED:
+        caveats.append(UNNAMED[report["runtime"]])
     return {
         "events": list(long.events),
         "per_inference": to_counts(per),

@@ -38,15 +38,7 @@ import time
 from quantlab.errors import QuantlabError
 from quantlab.counters.protocol import ERROR_MARK, ERROR_STATUS, LONG, SHORT, WARM, dump_name
 
-SEED = 0
 REHEARSALS = 10  # control requests rehearsed before the first window
-
-
-def make_batch(input_shape, batch_size, seed=SEED):
-    """The deterministic input: seeded uniform floats in [0, 1] of shape (N, H, W, C)."""
-    import numpy as np
-
-    return np.random.default_rng(seed).random((batch_size, *input_shape), dtype=np.float32)
 
 
 class CallgrindControl:
@@ -170,6 +162,8 @@ def _arguments(argv):
     parser.add_argument("--mode", choices=("valgrind", "perf"), required=True)
     parser.add_argument("--threads", type=int, default=None, metavar="T")
     parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack")
+    parser.add_argument("--runtime", metavar="NAME", help="as quantlab.runtime.load takes it")
+    parser.add_argument("--precision", metavar="P", help="bf16: a float model in bfloat16")
     parser.add_argument("--ctl-fd", type=int, metavar="FD", help="perf mode: perf's control fd")
     parser.add_argument("--ack-fd", type=int, metavar="FD", help="perf mode: perf's ack fd")
     parser.add_argument("--vgdb-prefix", metavar="PREFIX", help="valgrind mode: as given to valgrind")
@@ -205,7 +199,8 @@ def work(args):
     else:
         control = CallgrindControl(args.scratch or tempfile.gettempdir(), args.vgdb_prefix)
         count = count_valgrind
-    predictor = runtime.load(args.artifact, threads=args.threads, kernels=args.kernels)
+    predictor = runtime.load(args.artifact, runtime=args.runtime, threads=args.threads,
+                             kernels=args.kernels, precision=args.precision)
     run = predictor.run
     if args.mode == "valgrind":
         control.rehearse(REHEARSALS)
@@ -213,7 +208,7 @@ def work(args):
     gc.disable()
     windows, seconds, warmup_seconds = {}, {}, {}
     for batch_size, warmup, measured in zip(sizes, warmups, iterations):
-        prepared = predictor.prepare(make_batch(predictor.input_shape, batch_size))
+        prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape, batch_size))
         # One call of _loop per run: Python 3.11 quickens a function after ~8 calls, and
         # then specializes its instructions; better done before the first window.
         warmup_seconds[str(batch_size)] = sum(_loop(run, prepared, 1) for _ in range(warmup))
