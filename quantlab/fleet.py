@@ -208,10 +208,13 @@ def _time(config, shipment, runtimes, progress):
     return study.time_net(config, shipment.net, _unpack(shipment), runtimes, progress)
 
 
-def _count(config, shipment, record, backend, progress):
-    progress(f"{shipment.net}: counting {record['variant']} on {record['runtime']} batch "
-             f"{record['batch_size']} with {backend}")
-    return study.count_case(config, _unpack(shipment)[record["variant"]], record, backend)
+def _count(config, shipment, variant, runtime_name, batch_sizes, backend, progress):
+    """{batch size: counters} of one model on one runtime; the sizes as text, as in JSON."""
+    progress(f"{shipment.net}: counting {variant} on {runtime_name}, batch "
+             f"{','.join(map(str, batch_sizes))}, with {backend}")
+    counted = study.count_model(config, _unpack(shipment)[variant], runtime_name, batch_sizes,
+                                backend)
+    return {str(batch): result for batch, result in counted.items()}
 
 
 # --- in the study's own process -----------------------------------------------------------------
@@ -576,21 +579,29 @@ class Fleet:
                     if not record.get("not_run"):
                         record.update(counters=None, not_counted=f"not counted: {uncounted}")
                 continue
+            models = {}  # the batch sizes of one model on one runtime are counted together
             for record in study.plan_counts(self.config, backend, records):
-                artifact = self.nets[net]["artifacts"][record["variant"]]
-                key = {**study.counter_key(self.config, artifact, record, backend), "machine": name,
-                       "hosts": machine.hosts}
-                label = (f"{name}: {net}: counting {record['variant']} on {record['runtime']} "
-                         f"batch {record['batch_size']}")
+                models.setdefault((record["variant"], record["runtime"]), []).append(record)
+            for (variant, runtime_name), group in models.items():
+                artifact = self.nets[net]["artifacts"][variant]
+                batches = [record["batch_size"] for record in group]
+                key = {**study.counter_key(self.config, artifact, group[0], backend),
+                       "batch": batches, "machine": name, "hosts": machine.hosts}
+                label = (f"{name}: {net}: counting {variant} on {runtime_name}, batch "
+                         f"{','.join(map(str, batches))}")
 
-                def lost(why, record=record, net=net):
-                    record.update(counters=None, not_counted=f"not counted on {name}: {why}")
+                def counted(results, group=group):
+                    for record in group:
+                        study.apply_count(record, results[str(record["batch_size"])])
+
+                def lost(why, group=group, net=net):
+                    for record in group:
+                        record.update(counters=None, not_counted=f"not counted on {name}: {why}")
                     self.missing(machine, "counters", net, why)
 
-                call = (_count, self.config, self.nets[net]["shipment"], dict(record), backend)
-                self.start(Job("counters", label, name, call, key,
-                               lambda result, record=record: study.apply_count(record, result),
-                               lost))
+                call = (_count, self.config, self.nets[net]["shipment"], variant, runtime_name,
+                        batches, backend)
+                self.start(Job("counters", label, name, call, key, counted, lost))
 
     # -- the reports
 

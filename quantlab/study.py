@@ -330,7 +330,7 @@ def _count_all(config, net, artifacts, records, backend, progress):
     from concurrent.futures import ThreadPoolExecutor
 
     chosen = plan_counts(config, backend, records)
-    stored = {id(record): _state_path(config, "counters", counter_key(
+    stored = {id(record): state_path(config, "counters", counter_key(
         config, artifacts[record["variant"]], record, backend)) for record in chosen}
     models = {}
     for record in chosen:

@@ -96,7 +96,9 @@ def caches(tmp_path_factory):
 
 
 def _run(scheduler, out, caches):
-    return quantlab(*STUDY, "--scheduler", scheduler, "--out", str(out),
+    """The study, counted with valgrind: the quick study counts float32 and int8 on LiteRT at
+    batch 1, 2 x 2 cases per machine."""
+    return quantlab(*STUDY, "--counters", "valgrind", "--scheduler", scheduler, "--out", str(out),
                     env={"QUANTLAB_CACHE": str(caches / "study")})
 
 
@@ -137,9 +139,16 @@ def test_each_machine_gets_its_own_report_of_every_case_measured_on_itself(fleet
         assert results["machine"]["clock"] and results["machine"]["bandwidth"]
         assert all(case["median"] > 0 for case in results["cases"])
         assert {row["variant"] for row in results["accuracy"]} == {"float32", "int8"}
-        # The machine's own measurement and timing ran on its own worker.
-        timing = [t for t in results["fleet"]["tasks"] if t["stage"] in TIMING]
-        assert len(timing) == 3 and all(t["machine"] == name for t in timing)
+        # The machine's own measurement, timing and counting ran on its own worker.
+        tasks = results["fleet"]["tasks"]
+        assert len([t for t in tasks if t["stage"] in TIMING]) == 3
+        assert len([t for t in tasks if t["stage"] == "counters"]) == 4  # one per model and runtime
+        assert all(t["machine"] == name for t in tasks if t["stage"] in (*TIMING, "counters"))
+        counted = [c for c in results["cases"] if c["counters"]]
+        assert {(c["net"], c["variant"], c["runtime"], c["batch_size"]) for c in counted} == {
+            (net, variant, "litert", 1) for net in ("conv", "medium") for variant in ("float32", "int8")}
+        assert all(c["counters"]["per_inference"]["instructions"] > 0 for c in counted)
+        assert all("is not counted" in c["not_counted"] for c in results["cases"] if not c["counters"])
         report = (fleet_study["out"] / "machines" / name / "report.md").read_text()
         assert "## Latency" in report and results["machine"]["cpu"]["model"] in report
 
@@ -163,7 +172,7 @@ def test_the_cross_machine_report_puts_both_machines_side_by_side_on_the_same_by
 def test_timing_never_overlaps_anything_else_of_the_study_on_the_one_host(fleet_study):
     tasks = fleet_study["fleet"]["tasks"]
     assert len({t["host"] for t in tasks}) == 1  # two named machines, one physical host
-    assert {t["stage"] for t in tasks} == {"export", "evaluate", "machine", "latency"}
+    assert {t["stage"] for t in tasks} == {"export", "evaluate", "machine", "latency", "counters"}
     timing = [t for t in tasks if t["stage"] in TIMING]
     assert {t["machine"] for t in timing} == {"alpha", "beta"}
     for timed in timing:
@@ -187,7 +196,8 @@ def test_a_rerun_with_the_same_out_redoes_nothing(fleet_study):
     assert again.returncode == 0, again.stderr[-3000:]
     assert _json(out / "fleet.json")["tasks"] == []
     assert not re.search(r"\[(alpha|beta) tcp://", again.stderr)  # no task said anything
-    assert again.stderr.count("done earlier") == 2 * 2 + 2 * 3  # export, accuracy; machine, latency x2
+    # export and accuracy of each net; per machine its measurement, 2 latencies and 4 counts
+    assert again.stderr.count("done earlier") == 2 * 2 + 2 * (1 + 2 + 4)
     for name in ("alpha", "beta"):
         assert _json(out / "machines" / name / "results.json")["cases"] == fleet_study["results"][name]["cases"]
 
