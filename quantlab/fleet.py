@@ -120,9 +120,17 @@ class Shipment:
     contents: dict
 
 
+def file_place(folder, sha, name):
+    """Where a file of this sha256 and name goes under ``folder``: never outside it."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha) or Path(name).name != name or name in ("", ".", ".."):
+        raise QuantlabError(f"refused a file named {name!r} with sha256 {sha!r}: not a plain "
+                            f"file name and a sha256")
+    return Path(folder) / sha[:16] / name
+
+
 def _received(sha, name, content):
     """``content``, whose sha256 must be ``sha``, as a checked file in this worker's cache."""
-    path = cache.cache_root() / "received" / sha[:16] / name
+    path = file_place(cache.cache_root() / "received", sha, name)
     if not path.is_file() or cache.sha256_of(path) != sha:
         cache.write_bytes(path, content)
         if cache.sha256_of(path) != sha:
@@ -457,7 +465,7 @@ class Fleet:
                         failed, keep=self.keep_artifacts))
 
     def _artifact_path(self, meta):
-        return self.config.out / ".state" / "artifacts" / meta["sha256"][:16] / meta["file"]
+        return file_place(self.config.out / ".state" / "artifacts", meta["sha256"], meta["file"])
 
     def keep_artifacts(self, value):
         """Keep an export's files in OUT/.state/artifacts; what is stored of it is JSON."""

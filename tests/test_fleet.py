@@ -352,3 +352,15 @@ def test_a_machine_name_becomes_a_safe_folder_name_that_keeps_names_apart():
     assert fleet.folder_name("vm (Intel(R) Xeon(R))").startswith("vm-Intel-R-Xeon-R-")
     assert fleet.folder_name("a/b") != fleet.folder_name("a b")
     assert fleet.folder_name("..") not in ("", ".", "..")
+
+
+@pytest.mark.parametrize("sha, name", [("0" * 64, "../escape.tflite"), ("0" * 64, ".."),
+                                       ("0" * 64, "a/b.tflite"), ("../" * 3, "int8.tflite"),
+                                       ("A" * 64, "int8.tflite")])
+def test_a_file_sent_between_machines_never_lands_outside_its_folder(tmp_path, sha, name):
+    from quantlab import fleet
+    from quantlab.errors import QuantlabError
+
+    assert fleet.file_place(tmp_path, "ab" * 32, "int8.tflite") == tmp_path / ("ab" * 8) / "int8.tflite"
+    with pytest.raises(QuantlabError, match="not a plain file name and a sha256"):
+        fleet.file_place(tmp_path, sha, name)
