@@ -16,11 +16,10 @@ import subprocess
 import sys
 import threading
 
+import distributed
 import pytest
 
 from test_cli import one_line_error, quantlab
-
-distributed = pytest.importorskip("distributed")
 
 STUDY = ["run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
          "--variants", "float32,int8", "--batch-sizes", "1,8", "--counters", "off"]
