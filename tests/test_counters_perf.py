@@ -79,15 +79,14 @@ def test_p17_quantized_run_parses_too():
 # --- recordings from this VM (perf 6.1) --------------------------------------------------------
 
 def test_hardware_events_on_a_vm_without_counters_are_all_not_supported():
-    stat = perf.parse(recorded("hardware_events_kvm.csv"))
+    stat = perf.parse(recorded("hardware_events_kvm.json"))
     assert sorted(stat.unsupported) == sorted(perf.HARDWARE_EVENTS)
     assert all(value is None for value in perf.to_counts(stat).values())
 
 
-def test_machine_readable_software_events_give_values_units_and_full_counting_time():
-    stat = perf.parse(recorded("software_events_kvm.csv"))
-    assert stat.values == {"task-clock": 56.16, "page-faults": 1302, "context-switches": 15,
-                           "cpu-migrations": 0}
+def test_perf_stat_json_software_events_give_values_units_and_full_counting_time():
+    stat = perf.parse(recorded("software_events_kvm.json"))
+    assert stat.values == {"task-clock": 103.956247, "context-switches": 139, "page-faults": 9383}
     assert stat.units["task-clock"] == "msec"
     assert set(stat.fractions.values()) == {1.0}
     assert stat.unsupported == [] and perf.caveats(stat) == []
@@ -101,11 +100,14 @@ def test_human_readable_output_of_this_perf_uses_a_decimal_point():
     assert stat.elapsed == pytest.approx(0.089206729)
 
 
-def test_machine_readable_lines_with_variance_and_not_counted_values_are_understood():
-    text = ("# started on x\n\n"
-            "1234567,,instructions:u,0.35%,1000,62.50,1.20,insn per cycle\n"
-            "<not counted>,,cycles:u,0,0.00,,\n"
-            "Events enabled\n")
+def test_json_lines_with_multiplexed_and_not_counted_events_are_understood():
+    text = ('# started on x\n\n'
+            '{"counter-value" : "1234567.000000", "unit" : "", "event" : "instructions:u", '
+            '"event-runtime" : 1000, "pcnt-running" : 62.50, "metric-value" : 1.20, '
+            '"metric-unit" : "insn per cycle"}\n'
+            '{"counter-value" : "<not counted>", "unit" : "", "event" : "cycles:u", '
+            '"event-runtime" : 0, "pcnt-running" : 0.00}\n'
+            'Events enabled\n{"broken json\n')
     stat = perf.parse(text)
     assert stat.values["instructions"] == 1234567
     assert stat.fractions["instructions"] == pytest.approx(0.625)

@@ -30,9 +30,11 @@ def test_the_report_has_every_section_filled_from_the_run(study):
     for heading in ("## What to ship", "## Machine", "## Findings", "## Size", "## Accuracy",
                     "## Which runtime", "### medium, batch 8", "### Best float32 and best int8",
                     "## Latency", "### Batch size 1", "### Batch size 8", "## Cache behaviour",
-                    "### Counts per inference", "### Where the time goes",
+                    "### Counts per inference", "## Where the time goes",
+                    "### The runtimes' own per-layer times", "## Roofline", "### Not counted",
                     "### Per-layer quantization error of int8", "## P17 (2018) side by side", "## Plots"):
         assert heading in report, heading
+    assert "measured (dependent add chain" in report and "GB/s" in report  # clock, bandwidth
     assert results["machine"]["cpu"]["model"] in report
     assert "valgrind" in report and "AVX-512" in report  # the simulated-CPU caveat
 
@@ -80,7 +82,7 @@ def test_plots_are_written_as_png_files(study):
 
 def test_progress_is_shown_for_every_stage(study):
     _, result, _ = study
-    for fragment in ("conv: evaluating int8 on litert", "conv: timing",
+    for fragment in ("conv: evaluating 360 test images", "conv: timing",
                      "counting int8 on litert, batch 1, with valgrind", "report:"):
         assert fragment in result.stderr or fragment in result.stdout, fragment
 

@@ -2,15 +2,16 @@
 
 perf starts with its counters disabled (``-D -1``) and the worker enables them around its
 runs through ``--control fd:CTL,ACK`` (see ``worker.py``). Two output formats are parsed:
-the machine-readable ``-x,`` one (``value,unit,event,run-time,percent-enabled,...``) that
-this backend asks for, and the human-readable one found in old result files, including the
-European number format of the P17 recordings (``76.076.451.357``, ``(24,95%)``). Either way
+the JSON lines of ``perf stat -j`` that this backend asks for, and the human-readable table
+kept only for old result files, including the European number format of the P17
+recordings (``76.076.451.357``, ``(24,95%)``). Either way
 the parser returns per-event values (already scaled by perf when it multiplexed), the
 fraction of the window each event was counted, and which events were not supported or not
 counted.
 """
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -81,25 +82,29 @@ def canonical_event(name):
     return name.split(":")[0]
 
 
-# --- machine-readable output (-x,) --------------------------------------------------------
+# --- machine-readable output (perf stat -j) -------------------------------------------------
 
-def parse_csv(text, separator=","):
+def parse_json(text):
+    """``perf stat -j``: one JSON object per event, e.g. ``{"counter-value" : "123.000000",
+    "unit" : "", "event" : "instructions", "event-runtime" : 1000, "pcnt-running" : 62.50}``."""
     stat = PerfStat()
     for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
+        if not line.lstrip().startswith("{"):
+            continue  # the "# started on" header, perf's own messages ("Events enabled")
+        try:
+            entry = json.loads(line)
+        except ValueError:
             continue
-        fields = line.split(separator)
-        if len(fields) < 3 or not fields[2].strip():
-            continue  # perf's own messages ("Events enabled") mixed into stderr
-        value, unit, event, rest = fields[0].strip(), fields[1].strip(), fields[2], fields[3:]
-        if rest and rest[0].endswith("%"):
-            rest = rest[1:]  # the variance column that -r adds
-        percent = _float(rest[1]) if len(rest) > 1 else None
+        event, value = entry.get("event"), entry.get("counter-value")
+        if not isinstance(event, str) or not isinstance(value, str):
+            continue
         if value not in (NOT_SUPPORTED, NOT_COUNTED):
             value = _float(value)
             if value is None:
                 continue
-        stat.add(event, value, unit, percent)
+        percent = entry.get("pcnt-running")
+        stat.add(event, value, entry.get("unit") or "",
+                 percent if isinstance(percent, (int, float)) else None)
     return stat
 
 
@@ -153,10 +158,9 @@ def parse_human(text):
 
 
 def parse(text):
-    """Parse either format; machine-readable lines have >= 3 commas and no runs of blanks."""
-    machine = any(line.count(",") >= 3 and "  " not in line and not line[:1].isspace()
-                  and not line.startswith("#") for line in text.splitlines())
-    return parse_csv(text) if machine else parse_human(text)
+    """Parse either format: perf stat -j's JSON lines, or the human-readable table."""
+    machine = any(line.lstrip().startswith("{") for line in text.splitlines())
+    return parse_json(text) if machine else parse_human(text)
 
 
 # --- what the counts mean -----------------------------------------------------------------
@@ -187,7 +191,7 @@ def hardware_status():
     if shutil.which("perf") is None:
         return "missing", ""
     try:
-        done = subprocess.run(["perf", "stat", "-x,", "-e", "instructions,cycles", "true"],
+        done = subprocess.run(["perf", "stat", "-j", "-e", "instructions,cycles", "true"],
                               capture_output=True, text=True, timeout=60,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -195,7 +199,7 @@ def hardware_status():
     text = done.stderr
     if permission_refusal(text):
         return "permission", _paranoid()
-    stat = parse_csv(text)
+    stat = parse_json(text)
     if stat.unsupported or not {"instructions", "cycles"} <= set(stat.values):
         return "unsupported", ""
     if stat.not_counted:
@@ -243,7 +247,7 @@ def require():
 # --- running it ---------------------------------------------------------------------------
 
 def command(events, out_file, ctl_fd, ack_fd, worker_argv):
-    return ["perf", "stat", "-x,", "--control", f"fd:{ctl_fd},{ack_fd}", "-D", "-1",
+    return ["perf", "stat", "-j", "--control", f"fd:{ctl_fd},{ack_fd}", "-D", "-1",
             "-e", ",".join(events), "-o", str(out_file), "--", *worker_argv]
 
 
@@ -268,7 +272,7 @@ def count(artifact, batch_size, iterations=ITERATIONS, warmup=WARMUP, threads=1,
         closed.append(True)
 
     with _process.scratch_dir() as scratch:
-        out_file = Path(scratch, "perf.csv")
+        out_file = Path(scratch, "perf.json")
         worker = _process.worker_argv(artifact, [batch_size], [warmup], [iterations], "perf", threads,
                                       kernels, "--ctl-fd", str(ctl_write), "--ack-fd", str(ack_read),
                                       *_process.load_options(runtime, precision))
@@ -285,7 +289,7 @@ def count(artifact, batch_size, iterations=ITERATIONS, warmup=WARMUP, threads=1,
         raise QuantlabError(refusal_message("permission", _paranoid()))
     if status != 0:
         raise _process.failure("perf", status, stderr)
-    stat = parse_csv(text)
+    stat = parse_json(text)
     return {
         "events": [canonical_event(e) for e in events],
         "per_inference": to_counts(stat, iterations),
