@@ -21,6 +21,7 @@ import quantlab
 from quantlab import cache, datasets, defaults, nets, variants
 from quantlab._tf import versions
 from quantlab.errors import QuantlabError
+from quantlab.orphans import dying_with_parent
 from quantlab.progress import Progress
 
 SCHEMA = defaults.SCHEMA
@@ -169,17 +170,6 @@ def _manifest(config, net, artifacts, folder):
     return path
 
 
-# Runs the timing child so that it dies with the process that started it (Linux's
-# PR_SET_PDEATHSIG survives the exec): a study killed mid-timing leaves no run behind that
-# would share the CPU with the next timing.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys\n"
-    "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
-    "except (OSError, AttributeError):\n    pass\n"
-    "if os.getppid() != int(sys.argv[1]):\n    sys.exit(1)  # the parent died first\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n")
-
-
 def time_net(config, net, artifacts, runtimes, progress):
     """Every case of one net timed by the latency suite (pytest-benchmark) in a child
     process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
@@ -190,8 +180,7 @@ def time_net(config, net, artifacts, runtimes, progress):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         report = tmp / "benchmark.json"
-        command = [
-            sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()),
+        command = dying_with_parent([
             # By module name, not file path: the child imports quantlab the way it finds it,
             # which need not be this process's copy (a source checkout in the working
             # directory beside an installed package, under tox).
@@ -205,7 +194,7 @@ def time_net(config, net, artifacts, runtimes, progress):
             "--quantlab-profile=native",
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
-        ]
+        ])
         lines = []
         with subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) as child:

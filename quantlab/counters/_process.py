@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from quantlab.errors import QuantlabError
+from quantlab.orphans import dying_with_parent
 from quantlab.counters.protocol import ERROR_MARK
 
 TIMEOUT = 1800  # s; a frozen-graph model under callgrind may take minutes, not hours
@@ -66,7 +67,8 @@ def run(argv, scratch, timeout=TIMEOUT, pass_fds=(), after_start=None):
     out_path, err_path = Path(scratch, "stdout.txt"), Path(scratch, "stderr.txt")
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            process = subprocess.Popen(dying_with_parent(argv), stdin=subprocess.DEVNULL,
+                                       stdout=out, stderr=err,
                                        env=worker_env(), cwd=scratch, pass_fds=pass_fds,
                                        start_new_session=True)  # so a timeout kills it all
         except OSError as error:
