@@ -202,13 +202,26 @@ def test_the_result_formats_as_a_short_text_block(counted):
     assert len(text.splitlines()) < 20
 
 
+@slow
+def test_a_large_batch_counted_without_a_short_window_gives_the_same_counts_for_one_and_two_runs(models):
+    large = valgrind.LARGE_BATCH
+    one, two = (counters.measure(models["float32"], large, backend="valgrind", iterations=k)
+                for k in (1, 2))
+    assert (one["short_runs"], two["short_runs"]) == (0, 0)
+    # What the empty short window leaves in (the control requests) is divided by the number
+    # of runs: were it more than a rounding error, one run would count visibly more than two.
+    for event in ("instructions", "l1d_loads"):
+        assert one["per_inference"][event] == pytest.approx(two["per_inference"][event], rel=0.01)
+
+
 def test_a_large_batch_after_a_smaller_one_gets_one_measured_run_and_no_warm_up():
     large, warm = valgrind.LARGE_BATCH, valgrind.WARMUP
     assert warm >= 8  # Python quickens a function on its 8th call: before the first window
-    assert valgrind.plan([1, 16, large]) == [(warm, 2), (warm, 2), (0, 1)]
+    # (uncounted warm-up runs, measured runs, runs in the short window that is subtracted)
+    assert valgrind.plan([1, 16, large]) == [(warm, 2, 1), (warm, 2, 1), (0, 1, 0)]
     # First in its worker, a large batch still runs once uncounted (weights, graph, Python).
-    assert valgrind.plan([large, 1]) == [(1, 1), (warm, 2)]
-    assert valgrind.plan([1, large], iterations=3) == [(warm, 3), (0, 3)]
+    assert valgrind.plan([large, 1]) == [(1, 1, 0), (warm, 2, 1)]
+    assert valgrind.plan([1, large], iterations=3) == [(warm, 3, 1), (0, 3, 0)]
 
 
 # --- errors --------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def assemble(backend, part, *, artifact, batch_size, threads, kernels, seconds):
         "batch_size": batch_size,
         "iterations": part["iterations"],
         "warmup": part["warmup"],
+        "short_runs": part.get("short_runs"),
         "threads": threads,
         "kernels": kernels,
         "runtime": (part.get("worker") or {}).get("runtime"),

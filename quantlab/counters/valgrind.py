@@ -277,17 +277,21 @@ def _dumps(out_file, names):
 
 
 def plan(batch_sizes, iterations=None, warmup=WARMUP):
-    """(warm-up runs, measured runs) for each batch size, counted in the order given.
+    """(warm-up runs, measured runs, runs in the short window) for each batch size, counted
+    in the order given.
 
     ``iterations`` None picks ITERATIONS, or 1 from LARGE_BATCH on; a number applies to all.
     A large batch gets one warm-up run (none after another batch size), where a run costs
-    seconds and Python's quickening is a rounding error.
+    seconds and Python's quickening is a rounding error, and an empty short window: what it
+    subtracts (the control requests, some 4 000 instructions and 600 misses) is a rounding
+    error there too, and a run of float32 dense at batch 64 costs a minute under valgrind.
     """
     steps = []
     for position, batch_size in enumerate(batch_sizes):
         large = batch_size >= LARGE_BATCH
         steps.append((0 if large and position > 0 else 1 if large else warmup,
-                      iterations if iterations is not None else 1 if large else ITERATIONS))
+                      iterations if iterations is not None else 1 if large else ITERATIONS,
+                      0 if large else 1))
     return steps
 
 
@@ -305,8 +309,9 @@ def count_many(artifact, batch_sizes, iterations=None, warmup=WARMUP, threads=1,
     names = [dump_name(window, b) for b in batch_sizes for window in (SHORT, LONG)]
     with _process.scratch_dir() as scratch:
         out_file, log_file = Path(scratch, "callgrind.out"), Path(scratch, "valgrind.log")
-        worker = _process.worker_argv(artifact, batch_sizes, [w for w, _ in steps],
-                                      [k for _, k in steps], "valgrind", threads, kernels,
+        worker = _process.worker_argv(artifact, batch_sizes, [w for w, _, _ in steps],
+                                      [k for _, k, _ in steps], "valgrind", threads, kernels,
+                                      "--short-runs", *(str(s) for _, _, s in steps),
                                       "--scratch", scratch, "--vgdb-prefix", str(Path(scratch, "vgdb")),
                                       *_process.load_options(runtime, precision))
         argv = command(worker, out_file, log_file, Path(scratch, "vgdb"), cache)
@@ -316,10 +321,10 @@ def count_many(artifact, batch_sizes, iterations=None, warmup=WARMUP, threads=1,
             raise _process.failure("valgrind", status, stderr, log)
         dumps = _dumps(out_file, names)
     report = _process.report(stdout)
-    return {b: {"warmup": w, "iterations": k,
+    return {b: {"warmup": w, "iterations": k, "short_runs": short,
                 **_part(dumps[dump_name(SHORT, b)], dumps[dump_name(LONG, b)], k, threads,
                         cache, log, report)}
-            for b, (w, k) in zip(batch_sizes, steps)}
+            for b, (w, k, short) in zip(batch_sizes, steps)}
 
 
 def _part(short, long, iterations, threads, cache, log, report):

@@ -128,21 +128,21 @@ def _loop(run, prepared, count):
     return time.perf_counter() - start
 
 
-def count_valgrind(run, prepared, iterations, control, batch_size):
+def count_valgrind(run, prepared, iterations, control, batch_size, short_runs=1):
     control("-i", "on")  # the simulated caches start cold here
     control.verify()  # fail early; this window is discarded anyway
     _loop(run, prepared, 1)  # pays the compulsory misses; its dump is discarded
     control(f"--dump={dump_name(WARM, batch_size)}")  # a dump also zeroes the counters
-    _loop(run, prepared, 1)
+    _loop(run, prepared, short_runs)
     control(f"--dump={dump_name(SHORT, batch_size)}")
-    seconds = _loop(run, prepared, iterations + 1)
+    seconds = _loop(run, prepared, iterations + short_runs)
     control(f"--dump={dump_name(LONG, batch_size)}")
     control("-i", "off")  # resizing, the next warm-up and shutdown are not worth simulating
     control.verify()
-    return {SHORT: 1, LONG: iterations + 1}, seconds
+    return {SHORT: short_runs, LONG: iterations + short_runs}, seconds
 
 
-def count_perf(run, prepared, iterations, control, batch_size):
+def count_perf(run, prepared, iterations, control, batch_size, short_runs=None):
     control("enable")
     seconds = _loop(run, prepared, iterations)
     control("disable")
@@ -162,6 +162,8 @@ def _arguments(argv):
     parser.add_argument("--mode", choices=("valgrind", "perf"), required=True)
     parser.add_argument("--threads", type=int, default=None, metavar="T")
     parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack")
+    parser.add_argument("--short-runs", type=int, nargs="+", default=[1], metavar="S",
+                        help="valgrind mode: runs in the short window, per batch size")
     parser.add_argument("--runtime", metavar="NAME", help="as quantlab.runtime.load takes it")
     parser.add_argument("--precision", metavar="P", help="bf16: a float model in bfloat16")
     parser.add_argument("--ctl-fd", type=int, metavar="FD", help="perf mode: perf's control fd")
@@ -184,9 +186,10 @@ def work(args):
     from quantlab import runtime  # imported here so that errors come out as one line
 
     sizes = args.batch_size
-    warmups, iterations = (_per_batch_size(args.warmup, sizes, "--warmup"),
-                           _per_batch_size(args.iterations, sizes, "--iterations"))
-    if min(sizes) < 1 or min(iterations) < 0 or min(warmups) < 0:
+    warmups, iterations, shorts = (_per_batch_size(args.warmup, sizes, "--warmup"),
+                                   _per_batch_size(args.iterations, sizes, "--iterations"),
+                                   _per_batch_size(args.short_runs, sizes, "--short-runs"))
+    if min(sizes) < 1 or min(iterations) < 0 or min(warmups) < 0 or min(shorts) < 0:
         raise QuantlabError("batch size must be at least 1, iterations and warm-up at least 0")
     if len(set(sizes)) != len(sizes):
         raise QuantlabError(f"batch sizes repeat: {sizes}")
@@ -207,13 +210,13 @@ def work(args):
     gc.collect()  # a collection inside a window would be counted there, once
     gc.disable()
     windows, seconds, warmup_seconds = {}, {}, {}
-    for batch_size, warmup, measured in zip(sizes, warmups, iterations):
+    for batch_size, warmup, measured, short in zip(sizes, warmups, iterations, shorts):
         prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape, batch_size))
         # One call of _loop per run: Python 3.11 quickens a function after ~8 calls, and
         # then specializes its instructions; better done before the first window.
         warmup_seconds[str(batch_size)] = sum(_loop(run, prepared, 1) for _ in range(warmup))
         windows[str(batch_size)], seconds[str(batch_size)] = count(
-            run, prepared, measured, control, batch_size)
+            run, prepared, measured, control, batch_size, short)
     return {
         "pid": os.getpid(),
         "input_shape": list(predictor.input_shape),
