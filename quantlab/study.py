@@ -29,12 +29,13 @@ MARKER = ".quantlab-report"  # in every folder a study wrote: it may be written 
 QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
                 "--benchmark-warmup-iterations=10"]
 FULL_TIMING = ["--benchmark-max-time=1.0", "--benchmark-min-rounds=10"]
-# What is counted under valgrind, where one run of float32 dense at batch 64 takes a minute:
-# P17's standard and quantized nets (float32 and int8, in both file formats) at every batch
-# size on every runtime, every other variant at the first batch size; the quick study
-# counts float32 against int8 on LiteRT at the first batch size. bf16 is never counted:
-# valgrind's virtual CPU has no bfloat16 arithmetic.
-EVERY_BATCH = ("float32", "int8", "onnx_float32", "onnx_int8")
+# What is counted under valgrind, where one run of float32 dense at batch 64 takes a minute
+# and a study has over a hundred cases: P17's standard and quantized net (float32 and int8)
+# at every batch size on LiteRT, the reference; at the first batch size every variant on the
+# runtime that reads its file natively, and float32 and int8 (of either format) on the
+# others. The quick study counts float32 and int8 on LiteRT at the first batch size. bf16 is
+# never simulated: valgrind's virtual CPU has no bfloat16 arithmetic.
+PAIR = ("float32", "int8", "onnx_float32", "onnx_int8")
 QUICK_COUNTED = ("float32", "int8")
 
 
@@ -54,9 +55,6 @@ class StudyConfig:
     data_dir: str | None = None
     seed: int = defaults.SEED
     force: bool = False
-    count_variants: tuple | None = None  # counted at the first batch size
-    count_every_batch: tuple | None = None  # counted at every batch size
-    count_runtimes: tuple | None = None
     scheduler: str | None = None  # a Dask scheduler's address: the study runs on its workers
 
     def __post_init__(self):
@@ -70,12 +68,6 @@ class StudyConfig:
         self.out = Path(self.out)
         # Counting under valgrind costs seconds per case: the quick study counts float32
         # against int8 at its first batch size; the full one counts every case.
-        if self.count_variants is None:
-            self.count_variants = QUICK_COUNTED if self.quick else self.variants
-        if self.count_every_batch is None:
-            self.count_every_batch = () if self.quick else EVERY_BATCH
-        if self.count_runtimes is None and self.quick:
-            self.count_runtimes = (defaults.REFERENCE_RUNTIME,)
 
 
 # --- the output folder and the stored stages ---------------------------------------------
@@ -230,20 +222,22 @@ def timed_cases(benchmark_json):
 
 
 def count_reason(config, backend, record):
-    """Why this timed case is not counted, or None when it is."""
+    """Why this timed case is not counted, or None when it is (see PAIR)."""
+    variant, name, batch = record["variant"], record["runtime"], record["batch_size"]
+    first, reference = config.batch_sizes[0], defaults.REFERENCE_RUNTIME
     if backend is None:
         return "counters are off"
-    if backend == "valgrind" and record["variant"] == "bf16":
-        return "bf16 is not counted: valgrind's virtual CPU has no bfloat16 arithmetic"
-    if record["variant"] not in config.count_variants:
-        return f"{record['variant']} is not counted (counted: {', '.join(config.count_variants)})"
-    if config.count_runtimes and record["runtime"] not in config.count_runtimes:
-        return f"{record['runtime']} is not counted (counted: {', '.join(config.count_runtimes)})"
-    if record["variant"] not in config.count_every_batch and record["batch_size"] != config.batch_sizes[0]:
-        every = ", ".join(config.count_every_batch) or "none"
-        return (f"{record['variant']} is not counted at batch {record['batch_size']} (only at "
-                f"batch {config.batch_sizes[0]}; at every batch size: {every})")
-    return None
+    if backend == "valgrind" and variant == "bf16":
+        return "bf16 is not simulated: valgrind's virtual CPU has no bfloat16 arithmetic"
+    if config.quick:
+        if variant in QUICK_COUNTED and name == reference and batch == first:
+            return None
+        return f"the quick study counts float32 and int8 on {reference} at batch {first} only"
+    natural = name == variants.runtimes_for(variant)[0]
+    if (variant in PAIR and name == reference) or (batch == first and (natural or variant in PAIR)):
+        return None
+    return (f"counted: float32 and int8 at every batch size on {reference}; at batch {first}, "
+            f"every variant on its own runtime and float32 and int8 on the others")
 
 
 def count_model(config, artifact, runtime_name, batch_sizes, backend):
