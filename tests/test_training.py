@@ -52,6 +52,41 @@ def test_a_second_request_loads_from_the_cache_without_training(digits, tmp_path
     np.testing.assert_allclose(first.model.predict(probe, verbose=0), second.model.predict(probe, verbose=0))
 
 
+@pytest.mark.parametrize("damage", ["truncated weights", "same-size other weights", "torn info"])
+def test_a_damaged_cached_model_is_trained_again_with_a_notice(digits, tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("QUANTLAB_CACHE", str(tmp_path))
+    config = quick_config("conv", dataset="digits", limit=None, epochs=1)
+    first = training.train(config, digits)
+    weights, info = first.path / "weights.h5", first.path / "info.json"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "same-size other weights":
+        content = bytearray(weights.read_bytes())
+        content[len(content) // 2] ^= 0xFF
+        weights.write_bytes(bytes(content))
+    else:
+        info.write_text(info.read_text()[:20])
+    messages = []
+    again = training.train(config, digits, progress=messages.append)
+    assert not again.from_cache and any("epoch 1/1" in m for m in messages)
+    assert any("damaged or incomplete: training it again" in m for m in messages)
+    assert training.train(config, digits).from_cache  # and the new one is cached whole
+    for a, b in zip(_weights(first.model), _weights(again.model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_change_to_the_training_code_changes_the_cache_key(digits, monkeypatch):
+    config = quick_config("medium", dataset="digits")
+    before = training.model_dir(config, digits), training.model_dir(config, digits, qat=True)
+
+    def _fit(model, config, data, epochs, learning_rate, progress, label):  # another recipe
+        return {}
+
+    monkeypatch.setattr(training, "RECIPE", (*training.RECIPE[:3], _fit, *training.RECIPE[4:]))
+    after = training.model_dir(config, digits), training.model_dir(config, digits, qat=True)
+    assert before[0] != after[0] and before[1] != after[1]
+
+
 def test_an_interrupted_save_leaves_nothing_a_later_run_would_trust(tmp_path):
     target = tmp_path / "models" / "m"
     with pytest.raises(KeyboardInterrupt):
