@@ -63,6 +63,16 @@ def measure(artifact, batch_size, backend="auto", threads=1, kernels="xnnpack", 
     return None if results is None else results[int(batch_size)]
 
 
+def _refuse_hostile_graph(artifact):
+    """A GraphDef the worker would refuse is refused here, in seconds, not after valgrind
+    has started and imported TensorFlow (see quantlab.graph_check)."""
+    from quantlab import graph_check, runtime
+
+    content, _ = runtime.read(artifact)  # or a one-line error: unreadable, a folder...
+    if runtime.format_of(content) == "graphdef":
+        graph_check.check_graph_def(content, str(artifact))
+
+
 def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnpack",
                  cache="host", iterations=None, runtime=None, precision=None):
     """Count several batch sizes of one model: {batch size: result}; None when ``off``.
@@ -90,6 +100,7 @@ def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnp
         raise QuantlabError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if iterations is not None and int(iterations) < 1:
         raise QuantlabError(f"iterations must be at least 1, got {iterations}")
+    _refuse_hostile_graph(artifact)
     if backend == "valgrind":
         start = time.perf_counter()
         parts = valgrind.count_many(artifact, batch_sizes, iterations, threads=threads,
