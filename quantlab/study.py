@@ -28,7 +28,9 @@ SCHEMA = defaults.SCHEMA
 MARKER = ".quantlab-report"  # in every folder a study wrote: it may be written again
 QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
                 "--benchmark-warmup-iterations=10"]
-FULL_TIMING = ["--benchmark-max-time=1.0", "--benchmark-min-rounds=10"]
+# A quarter of a second per case is still 40 rounds of the slowest one (float32 medium at
+# batch 64, ~7 ms) and thousands of the fast ones.
+FULL_TIMING = ["--benchmark-max-time=0.25", "--benchmark-min-rounds=10"]
 # What is counted under valgrind, where one run of float32 dense at batch 64 takes a minute
 # and a study has over a hundred cases: P17's standard and quantized net (float32 and int8)
 # at every batch size on LiteRT, the reference; at the first batch size every variant on the
@@ -182,7 +184,7 @@ def time_net(config, net, artifacts, runtimes, progress):
             # which need not be this process's copy (a source checkout in the working
             # directory beside an installed package, under tox).
             sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-v",
-            "-p", "no:cacheprovider", "-p", "no:randomly", f"--rootdir={tmp}",
+            "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", f"--rootdir={tmp}",
             f"--benchmark-json={report}",
             f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
             f"--quantlab-runtimes={','.join(runtimes)}",
@@ -193,8 +195,11 @@ def time_net(config, net, artifacts, runtimes, progress):
             *(QUICK_TIMING if config.quick else FULL_TIMING),
         ])
         lines = []
+        # Exactly these options: none from PYTEST_ADDOPTS, and no sign of an xdist worker
+        # (when the study runs inside one), on which pytest-benchmark would time nothing.
+        env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST_")}
         with subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) as child:
+                              text=True, env=env) as child:
             def results():  # one line per case in pytest's verbose output
                 for line in child.stdout:
                     lines.append(line)
@@ -315,9 +320,17 @@ def _training_summary(artifacts):
     return summary
 
 
-def _count_all(config, net, artifacts, records, backend, progress):
+def start_counting(config, net, artifacts, records, backend, progress):
     """Count the chosen cases of one net on this machine, each kept in OUT/.state; the
-    batch sizes of one model and runtime are counted together, in one worker."""
+    batch sizes of one model and runtime are counted together, in one worker (valgrind's
+    start, the imports and the warm-up are paid once). Returns the ``Counting``,
+    whose ``wait`` puts the counts into ``records``.
+
+    Valgrind simulates each worker's caches on its own, so its counts depend neither on what
+    else runs nor on how fast: its workers use every core and go on in the background while
+    the next net trains, exports and is evaluated (never while it is timed: the caller waits
+    first). Hardware counters would feel a neighbour: they count alone, one case at a time.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     chosen = plan_counts(config, backend, records)
@@ -344,14 +357,40 @@ def _count_all(config, net, artifacts, records, backend, progress):
                 results[batch] = result
         return group, results
 
-    # Valgrind simulates each worker's caches on its own, so its counts do not depend on
-    # what else runs: use every core. Hardware counters would feel the neighbour: one at a time.
-    workers = (os.cpu_count() or 1) if backend == "valgrind" else 1
-    with ThreadPoolExecutor(workers) as pool:
-        done = pool.map(count, models.items())
-        for group, results in progress.steps(done, f"{net}: counting", len(models)):
+    # The costliest first (the most images per run), so that no long one starts last, alone.
+    ordered = sorted(models.items(), key=lambda model: -sum(r["batch_size"] for r in model[1]))
+    counting = Counting(ThreadPoolExecutor((os.cpu_count() or 1) if backend == "valgrind" else 1))
+    counting.futures = [counting.pool.submit(count, model) for model in ordered]
+    counting.done = lambda: progress(f"{net}: {len(chosen)} cases counted") if chosen else None
+    if backend != "valgrind":
+        counting.wait()
+    return counting
+
+
+@dataclass
+class Counting:
+    """The counts of one net, coming in from a pool of workers."""
+    pool: object = None
+    futures: list = dataclasses.field(default_factory=list)
+    done: object = None
+
+    def wait(self):
+        """Wait for every count and put it into its timed record."""
+        from concurrent.futures import as_completed
+
+        for future in as_completed(self.futures):
+            group, results = future.result()
             for record in group:
                 apply_count(record, results[record["batch_size"]])
+        if self.futures:
+            self.futures = []
+            self.pool.shutdown()
+            self.done()
+
+    def cancel(self):
+        """Drop the counts not started yet (the run stops): only the running ones finish."""
+        if self.pool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def new_results(config, data, machine_info, runtimes):
@@ -422,7 +461,19 @@ def run(config, progress=None):
     backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
     cpu = machine.cpu_info()
     results = new_results(config, data, machine_info(config, backend, skipped), runtimes)
-    for net in [config.model.stem] if config.model is not None else config.nets:
+    background = []  # each net's counting, going on while the next net is prepared
+    try:
+        return _study_nets(config, data, results, runtimes, backend, cpu, background, progress)
+    finally:
+        for counting in background:
+            counting.cancel()
+
+
+def _study_nets(config, data, results, runtimes, backend, cpu, background, progress):
+    from quantlab import machine
+
+    counting = Counting()
+    for net in study_order(config, data):
         progress(f"== {net} ==")
         artifacts = export_net(config, net, data, progress)
         studied = pairs(artifacts, runtimes, cpu)
@@ -434,12 +485,31 @@ def run(config, progress=None):
             config, "eval", {**keys, "pairs": studied, "versions": versions()},
             lambda: evaluate_net(net, artifacts, studied, data, progress), progress, f"{net}: accuracy")
         timed_runtimes = [r for r in runtimes if any(r == name for _, name in studied)]
+        counting.wait()  # nothing else runs while a net is timed
         records = _cached_stage(
             config, "latency", {**keys, "batch": config.batch_sizes, "runtimes": timed_runtimes,
                                 "threads": config.threads, "quick": config.quick,
                                 "host": machine.identity(cpu)["host"], "versions": versions()},
             lambda: time_net(config, net, artifacts, timed_runtimes, progress), progress,
             f"{net}: latency")
-        _count_all(config, net, artifacts, records, backend, progress)
+        counting = start_counting(config, net, artifacts, records, backend, progress)
+        background.append(counting)
         results["cases"] += records
+    counting.wait()
+    in_order = [net for net in config.nets if net in results["nets"]] or list(results["nets"])
+    results["nets"] = {net: results["nets"][net] for net in in_order}
+    for rows in (results["accuracy"], results["cases"]):
+        rows.sort(key=lambda row: in_order.index(row["net"]))
     return finish(results, config.out, progress)
+
+
+def study_order(config, data):
+    """The nets in the order they are studied: the costliest to count first, so that the
+    counting left after the last net is timed is the cheapest; the report keeps the order
+    the user gave."""
+    if config.model is not None:
+        return [config.model.stem]
+    from quantlab import macs
+
+    return sorted(config.nets, key=lambda net: -macs.macs_per_image(net, data.input_shape,
+                                                                    data.num_classes))
