@@ -1,11 +1,16 @@
-"""Shared fixtures: real data and quick-trained nets, built once per session.
+"""Shared fixtures: real data, quick-trained nets and quick studies, built once per session.
 
 Trained models and exported variants are cached on disk keyed by their configuration
 (``QUANTLAB_CACHE``), so only the first session on a machine pays for training. The test
-cache lives apart from the user's own cache unless ``QUANTLAB_CACHE`` is set.
+cache lives apart from the user's own cache unless ``QUANTLAB_CACHE`` is set. A study costs
+tens of seconds even from a warm cache, so each study here serves several test modules.
 """
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -78,3 +83,72 @@ def tiny_models(tmp_path_factory):
         paths[variant] = folder / f"tiny_{variant}.tflite"
         paths[variant].write_bytes(variants.tflite_converter(model, variant, samples).convert())
     return paths
+
+
+# --- the command line, as users run it ------------------------------------------------------
+
+def quantlab(*args, env=None):
+    """``quantlab ARGS`` in a process of its own: real exit status, stdout and stderr."""
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "quantlab.cli", *args], capture_output=True,
+                          text=True, env=environment, timeout=900)
+
+
+def one_line_error(result, *fragments):
+    """The one error line of a process that failed as a user error should: status 2, no
+    traceback, each fragment in that line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("quantlab")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+# --- quick studies on digits, each shared by the modules that read one ------------------------
+
+# conv and medium, float32 against two int8 variants, counted with valgrind, as machine
+# "laptop": test_study checks the study itself, test_compare puts it beside other machines.
+DIGITS_STUDY = ("run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
+                "--variants", "float32,int8,qat_int8", "--batch-sizes", "1,8", "--counters", "valgrind")
+LAPTOP = {"QUANTLAB_MACHINE": "laptop"}
+# Other weights (seed 1, so other bytes), fewer variants and other batch sizes, as machine
+# "server"; interrupted once on its way (test_study), compared (test_compare).
+SERVER_STUDY = ("run", "--dataset", "digits", "--quick", "--seed", "1", "--nets", "conv,medium",
+                "--variants", "float32,int8", "--runtimes", "litert,openvino", "--batch-sizes", "1,4",
+                "--counters", "off")
+SERVER = {"QUANTLAB_MACHINE": "server"}
+
+
+@pytest.fixture(scope="session")
+def digits_study(tmp_path_factory):
+    """(report folder, the finished process, results.json) of ``DIGITS_STUDY``."""
+    out = tmp_path_factory.mktemp("laptop") / "report"
+    result = quantlab(*DIGITS_STUDY, "--out", str(out), env=LAPTOP)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result, json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def resumed_study(tmp_path_factory):
+    """``SERVER_STUDY`` interrupted with SIGINT as soon as its second net starts (its first is
+    studied by then), then run again with the same --out: {"out", "nets": the two in the
+    order studied, "interrupted": (status, whether a report was written), "rerun": the
+    finished process}."""
+    out = tmp_path_factory.mktemp("server") / "report"
+    process = subprocess.Popen([sys.executable, "-m", "quantlab.cli", *SERVER_STUDY, "--out", str(out)],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, **SERVER})
+    nets = []
+    for line in process.stderr:
+        if "] == " in line:
+            nets.append(line.split("== ")[1].split()[0])
+            if len(nets) == 2:
+                process.send_signal(signal.SIGINT)
+                break
+    process.wait(timeout=120)
+    process.stderr.close()
+    interrupted = (process.returncode, (out / "report.md").exists())
+    rerun = quantlab(*SERVER_STUDY, "--out", str(out), env=SERVER)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    return {"out": out, "nets": nets, "interrupted": interrupted, "rerun": rerun}

@@ -2,26 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-
-def quantlab(*args, env=None):
-    environment = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "quantlab.cli", *args], capture_output=True,
-                          text=True, env=environment, timeout=900)
-
-
-def one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("quantlab")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
+from conftest import one_line_error, quantlab
 
 
 def test_train_shows_epoch_progress_and_prints_accuracy_and_artifact_path(tmp_path):

@@ -1,41 +1,44 @@
 """`quantlab compare` on the results of real quick studies, and on bad input.
 
-Only one machine exists where these tests run: the three studies below run on one CPU and
-present as three machines through QUANTLAB_MACHINE. "server" trains with another seed, so
-its artifacts are other bytes; "desktop" studies a subset of what "laptop" studies, with the
-same bytes. The report must say both, and that all three share one physical host.
+Only one machine exists where these tests run: the studies run on one CPU and present as
+machines through QUANTLAB_MACHINE. "laptop" and "server" are real quick studies on digits
+(conftest: ``digits_study``, ``resumed_study``); "server" trains with another seed, so its
+artifacts are other bytes. "desktop" is laptop's own results.json cut down to what a machine
+that measured conv alone, on LiteRT at batch 1, would have written: the same bytes as
+laptop's. The report must say both, and that all three share one physical host.
 """
 
+import copy
 import json
 import shutil
 
 import pytest
 
+from conftest import one_line_error, quantlab
 from quantlab import compare, compare_report, tables
 from quantlab.errors import QuantlabError
-from test_cli import one_line_error, quantlab
 
-STUDIES = {
-    "laptop": ["--seed", "0", "--nets", "conv,medium", "--variants", "float32,int8,dynamic_int8",
-               "--runtimes", "litert,openvino", "--batch-sizes", "1,8"],
-    "server": ["--seed", "1", "--nets", "conv,medium", "--variants", "float32,int8",
-               "--runtimes", "litert", "--batch-sizes", "1,4"],
-    "desktop": ["--seed", "0", "--nets", "conv", "--variants", "float32,int8",
-                "--runtimes", "litert", "--batch-sizes", "1"],
-}
+def _cut_down(results, name, net, variants, runtime, batch_size):
+    """``results`` as a machine ``name`` that measured only these cases would have written them."""
+    cut = copy.deepcopy(results)
+    cut["machine"]["name"], cut["runtimes"] = name, [runtime]
+    artifacts = results["nets"][net]["artifacts"]
+    cut["nets"] = {net: {**results["nets"][net], "artifacts": {v: artifacts[v] for v in variants}}}
+    cut["cases"] = [c for c in results["cases"] if (c["net"], c["runtime"], c["batch_size"]) ==
+                    (net, runtime, batch_size) and c["variant"] in variants]
+    cut["accuracy"] = [r for r in results["accuracy"]
+                       if (r["net"], r["runtime"]) == (net, runtime) and r["variant"] in variants]
+    return cut
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory):
-    """{name: report folder} of three real quick studies on digits, counters off."""
-    root = tmp_path_factory.mktemp("machines")
-    folders = {}
-    for name, options in STUDIES.items():
-        folders[name] = root / name
-        result = quantlab("run", "--dataset", "digits", "--quick", "--counters", "off", *options,
-                          "--out", str(folders[name]), env={"QUANTLAB_MACHINE": name})
-        assert result.returncode == 0, result.stderr[-3000:]
-    return folders
+def studies(digits_study, resumed_study, tmp_path_factory):
+    """{name: report folder} of laptop, server and desktop."""
+    desktop = tmp_path_factory.mktemp("machines") / "desktop"
+    desktop.mkdir()
+    (desktop / "results.json").write_text(json.dumps(
+        _cut_down(digits_study[2], "desktop", "conv", ("float32", "int8"), "litert", 1)))
+    return {"laptop": digits_study[0], "server": resumed_study["out"], "desktop": desktop}
 
 
 def _results(folder):
@@ -93,7 +96,9 @@ def test_each_machine_is_a_column_with_its_cpu_flags_cores_and_software(three):
     for key, version in inputs["server"]["machine"]["versions"].items():
         if version:
             assert _row(report, key)[2] == version
-    assert _row(report, "runtimes")[1:] == ["litert, openvino", "litert", "litert"]
+    assert _row(report, "runtimes")[1:] == [", ".join(inputs["laptop"]["runtimes"]), "litert, openvino",
+                                             "litert"]
+    assert "openvino" in inputs["laptop"]["runtimes"]
 
 
 def test_latencies_and_ratios_are_the_numbers_of_the_inputs(three):
@@ -116,7 +121,8 @@ def test_latencies_and_ratios_are_the_numbers_of_the_inputs(three):
             cell = _row(_section(report, f"### {key[0]}"), str(key[3]), key[2], key[1])[column]
             assert cell == f"{tables.seconds(median)} ({tables.speed_ratio(reference, median)})"
             checked += 1
-    assert checked == 2 * 2 * 2 * 2 + 2 * 2 + 1  # laptop: 2 nets x 2 batches x 2 runtimes x 2 quantized
+    # laptop and server: 2 nets x 2 batches x 2 runtimes x (2 and 1) quantized; desktop: 1
+    assert checked == 2 * 2 * 2 * 2 + 2 * 2 * 2 + 1
 
 
 def test_a_case_that_a_machine_did_not_measure_is_a_dash(three):
@@ -125,7 +131,7 @@ def test_a_case_that_a_machine_did_not_measure_is_a_dash(three):
     server = _medians(inputs["server"])[("conv", "int8", "litert", 4, 1)]
     cells = _row(conv, "4", "litert", "int8")
     assert cells[3] == "–" and cells[5] == "–" and cells[4].startswith(tables.seconds(server) + " (")
-    assert _row(conv, "8", "openvino", "dynamic_int8")[4:] == ["–", "–"]
+    assert _row(conv, "8", "openvino", "qat_int8")[4:] == ["–", "–"]
     assert "Not every machine measured the same batch sizes: 1, 8 on laptop; 1, 4 on server; " \
            "1 on desktop" in "\n".join(comparison["findings"])
 
@@ -196,9 +202,9 @@ def test_findings_give_what_int8_buys_on_each_machine_from_the_inputs(three):
     assert "(conv at batch 1)" in line
     # A variant that only one machine ran on this runtime: its range over its own cases.
     medians = _medians(inputs["laptop"])
-    own = [medians[(net, "float32", "openvino", b, 1)] / medians[(net, "dynamic_int8", "openvino", b, 1)]
+    own = [medians[(net, "float32", "openvino", b, 1)] / medians[(net, "qat_int8", "openvino", b, 1)]
            for net in ("conv", "medium") for b in (1, 8)]
-    assert (f"dynamic_int8 on openvino against float32 on openvino: {_worded(own)} on laptop "
+    assert (f"qat_int8 on openvino against float32 on openvino: {_worded(own)} on laptop "
             f"(conv at batch 1, 8 and medium at batch 1, 8).") in comparison["findings"]
 
 

@@ -19,7 +19,7 @@ import threading
 import distributed
 import pytest
 
-from test_cli import one_line_error, quantlab
+from conftest import one_line_error, quantlab
 
 STUDY = ["run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
          "--variants", "float32,int8", "--batch-sizes", "1,8", "--counters", "off"]
@@ -147,7 +147,8 @@ def test_each_machine_gets_its_own_report_of_every_case_measured_on_itself(fleet
         assert {(c["net"], c["variant"], c["runtime"], c["batch_size"]) for c in counted} == {
             (net, variant, "litert", 1) for net in ("conv", "medium") for variant in ("float32", "int8")}
         assert all(c["counters"]["per_inference"]["instructions"] > 0 for c in counted)
-        assert all("is not counted" in c["not_counted"] for c in results["cases"] if not c["counters"])
+        assert all(c["not_counted"] == "the quick study counts float32 and int8 on litert at batch 1 only"
+                   for c in results["cases"] if not c["counters"])
         report = (fleet_study["out"] / "machines" / name / "report.md").read_text()
         assert "## Latency" in report and results["machine"]["cpu"]["model"] in report
 

@@ -10,7 +10,7 @@ import pytest
 
 from quantlab import graph_check, nets, runtime, variants
 from quantlab.errors import QuantlabError
-from test_cli import one_line_error, quantlab
+from conftest import one_line_error, quantlab
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from quantlab import evaluate, machine, nets, runtime
 from quantlab.errors import QuantlabError
-from test_cli import one_line_error, quantlab
+from conftest import one_line_error, quantlab
 
 pytestmark = pytest.mark.fashion_mnist
 

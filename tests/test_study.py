@@ -1,27 +1,23 @@
-"""`quantlab run` end to end on small real data: report, JSON, plots, resume, your own model."""
+"""`quantlab run` end to end on small real data: report, JSON, plots, resume, your own model.
+
+The studies themselves are shared with test_compare (conftest: ``digits_study``, a quick
+study with real valgrind counters, and ``resumed_study``, one interrupted and run again).
+"""
 
 import json
-import os
-import signal
+import shutil
 import subprocess
 import sys
 
 import pytest
 
+from conftest import DIGITS_STUDY, LAPTOP, one_line_error, quantlab
 from quantlab import tables
-from test_cli import one_line_error, quantlab
-
-QUICK_RUN = ["run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
-             "--variants", "float32,int8,qat_int8", "--batch-sizes", "1,8"]
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """One quick study with real valgrind counters, shared by the tests below."""
-    out = tmp_path_factory.mktemp("study") / "report"
-    result = quantlab(*QUICK_RUN, "--counters", "valgrind", "--out", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result, json.loads((out / "results.json").read_text())
+def study(digits_study):
+    return digits_study
 
 
 def test_the_report_has_every_section_filled_from_the_run(study):
@@ -88,35 +84,25 @@ def test_progress_is_shown_for_every_stage(study):
         assert fragment in result.stderr or fragment in result.stdout, fragment
 
 
-def test_a_second_run_redoes_nothing(study):
-    out, _, _ = study
-    again = quantlab(*QUICK_RUN, "--counters", "valgrind", "--out", str(out))
+def test_a_second_run_redoes_nothing(study, tmp_path):
+    out = tmp_path / "report"
+    shutil.copytree(study[0], out)  # the shared study stays as the other modules read it
+    again = quantlab(*DIGITS_STUDY, "--out", str(out), env=LAPTOP)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "epoch" not in again.stderr and "exporting" not in again.stderr
     assert not [line for line in again.stderr.splitlines() if "with valgrind" in line]  # nothing counted
     assert again.stderr.count("done earlier") >= 2 * 3  # accuracy, layers, latency per net
 
 
-def test_an_interrupted_run_continues_where_it_stopped(tmp_path):
-    out = tmp_path / "report"
-    environment = {**os.environ}
-    process = subprocess.Popen([sys.executable, "-m", "quantlab.cli", *QUICK_RUN, "--counters", "off",
-                                "--out", str(out)], stderr=subprocess.PIPE, text=True, env=environment)
-    seen = []
-    for line in process.stderr:  # interrupt as soon as the first net's timing starts
-        seen.append(line)
-        if "medium: timing" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    process.wait(timeout=120)
-    assert process.returncode != 0 and not (out / "report.md").exists()
-    rerun = quantlab(*QUICK_RUN, "--counters", "off", "--out", str(out))
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "conv: accuracy: done earlier" in rerun.stderr
-    assert "conv: latency: done earlier" in rerun.stderr
-    assert "medium: accuracy: done earlier" in rerun.stderr
-    assert "medium: timing" in rerun.stderr
-    assert (out / "report.md").is_file()
+def test_an_interrupted_run_continues_where_it_stopped(resumed_study):
+    status, reported = resumed_study["interrupted"]
+    assert status != 0 and not reported
+    first, second = resumed_study["nets"]
+    rerun = resumed_study["rerun"].stderr
+    assert f"{first}: accuracy: done earlier" in rerun and f"{first}: latency: done earlier" in rerun
+    assert f"{first} float epoch" not in rerun  # trained before
+    assert f"{second}: timing" in rerun
+    assert (resumed_study["out"] / "report.md").is_file()
 
 
 def _save_model(path, layers):
@@ -182,13 +168,11 @@ def test_a_folder_of_the_users_own_files_is_refused_as_output_unless_forced(tmp_
 
 
 def test_a_stored_result_that_cannot_be_read_is_measured_again_with_a_notice(study, tmp_path):
-    import shutil
-
     out = tmp_path / "report"
     shutil.copytree(study[0], out)
     damaged = sorted((out / ".state").glob("eval-*.json"))[0]
     damaged.write_text(damaged.read_text()[:30])
-    again = quantlab(*QUICK_RUN, "--counters", "valgrind", "--out", str(out))
+    again = quantlab(*DIGITS_STUDY, "--out", str(out), env=LAPTOP)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"stored result {damaged.name} is unreadable; measuring again" in again.stderr
     assert json.loads(damaged.read_text())  # stored whole again
