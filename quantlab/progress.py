@@ -26,8 +26,9 @@ class Progress:
             from tqdm import tqdm
 
             tqdm.write(line, file=self.stream)
-        else:
-            print(line, file=self.stream, flush=True)
+        else:  # one write: lines from the background counting never run into each other
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def steps(self, items, label, total=None):
         """Yield ``items``, showing how many are done and an estimate of the time left."""
