@@ -323,7 +323,8 @@ def _training_summary(artifacts):
 def start_counting(config, net, artifacts, records, backend, progress):
     """Count the chosen cases of one net on this machine, each kept in OUT/.state; the
     batch sizes of one model and runtime are counted together, in one worker (valgrind's
-    start, the imports and the warm-up are paid once). Returns the ``Counting``,
+    start, the imports and the warm-up are paid once), the large ones apart. Returns the
+    ``Counting``,
     whose ``wait`` puts the counts into ``records``.
 
     Valgrind simulates each worker's caches on its own, so its counts depend neither on what
@@ -333,15 +334,29 @@ def start_counting(config, net, artifacts, records, backend, progress):
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from quantlab.counters.valgrind import LARGE_BATCH
+
     chosen = plan_counts(config, backend, records)
     stored = {id(record): state_path(config, "counters", counter_key(
         config, artifacts[record["variant"]], record, backend)) for record in chosen}
-    models = {}
+    groups = {}
     for record in chosen:
-        models.setdefault((record["variant"], record["runtime"]), []).append(record)
+        groups.setdefault((record["variant"], record["runtime"]), []).append(record)
+    models = []  # (variant, runtime, records, a batch size counted first and dropped)
+    for (variant, runtime_name), group in groups.items():
+        small = [r for r in group if r["batch_size"] < LARGE_BATCH]
+        large = [r for r in group if r["batch_size"] >= LARGE_BATCH]
+        if small and large and backend == "valgrind":
+            # A simulated large batch costs as much as all the small ones together: it gets a
+            # worker of its own, beside them rather than after them, where one small batch
+            # runs first (the warm-up it needs: see valgrind.plan) and its count is dropped.
+            models += [(variant, runtime_name, small, None),
+                       (variant, runtime_name, large, small[0]["batch_size"])]
+        else:
+            models.append((variant, runtime_name, group, None))
 
     def count(model):
-        (variant, runtime_name), group = model
+        variant, runtime_name, group, lead = model
         results, missing = {}, []
         for record in group:
             try:
@@ -351,14 +366,16 @@ def start_counting(config, net, artifacts, records, backend, progress):
         if missing:
             progress(f"{net}: counting {variant} on {runtime_name}, batch "
                      f"{','.join(map(str, missing))}, with {backend}")
-            for batch, result in count_model(config, artifacts[variant], runtime_name, missing,
-                                              backend).items():
-                cache.write_json(stored[id(next(r for r in group if r["batch_size"] == batch))], result)
-                results[batch] = result
+            counted = count_model(config, artifacts[variant], runtime_name,
+                                  ([lead] if lead else []) + missing, backend)
+            for record in group:
+                if record["batch_size"] in missing:
+                    results[record["batch_size"]] = counted[record["batch_size"]]
+                    cache.write_json(stored[id(record)], results[record["batch_size"]])
         return group, results
 
     # The costliest first (the most images per run), so that no long one starts last, alone.
-    ordered = sorted(models.items(), key=lambda model: -sum(r["batch_size"] for r in model[1]))
+    ordered = sorted(models, key=lambda model: -sum(r["batch_size"] for r in model[2]))
     counting = Counting(ThreadPoolExecutor((os.cpu_count() or 1) if backend == "valgrind" else 1))
     counting.futures = [counting.pool.submit(count, model) for model in ordered]
     counting.done = lambda: progress(f"{net}: {len(chosen)} cases counted") if chosen else None
