@@ -137,8 +137,10 @@ def resumed_study(tmp_path_factory):
     order studied, "interrupted": (status, whether a report was written), "rerun": the
     finished process}."""
     out = tmp_path_factory.mktemp("server") / "report"
+    # Ctrl-C as at a terminal, even where this session ignores SIGINT (a background job).
     process = subprocess.Popen([sys.executable, "-m", "quantlab.cli", *SERVER_STUDY, "--out", str(out)],
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, **SERVER})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, **SERVER},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     nets = []
     for line in process.stderr:
         if "] == " in line:
