@@ -197,7 +197,8 @@ def time_net(config, net, artifacts, runtimes, progress):
         lines = []
         # Exactly these options: none from PYTEST_ADDOPTS, and no sign of an xdist worker
         # (when the study runs inside one), on which pytest-benchmark would time nothing.
-        env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST_")}
+        env = {k: v for k, v in os.environ.items()
+               if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST_")}
         with subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env) as child:
             def results():  # one line per case in pytest's verbose output
@@ -324,8 +325,7 @@ def start_counting(config, net, artifacts, records, backend, progress):
     """Count the chosen cases of one net on this machine, each kept in OUT/.state; the
     batch sizes of one model and runtime are counted together, in one worker (valgrind's
     start, the imports and the warm-up are paid once), the large ones apart. Returns the
-    ``Counting``,
-    whose ``wait`` puts the counts into ``records``.
+    ``Counting``, whose ``wait`` puts the counts into ``records``.
 
     Valgrind simulates each worker's caches on its own, so its counts depend neither on what
     else runs nor on how fast: its workers use every core and go on in the background while
@@ -376,9 +376,9 @@ def start_counting(config, net, artifacts, records, backend, progress):
 
     # The costliest first (the most images per run), so that no long one starts last, alone.
     ordered = sorted(models, key=lambda model: -sum(r["batch_size"] for r in model[2]))
-    counting = Counting(ThreadPoolExecutor((os.cpu_count() or 1) if backend == "valgrind" else 1))
-    counting.futures = [counting.pool.submit(count, model) for model in ordered]
-    counting.done = lambda: progress(f"{net}: {len(chosen)} cases counted") if chosen else None
+    pool = ThreadPoolExecutor((os.cpu_count() or 1) if backend == "valgrind" else 1)
+    counting = Counting(pool, [pool.submit(count, model) for model in ordered],
+                        lambda: progress(f"{net}: {len(chosen)} cases counted"))
     if backend != "valgrind":
         counting.wait()
     return counting
@@ -389,7 +389,7 @@ class Counting:
     """The counts of one net, coming in from a pool of workers."""
     pool: object = None
     futures: list = dataclasses.field(default_factory=list)
-    done: object = None
+    finished: object = None  # called once every count is in
 
     def wait(self):
         """Wait for every count and put it into its timed record."""
@@ -402,7 +402,7 @@ class Counting:
         if self.futures:
             self.futures = []
             self.pool.shutdown()
-            self.done()
+            self.finished()
 
     def cancel(self):
         """Drop the counts not started yet (the run stops): only the running ones finish."""
