@@ -15,7 +15,6 @@ Importing this package is cheap: it imports neither TensorFlow nor LiteRT.
 """
 
 import time
-from pathlib import Path
 
 from quantlab.defaults import KERNELS, RUNTIMES
 from quantlab.errors import QuantlabError
@@ -63,12 +62,13 @@ def measure(artifact, batch_size, backend="auto", threads=1, kernels="xnnpack", 
     return None if results is None else results[int(batch_size)]
 
 
-def _refuse_hostile_graph(artifact):
-    """A GraphDef the worker would refuse is refused here, in seconds, not after valgrind
-    has started and imported TensorFlow (see quantlab.graph_check)."""
+def _check_model_file(artifact):
+    """A one-line error for a missing, unreadable or folder path, and for a GraphDef the
+    worker would refuse: here, in seconds, not after valgrind has started and imported
+    TensorFlow (see quantlab.graph_check)."""
     from quantlab import graph_check, runtime
 
-    content, _ = runtime.read(artifact)  # or a one-line error: unreadable, a folder...
+    content, _ = runtime.read(artifact)
     if runtime.format_of(content) == "graphdef":
         graph_check.check_graph_def(content, str(artifact))
 
@@ -94,13 +94,11 @@ def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnp
         raise QuantlabError(f"unknown kernel choice {kernels!r}: choose one of {', '.join(KERNELS)}")
     if threads is not None and int(threads) < 1:
         raise QuantlabError(f"threads must be at least 1, got {threads}")
-    if not Path(artifact).is_file():
-        raise QuantlabError(f"no model file at {artifact}")
+    _check_model_file(artifact)
     if runtime is not None and runtime not in RUNTIMES:
         raise QuantlabError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if iterations is not None and int(iterations) < 1:
         raise QuantlabError(f"iterations must be at least 1, got {iterations}")
-    _refuse_hostile_graph(artifact)
     if backend == "valgrind":
         start = time.perf_counter()
         parts = valgrind.count_many(artifact, batch_sizes, iterations, threads=threads,
