@@ -34,13 +34,74 @@ def pytest_runtest_makereport(item, call):
         report.outcome, report.longrepr = "failed", f"skipped under CI, where it must run: {reason}"
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """Every test that needs the real Fashion-MNIST says so (``-m "not fashion_mnist"``
     deselects them on a machine without the Debian package): any test that uses the
-    ``fashion`` fixture, directly or through the nets trained on it, gets the marker."""
+    ``fashion`` fixture, directly or through the nets trained on it, gets the marker.
+    The groups that cost most run first (see ``GROUPS``)."""
     for item in items:
-        if "fashion" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "fashion" in names:
             item.add_marker(pytest.mark.fashion_mnist)
+        for fixture, group in SHARED.items():
+            if fixture in names and _group(item.nodeid) != group:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: put its module in "
+                                        f"GROUPS[{group!r}] in conftest.py")
+    items.sort(key=lambda item: ORDER.index(_group(item.nodeid)) if _group(item.nodeid) in ORDER
+               else len(ORDER))
+
+
+# The suite runs on every core (pytest-xdist, ``-n auto`` in setup.cfg), one group of tests
+# per worker at a time: a module, or the modules that share a costly session fixture, which
+# then is built once. (Two workers that build the same artifact anyway wait for each other:
+# the cache is locked while an artifact is made.) Costliest first, cold, in seconds.
+GROUPS = {
+    "fashion-nets": ("test_plugin", "test_variants", "test_runtimes", "test_training",
+                     "test_runtime"),  # ~200
+    "test_fleet": ("test_fleet",),  # ~120
+    "digits-studies": ("test_compare", "test_study"),  # ~100
+    "test_counters_valgrind": ("test_counters_valgrind",),  # ~50
+    "test_cli": ("test_cli",),  # ~30
+}
+ORDER = tuple(GROUPS)
+SHARED = {"quick_variants": "fashion-nets", "digits_study": "digits-studies",
+          "resumed_study": "digits-studies"}
+
+
+def _group(nodeid):
+    module = Path(nodeid.split("::")[0]).stem
+    return next((group for group, modules in GROUPS.items() if module in modules), module)
+
+
+@pytest.hookimpl(optionalhook=True)  # hooks of pytest-xdist, absent where -p no:xdist
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: a worker per usable core for the tests, none for the benchmarks (which
+    must run alone to time anything)."""
+    tests = Path(__file__).parent / "tests"
+    paths = [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
+    if paths and all(path == tests or tests in path.parents for path in paths):
+        return len(os.sched_getaffinity(0))
+    return 0
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _group(nodeid)
+
+    config.option.loadscopereorder = False  # keep ORDER
+    return ByGroup(config, log)
+
+
+def pytest_configure(config):
+    """In a pytest-xdist worker, the processes that tests start must not take themselves for
+    xdist workers (pytest-benchmark would not time in them)."""
+    if hasattr(config, "workerinput"):
+        for name in [name for name in os.environ if name.startswith("PYTEST_XDIST_")]:
+            del os.environ[name]
 
 
 @pytest.fixture(scope="session")

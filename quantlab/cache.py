@@ -8,6 +8,7 @@ created with the user's umask (0644 and 0755 for the usual 022), so a report can
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -130,6 +131,32 @@ def atomic_dir(path):
         raise _failure(error, path, _WRITE_FAILURES) or error from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(path, progress=None):
+    """Hold the lock of the artifact at ``path`` (a file beside it) while it is looked up and
+    made: two processes that share a cache (test workers, the workers of one machine) then
+    make it once, and never replace each other's files while they are read. Where no lock
+    file can be made (a read-only cache), go on without: reading needs no lock, and a write
+    fails with its own one-line error."""
+    path = Path(path)
+    try:
+        _make_parent(path)
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+    except (OSError, QuantlabError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                progress(f"waiting for another quantlab process that is making {path}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write_bytes(path, content):

@@ -179,12 +179,16 @@ def time_net(config, net, artifacts, runtimes, progress):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         report = tmp / "benchmark.json"
+        # A settings file of its own, empty: no project's pytest settings (addopts such as
+        # pytest-xdist's -n) reach the timing run from a setup.cfg above quantlab's source.
+        (tmp / "pytest.ini").write_text("[pytest]\n")
         command = dying_with_parent([
             # By module name, not file path: the child imports quantlab the way it finds it,
             # which need not be this process's copy (a source checkout in the working
             # directory beside an installed package, under tox).
             sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-v",
-            "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:xdist", f"--rootdir={tmp}",
+            "-c", str(tmp / "pytest.ini"), "-p", "no:cacheprovider", "-p", "no:randomly",
+            "-p", "no:xdist",
             f"--benchmark-json={report}",
             f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
             f"--quantlab-runtimes={','.join(runtimes)}",

@@ -6,6 +6,7 @@ weights with tfmot's default 8-bit scheme, so every quantized variant descends f
 float net. Trained weights are cached under a hash of everything that determines them.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -181,28 +182,27 @@ def _train_or_load(config, data, qat, progress, use_cache, build, base_key=None,
     stage = "qat" if qat else "float"
     epochs, lr = ((config.qat_epochs, config.qat_learning_rate) if qat
                   else (config.epochs, config.learning_rate))
-    info = _cached_info(folder, progress) if use_cache else None
-    if info is not None:
-        if progress:
-            progress(f"{config.net} ({stage}) loaded from cache: {folder}")
+    with cache.locked(folder, progress) if use_cache else contextlib.nullcontext():
+        info = _cached_info(folder, progress) if use_cache else None
+        if info is not None:
+            if progress:
+                progress(f"{config.net} ({stage}) loaded from cache: {folder}")
+            model = build()
+            model.load_weights(str(folder / "weights.h5"))
+            _compile(model, lr)
+            return Trained(model, folder, info, from_cache=True)
+        _seed(config.seed)
         model = build()
-        model.load_weights(str(folder / "weights.h5"))
-        _compile(model, lr)
-        return Trained(model, folder, info, from_cache=True)
-    _seed(config.seed)
-    model = build()
-    if prepare:
-        prepare(model)
-    info = _fit(model, config, data, epochs, lr, progress, f"{config.net} {stage}")
-    info.update(stage=stage, key=_key(config, data, qat, base_key), dataset_source=data.source)
-    if not use_cache:
+        if prepare:
+            prepare(model)
+        info = _fit(model, config, data, epochs, lr, progress, f"{config.net} {stage}")
+        info.update(stage=stage, key=_key(config, data, qat, base_key), dataset_source=data.source)
+        if use_cache:
+            with cache.atomic_dir(folder) as tmp:
+                model.save_weights(str(tmp / "weights.h5"))
+                info["weights_sha256"] = cache.sha256_of(tmp / "weights.h5")
+                cache.write_json(tmp / "info.json", info)
         return Trained(model, folder, info, from_cache=False)
-    with cache.atomic_dir(folder) as tmp:
-        model.save_weights(str(tmp / "weights.h5"))
-        info["weights_sha256"] = cache.sha256_of(tmp / "weights.h5")
-        cache.write_json(tmp / "info.json", info)
-    return Trained(model, folder, info, from_cache=False)
-
 
 def _cached_info(folder, progress):
     """The info of the model cached in ``folder``, or None when there is none or when its

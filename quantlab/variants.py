@@ -280,24 +280,25 @@ def export_model(float_model, config, data, variants=VARIANTS,
     # A variant executed from another's file needs that file first.
     needed = tuple(dict.fromkeys([*(EXECUTED_AS[v][0] for v in variants if v in EXECUTED_AS),
                                   *variants]))
-    artifacts = {v: _cached(folder, v, progress) for v in needed}
-    missing = [v for v, a in artifacts.items() if a is None]
-    if missing:
-        trained = float_model()
-        qat = (training.train_qat(config, data, progress=progress, base=trained, base_key=base_key)
-               if "qat_int8" in missing else None)
-        calibration = calibration_images(data, calibration_size, config.seed)
-        made = {}
-        for variant in missing:
-            path = folder / file_name(variant)
-            if variant not in EXECUTED_AS:
-                if progress:
-                    progress(f"{config.net}: exporting {variant}")
-                made[variant] = _content(variant, trained, qat, data, calibration, made)
-                cache.write_bytes(path, made[variant])
-            source = qat if variant == "qat_int8" else trained
-            # The sidecar is written last: an artifact without one is never trusted.
-            cache.write_json(folder / f"{variant}.json",
-                             _sidecar(path, variant, config, data, calibration_size, source.path))
-            artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
+    with cache.locked(folder, progress):  # one process makes them, others wait and read
+        artifacts = {v: _cached(folder, v, progress) for v in needed}
+        missing = [v for v, a in artifacts.items() if a is None]
+        if missing:
+            trained = float_model()
+            qat = (training.train_qat(config, data, progress=progress, base=trained,
+                                      base_key=base_key) if "qat_int8" in missing else None)
+            calibration = calibration_images(data, calibration_size, config.seed)
+            made = {}
+            for variant in missing:
+                path = folder / file_name(variant)
+                if variant not in EXECUTED_AS:
+                    if progress:
+                        progress(f"{config.net}: exporting {variant}")
+                    made[variant] = _content(variant, trained, qat, data, calibration, made)
+                    cache.write_bytes(path, made[variant])
+                source = qat if variant == "qat_int8" else trained
+                # The sidecar is written last: an artifact without one is never trusted.
+                cache.write_json(folder / f"{variant}.json",
+                                 _sidecar(path, variant, config, data, calibration_size, source.path))
+                artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
     return {v: artifacts[v] for v in variants}
