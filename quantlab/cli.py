@@ -134,7 +134,8 @@ def cmd_run(args):
         dataset=args.dataset, nets=args.nets, variants=args.variants, runtimes=args.runtimes,
         batch_sizes=args.batch_sizes, threads=args.threads, counters=args.counters,
         cache_geometry=args.cache, quick=args.quick, out=args.out, model=args.model,
-        data_dir=args.data_dir, seed=args.seed, force=args.force, scheduler=args.scheduler)
+        data_dir=args.data_dir, seed=args.seed, force=args.force, scheduler=args.scheduler,
+        grace=args.grace)
     if config.scheduler is None:
         study.run(config)
         print(config.out / "report.md")
@@ -218,6 +219,9 @@ def parser():
                      help="run the study on the workers of this Dask scheduler (e.g. "
                           "tcp://10.0.0.5:8786): every machine among them is timed and counted, "
                           "each gets its own report in OUT/machines/ (default: this machine alone)")
+    run.add_argument("--grace", type=_positive, default=15, metavar="SECONDS",
+                     help="with --scheduler: how long a machine may be without workers before "
+                          "its tasks are given up and reported missing (default: %(default)s)")
     run.set_defaults(run=cmd_run)
 
     side = commands.add_parser("compare", help="put the results of several machines side by side")

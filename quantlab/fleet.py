@@ -23,7 +23,8 @@ one unit of the resource ``quantlab-machine:NAME``: a machine's task asks for it
 on any worker of that machine, one task per worker process at a time, and Dask moves it to
 another worker of the machine when its worker dies. Every result is kept in OUT/.state as
 it arrives, so a rerun with the same --out does only what is missing; a task whose machine
-has had no worker for GRACE seconds is given up and said missing in that machine's report.
+has had no worker for ``--grace`` seconds is given up and said missing in that machine's
+report.
 Every task records its window on its host's monotonic clock (``fleet.json``, ``tasks``).
 """
 
@@ -50,9 +51,6 @@ from quantlab.errors import QuantlabError
 from quantlab.progress import Progress
 
 CONNECT_TIMEOUT = 5  # seconds to reach the scheduler, and again to find a worker there
-# Seconds a machine may be without a worker before its tasks are given up: a nanny restarts
-# a killed worker within a few.
-GRACE = 15
 POLL = 1.0  # seconds between looks at the cluster's members
 ANY = "quantlab-worker"  # offered once by every worker: one study task per worker at a time
 TIMING = ("machine", "latency")  # the stages that measure speed: alone on their host
@@ -406,7 +404,7 @@ class Fleet:
 
     def watch(self):
         """Send again the tasks that wait for a worker their machine now has; give up those
-        whose machine has had none for GRACE seconds."""
+        whose machine has had none for ``config.grace`` seconds."""
         if not self.pending:
             return
         states = self.client.sync(self.client.scheduler.get_task_status, keys=list(self.pending))
@@ -427,12 +425,12 @@ class Fleet:
                 self.progress(f"{job.label}: sent again, to the worker that joined "
                               f"{job.machine or 'the cluster'}")
                 self.submit(job)
-            elif now - self.gone.setdefault(job.resource, now) > GRACE:
+            elif now - self.gone.setdefault(job.resource, now) > self.config.grace:
                 del self.pending[key]
                 self.client.cancel([job.future])
                 job.future = None
                 where = f"machine {job.machine}" if job.machine else "the cluster"
-                job.lost(f"no worker of {where} was left for {GRACE} s")
+                job.lost(f"no worker of {where} was left for {self.config.grace} s")
                 if job.then:
                     job.then()
 

@@ -58,6 +58,9 @@ class StudyConfig:
     seed: int = defaults.SEED
     force: bool = False
     scheduler: str | None = None  # a Dask scheduler's address: the study runs on its workers
+    # Seconds a machine of the fleet may be without a worker before its tasks are given up: a
+    # nanny restarts a killed worker within a few.
+    grace: int = 15
 
     def __post_init__(self):
         for net in self.nets:

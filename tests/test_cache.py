@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -199,3 +200,37 @@ def test_check_writable_names_a_folder_the_user_may_not_write():
 def test_json_written_through_the_cache_reads_back(tmp_path):
     cache.write_json(tmp_path / "x.json", {"b": [1, 2], "a": "é"})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": "é", "b": [1, 2]}
+
+
+def test_a_process_that_wants_an_artifact_another_is_making_waits_for_it_and_says_so(tmp_path):
+    artifact = tmp_path / "variants" / "net-key"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom quantlab import cache\n"
+         f"with cache.locked({str(artifact)!r}):\n    print('held', flush=True)\n    sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        said, entered = [], threading.Event()
+
+        def wait_for_the_lock():
+            with cache.locked(artifact, said.append):
+                entered.set()
+
+        waiter = threading.Thread(target=wait_for_the_lock)
+        waiter.start()
+        assert not entered.wait(0.5)  # the other process still makes it
+        assert said == [f"waiting for another quantlab process that is making {artifact}"]
+        holder.stdin.close()  # it is done
+        assert entered.wait(10)
+        waiter.join()
+    finally:
+        holder.kill()
+        holder.wait()
+    with cache.locked(artifact, said.append):  # free: no waiting, nothing said
+        assert len(said) == 1
+
+
+def test_an_artifact_in_a_read_only_cache_is_looked_up_without_a_lock(read_only_disk):
+    with cache.locked(read_only_disk / "models" / "net-key"):  # no lock file can be made here
+        entered = True
+    assert entered and list(read_only_disk.iterdir()) == []
