@@ -302,11 +302,11 @@ def test_a_worker_killed_mid_study_neither_hangs_it_nor_loses_finished_work(tmp_
 
 def test_your_own_model_file_reaches_the_workers_and_is_studied_on_every_machine(tmp_path, caches,
                                                                                   two_machines):
-    from test_study import _save_model
+    from test_study import save_models
 
-    model, out = tmp_path / "mine.keras", tmp_path / "report"
-    _save_model(model, "[k.layers.Input((8, 8, 1)), k.layers.Flatten(), "
-                       "k.layers.Dense(10, activation='softmax')]")
+    out = tmp_path / "report"
+    [model] = save_models(tmp_path, {"mine.keras": "[k.layers.Input((8, 8, 1)), k.layers.Flatten(), "
+                                                   "k.layers.Dense(10, activation='softmax')]"}).values()
     result = quantlab("run", "--model", str(model), "--dataset", "digits", "--quick", "--counters", "off",
                       "--variants", "float32,int8", "--batch-sizes", "1", "--scheduler",
                       two_machines.address, "--out", str(out), env={"QUANTLAB_CACHE": str(caches / "study")})

@@ -105,28 +105,48 @@ def test_an_interrupted_run_continues_where_it_stopped(resumed_study):
     assert (resumed_study["out"] / "report.md").is_file()
 
 
-def _save_model(path, layers):
-    code = f"""
+def save_models(folder, models):
+    """Save each of ``models`` ({file name: its layers, as code}) as a user would, briefly
+    trained on digits, in one process: TensorFlow is imported once."""
+    code = """
 import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import tf_keras as k
 from quantlab import datasets
 data = datasets.load("digits")
+"""
+    for name, layers in models.items():
+        code += f"""
 model = k.Sequential({layers})
 model.compile("adam", k.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
 model.fit(data.x_train, data.y_train, epochs=3, verbose=0)
-model.save({str(path)!r})
+model.save({str(folder / name)!r})
 """
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    return {name: folder / name for name in models}
 
 
-def test_your_own_keras_model_goes_through_the_whole_study(tmp_path):
-    model = tmp_path / "mine.keras"
-    _save_model(model, "[k.layers.Input((8, 8, 1)), k.layers.Conv2D(8, 3, activation='relu'), "
-                       "k.layers.Flatten(), k.layers.Dense(10, activation='softmax')]")
+@pytest.fixture(scope="module")
+def own_models(tmp_path_factory):
+    """Users' own models: a good one, one with a Lambda that writes ``marker`` when it runs,
+    and one whose input does not fit the datasets used here."""
+    folder = tmp_path_factory.mktemp("own")
+    marker = folder / "ran"
+    models = save_models(folder, {
+        "mine.keras": "[k.layers.Input((8, 8, 1)), k.layers.Conv2D(8, 3, activation='relu'), "
+                      "k.layers.Flatten(), k.layers.Dense(10, activation='softmax')]",
+        "lambda.keras": f"[k.layers.Input((8, 8, 1)), k.layers.Lambda(lambda x: (open({str(marker)!r}, "
+                        "'w'), x)[1]), k.layers.Flatten(), k.layers.Dense(10)]",
+        "wrong.keras": "[k.layers.Input((8, 8, 1)), k.layers.Flatten(), k.layers.Dense(10)]"})
+    marker.unlink()  # written while the model was built and saved
+    return {**models, "marker": marker}
+
+
+def test_your_own_keras_model_goes_through_the_whole_study(tmp_path, own_models):
     out = tmp_path / "report"
-    result = quantlab("run", "--model", str(model), "--dataset", "digits", "--quick", "--counters", "off",
-                      "--variants", "float32,int8,qat_int8", "--batch-sizes", "1", "--out", str(out))
+    result = quantlab("run", "--model", str(own_models["mine.keras"]), "--dataset", "digits", "--quick",
+                      "--counters", "off", "--variants", "float32,int8,qat_int8", "--batch-sizes", "1",
+                      "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert list(results["nets"]) == ["mine"]  # named after its file
@@ -136,23 +156,16 @@ def test_your_own_keras_model_goes_through_the_whole_study(tmp_path):
     assert any(line.startswith("mine, batch 1: ") for line in results["recommendations"])
 
 
-def test_a_model_with_a_lambda_layer_is_refused_without_running_it(tmp_path):
-    marker = tmp_path / "ran"
-    model = tmp_path / "lambda.keras"
-    _save_model(model, f"[k.layers.Input((8, 8, 1)), k.layers.Lambda(lambda x: (open({str(marker)!r}, 'w'), x)[1]), "
-                       "k.layers.Flatten(), k.layers.Dense(10)]")
-    marker.unlink(missing_ok=True)  # written while the model was built and saved
-    line = one_line_error(quantlab("run", "--model", str(model), "--dataset", "digits", "--quick",
-                                   "--out", str(tmp_path / "out")), "Lambda")
-    assert "will not run" in line and not marker.exists()
+def test_a_model_with_a_lambda_layer_is_refused_without_running_it(tmp_path, own_models):
+    line = one_line_error(quantlab("run", "--model", str(own_models["lambda.keras"]), "--dataset", "digits",
+                                   "--quick", "--out", str(tmp_path / "out")), "Lambda")
+    assert "will not run" in line and not own_models["marker"].exists()
 
 
 @pytest.mark.fashion_mnist
-def test_a_model_whose_input_shape_does_not_match_the_dataset_is_refused(tmp_path):
-    model = tmp_path / "wrong.keras"
-    _save_model(model, "[k.layers.Input((8, 8, 1)), k.layers.Flatten(), k.layers.Dense(10)]")
-    one_line_error(quantlab("run", "--model", str(model), "--dataset", "fashion_mnist", "--quick",
-                            "--out", str(tmp_path / "out")), "8x8x1", "28x28x1")
+def test_a_model_whose_input_shape_does_not_match_the_dataset_is_refused(tmp_path, own_models):
+    one_line_error(quantlab("run", "--model", str(own_models["wrong.keras"]), "--dataset", "fashion_mnist",
+                            "--quick", "--out", str(tmp_path / "out")), "8x8x1", "28x28x1")
 
 
 def test_a_folder_of_the_users_own_files_is_refused_as_output_unless_forced(tmp_path):
