@@ -143,7 +143,9 @@ def locked(path, progress=None):
     path = Path(path)
     try:
         _make_parent(path)
-        fd = os.open(path.parent / f".{path.name}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        # Never through a link: a lock file planted as one would create a file elsewhere.
+        fd = os.open(path.parent / f".{path.name}.lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW,
+                     0o666)
     except (OSError, QuantlabError):
         yield
         return

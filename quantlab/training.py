@@ -204,6 +204,7 @@ def _train_or_load(config, data, qat, progress, use_cache, build, base_key=None,
                 cache.write_json(tmp / "info.json", info)
         return Trained(model, folder, info, from_cache=False)
 
+
 def _cached_info(folder, progress):
     """The info of the model cached in ``folder``, or None when there is none or when its
     files are not the ones it was saved as (then the folder goes and the model is trained

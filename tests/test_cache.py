@@ -234,3 +234,11 @@ def test_an_artifact_in_a_read_only_cache_is_looked_up_without_a_lock(read_only_
     with cache.locked(read_only_disk / "models" / "net-key"):  # no lock file can be made here
         entered = True
     assert entered and list(read_only_disk.iterdir()) == []
+
+
+def test_a_lock_file_planted_as_a_link_creates_nothing_where_it_points(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / ".net-key.lock").symlink_to(tmp_path / "elsewhere")
+    with cache.locked(tmp_path / "models" / "net-key"):
+        pass
+    assert not (tmp_path / "elsewhere").exists()
