@@ -144,7 +144,7 @@ def test_a_file_size_limit_is_one_line_and_leaves_nothing_half_written(tmp_path)
 
 def test_errors_that_are_not_about_the_place_pass_through_untouched(tmp_path):
     with pytest.raises(FileNotFoundError):
-        with cache.atomic_file(tmp_path / "out.json") as tmp:
+        with cache.atomic_file(tmp_path / "out.json"):
             (tmp_path / "missing-input").read_bytes()
     assert os.listdir(tmp_path) == []
 
