@@ -20,9 +20,16 @@ def tf():
     return tf()
 
 
+# The graphs built here, kept alive: TensorFlow holds a py_func's Python callback only as
+# long as the graph that made it, and the garbage collector frees that graph at a time of
+# its choosing, after which TensorFlow itself could not run the payload either.
+BUILT = []
+
+
 def graph_def_of(tf, build):
     """A frozen-style graph: image placeholder -> build(image) -> 'probabilities'."""
     graph = tf.Graph()
+    BUILT.append(graph)
     with graph.as_default():
         image = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 1], name="image")
         tf.identity(build(image), name="probabilities")
