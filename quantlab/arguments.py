@@ -7,6 +7,9 @@ import (the plugin loads in every pytest run): a list of valid names may be give
 
 import argparse
 
+# numpy's and Python's generators, which Keras seeds from one number, take seeds below 2**32.
+MAX_SEED = 2**32 - 1
+
 
 def _choices(valid):
     if isinstance(valid, str):  # "module:ATTRIBUTE", imported only when the option is given
@@ -34,6 +37,17 @@ def name(valid, what):
             raise argparse.ArgumentTypeError(f"unknown {what} {text!r}: choose one of {', '.join(choices)}")
         return text
     return parse
+
+
+def seed(text):
+    """A random seed: a whole number from 0 to ``MAX_SEED``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range: give 0 to {MAX_SEED}")
+    return value
 
 
 def positive_ints(text):

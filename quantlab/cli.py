@@ -36,7 +36,6 @@ def _whole(least):
 
 
 _positive = _whole(1)
-_seed = _whole(0)
 
 
 def _threads(text):
@@ -55,8 +54,8 @@ def _add_training_options(parser):
                         help="most epochs; early stopping may end sooner (default: %(default)s)")
     parser.add_argument("--limit", type=_positive, metavar="N",
                         help="train on the first N training images only (default: all)")
-    parser.add_argument("--seed", type=_seed, default=defaults.SEED, metavar="S",
-                        help="random seed, 0 or more (default: %(default)s)")
+    parser.add_argument("--seed", type=arguments.seed, default=defaults.SEED, metavar="S",
+                        help=f"random seed, 0 to {arguments.MAX_SEED} (default: %(default)s)")
 
 
 def _train_config(args):
@@ -211,8 +210,8 @@ def parser():
                      help="where report.md, results.json and the plots go (default: %(default)s)")
     run.add_argument("--model", type=Path, metavar="PATH",
                      help="study your own saved Keras model (.keras or .h5) instead of training the nets")
-    run.add_argument("--seed", type=_seed, default=defaults.SEED, metavar="S",
-                     help="random seed, 0 or more (default: %(default)s)")
+    run.add_argument("--seed", type=arguments.seed, default=defaults.SEED, metavar="S",
+                     help=f"random seed, 0 to {arguments.MAX_SEED} (default: %(default)s)")
     run.add_argument("--force", action="store_true",
                      help="write into an --out folder that holds files quantlab did not write")
     run.add_argument("--scheduler", metavar="ADDRESS",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import quantlab
-from quantlab import cache, datasets, defaults, nets, variants
+from quantlab import arguments, cache, datasets, defaults, nets, variants
 from quantlab._tf import versions
 from quantlab.errors import QuantlabError
 from quantlab.orphans import dying_with_parent
@@ -68,8 +68,8 @@ class StudyConfig:
         variants.check_variants(self.variants)
         if defaults.REFERENCE not in self.variants:
             self.variants = (defaults.REFERENCE, *self.variants)
-        if self.seed < 0:
-            raise QuantlabError(f"seed must be 0 or more, got {self.seed}")
+        if not 0 <= self.seed <= arguments.MAX_SEED:
+            raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {arguments.MAX_SEED}")
         self.out = Path(self.out)
         # Counting under valgrind costs seconds per case: the quick study counts float32
         # against int8 at its first batch size; the full one counts every case.

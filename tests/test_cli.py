@@ -71,3 +71,23 @@ def test_a_corrupt_model_file_is_a_one_line_error(tmp_path):
 
 def test_a_bad_number_is_a_one_line_usage_error():
     one_line_error(quantlab("train", "medium", "--epochs", "0"), "at least 1")
+
+
+@pytest.mark.parametrize("command", [("train", "medium"), ("run", "--dataset", "digits")])
+def test_a_seed_beyond_what_numpy_takes_is_a_one_line_usage_error(command):
+    one_line_error(quantlab(*command, "--seed", "4294967296"),
+                   "seed 4294967296 is out of range", "give 0 to 4294967295")
+
+
+def test_the_seed_bound_is_numpys_and_a_study_config_keeps_to_it():
+    import numpy as np
+
+    from quantlab import arguments, study
+    from quantlab.errors import QuantlabError
+
+    np.random.seed(arguments.MAX_SEED)  # the largest seed is one numpy takes ...
+    with pytest.raises(ValueError):
+        np.random.seed(arguments.MAX_SEED + 1)  # ... and the next is not
+    assert study.StudyConfig(seed=arguments.MAX_SEED).seed == arguments.MAX_SEED
+    with pytest.raises(QuantlabError, match="out of range: give 0 to 4294967295"):
+        study.StudyConfig(seed=arguments.MAX_SEED + 1)
