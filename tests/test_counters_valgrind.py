@@ -9,6 +9,7 @@ import pytest
 
 from quantlab import counters
 from quantlab.counters import valgrind
+from quantlab.counters import geometry
 from quantlab.counters.geometry import parse_cache_geometry, valgrind_options
 from quantlab.counters.protocol import dump_name
 from quantlab.errors import QuantlabError
@@ -164,11 +165,15 @@ def test_a_simulated_result_warns_about_avx2_kernels_and_names_the_simulated_cac
     assert result["batch_size"] == 16 and result["iterations"] == valgrind.ITERATIONS
     assert result["scaling"] is None
     assert any("AVX-512" in c and "AVX2" in c for c in result["caveats"])
-    geometry = result["cache_geometry"]
-    assert geometry["name"] == "host"
-    assert set(geometry) >= {"I1", "D1", "LL", "spec"}
+    simulated = result["cache_geometry"]
+    assert simulated["name"] == "host"
+    assert set(simulated) >= {"I1", "D1", "LL", "spec"}
     assert any(c.startswith("simulated caches (host geometry): I1 ") and "LL " in c
                for c in result["caveats"])
+    # The host's caches as the kernel reports them (rounded where valgrind must), never
+    # what CPUID claims.
+    levels, _ = geometry.host_levels()
+    assert {level: tuple(simulated[level].values()) for level in levels} == levels
     assert result["seconds"] > 0
     json.dumps(result)
 
@@ -245,7 +250,6 @@ def test_geometry_specs_are_canonical_and_become_valgrind_options():
     assert parse_cache_geometry("I7-6500U") == "i7-6500u"
     assert parse_cache_geometry("host") == "host"
     assert parse_cache_geometry("ll=4M,16,64:i1=32K,8,64") == "I1=32768,8,64:LL=4194304,16,64"
-    assert valgrind_options("host") == []
     assert valgrind_options("i7-6500u") == ["--I1=32768,8,64", "--D1=32768,8,64", "--LL=4194304,16,64"]
 
 
@@ -265,6 +269,79 @@ def test_every_geometry_we_accept_is_accepted_by_valgrind_itself(tmp_path):
     assert done.returncode == 0, done.stderr
     profile = valgrind.parse_profile((tmp_path / "out").read_text())
     assert profile.caches == {"I1": (16384, 4, 64), "D1": (49152, 12, 64), "LL": (6291456, 12, 64)}
+
+
+def _sysfs(folder, caches):
+    """A sysfs cache folder as the kernel writes it: index0, index1, ... with one file a field."""
+    for index, (level, kind, size, ways, line) in enumerate(caches):
+        entry = folder / f"index{index}"
+        entry.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size),
+                            ("ways_of_associativity", ways), ("coherency_line_size", line)):
+            (entry / name).write_text(f"{value}\n")
+    return folder
+
+
+# Read off real machines of this kind: the AMD Zen 4 guest (whose CPUID claims a 320 MB
+# direct-mapped L3), and an Intel Sapphire Rapids guest (105 MiB 15-way L3: 114 688 sets).
+ZEN4 = [(1, "Data", "32K", 8, 64), (1, "Instruction", "32K", 8, 64), (2, "Unified", "1024K", 8, 64),
+        (3, "Unified", "32768K", 16, 64)]
+SAPPHIRE_RAPIDS = [(1, "Data", "48K", 12, 64), (1, "Instruction", "32K", 8, 64),
+                   (2, "Unified", "2048K", 16, 64), (3, "Unified", "107520K", 15, 64)]
+
+
+def test_the_host_geometry_comes_from_sysfs_not_from_cpuid(tmp_path):
+    folder = _sysfs(tmp_path / "cache", ZEN4)
+    assert geometry.host_caches(folder) == {"I1": (32768, 8, 64), "D1": (32768, 8, 64),
+                                            "LL": (33554432, 16, 64)}
+    assert valgrind_options("host", folder) == ["--I1=32768,8,64", "--D1=32768,8,64",
+                                                "--LL=33554432,16,64"]
+    assert geometry.host_levels(folder)[1] == []  # nothing needed rounding
+
+
+def test_a_host_cache_valgrind_cannot_simulate_is_rounded_down_and_said(tmp_path):
+    folder = _sysfs(tmp_path / "cache", SAPPHIRE_RAPIDS)
+    levels, notes = geometry.host_levels(folder)
+    # 105 MiB / (15 x 64 B) = 114 688 sets: the largest power of two below is 65 536.
+    assert levels["LL"] == (65536 * 15 * 64, 15, 64)
+    assert levels["D1"] == (49152, 12, 64)  # 64 sets: as it is
+    assert len(notes) == 1 and "LL 105 MiB 15-way" in notes[0] and "60 MiB 15-way" in notes[0]
+    # Whatever we round to, valgrind simulates as given (no adjustment of its own).
+    for level, (size, assoc, line) in levels.items():
+        geometry.check_level(level, size, assoc, line)
+
+
+def test_fully_associative_and_missing_sysfs_caches(tmp_path):
+    folder = _sysfs(tmp_path / "cache", [(1, "Data", "32K", 0, 64)])
+    assert geometry.host_caches(folder) == {"D1": (32768, 512, 64)}  # one set of 512 lines
+    levels, notes = geometry.host_levels(tmp_path / "absent")
+    assert levels == {} and "CPUID" in notes[0]
+    assert valgrind_options("host", tmp_path / "absent") == []
+
+
+@pytest.mark.parametrize("desc, expected", [
+    ("desc: LL cache: 268435456 B, 64 B, direct-mapped", (268435456, 1, 64)),
+    ("desc: LL cache: 65536 B, 64 B, fully associative", (65536, 1024, 64)),
+    ("desc: LL cache: 65536 B, 64 B, 1024-way associative", (65536, 1024, 64)),
+    ("desc: D1 cache: 32768 B, 64 B, 8-way associative", (32768, 8, 64)),
+])
+def test_every_way_valgrind_describes_a_cache_is_parsed(desc, expected):
+    """The first line is what valgrind wrote on the Zen 4 guest when it read CPUID itself."""
+    level = desc.split()[1]
+    profile = valgrind.parse_profile(f"{desc}\nevents: Ir\nsummary: 1\n")
+    assert profile.caches == {level: expected}
+
+
+def test_the_rounded_host_geometry_is_accepted_by_valgrind_itself(tmp_path):
+    levels, _ = geometry.host_levels(_sysfs(tmp_path / "cache", SAPPHIRE_RAPIDS))
+    spec = geometry.spec_text(levels)
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--cache-sim=yes",
+                           f"--callgrind-out-file={tmp_path / 'out'}", *valgrind_options(spec), "true"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    # Simulated exactly as given. (valgrind still warns about what it read from CPUID on a
+    # host such as the Zen 4 guest, before our options replace it: that warning is no caveat.)
+    assert valgrind.parse_profile((tmp_path / "out").read_text()).caches == levels
 
 
 @pytest.mark.parametrize("batch_sizes, says", [

@@ -96,7 +96,9 @@ class Profile:
 
 
 _NAMED = re.compile(r"\((\d+)\)(?: (.*))?$")
-_CACHE = re.compile(r"desc: (I1|D1|LL) cache:\s+(\d+) B, (\d+) B, (\d+)-way")
+# callgrind writes "8-way associative", "direct-mapped" or (cachegrind) "fully associative"
+_CACHE = re.compile(r"desc: (I1|D1|LL) cache:\s+(\d+) B, (\d+) B, "
+                    r"(?:(\d+)-way|(direct-mapped)|(fully associative))")
 _COST_START = tuple("0123456789+-*")
 
 
@@ -153,8 +155,10 @@ def parse_profile(text):
         elif line.startswith("desc: Trigger:"):
             trigger = line.split(":", 2)[2].strip()
         elif _CACHE.match(line):
-            level, size, line_size, assoc = _CACHE.match(line).groups()
-            caches[level] = (int(size), int(assoc), int(line_size))
+            level, size, line_size, ways, direct, _ = _CACHE.match(line).groups()
+            size, line_size = int(size), int(line_size)
+            assoc = int(ways) if ways else 1 if direct else size // line_size
+            caches[level] = (size, assoc, line_size)
     if not events:
         raise QuantlabError("not a callgrind output file (no 'events:' line)")
     if totals is None and summary is None:
@@ -214,17 +218,6 @@ _ADJUST = re.compile(r"warning: (specified|simulated) (\w+) cache: line_size (\d
                      r"assoc (\d+)\s+total_size ([\d,]+)")
 
 
-def _size_text(size):
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size} B"
-
-
-def describe_level(level, size, assoc, line):
-    return f"{level} {_size_text(size)} {assoc}-way {line} B lines"
-
-
 def geometry_result(cache, caches):
     canonical = geometry.parse_cache_geometry(cache)
     name = canonical if canonical in geometry.CACHE_GEOMETRIES else "custom"
@@ -243,8 +236,8 @@ def adjustment_caveats(log_text, caches):
         if kind == "simulated" and specified and caches.get(level) == simulated:
             caveats.append(
                 f"valgrind cannot simulate this CPU's {level} cache as it is "
-                f"({describe_level(level, *specified)}: its set count is not a power of two) "
-                f"and simulated {describe_level(level, *simulated)} instead"
+                f"({geometry.describe_level(level, *specified)}: its set count is not a power "
+                f"of two) and simulated {geometry.describe_level(level, *simulated)} instead"
             )
     return caveats
 
@@ -331,9 +324,11 @@ def _part(short, long, iterations, threads, cache, log, report):
     per, own = difference(long, short, iterations)
     caveats = [AVX512_CAVEAT]
     used = geometry_result(cache, long.caches)
-    levels = ", ".join(describe_level(level, *long.caches[level])
+    levels = ", ".join(geometry.describe_level(level, *long.caches[level])
                        for level in geometry.LEVELS if level in long.caches)
     caveats.append(f"simulated caches ({used['name']} geometry): {levels}")
+    if used["name"] == "host":
+        caveats += geometry.host_levels()[1]
     caveats += adjustment_caveats(log, long.caches)
     caveats.append(MODEL_CAVEAT)
     if threads and threads > 1:
