@@ -14,7 +14,8 @@ ceilings of the roofline model (``quantlab.roofline``) and the clock of "% of pe
 The machine code is held below as bytes next to the assembly it came from (GNU ``as``,
 Intel syntax; the tests reassemble it and compare), placed in an executable mapping and
 called through ctypes: no compiler is needed at run time. It exists for x86-64 Linux only;
-elsewhere the results say "not measured" and why.
+elsewhere the results say "not measured" and why. ``quantlab.peaks`` times the compute peaks
+the same way, with the helpers here (``native``, ``cpu_seconds``, ``count_for``, ``rates``).
 
     >>> clock = measure_clock()                                       # doctest: +SKIP
     >>> print(clock["ghz"], clock["method"])                          # doctest: +SKIP
@@ -230,7 +231,7 @@ def native(snippet, *argtypes):
         yield ctypes.CFUNCTYPE(ctypes.c_uint64, *argtypes)(address)
 
 
-def _timed(call, *args):
+def cpu_seconds(call, *args):
     """Seconds of this thread's CPU time one call takes.
 
     The thread's CPU clock stops while other processes hold the core, so a busy shared
@@ -242,7 +243,7 @@ def _timed(call, *args):
     return (time.thread_time_ns() - start) / 1e9
 
 
-def _scaled(run, first, target_seconds):
+def count_for(run, first, target_seconds):
     """The count (iterations or passes) that makes ``run(count)`` last about ``target_seconds``.
 
     Runs it with ``first``, then with the count scaled from that; the second run also
@@ -296,9 +297,9 @@ def measure_clock(repeats=15, target_seconds=0.002):
         for name, (snippet, ops, cycles_per_op) in CHAINS.items():
             with native(snippet, ctypes.c_uint64) as chain:
                 def run(iterations):
-                    return _timed(chain, iterations)
+                    return cpu_seconds(chain, iterations)
 
-                iterations = _scaled(run, 100_000, target_seconds)
+                iterations = count_for(run, 100_000, target_seconds)
                 seconds = [run(iterations) for _ in range(repeats)]
             timed = rates(iterations * ops * cycles_per_op / 1e9, seconds)
             result[name] = {"ops": iterations * ops, "cycles_per_op": cycles_per_op,
@@ -376,9 +377,9 @@ def measure_bandwidth(caches=None, repeats=9, target_seconds=0.002, flags=None):
             ctypes.memset(buffer, 0x5A, largest)  # real pages: untouched ones all map to one zero page
             for level, size in sets.items():
                 def run(passes):
-                    return _timed(read, buffer, size, passes)
+                    return cpu_seconds(read, buffer, size, passes)
 
-                passes = _scaled(run, max(1, (4 << 20) // size), target_seconds)
+                passes = count_for(run, max(1, (4 << 20) // size), target_seconds)
                 seconds = [run(passes) for _ in range(repeats)]
                 timed = rates(size * passes, seconds)
                 result["levels"][level] = {
