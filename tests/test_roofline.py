@@ -101,7 +101,9 @@ BANDWIDTH = {"measured": True, "levels": {
 
 def test_ceilings_are_the_units_peaks_at_the_measured_clock_and_the_measured_bandwidths():
     found = roofline.ceilings(CLOCK, BANDWIDTH, SAPPHIRE)
-    assert found["ghz"] == 4.0 and found["clock"] == "measured"
+    assert found["ghz"] == 4.0 and found["clock"] == "measured" and found["peaks"] == "derived"
+    assert all(c["source"] == "derived" and c["description"].startswith("derived from the ISA")
+               for c in found["compute"])
     assert {c["name"]: c["macs_per_second"] for c in found["compute"]} == {
         "fp32 FMA AVX-512": 32 * 4e9,
         "int8 AMX": 1024 * 4e9, "int8 AVX-512 VNNI": 128 * 4e9,   # matrix unit, then vector
@@ -116,6 +118,50 @@ def test_without_a_measured_clock_the_peaks_use_the_nominal_one_and_say_so():
     assert (found["clock"], found["ghz"]) == ("nominal", 2.1)
     # no VNNI, no bf16 on P17's laptop: AVX2 lines only
     assert [c["name"] for c in found["compute"]] == ["fp32 FMA AVX2", "int8 AVX2"]
+
+
+# What quantlab.peaks measured on one core of a Zen 4 (16 fp32, 64 int8, 32 bf16 MACs a
+# cycle at 3.6 GHz) and of a Sapphire Rapids (no AMX loop: its tiles stay derived)
+ZEN4_PEAKS = {"measured": True, "units": {
+    "avx512f": {"dtype": "float32", "instruction": "vfmadd231ps zmm", "macs_per_second": 57.6e9},
+    "avx512_vnni": {"dtype": "int8", "instruction": "vpdpbusd zmm", "macs_per_second": 230.4e9},
+    "avx512_bf16": {"dtype": "bf16", "instruction": "vdpbf16ps zmm", "macs_per_second": 115.2e9}}}
+ZEN4 = _cpu("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", mhz=2600.0)
+CLOCK_36 = {"measured": True, "ghz": 3.6}
+
+
+def test_measured_peaks_are_the_compute_ceilings_and_each_says_where_it_came_from():
+    found = roofline.ceilings(CLOCK_36, BANDWIDTH, ZEN4, threads=2, peaks=ZEN4_PEAKS)
+    assert found["peaks"] == "measured"
+    assert {c["name"]: c["macs_per_second"] for c in found["compute"]} == {
+        "fp32 FMA AVX-512": 2 * 57.6e9, "int8 AVX-512 VNNI": 2 * 230.4e9, "bf16 AVX-512": 2 * 115.2e9}
+    fp32 = found["compute"][0]
+    assert (fp32["source"], fp32["description"]) == (
+        "measured", "vfmadd231ps zmm measured on one core, 57.6 GMAC/s x 2 cores")
+    # half of what the ISA flags suggest: two full-width FMA ports at 3.6 GHz
+    derived = roofline.ceilings(CLOCK_36, BANDWIDTH, ZEN4, threads=2)
+    assert derived["compute"][0]["macs_per_second"] == 2 * fp32["macs_per_second"] == 2 * 32 * 3.6e9
+
+
+def test_amx_is_not_measured_so_its_ceiling_stays_derived_beside_the_measured_vector_one():
+    found = roofline.ceilings(CLOCK, BANDWIDTH, SAPPHIRE, peaks=ZEN4_PEAKS)
+    assert found["peaks"] == "measured and derived"
+    by_unit = {c["unit"]: (c["source"], c["macs_per_second"]) for c in found["compute"]}
+    assert by_unit["amx_int8"] == ("derived", 1024 * 4e9)
+    assert by_unit["avx512_vnni"] == ("measured", 230.4e9)
+
+
+def test_a_compute_bound_case_is_rated_against_the_measured_peak_and_the_finding_says_so():
+    found = roofline.ceilings(CLOCK, BANDWIDTH, ZEN, peaks=ZEN4_PEAKS)
+    # conv int8, batch 64: 64 x 10 326 528 MACs in 4 ms = 165.2 GMAC/s of 230.4 measured
+    result = roofline.bound(_point("conv", "int8", 64, 4e-3), found)
+    assert result["bound"] == "compute" and result["attainable"] == 230.4e9
+    assert result["fraction"] == pytest.approx(165.224448e9 / 230.4e9)
+    assert roofline.bound(_point("conv", "int8", 64, 4e-3),
+                          roofline.ceilings(CLOCK, BANDWIDTH, ZEN))["fraction"] == pytest.approx(
+        165.224448e9 / (128 * 4e9))
+    line = roofline.findings([_point("conv", "int8", 64, 4e-3)], found, variants=("int8",))["conv"]
+    assert "bound by the int8 AVX-512 VNNI peak (230 GMAC/s, measured)" in line
 
 
 # What LiteRT reports it executed (runtime.load(...).precision): int8 kernels for these.
@@ -176,7 +222,7 @@ def test_the_finding_for_dense_says_what_bounds_it_in_words_and_numbers():
                            "per image (0.29 MAC/B): bound by LLC bandwidth (120 GB/s, ceiling 35 GMAC/s), "
                            "achieved 17 GMAC/s (50%); int8 (litert) streams 3.8 MB of int8 weights")
     assert "| batch 64: float32 (litert) streams 0.2 MB of float32 weights per image (11.85 MAC/B): " \
-           "bound by the fp32 FMA AVX-512 peak (128 GMAC/s)" in line
+           "bound by the fp32 FMA AVX-512 peak (128 GMAC/s, derived from the ISA)" in line
     assert "float16" not in line and "openvino" not in line and "\n" not in line
     assert "openvino" in roofline.findings(points, found, runtime="openvino")["dense"]
 
@@ -216,3 +262,7 @@ def test_a_studys_roofline_summary_is_json_with_its_plot_beside_it(tmp_path):
     assert set(summary["findings"]) == {"litert", "openvino"}
     assert summary["findings"]["openvino"]["conv"].startswith("conv, batch 1: int8 (openvino)")
     assert json.loads(json.dumps(summary)) == summary
+    assert summary["ceilings"]["peaks"] == "derived"
+    measured = roofline.summarize(points, CLOCK, BANDWIDTH, tmp_path, info=ZEN, peaks=ZEN4_PEAKS)
+    assert measured["ceilings"]["peaks"] == "measured"
+    assert measured["cases"][1]["attainable"] == 230.4e9  # dense int8 batch 64: compute-bound
