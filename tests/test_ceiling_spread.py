@@ -1,4 +1,5 @@
 import json
+import platform
 
 import pytest
 
@@ -108,3 +109,16 @@ def test_two_measurements_on_this_machine_give_every_ceiling_twice_with_its_spre
     assert kept["used"]["clock"]["ghz"] == found["clock"]["max"]
     assert kept["moved"] is None or kept["moved"].startswith("Moved more than 10%")
     print("\n".join(ceiling_spread.format_spread(kept)), kept["moved"], sep="\n")
+
+
+def test_where_nothing_can_be_measured_the_record_is_empty_and_the_roofline_falls_back(monkeypatch):
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    cpu = {"model": "test", "logical_cores": 2, "available_cores": 2, "mhz": 2000.0,
+           "flags": {f: f in ("avx2", "fma") for f in machine.FLAGS}, "caches": {"l1d": 32 << 10}}
+    kept = ceiling_spread.record([ceiling_spread.measure("before timing", cpu),
+                                  ceiling_spread.measure("after timing", cpu)])
+    assert kept["spread"] == {} and kept["moved"] is None and ceiling_spread.format_spread(kept) == []
+    used = kept["used"]
+    found = roofline.ceilings(used["clock"], used["bandwidth"], cpu, peaks=used["peaks"])
+    assert (found["clock"], found["peaks"], found["memory"]) == ("nominal", "derived", [])
+    assert found["compute"][0]["macs_per_second"] == 16 * 2e9
