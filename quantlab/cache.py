@@ -34,7 +34,11 @@ _IN_THE_WAY = {errno.EEXIST: ("it is a file", ""), errno.ENOTDIR: ("part of the 
 
 
 def cache_root():
-    return Path(os.environ.get("QUANTLAB_CACHE") or Path.home() / ".cache" / "quantlab")
+    """The cache folder, always absolute: artifact paths go to processes that run in other
+    folders (the timing child runs in a temporary one), where a relative QUANTLAB_CACHE
+    would name another place. A relative one is taken from the current folder, ~ expanded."""
+    root = os.environ.get("QUANTLAB_CACHE") or Path.home() / ".cache" / "quantlab"
+    return Path(os.path.abspath(os.path.expanduser(root)))
 
 
 def config_hash(config):
@@ -166,14 +170,14 @@ def write_bytes(path, content):
         tmp.write_bytes(content)
 
 
-def code_digest(*functions):
-    """Short digest of the source of ``functions``: part of a cache key, so that a change to
-    the code that makes an artifact never returns one made by the old code."""
+def code_digest(*code):
+    """Short digest of the source of ``code`` (modules, functions): part of a cache key, so
+    that a change to the code that makes an artifact never returns one made by the old code."""
     import inspect
 
     digest = hashlib.sha256()
-    for function in functions:
-        digest.update(inspect.getsource(function).encode())
+    for part in code:
+        digest.update(inspect.getsource(part).encode())
     return digest.hexdigest()[:16]
 
 

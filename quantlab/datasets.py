@@ -30,6 +30,7 @@ CIFAR-10 batches may hold fewer records than the official 10000 (the tests use s
 each batch is checked on its own: whole records, as many labels as images, labels 0..9.
 """
 
+import functools
 import gzip
 import hashlib
 import io
@@ -132,6 +133,20 @@ class Dataset:
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    @functools.cached_property
+    def sha256(self):
+        """sha256 of every image and label as loaded, with their shapes: what a model or a
+        result computed from this data is keyed by, so that other files under the same name
+        never pass for these. Computed once per loaded dataset, when first asked (0.16-0.5 s
+        for Fashion-MNIST's 70 000 float32 images); the arrays are not changed in place after."""
+        digest = hashlib.sha256()
+        for split in ("x_train", "y_train", "x_test", "y_test"):
+            array = np.ascontiguousarray(getattr(self, split))
+            # Shapes and types too: the same bytes cut into other splits are other data.
+            digest.update(f"{split} {array.dtype.str} {array.shape}\n".encode())
+            digest.update(array)  # its buffer: no copy
+        return digest.hexdigest()
 
     def subset(self, limit):
         """The same dataset with only the first ``limit`` training images (test set kept)."""

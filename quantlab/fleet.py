@@ -146,26 +146,15 @@ def _unpack(shipment):
             for variant, meta in shipment.metas.items()}
 
 
-def fingerprint(data):
-    """sha256 of a dataset's images and labels: every worker must train and score on the same."""
-    import numpy as np
-
-    digest = hashlib.sha256()
-    for array in (data.x_train, data.y_train, data.x_test, data.y_test):
-        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
-    return digest.hexdigest()
-
-
-_DATA = {}  # this worker's datasets, loaded once: {(name, folder): (Dataset, fingerprint)}
+_DATA = {}  # this worker's datasets, loaded once: {(name, folder): Dataset}
 
 
 def _dataset(config, expected):
     key = (config.dataset, config.data_dir)
-    if key not in _DATA:
-        data = datasets.load(*key)
-        _DATA[key] = data, fingerprint(data)
-    data, found = _DATA[key]
-    if found != expected:
+    if key not in _DATA or _DATA[key].sha256 != expected:  # or its files changed since
+        _DATA[key] = datasets.load(*key)
+    data = _DATA[key]
+    if data.sha256 != expected:  # every worker must train and score on the same data
         raise QuantlabError(f"this worker's {config.dataset} ({data.source}) holds other images or "
                             f"labels than the study's; give every machine the same dataset files")
     return data
@@ -318,7 +307,7 @@ class Fleet:
         self.config, self.client, self.data, self.progress = config, client, data, progress
         self.machines = machines
         self.nets = {name: {} for name in ([config.model.stem] if config.model else config.nets)}
-        self.fingerprint = fingerprint(data)
+        self.fingerprint = data.sha256
         self.model = None
         if config.model is not None:
             content = _read(config.model)
@@ -441,12 +430,13 @@ class Fleet:
             self.export(net)
 
     def export(self, net):
-        from quantlab import defaults, variants
+        from quantlab import defaults, training, variants
 
         key = {"net": net, "train": dataclasses.asdict(study.train_config(self.config, net)),
                "variants": list(self.config.variants), "model": self.model and self.model[1],
                "data": self.fingerprint, "calibration": defaults.CALIBRATION_SIZE,
-               "recipe": cache.code_digest(*variants.RECIPE), "quantlab": quantlab.__version__}
+               "recipe": cache.code_digest(*training.RECIPE, *variants.RECIPE),
+               "quantlab": quantlab.__version__}
         label = f"{net}: export"
         stored = self.stored("export", key, label)
         if stored is not None:

@@ -3,22 +3,22 @@
 Standard training follows P17: Adam, batch 32, up to 5 epochs, early stopping on validation
 loss with the best weights restored, validation split 0.2. QAT fine-tunes those same float
 weights with tfmot's default 8-bit scheme, so every quantized variant descends from one
-float net. Trained weights are cached under a hash of everything that determines them.
+float net. Trained weights are cached under a hash of everything that determines them:
+the settings, the full content of the data, and the code (this module, the nets and
+TensorFlow's setup).
 """
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import quantlab
-from quantlab import cache, datasets, nets
+from quantlab import _tf, cache, datasets, nets
 from quantlab._tf import versions
 from quantlab.errors import QuantlabError
 
@@ -64,14 +64,6 @@ class Trained:
     from_cache: bool
 
 
-def _data_fingerprint(data):
-    """Cheap content check, so a different copy of 'the same' dataset gets its own key."""
-    digest = hashlib.sha256()
-    for array in (data.y_train, data.x_train[:64], data.y_test, data.x_test[:64]):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _key(config, data, qat, base_key=None):
     """Everything that determines a model; ``base_key`` names a float model not trained here."""
     fields = dataclasses.asdict(config)
@@ -86,7 +78,7 @@ def _key(config, data, qat, base_key=None):
         "stage": "qat" if qat else "float",
         "config": fields,
         "recipe": cache.code_digest(*RECIPE),
-        "data": _data_fingerprint(data),
+        "data": data.sha256,  # all of it: files that agree on a sample are still other data
         "quantlab": quantlab.__version__,
         "versions": versions(),
     }
@@ -279,5 +271,7 @@ def train_qat(config, data=None, data_dir=None, progress=None, use_cache=True, b
 
 
 # The code that determines a trained model: part of its cache key, so that a change to the
-# nets or to how they are trained never returns a model made by the old code.
-RECIPE = (nets, _seed, _compile, _fit, _quantize, calibrate_ranges, train_qat)
+# nets or to how they are trained never returns a model made by the old code. Whole modules,
+# not a list of functions: any function or constant here can change the weights, and a list
+# would miss the next one added (TensorFlow's setup in _tf included).
+RECIPE = (_tf, nets, sys.modules[__name__])

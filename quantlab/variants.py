@@ -16,19 +16,22 @@ those weights. Every artifact ends in a softmax, so every runtime returns probab
 | onnx_int8      | onnx_int8.onnx       | ONNX Runtime's static int8 quantization (QDQ)   |
 
 Before a cached artifact is used, its bytes are checked against the sha256 in its sidecar;
-a file that changed is exported again. The cache key holds a digest of the code that makes
-the artifacts, so a change to the converter settings never returns an old file.
+a file that changed is exported again. The cache key holds the trained models' keys (the
+data's full digest and the training code among them), the data's digest again (a user's own
+model is not trained here, but calibrated on the data), a digest of this whole module's code
+and the converters' versions, so a change to any of them never returns an old file.
 """
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import quantlab
-from quantlab import cache, datasets, runtime, training
+from quantlab import _tf, cache, datasets, runtime, training
 from quantlab._tf import versions, without_native_noise
 from quantlab.defaults import CALIBRATION_SIZE, REFERENCE, VARIANTS  # noqa: F401
 from quantlab.errors import QuantlabError
@@ -185,20 +188,30 @@ def _onnx_int8(float_content, calibration):
         return target.read_bytes()
 
 
-# Every function whose code decides an artifact's bytes: their source is part of the key.
-RECIPE = (with_softmax, calibration_images, _frozen_graph, tflite_converter, _onnx_float,
-          _onnx_int8)
-
-
 def export_dir(config, data, calibration_size, base_key=None):
     key = {
         "float": base_key or training.model_dir(config, data).name,
         "qat": training.model_dir(config, data, qat=True, base_key=base_key).name,
         "calibration_size": calibration_size,
+        "data": data.sha256,
         "recipe": cache.code_digest(*RECIPE),
-        "onnx_opset": ONNX_OPSET,
+        "converters": _converter_versions(),
     }
     return cache.cache_root() / "variants" / f"{config.net}-{data.name}-{cache.config_hash(key)}"
+
+
+def _converter_versions():
+    """Versions of the ONNX tools, which make ONNX files beside the TensorFlow stack (whose
+    versions are in the trained models' keys)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("tf2onnx", "onnx", "onnxruntime"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def _sidecar(artifact_path, variant, config, data, calibration_size, source):
@@ -302,3 +315,9 @@ def export_model(float_model, config, data, variants=VARIANTS,
                                  _sidecar(path, variant, config, data, calibration_size, source.path))
                 artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
     return {v: artifacts[v] for v in variants}
+
+
+# The code that decides an artifact's bytes: part of its cache key. This whole module, not a
+# list of its functions: _content, the constants and every helper on the export path count,
+# and a list would miss the next one added. TensorFlow's setup in _tf counts too.
+RECIPE = (_tf, sys.modules[__name__])
