@@ -96,12 +96,14 @@ def _kill(process):
 
 
 def failure(tool, status, *texts):
-    """A one-line QuantlabError for a failed run: the worker's message, else the last clue."""
-    lines = [line.strip() for text in texts for line in text.splitlines() if line.strip()]
-    for line in lines:
+    """A one-line QuantlabError for a failed run: the worker's message, else the last line of
+    the first of ``texts`` that has one (the worker's stderr before the tool's log: a
+    worker that died before it could mark its error still wrote its last words there)."""
+    texts = [[line.strip() for line in text.splitlines() if line.strip()] for text in texts]
+    for line in (line for lines in texts for line in lines):
         if ERROR_MARK in line:
             return QuantlabError(line.split(ERROR_MARK, 1)[1])
-    clue = lines[-1] if lines else "no output"
+    clue = next((lines[-1] for lines in texts if lines), "no output")
     return QuantlabError(f"counting under {tool} failed (exit status {status}): {clue}")
 
 

@@ -22,8 +22,9 @@ interpreter creation, file reads, input conversion, resizing, warm-up) is left u
   empties the simulated caches, so every batch size starts from the same cold caches as in
   a process of its own.
 
-On a user error the worker prints one line starting with ``protocol.ERROR_MARK`` to stderr
-and exits with status 2; on success it prints one JSON line describing what it ran to stdout.
+On an error the worker prints one line starting with ``protocol.ERROR_MARK`` to stderr and
+exits with status 2 (any exception: the tool it runs under adds lines of its own after it);
+on success it prints one JSON line describing what it ran to stdout.
 """
 
 import argparse
@@ -234,6 +235,12 @@ def main(argv=None):
         report = work(args)
     except QuantlabError as error:
         print(ERROR_MARK + " ".join(str(error).split()), file=sys.stderr, flush=True)
+        return ERROR_STATUS
+    except Exception as error:  # e.g. numpy's MemoryError: still the line the user must see,
+        # not the last line of the tool that ran this process (valgrind's summary, perf's)
+        text = (str(error).strip().splitlines() or [""])[0][:300]
+        print(f"{ERROR_MARK}counting {args.artifact} failed in the worker: "
+              f"{type(error).__name__}: {text}", file=sys.stderr, flush=True)
         return ERROR_STATUS
     print(json.dumps(report), flush=True)
     return 0

@@ -12,6 +12,8 @@ the predictor runs exactly the bytes whose sha256 it reports.
 
 import hashlib
 import importlib
+import os
+import stat
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -26,6 +28,9 @@ FORMATS = {"tflite": ("litert", "openvino"), "onnx": ("onnxruntime", "openvino")
            "graphdef": ("tensorflow",)}
 PACKAGES = {"litert": "ai-edge-litert", "openvino": "openvino", "onnxruntime": "onnxruntime",
             "tensorflow": "tensorflow"}
+# The nets studied here are at most 15 MB; a model 30 times larger is no small classifier,
+# and reading it whole must not take the memory a study needs.
+MAX_MODEL_BYTES = 512 << 20
 _IMPORTS = {"litert": "ai_edge_litert.interpreter", "openvino": "openvino",
             "onnxruntime": "onnxruntime", "tensorflow": "tensorflow"}
 
@@ -98,18 +103,47 @@ def runtimes_for(fmt):
     return FORMATS.get(fmt, ())
 
 
-def read(path):
-    """(bytes, sha256) of a model file, or a one-line error for a missing or unreadable one."""
+def read(path, limit=MAX_MODEL_BYTES, what="model file"):
+    """(bytes, sha256) of a model file, or a one-line error for a missing or unreadable one.
+
+    Only a regular file of at most ``limit`` bytes is read: a FIFO would block the read until
+    a writer came, a device such as /dev/zero never ends, and a /proc file claims 0 bytes.
+    The file is opened without blocking and checked again once open, so nothing swapped in
+    between the two looks is read either.
+    """
     path = Path(path)
-    if path.is_dir():
-        raise QuantlabError(f"{path} is a folder, not a model file")
     try:
-        content = path.read_bytes()
+        _check_regular(path, os.stat(path), limit, what)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
-        raise QuantlabError(f"no model file at {path}") from None
+        raise QuantlabError(f"no {what} at {path}") from None
     except OSError as error:
         raise QuantlabError(f"cannot read {path}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        _check_regular(path, os.fstat(fd), limit, what)
+        try:
+            content = f.read(limit + 1)
+        except OSError as error:
+            raise QuantlabError(f"cannot read {path}: {error.strerror}") from None
+    if len(content) > limit:  # it grew since it was looked at
+        raise QuantlabError(f"{path} is larger than the {limit >> 20} MiB quantlab reads as a "
+                            f"{what}")
     return content, hashlib.sha256(content).hexdigest()
+
+
+def _check_regular(path, status, limit, what):
+    if stat.S_ISDIR(status.st_mode):
+        raise QuantlabError(f"{path} is a folder, not a {what}")
+    if not stat.S_ISREG(status.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(status.st_mode) else "a socket"
+                if stat.S_ISSOCK(status.st_mode) else "a device")
+        raise QuantlabError(f"{path} is {kind}, not a {what}; give the file itself")
+    if status.st_size == 0:
+        raise QuantlabError(f"{path} is empty (or a /proc file, which claims no size), not a "
+                            f"{what}; give the file itself")
+    if status.st_size > limit:
+        raise QuantlabError(f"{path} is {status.st_size >> 20} MiB, larger than the "
+                            f"{limit >> 20} MiB quantlab reads as a {what}")
 
 
 def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sha256=None):
@@ -137,6 +171,10 @@ def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sh
         raise QuantlabError(f"{runtime} cannot run {path}, a {fmt} model: use "
                             f"{' or '.join(FORMATS[fmt])}")
     require(runtime)
+    if fmt == "tflite":
+        from quantlab.runtime import tflite_check
+
+        tflite_check.check(path, content)
     if fmt == "onnx":
         from quantlab.runtime.onnx_check import check_onnx
 

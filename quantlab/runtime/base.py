@@ -7,6 +7,7 @@ point, hand them to the runtime), ``run`` (the bare inference call on a prepared
 batches of any size.
 """
 
+import math
 import operator
 import warnings
 from pathlib import Path
@@ -52,12 +53,22 @@ def check_threads(threads):
     return None if threads is None else whole_number(threads, "threads")
 
 
+# The largest input batch timing and counting make up (64 images of 28 x 28 take 200 KiB).
+MAX_SAMPLE_BYTES = 1 << 30
+
+
 def sample_batch(input_shape, batch_size, seed=0):
     """The input that timing and counting feed: seeded uniform floats in [0, 1).
 
     Dense kernels do the same work whatever the values, so any fixed batch will do; one
     function makes sure the benchmarks and the counters run exactly the same input.
     """
+    size = 4 * batch_size * math.prod(input_shape)
+    if size > MAX_SAMPLE_BYTES:
+        raise QuantlabError(f"a batch of {batch_size} images of shape {_shape_text(input_shape)} "
+                            f"takes {size / (1 << 30):.3g} GiB, more than the "
+                            f"{MAX_SAMPLE_BYTES >> 30} GiB quantlab feeds at once; choose a "
+                            f"smaller batch size")
     return np.random.default_rng(seed).random((batch_size, *input_shape), dtype=np.float32)
 
 
@@ -98,6 +109,14 @@ def first_line(error):
     return (text.splitlines()[0] if text else type(error).__name__)[:300]
 
 
+def runtime_failure(path, doing, line):
+    """The one-line error for what a runtime raised while ``doing`` (reading, compiling,
+    running) the model at ``path``: once tflite_check or onnx_check has passed a file, what
+    is left is a file the runtime itself rejects, which is no fault of quantlab's code."""
+    return QuantlabError(f"{path}: {doing} failed ({line}); the file is corrupt or not a model "
+                         f"this runtime runs; export it again")
+
+
 def ranked(rows):
     """Per-layer profile rows, costliest first, each with its ``share`` of the summed time."""
     rows = sorted(rows, key=lambda row: -row["seconds"])
@@ -134,8 +153,16 @@ class Predictor:
         outputs = []
         for start in range(0, len(x), batch_size):
             prepared = self.prepare(x[start:start + batch_size])
-            outputs.append(self.finish(self.run(prepared)))
+            outputs.append(self.checked_output(self.finish(self.run(prepared)), len(prepared)))
         return np.concatenate(outputs)
+
+    def checked_output(self, scores, images):
+        """``scores`` if they are one row per image: a corrupt graph may compute another shape."""
+        if scores.ndim != 2 or len(scores) != images:
+            raise QuantlabError(f"{self.path} gave outputs of shape {'x'.join(map(str, scores.shape))} "
+                                f"for {images} images, not one row of class scores per image; the "
+                                f"file is corrupt or not an image classifier")
+        return scores
 
     def checked_input(self, x):
         """``x`` checked, and quantized with the model's own parameters if it takes integers."""

@@ -10,7 +10,7 @@ import numpy as np
 from quantlab._tf import without_native_noise
 from quantlab.defaults import KERNELS
 from quantlab.errors import QuantlabError
-from quantlab.runtime.base import Predictor, dequantize, first_line
+from quantlab.runtime.base import Predictor, dequantize, first_line, runtime_failure
 
 FORMATS = ("tflite",)
 PACKAGE = "ai-edge-litert"
@@ -34,11 +34,15 @@ class LiteRTPredictor(Predictor):
                 self.interpreter = Interpreter(model_content=content, num_threads=threads,
                                                experimental_op_resolver_type=resolver)
                 self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as error:
+        except Exception as error:  # LiteRT's checks raise ValueError, RuntimeError and more
             raise QuantlabError(f"{path} is truncated or corrupt ({first_line(error)}); "
                                 f"export it again") from None
-        inp = self.interpreter.get_input_details()[0]
-        out = self.interpreter.get_output_details()[0]
+        try:
+            inp = self.interpreter.get_input_details()[0]
+            out = self.interpreter.get_output_details()[0]
+            self.precision = self._precision()
+        except Exception as error:
+            raise runtime_failure(path, "LiteRT reading it", first_line(error)) from None
         self._input_index, self._output_index = inp["index"], out["index"]
         self.input_shape = tuple(int(d) for d in inp["shape"][1:])
         self.input_dtype, self.output_dtype = inp["dtype"], out["dtype"]
@@ -47,7 +51,6 @@ class LiteRTPredictor(Predictor):
             self.input_quantization = tuple(float(v) for v in inp["quantization"])
         if np.issubdtype(self.output_dtype, np.integer):
             self.output_quantization = tuple(float(v) for v in out["quantization"])
-        self.precision = self._precision()
 
     def _precision(self):
         """int8 where any convolution or matrix product has int8 weights, else float32.
@@ -71,8 +74,12 @@ class LiteRTPredictor(Predictor):
         return counts
 
     def _resize(self, batch):
-        self.interpreter.resize_tensor_input(self._input_index, [batch, *self.input_shape])
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter.resize_tensor_input(self._input_index, [batch, *self.input_shape])
+            self.interpreter.allocate_tensors()
+        except Exception as error:
+            raise runtime_failure(self.path, f"LiteRT resizing it to batch {batch}",
+                                  first_line(error)) from None
         self._batch = batch
 
     def prepare(self, x):
@@ -84,8 +91,11 @@ class LiteRTPredictor(Predictor):
     def run(self, prepared):
         if len(prepared) != self._batch:
             self._resize(len(prepared))
-        self.interpreter.set_tensor(self._input_index, prepared)
-        self.interpreter.invoke()
+        try:  # costs nothing unless raised, so the timed call stays the bare one
+            self.interpreter.set_tensor(self._input_index, prepared)
+            self.interpreter.invoke()
+        except Exception as error:
+            raise runtime_failure(self.path, "LiteRT running it", first_line(error)) from None
         return self.interpreter.get_tensor(self._output_index)
 
     def finish(self, raw):

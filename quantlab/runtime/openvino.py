@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from quantlab.errors import QuantlabError
-from quantlab.runtime.base import Predictor, dequantize, ranked
+from quantlab.runtime.base import Predictor, dequantize, ranked, runtime_failure
 
 FORMATS = ("tflite", "onnx")
 PACKAGE = "openvino"
@@ -79,9 +79,12 @@ class OpenVINOPredictor(Predictor):
         self._model = _read(path, content, fmt)
         self._config = {"INFERENCE_NUM_THREADS": threads or 0, "PERFORMANCE_HINT": "LATENCY",
                         "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
-        parameter = self._model.inputs[0]
-        self.input_shape = tuple(int(d.get_length()) for d in parameter.get_partial_shape()[1:])
-        self.input_dtype = np.dtype(parameter.get_element_type().to_dtype())
+        try:  # a dynamic or empty dimension raises here, as OpenVINO's RuntimeError
+            parameter = self._model.inputs[0]
+            self.input_shape = tuple(int(d.get_length()) for d in parameter.get_partial_shape()[1:])
+            self.input_dtype = np.dtype(parameter.get_element_type().to_dtype())
+        except Exception as error:
+            raise runtime_failure(path, "OpenVINO reading its input", first_line(error)) from None
         self._requests = {}  # batch size -> infer request of a model compiled for it
         self._fed = None
         self._compile(1)
@@ -90,9 +93,9 @@ class OpenVINOPredictor(Predictor):
     def _compile(self, batch):
         """An infer request for ``batch`` images: static shapes let the plugin pick kernels."""
         if batch not in self._requests:
-            model = self._model.clone()
-            model.reshape({model.inputs[0]: [batch, *self.input_shape]})
-            try:
+            try:  # reshaping checks every shape anew: a malformed graph may fail here
+                model = self._model.clone()
+                model.reshape({model.inputs[0]: [batch, *self.input_shape]})
                 compiled = core().compile_model(model, "CPU", self._config)
             except Exception as error:
                 raise QuantlabError(f"OpenVINO cannot compile {self.path}: {first_line(error)}") from None
@@ -146,7 +149,10 @@ class OpenVINOPredictor(Predictor):
     def run(self, prepared):
         if prepared is not self._fed:  # another batch than the one handed over in prepare
             self._feed(prepared)
-        self._request.infer(share_outputs=True)
+        try:  # costs nothing unless raised, so the timed call stays the bare one
+            self._request.infer(share_outputs=True)
+        except Exception as error:
+            raise runtime_failure(self.path, "OpenVINO running it", first_line(error)) from None
         return self._request.get_output_tensor().data
 
     def finish(self, raw):
@@ -185,14 +191,9 @@ def _io_quantization(path, content, fmt):
     """
     if fmt != "tflite":
         return None, None
-    from ai_edge_litert.interpreter import Interpreter
+    from quantlab.runtime import tflite_check
 
-    interpreter = Interpreter(model_content=content)
-    found = []
-    for details in (interpreter.get_input_details()[0], interpreter.get_output_details()[0]):
-        integer = np.issubdtype(details["dtype"], np.integer)
-        found.append(tuple(float(v) for v in details["quantization"]) if integer else None)
-    return tuple(found)
+    return tflite_check.check(path, content)["quantization"]
 
 
 def load(path, content, sha256, version, fmt, threads=None, kernels=None, precision=None):

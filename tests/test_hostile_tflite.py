@@ -1,0 +1,279 @@
+"""Malformed, crafted and oversized .tflite files, and special files given as models: each
+ends in one line naming the problem (a QuantlabError; exit status 2 from the command line),
+never in another exception, a crash, gigabytes allocated or a read that blocks.
+
+The crafted files are made here from a real tiny model: decoded with LiteRT's own schema
+classes, changed in one place, and written back; the fuzz test mutates its bytes.
+"""
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import one_line_error, quantlab
+from quantlab import runtime
+from quantlab.errors import QuantlabError
+from quantlab.runtime import tflite_check
+
+# --- files made by hand from a real model ------------------------------------------------
+
+
+def rewritten(path, change, folder, name):
+    """``path``'s model, changed by ``change(model)`` (LiteRT's object API), as a new file."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    change(model)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    out = folder / name
+    out.write_bytes(bytes(builder.Output()))
+    return out
+
+
+def _graph(model):
+    return model.subgraphs[0]
+
+
+def _input(model):
+    return _graph(model).tensors[_graph(model).inputs[0]]
+
+
+def _second_subgraph(model):
+    model.subgraphs.append(model.subgraphs[0])
+
+
+def _custom_operator(model):
+    model.operatorCodes[0].builtinCode = model.operatorCodes[0].deprecatedBuiltinCode = 32
+    model.operatorCodes[0].customCode = "FlexWriteFile"
+
+
+def _buffer_beyond_the_file(model):
+    constant = next(i for i, b in enumerate(model.buffers) if b.data is not None and len(b.data))
+    model.buffers[constant].data, model.buffers[constant].offset = None, 1 << 40
+    model.buffers[constant].size = 1 << 20
+
+
+HAND_MADE = {  # name -> (change, what the error line says)
+    "no inputs": (lambda m: setattr(_graph(m), "inputs", []), "lists 0 inputs"),
+    "no outputs": (lambda m: setattr(_graph(m), "outputs", []), "lists 0 outputs"),
+    "two inputs": (lambda m: setattr(_graph(m), "inputs", [0, 1]), "lists 2 inputs"),
+    "input out of range": (lambda m: setattr(_graph(m), "inputs", [999]), "is number 999, of"),
+    "tensor name not UTF-8": (lambda m: setattr(_input(m), "name", b"\xff\xfe\xfa"),
+                              "name is not UTF-8 text"),
+    "bool input": (lambda m: setattr(_input(m), "type", 6), "has type BOOL"),
+    "string tensor": (lambda m: setattr(_graph(m).tensors[-1], "type", 5), "has type STRING"),
+    "schema version": (lambda m: setattr(m, "version", 16777219), "schema version 16777219"),
+    "negative dimension": (lambda m: setattr(_input(m), "shape", [1, -8, 8, 1]),
+                           "has the shape [1, -8, 8, 1]"),
+    "30000 x 30000 input": (lambda m: setattr(_input(m), "shape", [1, 30000, 30000, 1]),
+                            "declares 1x30000x30000x1 values (3433 MiB)"),
+    "two subgraphs": (_second_subgraph, "2 subgraphs"),
+    "custom operator": (_custom_operator, "custom operator 'FlexWriteFile'"),
+    "buffer beyond the file": (_buffer_beyond_the_file, "points to bytes 1099511627776"),
+    "operator code out of range": (lambda m: setattr(_graph(m).operators[0], "opcodeIndex", 77),
+                                   "code is number 77"),
+}
+
+
+@pytest.mark.parametrize("runtime_name", ["litert", "openvino"])
+@pytest.mark.parametrize("case", HAND_MADE)
+def test_a_hand_made_malformed_tflite_is_refused_in_one_line_before_any_runtime_reads_it(
+        tiny_models, tmp_path, case, runtime_name):
+    change, message = HAND_MADE[case]
+    path = rewritten(tiny_models["float32"], change, tmp_path, "crafted.tflite")
+    with pytest.raises(QuantlabError) as caught:
+        runtime.load(path, runtime=runtime_name).predict(np.zeros((1, 8, 8, 1), np.float32))
+    assert message in str(caught.value) and str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_unchanged_rewrite_still_loads_and_predicts_as_the_original(tiny_models, tmp_path):
+    """The control: rewriting alone breaks nothing, so each refusal above is the change's."""
+    images = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    for variant in ("float32", "int8"):
+        same = rewritten(tiny_models[variant], lambda model: None, tmp_path, f"{variant}.tflite")
+        for name in ("litert", "openvino"):
+            np.testing.assert_allclose(runtime.load(same, runtime=name).predict(images),
+                                       runtime.load(tiny_models[variant]).predict(images), atol=0.02)
+
+
+def test_the_checker_reads_every_exported_variant_and_returns_what_the_runtime_sees(tiny_models):
+    for variant in ("float32", "int8"):
+        content = tiny_models[variant].read_bytes()
+        found = tflite_check.check(tiny_models[variant], content)
+        predictor = runtime.load(tiny_models[variant])
+        assert found["input_shape"] == (1, *predictor.input_shape)
+        assert found["quantization"] == (predictor.input_quantization, predictor.output_quantization)
+    assert found["quantization"][0] is not None  # the int8 file's input is quantized
+
+
+# --- a valid model whose input is 30000 x 30000 -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def huge_input_model(tmp_path_factory):
+    """A real, valid .tflite (average pooling and a dense layer) that takes 30000 x 30000
+    images: converting it costs nothing, running it would take 3.4 GB per image."""
+    from quantlab import variants
+    from quantlab._tf import keras
+
+    keras = keras()
+    model = keras.Sequential([keras.layers.Input((30000, 30000, 1)),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    path = tmp_path_factory.mktemp("huge") / "huge_input.tflite"
+    path.write_bytes(variants.tflite_converter(model, "float32", None).convert())
+    return path
+
+
+def test_a_valid_model_with_a_30000_by_30000_input_is_refused_before_any_allocation(huge_input_model):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name in ("litert", "openvino"):
+        with pytest.raises(QuantlabError, match="declares 1x30000x30000x1 values .3433 MiB.") as caught:
+            runtime.load(huge_input_model, runtime=name)
+        assert str(huge_input_model) in str(caught.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 << 10  # KiB
+
+
+def test_counters_on_the_30000_by_30000_model_is_one_line_before_any_worker_starts(huge_input_model):
+    result = quantlab("counters", str(huge_input_model), "--backend", "valgrind")
+    one_line_error(result, str(huge_input_model), "more than the 256 MiB quantlab allows a tensor")
+
+
+# --- the counting worker says why it failed -----------------------------------------------------
+
+def test_counting_an_absurd_batch_is_one_line_naming_the_batch_not_numpys_memory_error(tiny_models):
+    result = quantlab("counters", str(tiny_models["int8"]), "--backend", "valgrind",
+                      "--batch-size", str(10 ** 12))
+    one_line_error(result, "a batch of 1000000000000 images of shape 8x8x1 takes", "smaller batch")
+
+
+def test_a_worker_error_that_is_no_quantlab_error_still_comes_out_as_its_one_marked_line(tiny_models):
+    """perf's control channel closed under the worker: an OSError, not a QuantlabError."""
+    from quantlab.counters import _process, protocol
+
+    closed = os.open(os.devnull, os.O_WRONLY)
+    os.close(closed)  # a descriptor number that is no longer open
+    worker = _process.worker_argv(tiny_models["int8"], [1], [1], [1], "perf", 1, "xnnpack",
+                                  "--ctl-fd", str(closed), "--ack-fd", str(closed))
+    child = subprocess.run(worker, capture_output=True, text=True, env=_process.worker_env(),
+                           timeout=300)
+    assert child.returncode == protocol.ERROR_STATUS, child.stderr
+    assert "Traceback" not in child.stderr
+    error = _process.failure("perf", child.returncode, child.stderr, "==12== LL miss rate: 0.0%")
+    assert str(error) == (f"counting {tiny_models['int8']} failed in the worker: "
+                          f"OSError: [Errno 9] Bad file descriptor")
+
+
+def test_an_unmarked_worker_failure_shows_the_workers_last_line_not_the_tools():
+    stderr = 'Traceback (most recent call last):\n  File "x.py", line 1\nIndexError: list index out of range\n'
+    log = "==3399== LL refs: 10\n==3399== LL miss rate: 0.0%\n"
+    assert str(_failure(stderr, log)) == ("counting under valgrind failed (exit status 1): "
+                                          "IndexError: list index out of range")
+    assert str(_failure("", log)).endswith("==3399== LL miss rate: 0.0%")  # the worker said nothing
+
+
+def _failure(stderr, log):
+    from quantlab.counters import _process
+
+    return _process.failure("valgrind", 1, stderr, log)
+
+
+# --- special files in place of a model ---------------------------------------------------------
+
+def special_files(folder):
+    fifo = folder / "fifo.tflite"
+    os.mkfifo(fifo)  # no writer: an open for reading would wait for one forever
+    zero = folder / "zero.tflite"
+    zero.symlink_to("/dev/zero")  # endless
+    return {"a FIFO": fifo, "a device": zero, "empty (or a /proc file": Path("/proc/self/status")}
+
+
+def test_special_files_are_refused_before_they_are_opened(tmp_path):
+    for kind, path in special_files(tmp_path).items():
+        with pytest.raises(QuantlabError, match=rf"{path} is {kind.replace('(', '.')}"):
+            runtime.load(path)
+
+
+def test_counters_on_a_fifo_or_dev_zero_is_one_line_and_never_blocks(tmp_path):
+    for kind, path in special_files(tmp_path).items():
+        result = quantlab("counters", str(path), "--backend", "valgrind")
+        one_line_error(result, f"{path} is {kind}")
+
+
+# --- mutation fuzzing ---------------------------------------------------------------------------
+
+MUTANTS = 300  # seeded byte mutations of the tiny float32 and int8 models
+OPENVINO_EVERY = 5  # every fifth mutant is also loaded by OpenVINO, whose compile costs more
+
+
+def mutate(content, rng):
+    """A few bytes changed the ways that break parsers: random bytes, a 32-bit field set
+    to an extreme value, or a cut."""
+    data = bytearray(content)
+    kind = rng.random()
+    if kind < 0.1:
+        return bytes(data[:rng.randrange(8, len(data))])
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(data) - 4)
+        if kind < 0.55:
+            data[at] = rng.randrange(256)
+        else:
+            value = rng.choice([0, 1, 0xFF, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 30000])
+            data[at:at + 4] = value.to_bytes(4, "little")
+    return bytes(data)
+
+
+def fuzz(models, folder, seed, count):
+    """Run in a process of its own (see __main__ below): load and predict with each mutant,
+    printing a line before it and its outcome after it, so a crash names its mutant."""
+    rng = random.Random(seed)
+    images = np.random.default_rng(seed).random((1, 8, 8, 1), dtype=np.float32)
+    originals = [Path(m).read_bytes() for m in models]
+    for case in range(count):
+        content = mutate(originals[case % len(originals)], rng)
+        path = Path(folder, f"mutant_{case}.tflite")
+        path.write_bytes(content)
+        for name in ("litert", "openvino") if case % OPENVINO_EVERY == 0 else ("litert",):
+            print(json.dumps({"case": case, "runtime": name, "started": True}), flush=True)
+            try:
+                probabilities = runtime.load(path, runtime=name).predict(images)
+                outcome = "predicted" if probabilities.shape[0] == 1 else f"shape {probabilities.shape}"
+            except QuantlabError as error:
+                outcome = "refused" if "\n" not in str(error) else f"multi-line: {error}"
+            except Exception as error:  # the finding this test looks for
+                outcome = f"{type(error).__name__}: {error}"
+            print(json.dumps({"case": case, "runtime": name, "outcome": outcome}), flush=True)
+        path.unlink()
+
+
+def test_a_few_hundred_mutated_models_end_in_a_prediction_or_one_line_never_a_crash(tiny_models, tmp_path):
+    models = [str(tiny_models["float32"]), str(tiny_models["int8"])]
+    seed = 20260
+    root = str(Path(__file__).parents[1])  # where conftest.py, which this module imports, is
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    child = subprocess.run([sys.executable, __file__, str(seed), str(MUTANTS), str(tmp_path), *models],
+                           capture_output=True, text=True, timeout=600, env=env)
+    records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    last = records[-1] if records else {}
+    assert child.returncode == 0, (f"the fuzzing process died (status {child.returncode}) on mutant "
+                                   f"{last.get('case')} of seed {seed} on {last.get('runtime')}: "
+                                   f"{child.stderr[-2000:]}")
+    outcomes = [r for r in records if "outcome" in r]
+    assert len(outcomes) == MUTANTS + MUTANTS // OPENVINO_EVERY
+    wrong = [r for r in outcomes if r["outcome"] not in ("predicted", "refused")]
+    assert not wrong, f"seed {seed}: {wrong[:5]}"
+    counts = {kind: sum(r["outcome"] == kind for r in outcomes) for kind in ("predicted", "refused")}
+    assert counts["predicted"] > 10 and counts["refused"] > 10, counts  # the mutants do both
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    fuzz(sys.argv[4:], sys.argv[3], int(sys.argv[1]), int(sys.argv[2]))
