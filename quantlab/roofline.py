@@ -265,8 +265,9 @@ def describe(point, found):
     what = (f"{point['variant']} ({point['runtime']}) streams {_megabytes(weights)} of "
             f"{moved['weight_type']} weights per image ({moved['intensity']:.2f} MAC/B)")
     if result["bound"] == "compute":
-        how = (f"bound by the {result['ceiling']} ({_giga(result['attainable'])} GMAC/s, "
-               f"{_SOURCES[result['compute']['source']]})")
+        source = _SOURCES.get(result["compute"].get("source"))  # hand-made ceilings may not say
+        how = (f"bound by the {result['ceiling']} ({_giga(result['attainable'])} GMAC/s"
+               f"{', ' + source if source else ''})")
     else:
         how = (f"bound by {result['ceiling']} ({result['memory']['bytes_per_second'] / 1e9:.0f} GB/s, "
                f"ceiling {_giga(result['attainable'])} GMAC/s)")
@@ -359,8 +360,8 @@ def plot(points, found, path):
         axis.set(xscale="log", yscale="log", xlim=(low, high), title=runtime,
                  xlabel="MACs per byte moved (weights + activations)")
         axis.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel(f"achieved MAC/s ({found['peaks']} peaks, {found['clock']} clock "
-                          f"{found['ghz']:.2f} GHz)")
+    peak_source = f"{found['peaks']} peaks, " if found.get("peaks") else ""
+    axes[0][0].set_ylabel(f"achieved MAC/s ({peak_source}{found['clock']} clock {found['ghz']:.2f} GHz)")
     handles = ([axes[0][0].scatter([], [], color=colours[v], marker="s", label=v) for v in variants]
                + [axes[0][0].scatter([], [], color="white", edgecolor="black", marker=shapes[n],
                                      label=n) for n in net_names]
