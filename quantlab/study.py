@@ -93,20 +93,43 @@ def state_path(config, stage, key):
     return config.out / ".state" / f"{stage}-{cache.config_hash(key)}.json"
 
 
+# What each stage stores, checked when it is read back: its rows, the keys each row has,
+# and whether there may be none (only per-layer error: a user's own model has none; every
+# net has its reference's accuracy and at least one timed or refused case).
+_STORED_ROWS = {"layers": (("op", "tensor", "rmse_over_scale", "max_abs_error"), True),
+                "eval": (("net", "variant", "runtime"), False),
+                "latency": (("net", "variant", "runtime", "batch_size"), False)}
+
+
+def well_formed(stage, stored):
+    """Whether a stored result has the shape ``stage`` makes: valid JSON of another shape
+    (``null``, ``{}``, a list of something else) would fail later, far from its cause."""
+    if stage == "counters":  # one case's counts, or why there are none
+        return isinstance(stored, dict) and ("failed" in stored
+                                             or {"rates", "per_inference"} <= stored.keys())
+    keys, may_be_empty = _STORED_ROWS[stage]
+    return (isinstance(stored, list) and (may_be_empty or bool(stored))
+            and all(isinstance(row, dict) and all(k in row for k in keys) for row in stored))
+
+
 def _cached_stage(config, stage, key, compute, progress, label):
     """Return the stored result of a stage, or compute and store it.
 
-    A stored file that cannot be read (truncated by a crash, edited by hand) is computed
-    again, not trusted and not fatal.
+    A stored file that cannot be read (truncated by a crash, edited by hand) or that does not
+    hold what the stage makes is computed again, not trusted and not fatal.
     """
     path = state_path(config, stage, key)
     if path.is_file():
         try:
             stored = json.loads(path.read_text())
-            progress(f"{label}: done earlier, reusing {path.name}")
-            return stored
         except (OSError, ValueError):
             progress(f"{label}: stored result {path.name} is unreadable; measuring again")
+        else:
+            if well_formed(stage, stored):
+                progress(f"{label}: done earlier, reusing {path.name}")
+                return stored
+            progress(f"{label}: stored result {path.name} is not what this stage stores; "
+                     f"measuring again")
     result = compute()
     cache.write_json(path, result)
     return result
@@ -367,8 +390,12 @@ def start_counting(config, net, artifacts, records, backend, progress):
         results, missing = {}, []
         for record in group:
             try:
-                results[record["batch_size"]] = json.loads(stored[id(record)].read_text())
+                result = json.loads(stored[id(record)].read_text())
             except (OSError, ValueError):  # not counted yet, or a damaged file: count again
+                result = None
+            if well_formed("counters", result):
+                results[record["batch_size"]] = result
+            else:
                 missing.append(record["batch_size"])
         if missing:
             progress(f"{net}: counting {variant} on {runtime_name}, batch "
@@ -502,11 +529,13 @@ def _study_nets(config, data, results, runtimes, backend, cpu, background, progr
         artifacts = export_net(config, net, data, progress)
         studied = pairs(artifacts, runtimes, cpu)
         keys = {"net": net, "artifacts": artifact_key(artifacts)}
-        layers = _cached_stage(config, "layers", keys, lambda: layer_errors(
+        # What is scored on the test images depends on them, not only on the files scored.
+        scored = {**keys, "data": data.sha256}
+        layers = _cached_stage(config, "layers", scored, lambda: layer_errors(
             config, net, artifacts, data, progress), progress, f"{net}: per-layer error")
         results["nets"][net] = net_entry(artifacts, layers)
         results["accuracy"] += _cached_stage(
-            config, "eval", {**keys, "pairs": studied, "versions": versions()},
+            config, "eval", {**scored, "pairs": studied, "versions": versions()},
             lambda: evaluate_net(net, artifacts, studied, data, progress), progress, f"{net}: accuracy")
         timed_runtimes = [r for r in runtimes if any(r == name for _, name in studied)]
         counting.wait()  # nothing else runs while a net is timed
