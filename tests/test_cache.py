@@ -242,3 +242,16 @@ def test_a_lock_file_planted_as_a_link_creates_nothing_where_it_points(tmp_path)
     with cache.locked(tmp_path / "models" / "net-key"):
         pass
     assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("cache", "work/cache"), ("./a/../cache", "work/cache"), ("~/cache", "home/cache"),
+    ("", "home/.cache/quantlab")])
+def test_the_cache_folder_is_absolute_whatever_quantlab_cache_says(tmp_path, monkeypatch, setting,
+                                                                    expected):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("QUANTLAB_CACHE", setting)
+    root = cache.cache_root()
+    assert root.is_absolute() and root == tmp_path / expected
