@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from quantlab import machine, macs, nets, runtime
-from quantlab.defaults import QUICK_TRAINING, VARIANTS
+from quantlab import intervals
+from quantlab.defaults import QUICK_TRAINING, REFERENCE, REFERENCE_RUNTIME, VARIANTS
 from quantlab.errors import QuantlabError
 
 TRAININGS = {"quick": QUICK_TRAINING, "full": {}}
@@ -48,6 +49,16 @@ class Case:
     @property
     def _threads(self):
         return "" if self.threads == 1 else f"-t{self.threads}"
+
+    @property
+    def round_group(self):
+        """The cases timed together in rounds: every variant on every runtime of one net,
+        batch size and thread count (the reference among them)."""
+        return f"{self.net}-b{self.batch_size}" + self._threads
+
+    @property
+    def is_reference(self):
+        return (self.variant, self.runtime) == (REFERENCE, REFERENCE_RUNTIME)
 
 
 def runtimes_for(variant, cpu):
@@ -166,14 +177,31 @@ def describe(case, model, predictor, num_classes, cpu, dataset, stats=None):
         "peak": peak.description,
     }
     if stats:  # absent with --benchmark-disable: nothing was timed
-        median = stats.stats.median  # seconds per inference call: per round / iterations
-        achieved = (info["macs_per_image"] * case.batch_size / median
-                    if info["macs_per_image"] else None)
-        info.update(median=median, per_image=median / case.batch_size,
-                    **percentiles(stats.stats.data), macs_per_second=achieved,
-                    peak_fraction=(achieved / peak.macs_per_second
-                                   if achieved and peak.macs_per_second else None))
+        # seconds per inference call: per round / iterations
+        info.update(**percentiles(stats.stats.data), **_speed(info, stats.stats.median))
     return info
+
+
+def _speed(info, median):
+    """The fields that follow from a case's median: per image, MAC/s, share of the peak."""
+    achieved = (info["macs_per_image"] * info["batch_size"] / median
+                if info["macs_per_image"] else None)
+    peak = info["peak_macs_per_second"]
+    return {"median": median, "per_image": median / info["batch_size"],
+            "macs_per_second": achieved,
+            "peak_fraction": achieved / peak if achieved and peak else None}
+
+
+def apply_rounds(info, seconds, summary, reference_seconds=None):
+    """Put one case's interleaved timing (``quantlab.rounds``) into its record: the median
+    over rounds becomes the case's value (pytest-benchmark's own window stays as
+    ``window_median``), and its speed-up against the reference, taken round by round, gets
+    its interval."""
+    info["window_median"] = info["median"]
+    info["rounds"] = {"seconds": list(seconds), **summary}
+    info.update(_speed(info, intervals.median_interval(seconds).median))
+    if reference_seconds is not None:
+        info["speedup"] = intervals.ratio(reference_seconds, seconds).as_dict()
 
 
 def test_latency(benchmark, quantlab_case, quantlab_artifacts, quantlab_session):

@@ -34,6 +34,16 @@ def _counters(text):
     return arguments.name("quantlab.counters:BACKENDS", "counters backend")(text)
 
 
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 3600, got {text!r}")
+    return value
+
+
 def _cache_geometry(text):
     from quantlab.counters import parse_cache_geometry
 
@@ -83,6 +93,12 @@ def pytest_addoption(parser):
         help="native: sample each timed case with perf record (cpu-clock) to name the kernels "
              "that ran and their instruction set, and record OpenVINO's and ONNX Runtime's own "
              "per-layer times; costs about 1 %% of the timed speed. Default: off.")
+    add("--quantlab-rounds", metavar="SECONDS", type=_seconds, default=0.0,
+        help="After pytest-benchmark's window, time the cases of each net and batch size again "
+             "in interleaved rounds (every case once per round, in a shuffled order) until "
+             "every speed-up against LiteRT float32 is known within +-5 %% (95 %% interval) "
+             "or SECONDS are spent (at least 6 rounds); each case's median is then the median "
+             "over rounds and its speed-up carries its interval. Default: 0 (off).")
     add("--quantlab-cache", metavar="GEOMETRY", type=_cache_geometry,
         help="Caches valgrind simulates: host, i7-6500u (the P17 laptop) or a spec "
              "I1=size,assoc,line:D1=...:LL=... Default: host.")
@@ -135,6 +151,8 @@ class QuantlabSession:
             except QuantlabError as error:
                 raise pytest.UsageError(f"--quantlab-counters: {error}") from None
         self.profile = option("quantlab_profile")
+        self.rounds_budget = option("quantlab_rounds")
+        self.live = {}  # round group -> [(case, predictor, prepared, extra_info)] awaiting rounds
         self.sampler, self.no_sampling = None, None  # started at the first timed case
         self.records = []  # every case's extra_info, in run order
         self.skipped = []  # cases a runtime could not run, with the reason
@@ -210,6 +228,34 @@ class QuantlabSession:
                 precision=model.precision)
         self.records.append(extra_info)
         self.by_id[case.id] = extra_info
+        if self.rounds_budget and extra_info.get("median"):
+            self.live.setdefault(case.round_group, []).append((case, predictor, prepared, extra_info))
+
+    def pytest_runtest_teardown(self, item, nextitem):
+        """After the last case of a round group: time the group in rounds."""
+        case, following = _case_of(item), _case_of(nextitem)
+        if case and case.round_group in self.live and (
+                following is None or following.round_group != case.round_group):
+            self.time_in_rounds(case.round_group, item.config)
+
+    def time_in_rounds(self, group, config):
+        from quantlab import latency_suite, rounds
+
+        members = self.live.pop(group)
+        timed = [rounds.Timed(case, lambda p=predictor, x=prepared: p.run(x), info["median"])
+                 for case, predictor, prepared, info in members]
+        reference = next((c for c, *_ in members if c.is_reference), members[0][0])
+        seconds, summary = rounds.run(timed, reference, self.rounds_budget)
+        has_reference = reference.is_reference
+        for case, _, _, info in members:
+            latency_suite.apply_rounds(info, seconds[case], summary,
+                                       seconds[reference] if has_reference else None)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(
+                f"quantlab: rounds of {group}: {summary['rounds']} rounds of {len(members)} "
+                f"cases, {summary['stopped']} (widest speed-up interval +-"
+                f"{100 * summary['widest']:.1f} %)")
 
     # A wrapper, first: pytest-benchmark writes its JSON before the plain hooks run.
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -274,6 +320,11 @@ class BenchmarkHooks:
     def pytest_benchmark_update_json(self, config, benchmarks, output_json):
         # Cases a runtime could not run have no benchmark entry: keep them, with the reason.
         output_json["quantlab"] = {"not_run": self.session.skipped}
+
+
+def _case_of(item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("quantlab_case") if callspec else None
 
 
 def _usable_runtimes(named):

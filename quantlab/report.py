@@ -6,7 +6,7 @@ from the numbers of the run (``findings``, ``recommendations``), never written b
 
 from pathlib import Path
 
-from quantlab import tables
+from quantlab import intervals, tables
 from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
 from quantlab.tables import markdown_table
 
@@ -36,16 +36,104 @@ def timed(results):
     return [case for case in results["cases"] if case.get("median")]
 
 
-def reference_median(results, case):
-    return next((c["median"] for c in timed(results) if
+def reference_case(results, case):
+    """LiteRT float32 on the same net and batch size: what every speed-up is against."""
+    return next((c for c in timed(results) if
                  (c["net"], c["variant"], c["runtime"], c["batch_size"]) ==
                  (case["net"], REFERENCE, REFERENCE_RUNTIME, case["batch_size"])), None)
 
 
+def speedup_interval(results, case):
+    """The speed-up against LiteRT float32 as an Interval, where the rounds give one."""
+    if case.get("speedup"):
+        return intervals.Interval(**case["speedup"])
+    reference = reference_case(results, case)
+    return ratio(reference, case) if reference else None
+
+
 def speedup(results, case):
-    """How many times faster than LiteRT float32 on the same net and batch (None if unknown)."""
-    base = reference_median(results, case)
-    return base / case["median"] if base else None
+    """How many times faster than LiteRT float32 on the same net and batch (None if unknown):
+    the median of the per-round ratios where the cases were timed in rounds."""
+    interval = speedup_interval(results, case)
+    if interval:
+        return interval.median
+    reference = reference_case(results, case)
+    return reference["median"] / case["median"] if reference else None
+
+
+def _round_seconds(case):
+    return (case.get("rounds") or {}).get("seconds")
+
+
+def ratio(slow, fast):
+    """How many times faster ``fast`` is than ``slow``, as an Interval when both were timed in
+    the same rounds (paired, round by round), else None."""
+    a, b = _round_seconds(slow), _round_seconds(fast)
+    if a and b and len(a) == len(b):
+        return intervals.ratio(a, b)
+    return None
+
+
+def times(slow, fast, digits=1):
+    """``3.1x (2.9-3.3)``: ``fast`` against ``slow`` with its interval where there is one."""
+    interval = ratio(slow, fast)
+    if interval:
+        return intervals.times_text(interval, digits)
+    return f"{slow['median'] / fast['median']:.{digits}f}x"
+
+
+def speedup_text(results, case, digits=1):
+    """The speed-up against LiteRT float32 with its 95 % interval: ``3.1x (2.9-3.3)``."""
+    interval = speedup_interval(results, case)
+    if interval:
+        return intervals.times_text(interval, digits)
+    gain = speedup(results, case)
+    return f"{gain:.{digits}f}x" if gain else None
+
+
+# Among options that cannot be told apart, the one with less to deploy: LiteRT is one small
+# library and an interpreter with no compile step; ONNX Runtime a larger library; OpenVINO
+# compiles every model for the CPU at load; TensorFlow is the whole framework.
+DEPLOYMENT_WEIGHT = {"litert": 0, "onnxruntime": 1, "openvino": 2, "tensorflow": 3}
+WHY_LIGHTER = {"litert": "no compile step and the smallest runtime",
+               "onnxruntime": "no compile step", "openvino": "", "tensorflow": ""}
+
+
+def _tied_with(fastest, options):
+    """The options whose per-round time cannot be told apart from the fastest's."""
+    fast = _round_seconds(fastest)
+    return [c for c in options if c is not fastest and fast and _round_seconds(c)
+            and len(_round_seconds(c)) == len(fast)
+            and intervals.tied(_round_seconds(c), fast)]
+
+
+def rounds_line(results):
+    """How the interleaved rounds went: how many, and whether every interval got narrow."""
+    groups = {}
+    for case in timed(results):
+        if case.get("rounds"):
+            groups[(case["net"], case["batch_size"], case.get("threads") or 1)] = case["rounds"]
+    if not groups:
+        return ("Each case was timed in one window of its own (no interleaved rounds): the "
+                "ratios carry no interval.")
+    counts = [g["rounds"] for g in groups.values()]
+    short = {k: g for k, g in groups.items() if g["stopped"] != "converged"}
+    target = 100 * next(iter(groups.values()))["target"]
+    line = (f"Timed in interleaved rounds (every case once per round, in a shuffled order): "
+            f"{span(counts, '{:d}')} rounds per net and batch size; every speed-up known "
+            f"within +-{target:g} % in {len(groups) - len(short)} of {len(groups)} groups")
+    if short:
+        (net, batch, _), worst = max(short.items(), key=lambda item: item[1]["widest"])
+        line += (f"; the others stopped at their time budget (widest +-"
+                 f"{100 * worst['widest']:.1f} %, {net} at batch {batch})")
+    return line + "."
+
+
+def _lighter(results, case):
+    """The deployment weight of an option: its runtime, then its file's size."""
+    files = results["nets"].get(case["net"], {}).get("artifacts", {})
+    return (DEPLOYMENT_WEIGHT.get(case["runtime"], len(DEPLOYMENT_WEIGHT)),
+            files.get(case["variant"], {}).get("bytes") or case.get("model_bytes") or 0)
 
 
 def quantized(variant):
@@ -68,12 +156,20 @@ def recommendations(results):
                        and _shippable(results, c)]
             if not options:
                 continue
-            best = min(options, key=lambda c: c["median"])
+            fastest = min(options, key=lambda c: c["median"])
+            ties = [fastest] + _tied_with(fastest, options)
+            best = min(ties, key=lambda c: _lighter(results, c))
             row = accuracy_of(results, net, best["variant"], best["runtime"])
-            gain = speedup(results, best)
-            said.append(f"{net}, batch {batch}: {best['variant']} on {best['runtime']}: "
-                        f"{gain:.1f}x faster than {REFERENCE} on {REFERENCE_RUNTIME}, "
-                        f"{row['delta_points']:+.2f} points")
+            line = (f"{net}, batch {batch}: {best['variant']} on {best['runtime']}: "
+                    f"{speedup_text(results, best)} faster than {REFERENCE} on "
+                    f"{REFERENCE_RUNTIME}, {row['delta_points']:+.2f} points")
+            if len(ties) > 1:
+                others = [tables.variant_label(c) for c in ties if c is not best]
+                why = WHY_LIGHTER.get(best["runtime"]) if best is not fastest else ""
+                line += (f"; tie (not told apart within the 95 % interval): {', '.join(others)}"
+                         + (f"; chosen for less to deploy: {why or 'the smaller file'}"
+                            if best is not fastest else ""))
+            said.append(line)
     return said
 
 
@@ -99,14 +195,17 @@ def _speed_findings(results):
         gain = speedup(results, case)
         if gain and (case["variant"], case["runtime"]) != (REFERENCE, REFERENCE_RUNTIME):
             groups.setdefault((case["variant"], case["runtime"]), []).append(
-                (gain, case["net"], case["batch_size"]))
+                (gain, case["net"], case["batch_size"], case))
     for (variant, runtime), gains in groups.items():
-        faster = sum(g > 1 for g, _, _ in gains)
-        worst, best = min(gains), max(gains)
-        ends = (f"{tables.speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]})"
-                if worst == best else
-                f"from {tables.speed_ratio(1, 1 / worst[0])} ({worst[1]}, batch {worst[2]}) "
-                f"to {tables.speed_ratio(1, 1 / best[0])} ({best[1]}, batch {best[2]})")
+        faster = sum(g > 1 for g, *_ in gains)
+        worst = min(gains, key=lambda g: g[0])
+        best = max(gains, key=lambda g: g[0])
+
+        def end(gain):
+            interval = speedup_interval(results, gain[3])
+            around = f", 95 % interval {interval.low:.2f}-{interval.high:.2f}x" if interval else ""
+            return f"{tables.speed_ratio(1, 1 / gain[0])} ({gain[1]}, batch {gain[2]}{around})"
+        ends = end(worst) if worst is best else f"from {end(worst)} to {end(best)}"
         said.append(f"{variant} on {runtime} vs {REFERENCE} on {REFERENCE_RUNTIME}: faster in "
                     f"{faster} of {len(gains)} net x batch cases; {ends}.")
     return said
@@ -122,11 +221,11 @@ def _runtime_findings(results):
             if len(int8) > 1:
                 fast = min(int8.values(), key=lambda c: c["median"])
                 slow = max(int8.values(), key=lambda c: c["median"])
-                said.append((net, batch, fast["runtime"], slow["runtime"], slow["median"] / fast["median"]))
+                said.append((net, batch, fast["runtime"], slow["runtime"], times(slow, fast)))
     lines = []
     for pair in dict.fromkeys((fast, slow) for _, _, fast, slow, _ in said):
-        cases = [(net, batch, ratio) for net, batch, fast, slow, ratio in said if (fast, slow) == pair]
-        where = ", ".join(f"{net} b{batch} {ratio:.1f}x" for net, batch, ratio in cases)
+        cases = [(net, batch, text) for net, batch, fast, slow, text in said if (fast, slow) == pair]
+        where = ", ".join(f"{net} b{batch} {text}" for net, batch, text in cases)
         lines.append(f"The same int8 file runs faster on {pair[0]} than on {pair[1]} in "
                      f"{len(cases)} case(s): {where}.")
     return lines
@@ -224,8 +323,8 @@ def runtime_table(results, net, batch):
             if case is None or case.get("not_run"):
                 cells.append("failed" if case else "n/a")
             else:
-                gain = speedup(results, case)
-                cells.append(tables.seconds(case["median"]) + (f" ({gain:.1f}x)" if gain else ""))
+                gain = speedup_text(results, case)
+                cells.append(tables.seconds(case["median"]) + (f" ({gain})" if gain else ""))
         rows.append([variant] + cells)
     return markdown_table(["variant"] + runtimes, rows)
 
@@ -246,8 +345,7 @@ def best_table(results):
             rows.append([net, str(batch), tables.variant_label(best_float),
                          tables.seconds(best_float["median"]), tables.variant_label(best_int),
                          tables.seconds(best_int["median"]),
-                         f"{same['median'] / best_int['median']:.1f}x" if same else "–",
-                         f"{best_float['median'] / best_int['median']:.1f}x"])
+                         times(same, best_int) if same else "–", times(best_float, best_int)])
     return markdown_table(["network", "batch", "best float32", "median", "best int8", "median",
                            "int8 vs float32, same runtime", "best vs best"], rows)
 
@@ -417,7 +515,9 @@ def markdown(results, plots):
         "## What to ship",
         f"The fastest option per net and batch size among those within {ACCURACY_TOLERANCE:g} "
         f"accuracy point of {REFERENCE} (speed against {REFERENCE} on {REFERENCE_RUNTIME}, "
-        f"accuracy change on the whole test split):",
+        f"the median of per-round ratios with its 95 % interval; accuracy change on the whole "
+        f"test split). Options that the rounds cannot tell apart from the fastest are named "
+        f"as ties, and among ties the one with less to deploy is chosen.",
         "\n".join(f"- {line}" for line in results["recommendations"]) or "- nothing was timed",
         "## Machine", _machine_section(results, counted),
         "## Findings", "\n".join(f"- {line}" for line in results["findings"]),
@@ -425,7 +525,8 @@ def markdown(results, plots):
         f"## Accuracy on the {data['test']} test images", accuracy_table(results),
         "## Which runtime",
         f"Median latency of one batch per variant and runtime (x: times faster than {REFERENCE} "
-        f"on {REFERENCE_RUNTIME}; n/a: the runtime cannot run that file).",
+        f"on {REFERENCE_RUNTIME}, with its 95 % interval; n/a: the runtime cannot run that "
+        f"file). {rounds_line(results)}",
     ]
     for net in results["nets"]:
         for batch in batches:

@@ -31,6 +31,9 @@ QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
 # A quarter of a second per case is still 40 rounds of the slowest one (float32 medium at
 # batch 64, ~7 ms) and thousands of the fast ones.
 FULL_TIMING = ["--benchmark-max-time=0.25", "--benchmark-min-rounds=10"]
+# Then every net and batch size again in interleaved rounds (quantlab.rounds), until every
+# speed-up is known within +-5 % or this many seconds per group are spent.
+QUICK_ROUNDS, FULL_ROUNDS = 3, 15
 # What is counted under valgrind, where one run of float32 dense at batch 64 takes a minute
 # and a study has over a hundred cases: P17's standard and quantized net (float32 and int8)
 # at every batch size on LiteRT, the reference; at the first batch size every variant on the
@@ -223,6 +226,7 @@ def time_net(config, net, artifacts, runtimes, progress):
             "--quantlab-profile=native",
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
+            f"--quantlab-rounds={rounds_budget(config)}",
         ])
         lines = []
         # Exactly these options: none from PYTEST_ADDOPTS, and no sign of an xdist worker
@@ -236,6 +240,8 @@ def time_net(config, net, artifacts, runtimes, progress):
                     lines.append(line)
                     if re.search(r"::test_latency\[.*\] (PASSED|SKIPPED|FAILED|ERROR)", line):
                         yield line
+                    elif line.startswith("quantlab: rounds of "):
+                        progress(f"{net}: {line.removeprefix('quantlab: ').strip()}")
             for _ in progress.steps(results(), label, total=cases):
                 pass
             for _ in results():  # the summary after the last case
@@ -244,6 +250,10 @@ def time_net(config, net, artifacts, runtimes, progress):
             tail = " | ".join(line.strip() for line in lines[-3:])
             raise QuantlabError(f"the timing run for {net} failed: {tail}")
         return timed_cases(json.loads(report.read_text()))
+
+
+def rounds_budget(config):
+    return QUICK_ROUNDS if config.quick else FULL_ROUNDS
 
 
 def timed_cases(benchmark_json):
@@ -542,6 +552,7 @@ def _study_nets(config, data, results, runtimes, backend, cpu, background, progr
         records = _cached_stage(
             config, "latency", {**keys, "batch": config.batch_sizes, "runtimes": timed_runtimes,
                                 "threads": config.threads, "quick": config.quick,
+                                "rounds": rounds_budget(config),
                                 "host": machine.identity(cpu)["host"], "versions": versions()},
             lambda: time_net(config, net, artifacts, timed_runtimes, progress), progress,
             f"{net}: latency")

@@ -1,0 +1,190 @@
+"""Intervals of per-round ratios, interleaved rounds under a patched timer, and the ties the
+report names: each checked against values worked out by hand, not with the code's formulas."""
+
+import random
+
+import pytest
+
+from quantlab import intervals, latency_suite, report, rounds
+
+
+def test_the_interval_of_ten_rounds_is_the_second_and_ninth_value():
+    # Sorted: 0.90 0.95 1.00 1.02 1.03 1.05 1.06 1.10 1.20 1.50. For n = 10, P(B <= 1) =
+    # 11/1024 = 1.07 % <= 2.5 % and P(B <= 2) = 56/1024 = 5.5 % > 2.5 %, so k = 2: the
+    # interval is [x_(2), x_(9)] = [0.95, 1.20], with coverage 1 - 2 x 11/1024 = 97.85 %.
+    values = [1.05, 0.90, 1.20, 1.00, 1.50, 1.03, 0.95, 1.10, 1.02, 1.06]
+    interval = intervals.median_interval(values)
+    assert (interval.low, interval.high) == (0.95, 1.20)
+    assert interval.median == pytest.approx(1.04)  # (1.03 + 1.05) / 2
+    assert interval.confidence == pytest.approx(1 - 22 / 1024)
+    assert interval.rounds == 10
+
+
+@pytest.mark.parametrize("n, k", [(5, 1), (6, 1), (8, 1), (9, 2), (12, 3), (20, 6)])
+def test_ranks_from_the_binomial_table(n, k):
+    # From a binomial(n, 1/2) table: the largest k with P(B <= k - 1) <= 0.025.
+    assert intervals.rank(n) == k
+
+
+def test_five_rounds_cannot_reach_95_percent_and_say_so():
+    interval = intervals.median_interval([3, 1, 2, 5, 4])
+    assert (interval.low, interval.median, interval.high) == (1, 3, 5)
+    assert interval.confidence == pytest.approx(1 - 2 / 32)  # 93.75 %
+
+
+def test_a_ratio_is_taken_round_by_round():
+    # The machine slowed down by 2x in rounds 3-4: both cases felt it, their ratio did not.
+    reference = [2.0, 2.0, 4.0, 4.0, 2.0, 2.0]
+    candidate = [1.0, 1.0, 2.0, 2.0, 1.0, 1.0]
+    interval = intervals.ratio(reference, candidate)
+    assert (interval.low, interval.median, interval.high) == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError):
+        intervals.ratio(reference, candidate[:5])
+
+
+def _noisy(base, noise, n, seed):
+    rng = random.Random(seed)
+    return [base * (1 + rng.uniform(-noise, noise)) for _ in range(n)]
+
+
+def test_a_five_percent_shift_is_real_in_quiet_noise_and_a_tie_in_loud_noise():
+    n = 12
+    quiet_a, quiet_b = _noisy(1.0, 0.01, n, 1), _noisy(1.05, 0.01, n, 2)
+    loud_a, loud_b = _noisy(1.0, 0.20, n, 3), _noisy(1.05, 0.20, n, 4)
+    assert not intervals.tied(quiet_b, quiet_a)  # 5 % slower, told apart
+    assert intervals.ratio(quiet_b, quiet_a).low > 1.03
+    assert intervals.tied(loud_b, loud_a)  # the same 5 % inside +-20 %: a tie
+
+
+class PatchedTimer:
+    """A clock that only calls move: each call costs its case's duration times the machine's
+    load of the moment, which changes every ``period`` calls."""
+
+    def __init__(self, loads=(1.0,), period=1):
+        self.now, self.loads, self.period, self.calls = 0.0, list(loads), period, []
+
+    def __call__(self):
+        return self.now
+
+    def case(self, name, seconds):
+        def call():
+            load = self.loads[(len(self.calls) // self.period) % len(self.loads)]
+            self.calls.append(name)
+            self.now += seconds * load
+        return call
+
+
+def test_rounds_pair_the_cases_so_that_machine_load_cancels_out():
+    # float32: 4 ms, 3 timed calls + 1 untimed a window; int8: 1 ms, 10 + 2: 16 calls a
+    # round. The load changes from round to round (up to 3x), never inside one.
+    assert rounds.calls_per_window(0.004) == 3 and rounds.calls_per_window(0.001) == 10
+    timer = PatchedTimer(loads=[1.0, 3.0, 1.5, 1.0, 2.0, 1.2], period=16)
+    cases = [rounds.Timed("float32", timer.case("float32", 0.004), 0.004),
+             rounds.Timed("int8", timer.case("int8", 0.001), 0.001)]
+    seconds, summary = rounds.run(cases, "float32", budget_seconds=60, clock=timer)
+    assert summary["stopped"] == "converged" and summary["rounds"] == intervals.MIN_ROUNDS
+    assert sorted(seconds["int8"]) == pytest.approx([0.001, 0.001, 0.0012, 0.0015, 0.002, 0.003])
+    speedup = intervals.ratio(seconds["float32"], seconds["int8"])
+    assert (speedup.low, speedup.median, speedup.high) == pytest.approx((4.0, 4.0, 4.0))
+
+
+def test_windows_hold_enough_calls_and_the_order_changes_between_rounds():
+    timer = PatchedTimer(loads=[1.0])
+    names = ["a", "b", "c", "d"]
+    cases = [rounds.Timed(n, timer.case(n, 0.001), 0.001) for n in names]
+    rounds.run(cases, "a", budget_seconds=60, clock=timer, min_rounds=6)
+    calls = rounds.calls_per_window(0.001)  # 10 ms of 1 ms calls
+    assert calls == 10
+    per_window = calls + calls // 4  # timed calls and the untimed ones before them
+    orders = [tuple(timer.calls[i] for i in range(start, start + 4 * per_window, per_window))
+              for start in range(0, len(timer.calls), 4 * per_window)]
+    assert all(sorted(order) == names for order in orders)  # each case once per round
+    assert len(set(orders)) > 1  # shuffled
+
+
+def test_rounds_stop_at_the_budget_when_the_noise_will_not_settle():
+    rng = random.Random(0)
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def case(seconds):
+        def call():
+            now[0] += seconds * rng.uniform(0.5, 1.5)  # each call on its own: unpaired noise
+        return call
+
+    cases = [rounds.Timed("a", case(0.001), 0.001), rounds.Timed("b", case(0.001), 0.001)]
+    seconds, summary = rounds.run(cases, "a", budget_seconds=0.5, clock=clock, target=0.001)
+    assert summary["stopped"] == "budget" and summary["widest"] > 0.001
+    assert summary["rounds"] >= intervals.MIN_ROUNDS
+
+
+def test_a_case_record_takes_its_median_over_rounds_and_its_speedup_interval():
+    info = {"batch_size": 16, "median": 0.5, "macs_per_image": 1000,
+            "peak_macs_per_second": 1e9}
+    reference = [0.030, 0.034, 0.032, 0.031, 0.036, 0.033]
+    mine = [0.010, 0.017, 0.016, 0.011, 0.012, 0.016]
+    latency_suite.apply_rounds(info, mine, {"rounds": 6, "stopped": "converged"}, reference)
+    assert info["window_median"] == 0.5
+    assert info["median"] == pytest.approx(0.014)  # (0.012 + 0.016) / 2
+    assert info["per_image"] == pytest.approx(0.014 / 16)
+    assert info["macs_per_second"] == pytest.approx(1000 * 16 / 0.014)
+    # Per-round speed-ups: 3.0, 2.0, 2.0, 2.818, 3.0, 2.0625 -> sorted 2.0 2.0 2.0625 2.818
+    # 3.0 3.0: median (2.0625 + 2.818) / 2; six rounds: the whole range.
+    assert info["speedup"]["median"] == pytest.approx((2.0625 + 0.031 / 0.011) / 2)
+    assert (info["speedup"]["low"], info["speedup"]["high"]) == pytest.approx((2.0, 3.0))
+
+
+# --- the report's ties ------------------------------------------------------------------------
+
+def _results(cases, deltas=None):
+    nets = {"medium": {"artifacts": {"float32": {"bytes": 4_000_000}, "int8": {"bytes": 1_000_000},
+                                     "qat_int8": {"bytes": 1_010_000}}}}
+    accuracy = [{"net": c["net"], "variant": c["variant"], "runtime": c["runtime"],
+                 "delta_points": (deltas or {}).get(c["variant"], 0.0)} for c in cases]
+    return {"nets": nets, "config": {"batch_sizes": [16]}, "accuracy": accuracy, "cases": cases}
+
+
+def _case(variant, runtime, seconds):
+    return {"net": "medium", "variant": variant, "runtime": runtime, "batch_size": 16,
+            "median": sorted(seconds)[len(seconds) // 2],
+            "rounds": {"seconds": seconds, "rounds": len(seconds), "stopped": "converged",
+                       "widest": 0.01, "target": 0.05}}
+
+
+REFERENCE = [0.0100, 0.0101, 0.0099, 0.0100, 0.0102, 0.0098, 0.0100, 0.0101]
+
+
+def test_what_to_ship_names_ties_and_prefers_the_lighter_runtime():
+    # int8 on OpenVINO is 1 % faster than on LiteRT in the median but the rounds cannot tell
+    # them apart; qat_int8 on LiteRT is 20 % slower: not a tie.
+    litert = [0.00250, 0.00262, 0.00241, 0.00255, 0.00238, 0.00260, 0.00249, 0.00252]
+    openvino = [0.00246, 0.00255, 0.00259, 0.00240, 0.00251, 0.00244, 0.00247, 0.00262]
+    qat = [s * 1.2 for s in litert]
+    cases = [_case("float32", "litert", REFERENCE), _case("int8", "litert", litert),
+             _case("int8", "openvino", openvino), _case("qat_int8", "litert", qat)]
+    (line,) = report.recommendations(_results(cases))
+    assert line.startswith("medium, batch 16: int8 on litert: 4.")
+    assert "tie (not told apart within the 95 % interval): int8 on openvino" in line
+    assert "qat_int8" not in line
+    assert "chosen for less to deploy: no compile step and the smallest runtime" in line
+
+
+def test_what_to_ship_without_a_tie_names_the_fastest_with_its_interval():
+    fast = [s / 4 for s in REFERENCE]
+    slow = [s / 2 for s in REFERENCE]
+    cases = [_case("float32", "litert", REFERENCE), _case("int8", "openvino", fast),
+             _case("int8", "litert", slow)]
+    (line,) = report.recommendations(_results(cases))
+    # Every round's ratio is exactly 4: median 4.0 and interval 4.0-4.0.
+    assert line == ("medium, batch 16: int8 on openvino: 4.0x (4.0-4.0) faster than float32 on "
+                    "litert, +0.00 points")
+
+
+def test_a_tie_outside_the_accuracy_budget_is_no_option():
+    litert = [s / 4 for s in REFERENCE]
+    cases = [_case("float32", "litert", REFERENCE), _case("int8", "litert", litert),
+             _case("qat_int8", "litert", list(litert))]
+    (line,) = report.recommendations(_results(cases, {"int8": -1.5}))
+    assert line.startswith("medium, batch 16: qat_int8 on litert") and "tie" not in line
