@@ -1,28 +1,97 @@
-"""Refuse ONNX models that would make a runtime read other files or load other code.
+"""Refuse ONNX models that would make a runtime read other files, load other code, or
+allocate memory without bound.
 
 ONNX operators compute, they do no I/O, but a model can point at tensors stored in other
 files (external data: any path, relative to wherever the model is read from) and use
 operators from other domains, which a runtime resolves by loading custom-op libraries. A
 quantlab artifact needs neither, so a model that uses them is refused before any runtime
 sees it.
+
+Memory: a few bytes of graph can ask for gigabytes (ConstantOfShape, Expand, Tile, Resize,
+Pad, Range, a broadcast of two long vectors, a sparse tensor densified). Rather than list
+the ops that allocate from a shape, and miss one, the check bounds every tensor the graph
+computes: ONNX shape inference (with constant shapes propagated) runs with the batch
+dimension set to 1 and to 2, every computed tensor must have a shape known at both, each of
+its dimensions either fixed or exactly proportional to the batch (one at most), and their
+total must stay under a stated cap per image and for the batch-independent part. For that
+proof to hold at every batch size, a shape read from the input (Shape, Size) may only be
+passed along, sliced and assembled (the flatten idiom), never computed with; and control
+flow, whose iterations no shape shows, is refused.
 """
 
 from quantlab.errors import QuantlabError
 
 DOMAINS = ("", "ai.onnx")  # the standard operator set
+# Loops and branches run subgraphs any number of times: an image classifier has none.
+CONTROL_FLOW = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+SHAPE_READERS = frozenset({"Shape", "Size"})
+# What may be done to a shape read from the input: select and assemble its dimensions...
+SHAPE_PLUMBING = frozenset({"Gather", "Slice", "Squeeze", "Unsqueeze", "Concat", "Cast",
+                            "Identity", "Reshape"})
+# ... and use them as a shape: a Reshape to it is the flatten idiom; the others are bounded
+# by the shape check, which sees their outputs at two batch sizes.
+SHAPE_OPERANDS = {"Reshape": 1, "Expand": 1, "ConstantOfShape": 0, "Tile": 1}
+# Bounds on what the computed tensors of one model may take, all of them at once: far
+# above quantlab's nets (its dense and medium ONNX files compute under 0.5 MiB per image
+# and 15 MiB besides the batch, the dequantized int8 weights), far below a machine's memory
+# at the batch sizes a study runs (64 x 32 MiB + 512 MiB).
+PER_IMAGE_BYTES = 32 << 20
+FIXED_BYTES = 512 << 20
+FIX = "export the classifier again from standard layers with a fixed image size"
 
 
-def _tensors(graph):
-    yield from graph.initializer
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for subgraph in attribute.graphs:
-                yield from _tensors(subgraph)
+def _graphs(model):
+    """The main graph, every subgraph held in a node attribute, and the training graphs."""
+    roots = [model.graph]
+    for info in model.training_info:
+        roots += [info.initialization, info.algorithm]
+    while roots:
+        graph = roots.pop()
+        yield graph
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    roots.append(attribute.g)
+                roots.extend(attribute.graphs)
+
+
+def _sparse_tensors(model):
+    for graph in _graphs(model):
+        yield from graph.sparse_initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("sparse_tensor"):
+                    yield attribute.sparse_tensor
+                yield from attribute.sparse_tensors
+
+
+def _tensors(model):
+    """Every TensorProto of the model; a sparse tensor as its values and its indices."""
+    for graph in _graphs(model):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+    for sparse in _sparse_tensors(model):
+        yield from (sparse.values, sparse.indices)
+
+
+def _elements(dims):
+    count = 1
+    for dim in dims:
+        count *= max(int(dim), 0)
+    return count
+
+
+def _itemsize(elem_type):
+    from onnx import helper
+
+    try:
+        return max(helper.tensor_dtype_to_np_dtype(elem_type).itemsize, 1)
+    except (KeyError, ValueError, TypeError):
+        return 8
 
 
 def check_onnx(path, content):
@@ -34,16 +103,166 @@ def check_onnx(path, content):
         model = onnx.load_model_from_string(content)
     except (DecodeError, ValueError, RuntimeError):
         raise QuantlabError(f"{path} is not a readable ONNX model; export it again") from None
-    external = [t.name for t in _tensors(model.graph)
+    tensors = list(_tensors(model))
+    external = [t.name for t in tensors
                 if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data]
     if external:
-        raise QuantlabError(f"{path} refers to tensor {external[0]!r} stored in another file "
+        raise QuantlabError(f"{path} refers to tensor {external[0]!r:.80} stored in another file "
                             f"(external data); quantlab runs only self-contained models")
-    for node in model.graph.node:
-        if node.domain not in DOMAINS:
-            raise QuantlabError(f"{path} uses operator {node.op_type!r} of domain {node.domain!r}, "
-                                f"outside the standard ONNX operators; quantlab will not load it")
+    for graph in _graphs(model):
+        for node in graph.node:
+            if node.domain not in DOMAINS:
+                raise QuantlabError(f"{path} uses operator {node.op_type!r:.80} of domain "
+                                    f"{node.domain!r:.80}, outside the standard ONNX operators; "
+                                    f"quantlab will not load it")
+            if node.op_type in CONTROL_FLOW:
+                raise QuantlabError(f"{path} holds control flow ({node.op_type} node "
+                                    f"{node.name!r:.80}), which an image classifier does not "
+                                    f"need and whose cost no shape shows; {FIX}")
     if model.functions:
-        raise QuantlabError(f"{path} defines its own functions ({model.functions[0].name!r}); "
+        raise QuantlabError(f"{path} defines its own functions ({model.functions[0].name!r:.80}); "
                             f"quantlab runs only models of standard operators")
+    for tensor in tensors:
+        # A stored tensor holds its data in the file, at least half a byte per element
+        # (4-bit types): one that declares more is a lie a runtime might allocate for.
+        if _elements(tensor.dims) > 2 * len(content):
+            raise QuantlabError(f"{path} declares tensor {tensor.name!r:.80} of shape "
+                                f"{list(tensor.dims)}, more data than the whole file holds; "
+                                f"export it again")
+    dense = sum(_elements(s.dims) * _itemsize(s.values.data_type) for s in _sparse_tensors(model))
+    if dense > FIXED_BYTES:  # runtimes make sparse tensors dense, whatever few values they hold
+        raise QuantlabError(f"{path} declares sparse tensors of {dense / 2**20:,.0f} MiB once made "
+                            f"dense, over quantlab's limit of {FIXED_BYTES >> 20} MiB; {FIX}")
+    _check_shape_arithmetic(path, model.graph)
+    _check_memory(path, model)
     return model
+
+
+def _check_shape_arithmetic(path, graph):
+    """Refuse a graph that computes with the input's shape instead of passing it along.
+
+    This follows the graph in its stored order, which ONNX requires to be topological (so
+    that each value is made before it is used); a graph stored otherwise is refused too.
+    """
+    known = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {
+        s.values.name for s in graph.sparse_initializer} | {""}
+    from_shape = set()
+    for node in graph.node:
+        unmade = [name for name in node.input if name not in known]
+        if unmade:
+            raise QuantlabError(f"{path} is not a valid ONNX graph: {node.op_type} node "
+                                f"{node.name!r:.80} uses {unmade[0]!r:.80} before any node makes "
+                                f"it; export it again")
+        known.update(node.output)
+        if node.op_type in SHAPE_READERS:
+            from_shape.update(node.output)
+            continue
+        positions = [i for i, name in enumerate(node.input) if name in from_shape]
+        if not positions or positions == [SHAPE_OPERANDS.get(node.op_type)]:
+            continue
+        if node.op_type not in SHAPE_PLUMBING:
+            raise QuantlabError(f"{path} computes with its input's shape ({node.op_type} node "
+                                f"{node.name!r:.80}), so the memory it takes cannot be bounded "
+                                f"before it runs; {FIX}")
+        from_shape.update(node.output)
+
+
+def _batch_dim(path, model):
+    """The input's batch dimension (a number if fixed, else None), checked: the others are fixed."""
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    fixed = set()
+    for value in inputs:
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+        if not dims or any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims[1:]):
+            raise QuantlabError(f"{path} input {value.name!r:.80} has no fixed image shape "
+                                f"(only the batch dimension may vary); {FIX}")
+        fixed.add(dims[0].dim_value if dims[0].HasField("dim_value") else None)
+    if len(fixed) > 1:
+        raise QuantlabError(f"{path} has inputs of different batch sizes; {FIX}")
+    return fixed.pop() if fixed else 1
+
+
+def _inferred_shapes(path, model, batch, data_prop):
+    """{tensor name: (dims, or None where unknown; bytes per element)} at ``batch``."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    initializers = {t.name for t in copy.graph.initializer}
+    for value in copy.graph.input:
+        if value.name not in initializers:
+            value.type.tensor_type.shape.dim[0].dim_value = batch
+    # Shapes the file declares for outputs and intermediates are inferred anew, at this batch.
+    del copy.graph.value_info[:]
+    for value in copy.graph.output:
+        if value.type.HasField("tensor_type"):
+            value.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(copy, check_type=True, strict_mode=True,
+                                                     data_prop=data_prop)
+    except Exception as error:  # onnx raises its own InferenceError, and ValueError
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise QuantlabError(f"{path} does not pass ONNX shape inference ({line}); "
+                            f"export it again") from None
+    shapes = {}
+    for value in (*inferred.graph.value_info, *inferred.graph.output):
+        kind = value.type.tensor_type
+        known = value.type.HasField("tensor_type") and kind.HasField("shape") and all(
+            d.HasField("dim_value") for d in kind.shape.dim)
+        shapes[value.name] = ([d.dim_value for d in kind.shape.dim] if known else None,
+                              _itemsize(kind.elem_type))
+    return shapes
+
+
+def _check_memory(path, model):
+    """Refuse a model whose computed tensors could outgrow the stated bounds at any batch."""
+    fixed_batch = _batch_dim(path, model)
+    batches = (fixed_batch,) if fixed_batch else (1, 2)
+    # Propagating computed shapes makes ONNX compute small tensors' values, and some ops'
+    # values whatever their size (Range): only a graph that reads its input's shape needs
+    # it, and it is run only once every tensor known without it is within bounds.
+    data_prop = any(node.op_type in SHAPE_READERS for node in model.graph.node)
+    if data_prop:
+        _tally(path, model, [_inferred_shapes(path, model, batches[0], False)] * 2,
+               complete=False)
+    _tally(path, model, [_inferred_shapes(path, model, batch, data_prop) for batch in batches])
+
+
+def _tally(path, model, inferred, complete=True):
+    """Sum what the computed tensors take per image and besides the batch, against the caps.
+
+    ``inferred``: the shapes at batch 1 and 2 (the same twice for a fixed batch).
+    ``complete``: every tensor must have a known shape (else unknown ones are skipped).
+    """
+    totals = {"per image": 0, "besides the batch": 0}
+    largest = {}
+    for node in model.graph.node:
+        for name in filter(None, node.output):
+            (dims, itemsize), (again, _) = (shapes.get(name, (None, 1)) for shapes in inferred)
+            if dims is None or again is None:
+                if not complete:
+                    continue
+                raise QuantlabError(f"{path}: the size of tensor {name!r:.80} ({node.op_type} node) "
+                                    f"depends on the data it computes, so the memory it takes cannot "
+                                    f"be bounded before it runs; {FIX}")
+            grows = [i for i, (a, b) in enumerate(zip(dims, again)) if a != b]
+            if len(dims) != len(again) or len(grows) > 1 or any(again[i] != 2 * dims[i] for i in grows):
+                raise QuantlabError(f"{path}: tensor {name!r:.80} ({node.op_type} node) changes with "
+                                    f"the batch other than in proportion to it (shape {dims} at "
+                                    f"batch 1, {again} at 2); {FIX}")
+            _add(totals, largest, "per image" if grows else "besides the batch", name, dims,
+                 itemsize)
+    for (what, total), limit in zip(totals.items(), (PER_IMAGE_BYTES, FIXED_BYTES)):
+        if total > limit:
+            name, dims = largest[what][1:]
+            raise QuantlabError(f"{path} computes {total / 2**20:,.0f} MiB of tensors {what} (the "
+                                f"largest: {name!r:.80} of shape {dims}), over quantlab's limit of "
+                                f"{limit >> 20} MiB; {FIX}")
+
+
+def _add(totals, largest, what, name, dims, itemsize):
+    size = _elements(dims) * itemsize
+    totals[what] += size
+    largest[what] = max(largest.get(what, (0, None, None)), (size, name, dims),
+                        key=lambda entry: entry[0])
