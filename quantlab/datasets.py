@@ -78,6 +78,12 @@ _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # unsigned bytes, 3 or 1 dimensions
 # Five times the largest split quantlab reads (60000 x 28 x 28 bytes = 45 MiB): a header
 # promising more is corrupt or crafted, and is refused before anything is decompressed.
 _IDX_MAX_BYTES = 256 << 20
+# All four files of a set together: MNIST's hold 55 MB. Training holds the pixels as float32
+# (4 bytes each) beside a few copies, so this cap keeps a set within a few hundred MiB.
+_IDX_MAX_TOTAL = 128 << 20
+# Deflate expands a stream at most 1032-fold (a 258-byte match per 2 bits): a gzip file of
+# n bytes cannot hold more, whatever its header promises.
+_DEFLATE_MAX_RATIO = 1032
 _EXCESS_COUNTED = 1 << 20  # how far past the promised size a too-long file is read
 
 # md5 of the published .gz files: Fashion-MNIST's README, and the list torchvision and
@@ -333,6 +339,7 @@ def _find_idx(name, folder):
         return raw
     if missing:
         raise _fail(folder, f"incomplete {name} IDX files, missing {', '.join(missing)}")
+    _check_idx_total(folder, paths)
     raw = {split: _read_idx(path, _IDX_FILES[split][1]) for split, path in paths.items()}
     named = folder.name.lower() in _SPELLINGS[name]
     _check_identity(name, folder, raw, paths, named)
@@ -378,23 +385,37 @@ def _md5_of(path):
     return digest.hexdigest()
 
 
-def _read_idx(path, ndim):
-    """The IDX file's array, read to exactly the size its header promises."""
+def _check_idx_total(folder, paths):
+    """Refuse a set whose headers promise more than _IDX_MAX_TOTAL together, before any
+    payload is read: each file may be within its own limit and the four still too much."""
+    total = sum(math.prod(_read_idx(path, _IDX_FILES[split][1], header_only=True))
+                for split, path in paths.items())
+    if total > _IDX_MAX_TOTAL:
+        raise _fail(folder, f"its four IDX headers promise {total} bytes together, more than "
+                            f"quantlab reads for one dataset ({_IDX_MAX_TOTAL >> 20} MiB); the "
+                            "files are corrupt or crafted")
+
+
+def _read_idx(path, ndim, header_only=False):
+    """The IDX file's array, read to exactly the size its header promises (its dimensions
+    only, with ``header_only``)."""
     with open(path, "rb") as f:
         compressed = f.read(2) == b"\x1f\x8b"  # gzip magic; IDX files start with 0x0000
         f.seek(0)
         if not compressed:
             if path.suffix == ".gz":
                 raise _fail(path, "is named .gz but is not gzip data")
-            return _read_idx_stream(f, path, ndim)
+            return _read_idx_stream(f, path, ndim, header_only, os.fstat(f.fileno()).st_size, False)
         try:
             with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-                return _read_idx_stream(stream, path, ndim)
+                return _read_idx_stream(stream, path, ndim, header_only,
+                                        _DEFLATE_MAX_RATIO * os.fstat(f.fileno()).st_size, True)
         except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
             raise _fail(path, f"corrupt or truncated gzip data ({error})") from error
 
 
-def _read_idx_stream(stream, path, ndim):
+def _read_idx_stream(stream, path, ndim, header_only, capacity, compressed):
+    """``capacity``: the most bytes the file can hold, header included."""
     header_size = 4 + 4 * ndim
     header = stream.read(header_size)
     if len(header) < header_size:
@@ -411,6 +432,16 @@ def _read_idx_stream(stream, path, ndim):
         raise _fail(path, f"header promises {shape} = {expected} bytes, more than quantlab reads "
                           f"from an IDX file ({_IDX_MAX_BYTES >> 20} MiB); the file is corrupt "
                           "or crafted")
+    if expected > capacity - header_size:  # refused before the memory is taken
+        if compressed:
+            raise _fail(path, f"header promises {shape} = {expected} bytes, more than its "
+                              f"{capacity // _DEFLATE_MAX_RATIO} compressed bytes can hold (gzip "
+                              f"expands at most {_DEFLATE_MAX_RATIO}-fold); the file is truncated "
+                              "or crafted")
+        raise _fail(path, f"header says {shape} = {expected} bytes of data but the file has "
+                          f"{max(capacity - header_size, 0)}")
+    if header_only:
+        return dims
     data = np.empty(expected, np.uint8)
     got = _read_into(stream, memoryview(data))
     excess = _excess(stream) if got == expected else 0

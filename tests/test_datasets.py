@@ -4,6 +4,8 @@ digits, and MNIST/CIFAR-10 files built here in their exact published layouts."""
 import contextlib
 import gzip
 import hashlib
+import io
+import math
 import os
 import pickle
 import shutil
@@ -522,6 +524,64 @@ def test_an_idx_header_promising_more_than_any_dataset_holds_is_refused_before_r
     message = one_line_error(excinfo)
     assert str(bad) in message
     assert "header promises 4000000 x 28 x 28 = 3136000000 bytes" in message and "256 MiB" in message
+
+
+def idx_header(*dims):
+    return struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+
+
+def honest_gzip_of_zeros(head, zeros):
+    """One gzip stream of ``head`` and exactly ``zeros`` zero bytes, made 16 MiB at a time."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9) as stream:
+        stream.write(head)
+        for start in range(0, zeros, 16 << 20):
+            stream.write(bytes(min(16 << 20, zeros - start)))
+    return out.getvalue()
+
+
+def test_a_small_gzip_set_whose_headers_together_promise_too_much_is_refused_before_reading(tmp_path):
+    """Each image file promises just under the 256 MiB a file may hold, and gzip can hold it
+    (zeros, 1000-fold): under 1 MB of files that would have become 0.5 GB of pixels, then 2 GB
+    of float32 in training."""
+    n = 342_000  # 342000 x 28 x 28 = 268128000 bytes, just under 256 MiB = 268435456
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for split, name in archives.IDX_NAMES.items():
+        dims = (n, 28, 28) if split.startswith("x") else (n,)
+        (folder / f"{name}.gz").write_bytes(honest_gzip_of_zeros(idx_header(*dims), math.prod(dims)))
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(QuantlabError) as excinfo:
+            datasets.load("mnist", data_dir=folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = one_line_error(excinfo)
+    assert str(folder) in message
+    assert f"promise {2 * n * 28 * 28 + 2 * n} bytes together" in message and "128 MiB" in message
+    assert peak < 16 << 20
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+def test_a_header_promising_more_than_the_file_can_hold_is_refused_before_memory_is_taken(tmp_path, gz):
+    header = idx_header(100_000, 28, 28)  # 78.4 MB of images, in a file of 1 KiB
+    bad = idx_folder_with(tmp_path, "x_train", (gzip.compress if gz else bytes)(header + bytes(1000)))
+    if not gz:
+        bad = bad.rename(bad.with_suffix(""))
+    tracemalloc.start()
+    try:
+        with pytest.raises(QuantlabError) as excinfo:
+            datasets.load("mnist", data_dir=tmp_path / "mnist")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "100000 x 28 x 28 = 78400000 bytes" in message
+    assert ("compressed bytes can hold (gzip expands at most 1032-fold)" if gz
+            else "but the file has 1000") in message
+    assert peak < 16 << 20
 
 
 def test_image_and_label_counts_that_differ_are_reported(tmp_path):
