@@ -247,13 +247,23 @@ def time_net(config, net, artifacts, runtimes, progress):
             for _ in results():  # the summary after the last case
                 pass
         if child.returncode != 0 or not report.is_file():
-            tail = " | ".join(line.strip() for line in lines[-3:])
-            raise QuantlabError(f"the timing run for {net} failed: {tail}")
+            raise QuantlabError(f"the timing run for {net} failed: {suite_error(lines)}")
         return timed_cases(json.loads(report.read_text()))
 
 
 def rounds_budget(config):
     return QUICK_ROUNDS if config.quick else FULL_ROUNDS
+
+
+def suite_error(lines):
+    """The latency suite's own error in pytest's output: a usage error's reason (a manifest
+    the suite refused), else the exception the first failed case raised, else the last lines."""
+    lines = [line.strip() for line in lines if line.strip()]
+    for line in lines:
+        if re.match(r"\S+( -m pytest)?: error: ", line):  # argparse: "pytest: error: argument ..."
+            return line.split(": error: ", 1)[1]
+    raised = [line[1:].strip() for line in lines if re.match(r"E +[\w.]*(Error|Exception): ", line)]
+    return re.sub(r"^[\w.]*\.", "", raised[0]) if raised else " | ".join(lines[-3:])
 
 
 def timed_cases(benchmark_json):

@@ -186,6 +186,26 @@ def _failure(stderr, log):
     return _process.failure("valgrind", 1, stderr, log)
 
 
+# --- the timing child says why it failed ------------------------------------------------------
+
+def test_a_failed_timing_run_names_the_suites_own_reason_not_pytests_last_lines(tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    from quantlab import study
+    from quantlab.progress import Progress
+
+    config = study.StudyConfig(dataset="digits", nets=("conv",), variants=("float32",),
+                               runtimes=("litert",), batch_sizes=(1,), quick=True, out=tmp_path / "out")
+    gone = tmp_path / "gone" / "float32.tflite"  # removed after export, say
+    artifacts = {"float32": SimpleNamespace(path=gone, sha256=None, precision=None)}
+    with pytest.raises(QuantlabError) as caught:
+        study.time_net(config, "conv", artifacts, ("litert",), Progress(io.StringIO(), bars=False))
+    assert str(caught.value).startswith("the timing run for conv failed: argument --quantlab-artifacts")
+    assert str(caught.value).endswith(f"no model file at {gone}")
+    assert "rootdir" not in str(caught.value) and "\n" not in str(caught.value)
+
+
 # --- special files in place of a model ---------------------------------------------------------
 
 def special_files(folder):
