@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from quantlab import training, variants
+from quantlab import runtime, training, variants
 from quantlab.errors import QuantlabError
 
 RESAVE = "save the model again with model.save('model.keras')"
@@ -74,6 +74,7 @@ def read_model_file(path):
     """The bytes of the model file at ``path``, or a one-line error saying why not."""
     path = Path(path)
     try:
+        runtime.check_regular(path)  # a FIFO would block the read, /dev/zero never end it
         return path.read_bytes()
     except FileNotFoundError:
         raise QuantlabError(f"no model file at {path}; give a model saved with "

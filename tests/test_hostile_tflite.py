@@ -228,6 +228,14 @@ def test_counters_on_a_fifo_or_dev_zero_is_one_line_and_never_blocks(tmp_path):
         one_line_error(result, f"{path} is {kind}")
 
 
+def test_run_with_model_on_a_fifo_or_dev_zero_is_one_line_and_never_blocks(tmp_path):
+    files = special_files(tmp_path)
+    for kind in ("a FIFO", "a device"):
+        result = quantlab("run", "--model", str(files[kind]), "--dataset", "digits", "--quick",
+                          "--out", str(tmp_path / "out"), "--counters", "off")
+        one_line_error(result, f"{files[kind]} is {kind}, not a model file")
+
+
 # --- mutation fuzzing ---------------------------------------------------------------------------
 
 MUTANTS = 300  # seeded byte mutations of the tiny float32 and int8 models

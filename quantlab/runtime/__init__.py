@@ -131,6 +131,15 @@ def read(path, limit=MAX_MODEL_BYTES, what="model file"):
     return content, hashlib.sha256(content).hexdigest()
 
 
+def check_regular(path, limit=MAX_MODEL_BYTES, what="model file"):
+    """Refuse, before it is opened, a path that is a FIFO, device, socket or /proc file, or
+    larger than ``limit``. A missing path raises FileNotFoundError and a folder passes: the
+    caller names those in its own words."""
+    status = os.stat(path)
+    if not stat.S_ISDIR(status.st_mode):
+        _check_regular(path, status, limit, what)
+
+
 def _check_regular(path, status, limit, what):
     if stat.S_ISDIR(status.st_mode):
         raise QuantlabError(f"{path} is a folder, not a {what}")
