@@ -172,8 +172,7 @@ def _fresh_process(arguments, what):
             done = subprocess.run(command, cwd=scratch, env=worker_env(), stdin=subprocess.DEVNULL,
                                   capture_output=True, text=True, errors="replace", timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
-            raise QuantlabError(f"{what} did not finish within {TIMEOUT} s; is the machine "
-                                f"short of memory?") from None
+            raise QuantlabError(f"{what} did not finish within {TIMEOUT} s") from None
     lines = [line for line in done.stderr.splitlines() if line.startswith(ERROR_MARK)]
     if lines:
         raise QuantlabError(lines[-1][len(ERROR_MARK):])
@@ -193,25 +192,13 @@ def baseline(name, fmt):
     return _baselines[(name, fmt)]
 
 
-def _format_of(path):
-    """The file's format from its first bytes, for the baseline; None if it has none (its
-    loading then fails with the one-line reason)."""
-    from quantlab import runtime
-
-    try:
-        with open(path, "rb") as file:
-            return runtime.format_of(file.read(8))
-    except OSError:
-        return None
-
-
 def summarize(samples, empty):
     """Median and spread ([min, max]) of each figure over the fresh processes; memory as peak
     bytes above the empty process's ``empty["peak_bytes"]``."""
     values = {figure: [sample[figure] for sample in samples] for figure in FIGURES[:4]}
     for after in ("load", "first"):
-        values[f"rss_after_{after}_bytes"] = [sample[f"peak_after_{after}_bytes"] - empty["peak_bytes"]
-                                              for sample in samples]
+        values[f"rss_after_{after}_bytes"] = [
+            sample[f"peak_after_{after}_bytes"] - empty["peak_bytes"] for sample in samples]
     record = {figure: statistics.median(values[figure]) for figure in FIGURES}
     record["spread"] = {figure: [min(values[figure]), max(values[figure])] for figure in FIGURES}
     first = samples[0]
@@ -226,31 +213,41 @@ def measure(path, runtime_name, threads=1, precision=None, sha256=None, repeats=
     """Deployment costs of the model file at ``path`` on ``runtime_name``: ``repeats`` fresh
     processes (median and spread) and one empty one; a file that cannot be loaded is a
     one-line QuantlabError."""
-    from quantlab.runtime import check_runtime, whole_number
+    from quantlab import runtime
 
-    check_runtime(runtime_name)
-    repeats = whole_number(repeats, "repeats")
+    runtime.check_runtime(runtime_name)
+    repeats = runtime.whole_number(repeats, "repeats")
     path = Path(path).resolve()  # the child runs in a folder of its own
-    fmt = _format_of(path)
+    # Read as every model file is (a folder, a FIFO or a device is refused in one line): its
+    # format decides what the runtime imports. None for no known format: loading it then
+    # fails with its own one-line reason.
+    content = runtime.read(path)[0]
+    fmt, file_bytes = runtime.format_of(content), len(content)
+    del content
     arguments = [str(path), "--runtime", runtime_name, *(["--format", fmt] if fmt else []),
-                 "--threads", str(whole_number(threads, "threads")),
-                 "--batch-size", str(whole_number(batch_size, "batch size"))]
-    arguments += (["--precision", precision] if precision else []) + (["--sha256", sha256] if sha256 else [])
+                 "--threads", str(runtime.whole_number(threads, "threads")),
+                 "--batch-size", str(runtime.whole_number(batch_size, "batch size"))]
+    arguments += ((["--precision", precision] if precision else [])
+                  + (["--sha256", sha256] if sha256 else []))
     samples = [_fresh_process(arguments, f"loading {path.name} on {runtime_name}")
                for _ in range(repeats)]
     record = summarize(samples, baseline(runtime_name, samples[0]["format"]))
-    record["file_bytes"] = path.stat().st_size
+    record["file_bytes"] = file_bytes
     return record
 
 
 def measure_net(net, artifacts, pairs, threads=1, progress=None, repeats=REPEATS):
     """One record per (variant, runtime) of ``pairs`` for the artifacts ({variant: Artifact})
-    of ``net``: the figures of ``measure``, or ``not_run`` with the one-line reason."""
+    of ``net``: ``net``, ``variant``, ``runtime`` and the figures of ``measure`` (``FIGURES``:
+    medians; ``spread``: [min, max] of each; memory in bytes above ``baseline_rss_bytes``;
+    ``file_bytes``, ``repeats``, ``peak_reset``, ``format``, ``precision`` as executed,
+    ``threads``, ``batch_size``), or ``not_run`` with the one-line reason."""
     from quantlab.progress import Progress
 
     progress = progress or Progress()
     records = []
-    label = f"{net}: deployment costs, {repeats} fresh processes per (variant, runtime)"
+    label = (f"{net}: deployment costs, {repeats} fresh process{'es' if repeats > 1 else ''} "
+             f"per (variant, runtime)")
     for variant, runtime_name in progress.steps(pairs, label):
         artifact = artifacts[variant]
         try:

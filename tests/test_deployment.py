@@ -8,6 +8,7 @@ out by hand.
 
 import io
 import math
+import os
 
 import numpy as np
 import pytest
@@ -21,9 +22,9 @@ INPUTS, UNITS = 1024, 25600
 WEIGHT_BYTES = INPUTS * UNITS * 4  # float32: exactly 100 MiB, 104.9 MB
 
 
-def _weights():
+def _weights(inputs=INPUTS, units=UNITS):
     # Random, not zeros: pages of zeros could be left unbacked by a runtime that maps them.
-    return np.random.default_rng(0).standard_normal((INPUTS, UNITS), dtype=np.float32)
+    return np.random.default_rng(0).standard_normal((inputs, units), dtype=np.float32)
 
 
 def dense_tflite(path, weights):
@@ -121,7 +122,7 @@ def test_a_model_of_100_mib_of_weights_holds_at_least_that_much_more_than_an_emp
 
 def test_a_small_model_holds_far_less_than_the_big_one(measured_big, tmp_path):
     """The figure follows the model, not the runtime: the same layer with 1/100 the weights."""
-    small = dense_tflite(tmp_path / "small.tflite", _weights()[:, :UNITS // 100])
+    small = dense_tflite(tmp_path / "small.tflite", _weights(INPUTS, UNITS // 100))
     record = deployment.measure(small, "litert", repeats=2)
     assert record["repeats"] == 2
     big = measured_big("tflite", "litert")
@@ -139,14 +140,18 @@ def _artifact(variant, path):
 
 
 def test_a_model_that_fails_to_load_is_one_line_naming_it(tmp_path):
-    good = dense_tflite(tmp_path / "good.tflite", _weights()[:64, :10])
+    good = dense_tflite(tmp_path / "good.tflite", _weights(64, 10))
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(good.read_bytes()[:200])
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is no model")
+    fifo = tmp_path / "fifo.tflite"
+    os.mkfifo(fifo)  # opening it to read would wait for a writer forever
     for path, runtime_name, reason in [(truncated, "litert", "truncated or corrupt"),
                                        (garbage, "onnxruntime", "is not a TFLite model"),
-                                       (tmp_path / "missing.tflite", "litert", "no model file at")]:
+                                       (tmp_path / "missing.tflite", "litert", "no model file at"),
+                                       (fifo, "litert", "is a FIFO, not a model file"),
+                                       (tmp_path, "litert", "is a folder, not a model file")]:
         with pytest.raises(QuantlabError) as raised:
             deployment.measure(path, runtime_name, repeats=1)
         message = str(raised.value)
@@ -160,13 +165,13 @@ def test_a_model_that_fails_to_load_is_one_line_naming_it(tmp_path):
 
 
 def test_measure_net_gives_a_record_per_pair_and_the_reason_for_one_that_cannot_load(tmp_path):
-    good = dense_tflite(tmp_path / "float32.tflite", _weights()[:64, :10])
-    changed = _artifact("int8", dense_tflite(tmp_path / "int8.tflite", _weights()[:64, :10]))
-    changed.path.write_bytes(changed.path.read_bytes()[:-8] + bytes(8))  # after its sha256 was taken
+    good = dense_tflite(tmp_path / "float32.tflite", _weights(64, 10))
+    changed = _artifact("int8", dense_tflite(tmp_path / "int8.tflite", _weights(64, 10)))
+    changed.path.write_bytes(changed.path.read_bytes()[:-8] + bytes(8))  # after its sha256
     lines = io.StringIO()
-    records = deployment.measure_net("tiny", {"float32": _artifact("float32", good), "int8": changed},
-                                     [("float32", "litert"), ("float32", "openvino"),
-                                      ("int8", "litert")], threads=1,
+    artifacts = {"float32": _artifact("float32", good), "int8": changed}
+    pairs = [("float32", "litert"), ("float32", "openvino"), ("int8", "litert")]
+    records = deployment.measure_net("tiny", artifacts, pairs, threads=1,
                                      progress=Progress(lines, bars=False), repeats=1)
     assert [(r["net"], r["variant"], r["runtime"]) for r in records] == [
         ("tiny", "float32", "litert"), ("tiny", "float32", "openvino"), ("tiny", "int8", "litert")]
@@ -216,25 +221,27 @@ RECORDS = [
 
 
 def test_the_note_for_what_to_ship():
-    assert deployment.deployment_note(RECORDS[1]) == "loads in 0.81 s, first inference 17 ms, 120 MB resident"
-    assert deployment.deployment_note(RECORDS[0]) == "loads in 30 ms, first inference 270 µs, 14 MB resident"
-    assert deployment.deployment_note({**RECORDS[1], "load_seconds": 12.3}).startswith("loads in 12 s,")
-    assert deployment.deployment_note(RECORDS[2]) is None
+    note = deployment.deployment_note
+    assert note(RECORDS[1]) == "loads in 0.81 s, first inference 17 ms, 120 MB resident"
+    assert note(RECORDS[0]) == "loads in 30 ms, first inference 270 µs, 14 MB resident"
+    assert note({**RECORDS[1], "load_seconds": 12.3}).startswith("loads in 12 s,")
+    assert note(RECORDS[2]) is None
 
 
 def test_the_table_gives_every_pair_with_its_spread_and_how_memory_was_read():
     text = deployment.deployment_table({"deployment": RECORDS})
     lines = text.splitlines()
-    assert lines[0] == ("| network | variant | runtime | file | runtime import | load | first inference "
-                        "| steady inference | resident after load | after first inference |")
+    assert lines[0] == ("| network | variant | runtime | file | runtime import | load "
+                        "| first inference | steady inference | resident after load "
+                        "| after first inference |")
     assert lines[2] == ("| dense | int8 | litert | 3.79 MB | 40.000 ms ±0 % | 30.000 ms ±10 % "
                         "| 270.0 µs ±19 % | 120.0 µs ±0 % | 10.20 MB ±2 % | 13.60 MB ±0 % |")
-    assert lines[3] == ("| dense | float32 | openvino | 15.00 MB | 360.000 ms | 810.000 ms | 16.900 ms "
-                        "| 500.0 µs | 112.40 MB | 120.40 MB |")
-    assert lines[4] == "| dense | bf16 | openvino | failed | failed | failed | failed | failed | failed | failed |"
-    assert lines[6] == ("Median of 1/3 fresh processes each, ± half their range. Resident memory is the "
-                        "peak since just before loading (VmHWM), above an empty process that imported "
-                        "the same runtime: litert 55 MB, openvino 82 MB.")
+    assert lines[3] == ("| dense | float32 | openvino | 15.00 MB | 360.000 ms | 810.000 ms "
+                        "| 16.900 ms | 500.0 µs | 112.40 MB | 120.40 MB |")
+    assert lines[4] == "| dense | bf16 | openvino |" + " failed |" * 7
+    assert lines[6] == ("Median of 1/3 fresh processes each, ± half their range. Resident memory "
+                        "is the peak since just before loading (VmHWM), above an empty process "
+                        "that imported the same runtime: litert 55 MB, openvino 82 MB.")
     unreset = deployment.deployment_table({"deployment": [{**RECORDS[0], "peak_reset": False}]})
     assert "the peak since the process started (resetting it was not permitted)" in unreset
     assert deployment.deployment_table({"deployment": RECORDS[2:]}).count("\n") == 2
