@@ -292,14 +292,15 @@ def _with_spread(record, figure, show):
     return f"{show(median)} ±{50 * (high - low) / abs(median):.0f} %"
 
 
-def deployment_table(results):
-    """Markdown: per (net, variant, runtime) of ``results["deployment"]``, the file size, the
-    runtime's import, the load, the first and the steady inference, and the resident memory
-    after load and after the first inference; then how it was measured."""
+def deployment_table(results, net=None):
+    """Markdown: per (net, variant, runtime) of ``results["deployment"]`` (of ``net`` only, if
+    given), the file size, the runtime's import, the load, the first and the steady
+    inference, and the resident memory after load and after the first inference; then how it
+    was measured."""
     from quantlab.report import megabytes
     from quantlab.tables import markdown_table, seconds
 
-    records = results.get("deployment") or []
+    records = [r for r in results.get("deployment") or [] if net in (None, r["net"])]
     rows = []
     for record in records:
         where = [record["net"], record["variant"], record["runtime"]]

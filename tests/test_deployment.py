@@ -245,3 +245,6 @@ def test_the_table_gives_every_pair_with_its_spread_and_how_memory_was_read():
     unreset = deployment.deployment_table({"deployment": [{**RECORDS[0], "peak_reset": False}]})
     assert "the peak since the process started (resetting it was not permitted)" in unreset
     assert deployment.deployment_table({"deployment": RECORDS[2:]}).count("\n") == 2
+    other = {**RECORDS[1], "net": "conv"}
+    assert deployment.deployment_table({"deployment": RECORDS + [other]}, net="dense") == text
+    assert deployment.deployment_table({"deployment": RECORDS + [other]}, net="conv").count("\n") == 4
