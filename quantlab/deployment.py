@@ -316,16 +316,18 @@ def deployment_table(results, net=None):
     measured = [r for r in records if not r.get("not_run")]
     if not measured:
         return table
+    # One empty process per runtime and file format (what the runtime imports differs).
     empty = {}
     for record in measured:
-        empty.setdefault(record["runtime"], record["baseline_rss_bytes"])
+        empty.setdefault(record["runtime"], {})[record["format"]] = record["baseline_rss_bytes"]
+    named = [f"{name} {_prose_megabytes(n)}" + (f" ({fmt})" if len(formats) > 1 else "")
+             for name, formats in empty.items() for fmt, n in formats.items()]
     repeats = sorted({r["repeats"] for r in measured})
     how = ("the peak since just before loading" if all(r["peak_reset"] for r in measured)
            else "the peak since the process started (resetting it was not permitted)")
     return (f"{table}\n\nMedian of {'/'.join(map(str, repeats))} fresh processes each, ± half "
             f"their range. Resident memory is {how} (VmHWM), above an empty process that "
-            f"imported the same runtime: "
-            + ", ".join(f"{name} {_prose_megabytes(n)}" for name, n in empty.items()) + ".")
+            f"imported the same runtime: {', '.join(named)}.")
 
 
 if __name__ == "__main__":

@@ -207,14 +207,14 @@ RECORDS = [
     {"net": "dense", "variant": "int8", "runtime": "litert", "file_bytes": 3_794_600,
      "import_seconds": 0.04, "load_seconds": 0.03, "first_inference_seconds": 0.00027,
      "steady_seconds": 0.00012, "rss_after_load_bytes": 10.2e6, "rss_after_first_bytes": 13.6e6,
-     "baseline_rss_bytes": 54.7e6, "repeats": 3, "peak_reset": True,
+     "baseline_rss_bytes": 54.7e6, "repeats": 3, "peak_reset": True, "format": "tflite",
      "spread": {"import_seconds": [0.04, 0.04], "load_seconds": [0.027, 0.033],
                 "first_inference_seconds": [0.00025, 0.00035], "steady_seconds": [0.00012, 0.00012],
                 "rss_after_load_bytes": [10.0e6, 10.4e6], "rss_after_first_bytes": [13.6e6, 13.6e6]}},
     {"net": "dense", "variant": "float32", "runtime": "openvino", "file_bytes": 14_996_048,
      "import_seconds": 0.36, "load_seconds": 0.81, "first_inference_seconds": 0.0169,
      "steady_seconds": 0.0005, "rss_after_load_bytes": 112.4e6, "rss_after_first_bytes": 120.4e6,
-     "baseline_rss_bytes": 81.6e6, "repeats": 1, "peak_reset": True,
+     "baseline_rss_bytes": 81.6e6, "repeats": 1, "peak_reset": True, "format": "tflite",
      "spread": {figure: [0, 0] for figure in deployment.FIGURES}},
     {"net": "dense", "variant": "bf16", "runtime": "openvino", "not_run": "no bf16 here"},
 ]
@@ -245,6 +245,9 @@ def test_the_table_gives_every_pair_with_its_spread_and_how_memory_was_read():
     unreset = deployment.deployment_table({"deployment": [{**RECORDS[0], "peak_reset": False}]})
     assert "the peak since the process started (resetting it was not permitted)" in unreset
     assert deployment.deployment_table({"deployment": RECORDS[2:]}).count("\n") == 2
+    onnx = {**RECORDS[1], "variant": "onnx_float32", "format": "onnx", "baseline_rss_bytes": 85.1e6}
+    assert deployment.deployment_table({"deployment": RECORDS + [onnx]}).endswith(
+        "litert 55 MB, openvino 82 MB (tflite), openvino 85 MB (onnx).")
     other = {**RECORDS[1], "net": "conv"}
     assert deployment.deployment_table({"deployment": RECORDS + [other]}, net="dense") == text
     assert deployment.deployment_table({"deployment": RECORDS + [other]}, net="conv").count("\n") == 4
