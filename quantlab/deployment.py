@@ -325,9 +325,10 @@ def deployment_table(results, net=None):
     repeats = sorted({r["repeats"] for r in measured})
     how = ("the peak since just before loading" if all(r["peak_reset"] for r in measured)
            else "the peak since the process started (resetting it was not permitted)")
-    return (f"{table}\n\nMedian of {'/'.join(map(str, repeats))} fresh processes each, ± half "
-            f"their range. Resident memory is {how} (VmHWM), above an empty process that "
-            f"imported the same runtime: {', '.join(named)}.")
+    processes = ("One fresh process each." if repeats == [1] else
+                 f"Median of {'/'.join(map(str, repeats))} fresh processes each, ± half their range.")
+    return (f"{table}\n\n{processes} Resident memory is {how} (VmHWM), above an empty process "
+            f"that imported the same runtime: {', '.join(named)}.")
 
 
 if __name__ == "__main__":

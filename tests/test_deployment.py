@@ -244,6 +244,8 @@ def test_the_table_gives_every_pair_with_its_spread_and_how_memory_was_read():
                         "that imported the same runtime: litert 55 MB, openvino 82 MB.")
     unreset = deployment.deployment_table({"deployment": [{**RECORDS[0], "peak_reset": False}]})
     assert "the peak since the process started (resetting it was not permitted)" in unreset
+    assert "\n\nOne fresh process each. Resident" in deployment.deployment_table(
+        {"deployment": RECORDS[1:]})
     assert deployment.deployment_table({"deployment": RECORDS[2:]}).count("\n") == 2
     onnx = {**RECORDS[1], "variant": "onnx_float32", "format": "onnx", "baseline_rss_bytes": 85.1e6}
     assert deployment.deployment_table({"deployment": RECORDS + [onnx]}).endswith(
