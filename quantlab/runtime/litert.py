@@ -5,11 +5,14 @@ same as ``litert-benchmark``'s ``CompiledModel.run_by_index`` on buffers it fill
 (within 2 % at batch 1 and 64), so no faster honest path is left on the table.
 """
 
+import math
+
 import numpy as np
 
 from quantlab._tf import without_native_noise
 from quantlab.defaults import KERNELS
 from quantlab.errors import QuantlabError
+from quantlab.runtime import tflite_check
 from quantlab.runtime.base import Predictor, dequantize, first_line, runtime_failure
 
 FORMATS = ("tflite",)
@@ -37,12 +40,14 @@ class LiteRTPredictor(Predictor):
         except Exception as error:  # LiteRT's checks raise ValueError, RuntimeError and more
             raise QuantlabError(f"{path} is truncated or corrupt ({first_line(error)}); "
                                 f"export it again") from None
+        self._computed = tflite_check.check(path, content)["computed"]
         try:
             inp = self.interpreter.get_input_details()[0]
             out = self.interpreter.get_output_details()[0]
             self.precision = self._precision()
         except Exception as error:
             raise runtime_failure(path, "LiteRT reading it", first_line(error)) from None
+        check_computed_sizes(path, self.interpreter, self._computed, int(inp["shape"][0]))
         self._input_index, self._output_index = inp["index"], out["index"]
         self.input_shape = tuple(int(d) for d in inp["shape"][1:])
         self.input_dtype, self.output_dtype = inp["dtype"], out["dtype"]
@@ -80,6 +85,7 @@ class LiteRTPredictor(Predictor):
         except Exception as error:
             raise runtime_failure(self.path, f"LiteRT resizing it to batch {batch}",
                                   first_line(error)) from None
+        check_computed_sizes(self.path, self.interpreter, self._computed, batch)
         self._batch = batch
 
     def prepare(self, x):
@@ -103,6 +109,47 @@ class LiteRTPredictor(Predictor):
             scale, zero_point = self.output_quantization
             return dequantize(raw, scale, zero_point)
         return raw.astype(np.float32, copy=False)
+
+
+def check_computed_sizes(path, interpreter, computed, batch):
+    """Refuse a model whose tensors, at the shapes LiteRT worked out when it allocated them,
+    take more than ``tflite_check.MAX_ACTIVATION_BYTES`` per image of ``batch``.
+
+    Allocating only reserves LiteRT's arena (measured: 45 MiB resident with a 400 MB tensor
+    planned), so this runs before any of it is touched. ``computed``: the tensor indices
+    from ``tflite_check.check``; weights are left out, being bounded by the file's size.
+    """
+    try:
+        details = {t["index"]: t for t in interpreter.get_tensor_details()}
+        taken = sum(math.prod(int(d) for d in details[i]["shape"]) * np.dtype(details[i]["dtype"]).itemsize
+                    for i in computed if i in details)
+    except Exception as error:
+        raise runtime_failure(path, "LiteRT working out its shapes", first_line(error)) from None
+    limit = tflite_check.MAX_ACTIVATION_BYTES * max(batch, 1)
+    if taken > limit:
+        raise QuantlabError(f"{path} takes {taken >> 20} MiB for its activations at batch {batch} "
+                            f"once LiteRT has worked out their shapes, more than the "
+                            f"{tflite_check.MAX_ACTIVATION_BYTES >> 20} MiB per image quantlab allows: "
+                            f"shapes made from its constants (a FILL, a PAD, a broadcast) are far "
+                            f"larger than it declares")
+
+
+def check_model(path, content):
+    """``check_computed_sizes`` for a runtime that folds constants while it reads a model
+    (OpenVINO), before it does: LiteRT's shapes, at the batch the file declares."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    computed = tflite_check.check(path, content)["computed"]
+    try:
+        with without_native_noise():
+            interpreter = Interpreter(model_content=content, experimental_op_resolver_type=(
+                OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+            interpreter.allocate_tensors()
+        batch = int(interpreter.get_input_details()[0]["shape"][0])
+    except Exception as error:
+        raise QuantlabError(f"{path} is truncated or corrupt ({first_line(error)}); "
+                            f"export it again") from None
+    check_computed_sizes(path, interpreter, computed, batch)
 
 
 def load(path, content, sha256, version, threads=None, kernels="xnnpack", precision=None):

@@ -142,8 +142,13 @@ class _Reader:
 def check(path, content):
     """Raise a one-line QuantlabError naming ``path`` unless ``content`` is a .tflite model
     that quantlab's runtimes can load safely; else return what was read: the number of
-    tensors, the input's shape, the bytes of activations declared, and the (scale, zero
-    point) of the input and output (None for a float one)."""
+    tensors, the input's shape, the bytes of activations declared, the indices of the
+    tensors a runtime computes (``computed``: all but the weights), and the (scale, zero
+    point) of the input and output (None for a float one).
+
+    Declared shapes are what the converter wrote; a runtime works out the real ones, which
+    ops that take their output shape from constants (FILL, PAD, broadcasts) can make far
+    larger: ``quantlab.runtime.litert.check_computed_sizes`` checks those."""
     try:
         return _check(_Reader(content))
     except _Malformed as problem:
@@ -226,6 +231,7 @@ def _graph(reader, graph, buffers, opcodes):
                          f"inference")
     ends = (tensors[inputs[0]], tensors[outputs[0]])
     return {"tensors": len(tensors), "input_shape": ends[0]["shape"], "activation_bytes": allocated,
+            "computed": [i for i, t in enumerate(tensors) if not t["constant"]],
             # (scale, zero point) of an integer input and output, as LiteRT reports them
             "quantization": tuple((float(t["quantization"][0][0]), float(t["quantization"][1][0]))
                                   if t["type"] != "FLOAT32" else None for t in ends)}
