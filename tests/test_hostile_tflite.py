@@ -95,6 +95,16 @@ def test_a_hand_made_malformed_tflite_is_refused_in_one_line_before_any_runtime_
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("case", ["tensor name not UTF-8", "schema version", "input out of range"])
+def test_counters_on_a_malformed_tflite_says_what_is_wrong_with_the_file_not_valgrinds_last_line(
+        tiny_models, tmp_path, case):
+    change, message = HAND_MADE[case]
+    path = rewritten(tiny_models["int8"], change, tmp_path, "crafted.tflite")
+    result = quantlab("counters", str(path), "--backend", "valgrind")
+    one_line_error(result, str(path), message)
+    assert "==" not in result.stderr  # nothing of valgrind's
+
+
 def test_the_unchanged_rewrite_still_loads_and_predicts_as_the_original(tiny_models, tmp_path):
     """The control: rewriting alone breaks nothing, so each refusal above is the change's."""
     images = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
@@ -242,7 +252,8 @@ def test_a_worker_error_that_is_no_quantlab_error_still_comes_out_as_its_one_mar
 
 
 def test_an_unmarked_worker_failure_shows_the_workers_last_line_not_the_tools():
-    stderr = 'Traceback (most recent call last):\n  File "x.py", line 1\nIndexError: list index out of range\n'
+    stderr = ('Traceback (most recent call last):\n  File "x.py", line 1\n'
+              'IndexError: list index out of range\n')
     log = "==3399== LL refs: 10\n==3399== LL miss rate: 0.0%\n"
     assert str(_failure(stderr, log)) == ("counting under valgrind failed (exit status 1): "
                                           "IndexError: list index out of range")

@@ -61,20 +61,20 @@ class _Reader:
         self.content = memoryview(content)
         self.size = len(content)
 
-    def _unpack(self, fmt, at, what):
+    def number(self, fmt, at, what):
         if at < 0 or at + struct.calcsize(fmt) > self.size:
             raise _Malformed(f"{what} points outside the file")
         return struct.unpack_from(fmt, self.content, at)[0]
 
     def table(self, at, what):
         """(position, vtable entries) of the table at ``at``."""
-        vtable = at - self._unpack("<i", at, what)
-        vtable_size = self._unpack("<H", vtable, what)
-        table_size = self._unpack("<H", vtable + 2, what)
+        vtable = at - self.number("<i", at, what)
+        vtable_size = self.number("<H", vtable, what)
+        table_size = self.number("<H", vtable + 2, what)
         if vtable_size < 4 or vtable_size % 2 or vtable + vtable_size > self.size \
                 or at + table_size > self.size:
             raise _Malformed(f"{what} is not a valid table")
-        fields = [self._unpack("<H", vtable + 4 + 2 * i, what) for i in range((vtable_size - 4) // 2)]
+        fields = [self.number("<H", vtable + 4 + 2 * i, what) for i in range((vtable_size - 4) // 2)]
         for offset in fields:
             if offset and offset + 1 > table_size:
                 raise _Malformed(f"{what} has a field outside its table")
@@ -90,18 +90,18 @@ class _Reader:
 
     def scalar(self, table, index, fmt, default, what):
         at = self._field(table, index)
-        return default if at is None else self._unpack(fmt, at, what)
+        return default if at is None else self.number(fmt, at, what)
 
-    def _target(self, table, index, what):
+    def target(self, table, index, what):
         at = self._field(table, index)
-        return None if at is None else at + self._unpack("<I", at, what)
+        return None if at is None else at + self.number("<I", at, what)
 
     def vector(self, table, index, fmt, what):
         """The vector's values (numbers), or () when the field is absent."""
-        start = self._target(table, index, what)
+        start = self.target(table, index, what)
         if start is None:
             return ()
-        count = self._unpack("<I", start, what)
+        count = self.number("<I", start, what)
         width = struct.calcsize(fmt)
         if start + 4 + count * width > self.size:
             raise _Malformed(f"{what} ({count} entries) runs past the end of the file")
@@ -109,30 +109,30 @@ class _Reader:
 
     def byte_count(self, table, index, what):
         """The length of a byte vector, checked to lie inside the file (0 when absent)."""
-        start = self._target(table, index, what)
+        start = self.target(table, index, what)
         if start is None:
             return 0
-        count = self._unpack("<I", start, what)
+        count = self.number("<I", start, what)
         if start + 4 + count > self.size:
             raise _Malformed(f"{what} ({count} bytes) runs past the end of the file")
         return count
 
     def tables(self, table, index, what):
         """The tables of a vector of tables, each checked."""
-        start = self._target(table, index, what)
+        start = self.target(table, index, what)
         if start is None:
             return []
-        count = self._unpack("<I", start, what)
+        count = self.number("<I", start, what)
         if start + 4 + 4 * count > self.size:
             raise _Malformed(f"{what} ({count} entries) runs past the end of the file")
-        return [self.table(start + 4 + 4 * i + self._unpack("<I", start + 4 + 4 * i, what),
+        return [self.table(start + 4 + 4 * i + self.number("<I", start + 4 + 4 * i, what),
                            f"{what}[{i}]") for i in range(count)]
 
     def string(self, table, index, what):
         length = self.byte_count(table, index, what)
         if not length:
             return ""
-        start = self._target(table, index, what) + 4
+        start = self.target(table, index, what) + 4
         try:
             return bytes(self.content[start:start + length]).decode("utf-8")
         except UnicodeDecodeError:
@@ -160,7 +160,7 @@ def check(path, content):
 def _check(reader):
     if reader.size < 8 or bytes(reader.content[4:8]) != b"TFL3":
         raise _Malformed("no TFL3 identifier")
-    model = reader.table(reader._unpack("<I", 0, "the root table"), "the model table")
+    model = reader.table(reader.number("<I", 0, "the root table"), "the model table")
     version = reader.scalar(model, _MODEL_VERSION, "<I", 0, "the schema version")
     if version != SCHEMA_VERSION:
         raise _Malformed(f"schema version {version}, where LiteRT reads version {SCHEMA_VERSION}")
@@ -270,7 +270,7 @@ def _tensor(reader, tensor, index, buffers):
 def _quantization(reader, tensor, what):
     if not reader.has(tensor, _TENSOR_QUANT):
         return (), ()
-    at = reader._target(tensor, _TENSOR_QUANT, what)
+    at = reader.target(tensor, _TENSOR_QUANT, what)
     table = reader.table(at, f"{what}'s quantization")
     return (reader.vector(table, _QUANT_SCALE, "<f", f"{what}'s scales"),
             reader.vector(table, _QUANT_ZERO_POINT, "<q", f"{what}'s zero points"))
