@@ -127,7 +127,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_run(args):
-    from quantlab import study
+    from quantlab import machine, study
+
+    machine.identity()  # a QUANTLAB_MACHINE that is no plain name is refused before any work
 
     config = study.StudyConfig(
         dataset=args.dataset, nets=args.nets, variants=args.variants, runtimes=args.runtimes,

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 import quantlab
-from quantlab import cache, defaults, tables
+from quantlab import cache, defaults, safe_text, tables
 from quantlab.defaults import RUNTIMES, VARIANTS
 from quantlab.errors import QuantlabError
 
@@ -26,6 +26,17 @@ READS = defaults.SCHEMA  # the results.json schema this module reads
 MAX_BYTES = 64 * 1024 * 1024  # far above any study's results.json; refuses a huge file unread
 ACCURACY_TOLERANCE = defaults.ACCURACY_TOLERANCE
 _FIX = "give the results.json that `quantlab run` wrote, or the report folder that holds it"
+# The range of each kind of quantity a results file may hold, far wider than any study
+# measures (a nanosecond to an hour per batch, up to a TiB): a number outside it is an edited
+# or damaged file, and would overflow to infinity or divide by zero in the ratios below.
+PLAUSIBLE = {
+    "seconds": (1e-9, 3600.0),
+    "bytes": (1, 1 << 40),
+    "count": (1, 1 << 31),  # images, cores, threads, batch sizes
+    "MHz": (1, 1e6),
+    "fraction": (0, 1),  # accuracy, agreement
+    "points": (-100, 100),  # accuracy change
+}
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -125,20 +136,30 @@ class _Checker:
             self.fail(field, "is not a name")
         return value
 
-    def number(self, value, field, optional=False, positive=False):
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or (positive and value <= 0):
-            self.fail(field, f"is not a {'positive ' if positive else ''}number")
+    def plain(self, value, field):
+        """A name that quantlab itself gives (a variant, a runtime): a plain name."""
+        if not safe_text.is_plain_name(value):
+            self.fail(field, "is not a plain name")
         return value
 
-    def whole(self, value, field, optional=False):
+    def number(self, value, field, kind, optional=False, whole=False):
+        """A number of ``kind`` (a key of PLAUSIBLE), within its range."""
         if value is None and optional:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            self.fail(field, "is not a whole number of at least 1")
+        low, high = PLAUSIBLE[kind]
+        number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+        if not number or not math.isfinite(value) or not low <= value <= high:
+            shown = f"is {value:g}" if number else "is not a number"
+            self.fail(field, f"{shown}: expected a {'whole ' if whole else ''}number of "
+                             f"{kind} from {low:g} to {high:g}")
         return value
+
+
+def _names(check, row, field):
+    """The net, variant and runtime of a case or an accuracy row."""
+    check.text(row.get("net"), f"{field}.net")
+    check.plain(row.get("variant"), f"{field}.variant")
+    check.plain(row.get("runtime"), f"{field}.runtime")
 
 
 def _machine(results, number):
@@ -162,21 +183,21 @@ def _machine(results, number):
         "host": check.text(machine.get("host"), "machine.host", optional=True),
         "cpu": {"model": check.text(cpu.get("model"), "machine.cpu.model", optional=True) or "unknown",
                 "available_cores": check.number(cpu.get("available_cores"),
-                                                "machine.cpu.available_cores", optional=True),
+                                                "machine.cpu.available_cores", "count", optional=True),
                 "logical_cores": check.number(cpu.get("logical_cores"), "machine.cpu.logical_cores",
-                                              optional=True),
-                "mhz": check.number(cpu.get("mhz"), "machine.cpu.mhz", optional=True),
+                                              "count", optional=True),
+                "mhz": check.number(cpu.get("mhz"), "machine.cpu.mhz", "MHz", optional=True),
                 "flags": sorted(k for k, v in check.mapping(cpu.get("flags") or {},
                                                             "machine.cpu.flags").items() if v is True),
-                "caches": {k: check.number(v, f"machine.cpu.caches.{k}") for k, v in
+                "caches": {k: check.number(v, f"machine.cpu.caches.{k}", "bytes") for k, v in
                            check.mapping(cpu.get("caches") or {}, "machine.cpu.caches").items()}},
         "versions": {k: v for k, v in versions.items() if v},
-        "threads": check.number(machine.get("threads"), "machine.threads", optional=True),
+        "threads": check.number(machine.get("threads"), "machine.threads", "count", optional=True),
         "counter_backend": check.text(machine.get("counter_backend"), "machine.counter_backend",
                                       optional=True),
-        "runtimes": [check.text(r, "runtimes") for r in runtimes],
+        "runtimes": [check.plain(r, "runtimes") for r in runtimes],
         "dataset": check.text(dataset.get("name"), "dataset.name", optional=True),
-        "test_images": check.number(dataset.get("test"), "dataset.test", optional=True),
+        "test_images": check.number(dataset.get("test"), "dataset.test", "count", optional=True),
         "quick": config.get("quick") is True,
         "quantlab": check.text(results.get("quantlab"), "quantlab", optional=True),
         "artifacts": {}, "cases": {}, "accuracy": {},
@@ -190,26 +211,26 @@ def _machine(results, number):
             sha = check.text(meta.get("sha256"), f"{field}.sha256")
             if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
                 check.fail(f"{field}.sha256", "is not a sha256")
-            record["artifacts"][(check.text(net, "net"), check.text(variant, "variant"))] = {
-                "sha256": sha, "bytes": check.number(meta.get("bytes"), f"{field}.bytes", optional=True)}
+            record["artifacts"][(check.text(net, "net"), check.plain(variant, field))] = {
+                "sha256": sha,
+                "bytes": check.number(meta.get("bytes"), f"{field}.bytes", "bytes", optional=True)}
     for number, case in enumerate(check.items(results["cases"], "cases")):
         field = f"cases[{number}]"
-        for key in ("net", "variant", "runtime"):
-            check.text(case.get(key), f"{field}.{key}")
-        check.whole(case.get("batch_size"), f"{field}.batch_size")
-        check.whole(case.get("threads"), f"{field}.threads", optional=True)
+        _names(check, case, field)
+        check.number(case.get("batch_size"), f"{field}.batch_size", "count", whole=True)
+        check.number(case.get("threads"), f"{field}.threads", "count", optional=True, whole=True)
         if not case.get("not_run"):
-            check.number(case.get("median"), f"{field}.median", positive=True)
-            check.number(case.get("per_image"), f"{field}.per_image", optional=True)
+            check.number(case.get("median"), f"{field}.median", "seconds")
+            check.number(case.get("per_image"), f"{field}.per_image", "seconds", optional=True)
             check.text(case.get("precision"), f"{field}.precision", optional=True)
         record["cases"][tables.case_key(case)] = case
     for number, row in enumerate(check.items(results.get("accuracy") or [], "accuracy")):
         field = f"accuracy[{number}]"
-        for key in ("net", "variant", "runtime"):
-            check.text(row.get(key), f"{field}.{key}")
+        _names(check, row, field)
         if not row.get("not_run"):
-            for key in ("accuracy", "delta_points", "agreement"):
-                check.number(row.get(key), f"{field}.{key}")
+            for key, kind in (("accuracy", "fraction"), ("delta_points", "points"),
+                              ("agreement", "fraction")):
+                check.number(row.get(key), f"{field}.{key}", kind)
         record["accuracy"][(row["net"], row["variant"], row["runtime"])] = row
     if record["name"] is None:  # written before machines had names: the CPU and the folder
         source = Path(record["source"]) if record["source"] else None
@@ -238,11 +259,18 @@ def _machines(results_list):
 
 
 # --- the comparison ---------------------------------------------------------------------------
+#
+# Its cost grows linearly with the cases (a file may hold hundreds of thousands): every case
+# is found by its key in a dict, every order is a dict of positions, and nothing loops over
+# all cases once per net, batch size or case.
 
-def _order(values, known):
-    """Known names in their canonical order, then the others as first seen."""
-    values = list(dict.fromkeys(values))
-    return sorted(values, key=lambda v: (known.index(v) if v in known else len(known), values.index(v)))
+def _rank(values, known=()):
+    """{name: position}: the ``known`` names in their canonical order, then the others as
+    first seen."""
+    first = {value: number for number, value in enumerate(dict.fromkeys(values))}
+    canonical = {name: number for number, name in enumerate(known)}
+    ordered = sorted(first, key=lambda v: (canonical.get(v, len(canonical)), first[v]))
+    return {value: number for number, value in enumerate(ordered)}
 
 
 def _nets(machines):
@@ -253,11 +281,10 @@ def _nets(machines):
 def _case_keys(machines):
     """Every case any machine has: by net, batch, threads, runtime, variant."""
     keys = {key for m in machines for key in m["cases"]}
-    nets = _nets(machines)
-    runtimes = _order((k[2] for k in keys), list(RUNTIMES))
-    variants = _order((k[1] for k in keys), list(VARIANTS))
-    return sorted(keys, key=lambda k: (nets.index(k[0]), k[3], k[4], runtimes.index(k[2]),
-                                       variants.index(k[1])))
+    nets = _rank(_nets(machines))
+    runtimes = _rank((k[2] for k in keys), RUNTIMES)
+    variants = _rank((k[1] for k in keys), VARIANTS)
+    return sorted(keys, key=lambda k: (nets[k[0]], k[3], k[4], runtimes[k[2]], variants[k[1]]))
 
 
 def _reference_key(key):
@@ -305,12 +332,17 @@ def _keeps_accuracy(machine, case):
 
 def _fastest_entries(machines):
     """Per net, batch size and threads: each machine's fastest option, and the fastest machine."""
+    candidates = {}  # {(net, batch, threads): {machine name: [cases]}}
+    for machine in machines:
+        for key, case in machine["cases"].items():
+            if _timed(case) and _keeps_accuracy(machine, case):
+                candidates.setdefault((key[0], key[3], key[4]), {}).setdefault(
+                    machine["name"], []).append(case)
     entries = []
     for net, batch, threads in dict.fromkeys((k[0], k[3], k[4]) for k in _case_keys(machines)):
         best = {}
         for machine in machines:
-            options = [c for k, c in machine["cases"].items() if (k[0], k[3], k[4]) == (net, batch, threads)
-                       and _timed(c) and _keeps_accuracy(machine, c)]
+            options = candidates.get((net, batch, threads), {}).get(machine["name"])
             if options:
                 case = min(options, key=lambda c: c["median"])
                 row = machine["accuracy"].get((net, case["variant"], case["runtime"])) or {}
@@ -331,10 +363,9 @@ def _fastest_entries(machines):
 
 def _accuracy_entries(machines):
     keys = list(dict.fromkeys(key for m in machines for key in m["accuracy"]))
-    nets, runtimes = _nets(machines), _order((k[2] for k in keys), list(RUNTIMES))
-    variants = _order((k[1] for k in keys), list(VARIANTS))
-    keys.sort(key=lambda k: (nets.index(k[0]) if k[0] in nets else len(nets),
-                             variants.index(k[1]), runtimes.index(k[2])))
+    nets, runtimes = _rank(_nets(machines)), _rank((k[2] for k in keys), RUNTIMES)
+    variants = _rank((k[1] for k in keys), VARIANTS)
+    keys.sort(key=lambda k: (nets.get(k[0], len(nets)), variants[k[1]], runtimes[k[2]]))
     entries = []
     for net, variant, runtime in keys:
         entry = {"net": net, "variant": variant, "runtime": runtime, "machines": {}}
@@ -353,8 +384,8 @@ def _accuracy_entries(machines):
 
 def _artifact_entries(machines):
     keys = list(dict.fromkeys(key for m in machines for key in m["artifacts"]))
-    nets, variants = _nets(machines), _order((k[1] for k in keys), list(VARIANTS))
-    keys.sort(key=lambda k: (nets.index(k[0]), variants.index(k[1])))
+    nets, variants = _rank(_nets(machines)), _rank((k[1] for k in keys), VARIANTS)
+    keys.sort(key=lambda k: (nets[k[0]], variants[k[1]]))
     entries = []
     for net, variant in keys:
         found = {m["name"]: m["artifacts"][(net, variant)] for m in machines
@@ -397,7 +428,7 @@ def compare(results_list, out, progress=print, force=False):
     }
     comparison["warnings"] = compare_report.read_first(comparison)
     comparison["findings"] = compare_report.findings(comparison)
-    comparison["plots"] = [name for name in [compare_report.speedup_plot(comparison, out)] if name]
+    comparison["plots"] = [name for name in [compare_report.speedup_plot(comparison, out, progress)] if name]
     cache.write_json(out / "compare.json", comparison)
     with cache.atomic_file(out / "compare.md") as tmp:
         tmp.write_text(compare_report.markdown(comparison))

@@ -11,8 +11,14 @@ from pathlib import Path
 
 from quantlab import cache, tables
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+# Every string that comes from a results file (names, versions, reasons, the sentences that
+# quote them) is printed through it: literal text, never Markdown or HTML.
+from quantlab.safe_text import markdown as _literal
 
 HEADLINE = "int8"  # the variant of the "does int8 pay?" table and plot
+# More panels or bars than this are no picture but a wall (a results file may hold
+# thousands of cases); the tables say it all then, and the plot is left out.
+MAX_PANELS, MAX_BARS = 12, 600
 TIE = 1.05  # a machine less than 5 % ahead is not called faster: timing varies that much
 
 
@@ -186,11 +192,6 @@ def findings(comparison):
 
 # --- the Markdown report ----------------------------------------------------------------------
 
-def _cell(text):
-    """A value from a results file, safe inside a table cell (no | or line break)."""
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
 def _size(n):
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
@@ -230,8 +231,7 @@ def machine_table(comparison):
     keys = list(dict.fromkeys(k for m in machines for k in m["versions"]))
     rows += [[key] + [m["versions"].get(key, "–") for m in machines] for key in keys]
     rows.append(["results"] + [m["source"] or "–" for m in machines])
-    return tables.markdown_table([""] + [_cell(m["name"]) for m in machines],
-                                 [[_cell(c) for c in row] for row in rows])
+    return tables.markdown_table([""] + [_literal(m["name"]) for m in machines], rows)
 
 
 def _batch_label(entry):
@@ -267,8 +267,8 @@ def int8_table(comparison, variant):
         for name, measured in entry["machines"].items():
             if measured.get("speedup"):
                 row[name].append(f"{entry['runtime']} {tables.speed_ratio(1, 1 / measured['speedup'])}")
-    return tables.markdown_table(["net", "batch"] + [_cell(n) for n in names],
-                                 [[_cell(net), batch] + [", ".join(row[n]) or "–" for n in names]
+    return tables.markdown_table(["net", "batch"] + [_literal(n) for n in names],
+                                 [[net, batch] + [", ".join(row[n]) or "–" for n in names]
                                   for (net, batch), row in rows.items()])
 
 
@@ -280,21 +280,21 @@ def fastest_table(comparison):
         for name in names:
             best = entry["machines"].get(name)
             cells.append("–" if best is None else
-                         f"{_cell(best['variant'])} on {_cell(best['runtime'])}, "
+                         f"{best['variant']} on {best['runtime']}, "
                          f"{tables.seconds(best['median'])}")
-        winner = _cell(entry["fastest"])
+        winner = entry["fastest"]
         if entry["ahead"]:
-            winner += f", {entry['ahead']:.2f}x ahead of {_cell(entry['next'])}"
-        rows.append([_cell(entry["net"]), _batch_label(entry)] + cells + [winner])
-    return tables.markdown_table(["net", "batch"] + [_cell(n) for n in names] + ["fastest"], rows)
+            winner += f", {entry['ahead']:.2f}x ahead of {entry['next']}"
+        rows.append([entry["net"], _batch_label(entry)] + cells + [winner])
+    return tables.markdown_table(["net", "batch"] + [_literal(n) for n in names] + ["fastest"], rows)
 
 
-def latency_table(comparison, net):
+def latency_table(comparison, entries):
+    """The cases ``entries`` (of one net), one column per machine."""
     names = _names(comparison)
-    rows = [[_batch_label(e), _cell(e["runtime"]), _cell(e["variant"])]
-            + [_latency_cell(e["machines"].get(n)) for n in names]
-            for e in comparison["cases"] if e["net"] == net]
-    return tables.markdown_table(["batch", "runtime", "variant"] + [_cell(n) for n in names], rows)
+    rows = [[_batch_label(e), e["runtime"], e["variant"]]
+            + [_latency_cell(e["machines"].get(n)) for n in names] for e in entries]
+    return tables.markdown_table(["batch", "runtime", "variant"] + [_literal(n) for n in names], rows)
 
 
 def accuracy_table(comparison):
@@ -309,9 +309,9 @@ def accuracy_table(comparison):
                 f"{100 * scored['agreement']:.1f} % agree)")
 
     return tables.markdown_table(
-        ["net", "variant", "runtime"] + [_cell(n) for n in names],
-        [[_cell(e["net"]), _cell(e["variant"]), _cell(e["runtime"])]
-         + [cell(e["machines"].get(n)) for n in names] for e in comparison["accuracy"]])
+        ["net", "variant", "runtime"] + [_literal(n) for n in names],
+        [[e["net"], e["variant"], e["runtime"]] + [cell(e["machines"].get(n)) for n in names]
+         for e in comparison["accuracy"]])
 
 
 def _artifact_summary(comparison):
@@ -327,8 +327,8 @@ def artifact_table(comparison):
     names = _names(comparison)
     verdict = {True: "yes", False: "**no**", None: "(on one machine)"}
     return tables.markdown_table(
-        ["net", "variant"] + [_cell(n) for n in names] + ["same bytes"],
-        [[_cell(e["net"]), _cell(e["variant"])]
+        ["net", "variant"] + [_literal(n) for n in names] + ["same bytes"],
+        [[e["net"], e["variant"]]
          + [e["machines"][n]["sha256"][:12] if n in e["machines"] else "–" for n in names]
          + [verdict[e["same"]]] for e in comparison["artifacts"]])
 
@@ -340,7 +340,7 @@ def not_run_lines(comparison):
             if "not_run" in measured:
                 reasons.setdefault((name, measured["not_run"]), []).append(
                     f"{entry['net']} {entry['variant']} on {entry['runtime']} b{entry['batch_size']}")
-    return [f"- {_cell(name)}: {_cell(reason)}: {_cell(', '.join(which))}"
+    return [f"- {_literal(name)}: {_literal(reason)}: {_literal(', '.join(which))}"
             for (name, reason), which in reasons.items()]
 
 
@@ -349,11 +349,12 @@ def markdown(comparison):
     names = _names(comparison)
     variant = headline_variant(comparison)
     parts = [f"# quantlab compare: {len(names)} machine(s) side by side",
-             "Machines: " + _and(_cell(n) for n in names) + "."]
+             "Machines: " + _and(_literal(n) for n in names) + "."]
     if comparison["warnings"]:
-        parts += ["## Read this first", "\n".join(f"- {line}" for line in comparison["warnings"])]
+        parts += ["## Read this first", "\n".join(f"- {_literal(line)}" for line in comparison["warnings"])]
     parts += ["## Machines", machine_table(comparison),
-              "## Findings", "\n".join(f"- {line}" for line in comparison["findings"]) or "- none"]
+              "## Findings",
+              "\n".join(f"- {_literal(line)}" for line in comparison["findings"]) or "- none"]
     if variant:
         parts += [f"## Does {variant} pay?",
                   f"{variant} against the float32 of the same file format on the same runtime, "
@@ -367,9 +368,12 @@ def markdown(comparison):
               "the same file format on the same runtime and machine (the reference of the "
               f"study itself is {REFERENCE} on {REFERENCE_RUNTIME}). –: that machine did not "
               "measure the case; failed: the runtime could not run it there."]
+    by_net = {}
+    for entry in comparison["cases"]:
+        by_net.setdefault(entry["net"], []).append(entry)
     for net in comparison["nets"]:
-        if any(e["net"] == net for e in comparison["cases"]):
-            parts += [f"### {_cell(net)}", latency_table(comparison, net)]
+        if net in by_net:
+            parts += [f"### {_literal(net)}", latency_table(comparison, by_net[net])]
     parts += ["## Accuracy",
               "Top-1 accuracy on the test split, change against float32 in points, and top-1 "
               "agreement with float32, on each machine.", accuracy_table(comparison),
@@ -390,38 +394,44 @@ def _plain(text):
     return text.replace("$", r"\$")
 
 
-def speedup_plot(comparison, folder):
+def speedup_plot(comparison, folder, progress=lambda message: None):
     """Per net: the headline variant's speed-up over float32, per batch size, one bar per
-    machine (colour) and runtime (hatch). Returns the file name, or None with nothing to draw."""
+    machine (colour) and runtime (hatch). Returns the file name, or None with nothing to draw
+    or too much."""
     variant = headline_variant(comparison)
-    cases = [e for e in comparison["cases"] if e["variant"] == variant
-             and any(m.get("speedup") for m in e["machines"].values())]
-    if not cases:
+    panels = {}  # {net: {"batches": {label: None}, "runtimes": {...}, "gains": {(machine, runtime): {label: x}}}}
+    for entry in comparison["cases"]:
+        if entry["variant"] != variant:
+            continue
+        for name, measured in entry["machines"].items():
+            if measured.get("speedup"):
+                panel = panels.setdefault(entry["net"], {"batches": {}, "runtimes": {}, "gains": {}})
+                label = _batch_label(entry)
+                panel["batches"][label] = panel["runtimes"][entry["runtime"]] = None
+                panel["gains"].setdefault((name, entry["runtime"]), {})[label] = measured["speedup"]
+    if not panels:
+        return None
+    if len(panels) > MAX_PANELS or sum(len(p["batches"]) * len(p["gains"])
+                                       for p in panels.values()) > MAX_BARS:
+        progress(f"no speed-up plot: more than {MAX_PANELS} nets or {MAX_BARS} bars; the "
+                 f"tables of compare.md hold every number")
         return None
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers and in CI
     import matplotlib.pyplot as plt
 
-    nets = list(dict.fromkeys(e["net"] for e in cases))
-    names = _names(comparison)
+    colours = {name: number % 10 for number, name in enumerate(_names(comparison))}
     hatches = ["", "//", "..", "xx", "\\\\", "oo"]
-    figure, axes = plt.subplots(1, len(nets), figsize=(5.2 * len(nets), 4.2), squeeze=False)
-    for axis, net in zip(axes[0], nets):
-        mine = [e for e in cases if e["net"] == net]
-        batches = list(dict.fromkeys(_batch_label(e) for e in mine))
-        runtimes = list(dict.fromkeys(e["runtime"] for e in mine))
-        bars = [(n, r) for n in names for r in runtimes
-                if any(e["runtime"] == r and (e["machines"].get(n) or {}).get("speedup") for e in mine)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    for axis, (net, panel) in zip(axes[0], panels.items()):
+        batches, runtimes = list(panel["batches"]), list(panel["runtimes"])
+        bars = sorted(panel["gains"], key=lambda bar: (colours[bar[0]], runtimes.index(bar[1])))
         width = 0.8 / len(bars)
         for i, (name, runtime) in enumerate(bars):
-            gains = []
-            for batch in batches:
-                entry = next((e for e in mine if (e["runtime"], _batch_label(e)) == (runtime, batch)),
-                             {"machines": {}})
-                gains.append((entry["machines"].get(name) or {}).get("speedup") or 0)
+            gains = [panel["gains"][(name, runtime)].get(batch, 0) for batch in batches]
             axis.bar([b + (i - (len(bars) - 1) / 2) * width for b in range(len(batches))], gains,
-                     width, color=f"C{names.index(name) % 10}", edgecolor="black", linewidth=0.4,
+                     width, color=f"C{colours[name]}", edgecolor="black", linewidth=0.4,
                      hatch=hatches[runtimes.index(runtime) % len(hatches)],
                      label=_plain(f"{name}, {runtime}"))
         axis.axhline(1.0, color="black", linewidth=0.8)

@@ -105,15 +105,21 @@ def identity(info=None):
     ``QUANTLAB_MACHINE`` names the machine (``laptop``, ``c7i``); without it the machine is
     its host name and CPU. ``host`` tells physical hosts apart whatever the names: processes
     on one host share its kernel's boot id, so two named workers on one host are seen as
-    one host, whose CPU they share.
+    one host, whose CPU they share. A ``QUANTLAB_MACHINE`` that is not a plain name (it
+    becomes a folder and a report's heading) is a QuantlabError.
     """
+    from quantlab import safe_text
+
+    given = os.environ.get("QUANTLAB_MACHINE")
+    if given:
+        safe_text.plain_name(given, "QUANTLAB_MACHINE", "name the machine like laptop or c7i.large")
     info = info or cpu_info()
     hostname = os.uname().nodename
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot = ""
-    return {"name": os.environ.get("QUANTLAB_MACHINE") or f"{hostname} ({info['model']})",
+    return {"name": given or f"{hostname} ({info['model']})",
             "host": f"{hostname}/{boot}" if boot else hostname}
 
 

@@ -8,16 +8,23 @@ pytest-benchmark JSON gives them back as ``[b["extra_info"] for b in report["ben
 The pytest plugin prints these tables in its terminal summary, the study's report too.
 """
 
+from quantlab import safe_text
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
 
 RATES = ("total_miss_rate", "l1d_miss_rate", "llc_miss_rate")
 
 
 def markdown_table(headers, rows):
-    """A Markdown table; numbers are expected already formatted as strings."""
+    """A Markdown table; numbers are expected already formatted as strings. Cells may hold
+    text from files (names, reasons, kernel and layer names): each is printed as literal
+    text, on one line."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(safe_text.markdown(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def megabytes(n):
+    return f"{n / 1e6:.2f} MB"
 
 
 def float_counterpart(variant):

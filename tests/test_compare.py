@@ -197,7 +197,7 @@ def test_findings_give_what_int8_buys_on_each_machine_from_the_inputs(three):
         medians = _medians(results)
         worded = tables.speed_ratio(medians[("conv", "float32", "litert", 1, 1)],
                                     medians[("conv", "int8", "litert", 1, 1)])
-        assert worded.endswith("faster")  # int8 pays on this CPU's kernels
+        # faster or slower: whichever this CPU's kernels make it, the line says it as the inputs do
         assert f"{worded} on " in line and name in line.split(worded)[1].split(";")[0]
     assert "(conv at batch 1)" in line
     # A variant that only one machine ran on this runtime: its range over its own cases.
@@ -306,9 +306,9 @@ def _edited(studies, folder, edit):
     (lambda s, t: _edited(s, t / "v3", lambda r: r.update(schema=3)), ["schema 3", "reads schema 2"]),
     (lambda s, t: _edited(s, t / "v1", lambda r: r.pop("schema")), ["before results.json had a schema"]),
     (lambda s, t: _edited(s, t / "bad", lambda r: r["cases"][0].update(median="fast")),
-     ["cases[0].median is not a positive number"]),
+     ["cases[0].median is not a number: expected a number of seconds"]),
     (lambda s, t: _edited(s, t / "nan", lambda r: r["cases"][0].update(median=float("nan"))),
-     ["cases[0].median is not a positive number"]),
+     ["cases[0].median is not a number: expected a number of seconds"]),
     (lambda s, t: _edited(s, t / "sha", lambda r: r["nets"]["conv"]["artifacts"]["int8"].update(sha256="x")),
      ["nets.conv.artifacts.int8.sha256"]),
     (lambda s, t: shutil.copytree(s["server"], t / "copy"),
@@ -320,3 +320,98 @@ def test_bad_input_is_one_line_and_writes_nothing(studies, tmp_path, make, fragm
     out = tmp_path / "out"
     one_line_error(quantlab("compare", str(studies["server"]), str(bad), "--out", str(out)), *fragments)
     assert not out.exists()
+
+
+# --- hand-made results files: the smallest a machine could have written ---------------------
+
+def _minimal(name, cases, **fields):
+    """results.json of machine ``name`` that timed ``cases`` (net, variant, batch, median)."""
+    return {"schema": compare.READS, "machine": {"name": name}, "nets": {},
+            "cases": [{"net": net, "variant": variant, "runtime": "litert", "batch_size": batch,
+                       "median": median} for net, variant, batch, median in cases], **fields}
+
+
+def _written(folder, results):
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda r: r["cases"][1].update(median=5e-324), "cases[1].median is 4.94066e-324: expected a number of seconds"),
+    (lambda r: r["cases"][1].update(median=1e308), "cases[1].median is 1e+308: expected a number of seconds"),
+    (lambda r: r["cases"][1].update(median=0), "cases[1].median is 0: expected a number of seconds"),
+    (lambda r: r["cases"][1].update(per_image=-1e-3), "cases[1].per_image is -0.001"),
+    (lambda r: r["cases"][1].update(batch_size=2**40), "cases[1].batch_size is 1.09951e+12: expected a whole number"),
+    (lambda r: r["cases"][1].update(batch_size=1.5), "cases[1].batch_size is not a number"),
+    (lambda r: r["machine"].update(cpu={"available_cores": 0}), "machine.cpu.available_cores is 0"),
+    (lambda r: r["machine"].update(cpu={"caches": {"l2": 1e300}}), "machine.cpu.caches.l2 is 1e+300"),
+    (lambda r: r["machine"].update(cpu={"mhz": "4.4 GHz"}), "machine.cpu.mhz is not a number"),
+    (lambda r: r.update(accuracy=[{"net": "conv", "variant": "int8", "runtime": "litert",
+                                   "accuracy": 2.0, "delta_points": 0, "agreement": 1}]),
+     "accuracy[0].accuracy is 2: expected a number of fraction from 0 to 1"),
+])
+def test_quantities_outside_what_a_study_measures_are_refused_before_any_arithmetic(tmp_path, edit, fragment):
+    """A median of 5e-324 made a speed-up of infinity, and its inverse a ZeroDivisionError."""
+    bad = _minimal("edited", [("conv", "float32", 1, 2e-3), ("conv", "int8", 1, 1e-3)])
+    edit(bad)
+    good = _minimal("fine", [("conv", "float32", 1, 2e-3), ("conv", "int8", 1, 1e-3)])
+    out = tmp_path / "out"
+    one_line_error(quantlab("compare", str(_written(tmp_path / "fine", good)),
+                            str(_written(tmp_path / "edited", bad)), "--out", str(out)),
+                   "is not a quantlab results file", fragment, "give the results.json")
+    assert not out.exists()
+
+
+def test_the_plausible_ends_are_accepted_and_compared(tmp_path):
+    fastest, slowest = compare.PLAUSIBLE["seconds"]
+    results = [_minimal("a", [("conv", "float32", 1, slowest), ("conv", "int8", 1, fastest)]),
+               _minimal("b", [("conv", "float32", 1, fastest), ("conv", "int8", 1, slowest)])]
+    comparison = compare.compare(results, tmp_path / "out", progress=lambda _: None)
+    gains = {name: m["speedup"] for name, m in comparison["cases"][1]["machines"].items()}
+    assert gains == {"a": pytest.approx(slowest / fastest), "b": pytest.approx(fastest / slowest)}
+    report = (tmp_path / "out" / "compare.md").read_text()
+    assert "3600000000000.0x faster" in report and "3600000000000.0x slower" in report
+
+
+def _lines_run(function, *args):
+    """How many lines of quantlab's own code ``function(*args)`` executes: a count of its
+    work that does not depend on how fast or busy the machine is."""
+    import sys
+
+    import quantlab
+
+    package, executed = quantlab.__path__[0], [0]
+
+    def local(frame, event, arg):
+        executed[0] += event == "line"
+        return local
+
+    def on_call(frame, event, arg):
+        return local if frame.f_code.co_filename.startswith(package) else None
+
+    sys.settrace(on_call)
+    try:
+        function(*args)
+    finally:
+        sys.settrace(None)
+    return executed[0]
+
+
+def _many(name, count):
+    """``count`` cases over count/40 nets and 20 batch sizes, float32 and int8 alternately."""
+    return _minimal(name, [(f"net{i // 40}", ("float32", "int8")[i % 2], (i // 2) % 20 + 1,
+                            (2e-3, 1e-3)[i % 2] * (1 + i % 7)) for i in range(count)])
+
+
+def test_the_work_of_a_comparison_grows_linearly_with_the_cases(tmp_path):
+    """180 000 cases took longer than 5 minutes when every net, batch size and case looked
+    through all cases: twice the cases must be about twice the work, counted in lines run."""
+    def work(count):
+        results = [_many("a", count), _many("b", count)]
+        return _lines_run(lambda: compare.compare(results, tmp_path / f"out{count}", progress=lambda _: None))
+
+    small, large = work(2000), work(4000)
+    assert 1.8 < large / small < 2.4, (small, large)  # quadratic work would be near 4x
+    report = (tmp_path / "out4000" / "compare.md").read_text()
+    assert report.count("\n### net") == 100  # each net's latency table, every case in one
