@@ -8,6 +8,7 @@ from pathlib import Path
 
 from quantlab import intervals, tables
 from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
+from quantlab.safe_text import markdown as literal  # text from files and the environment
 from quantlab.tables import markdown_table
 
 
@@ -371,7 +372,7 @@ def not_counted_lines(cases):
         if case.get("not_counted"):
             reasons.setdefault(case["not_counted"], []).append(
                 f"{case['net']} {tables.variant_label(case)} b{case['batch_size']}")
-    return [f"- {reason}: {len(which)} case(s)" + (f" ({', '.join(which)})" if len(which) <= 6 else "")
+    return [f"- {literal(reason)}: {len(which)} case(s)" + (f" ({literal(', '.join(which))})" if len(which) <= 6 else "")
             for reason, which in reasons.items()]
 
 
@@ -383,7 +384,7 @@ def not_run_lines(results):
             where = f"{row['net']} {tables.variant_label(row)}"
             reasons.setdefault(row["not_run"], []).append(
                 where + (f" b{row['batch_size']}" if "batch_size" in row else " (accuracy)"))
-    return [f"- {reason}: {', '.join(which)}" for reason, which in reasons.items()]
+    return [f"- {literal(reason)}: {literal(', '.join(which))}" for reason, which in reasons.items()]
 
 
 def attribution_table(cases):
@@ -481,14 +482,14 @@ def _machine_section(results, cases):
     cpu = machine["cpu"]
     flags = ", ".join(name for name, present in cpu.get("flags", {}).items() if present) or "none found"
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
-    lines = [f"- Machine: {machine.get('name', 'unnamed')}",
-             f"- CPU: {cpu.get('model', 'unknown')}, {cpu.get('available_cores', '?')} cores available, "
+    lines = [f"- Machine: {literal(machine.get('name', 'unnamed'))}",
+             f"- CPU: {literal(cpu.get('model', 'unknown'))}, {cpu.get('available_cores', '?')} cores available, "
              f"{machine['threads']} thread(s) used for inference",
              f"- ISA flags that matter for int8: {flags}",
              _clock_line(machine), _bandwidth_line(machine),
-             f"- Software: {versions}",
+             f"- Software: {literal(versions)}",
              f"- Runtimes: {', '.join(results['runtimes'])}"]
-    lines += [f"  - left out: {name}: {why}" for name, why in machine.get("runtimes_skipped", {}).items()]
+    lines += [f"  - left out: {name}: {literal(why)}" for name, why in machine.get("runtimes_skipped", {}).items()]
     backend = machine["counter_backend"]
     if backend:
         lines.append(f"- Counters: {backend}"
@@ -511,7 +512,7 @@ def markdown(results, plots):
     parts = [
         "# quantlab report: what 8-bit quantization does to these nets on this CPU",
         f"Dataset **{data['name']}** ({data['train']} training / {data['test']} test images, "
-        f"{'x'.join(map(str, data['input_shape']))}, from {data['source']}); training: {mode}.",
+        f"{'x'.join(map(str, data['input_shape']))}, from {literal(data['source'])}); training: {mode}.",
         "## What to ship",
         f"The fastest option per net and batch size among those within {ACCURACY_TOLERANCE:g} "
         f"accuracy point of {REFERENCE} (speed against {REFERENCE} on {REFERENCE_RUNTIME}, "
