@@ -61,6 +61,7 @@ GROUPS = {
                      "test_runtime"),  # ~175
     "digits-studies": ("test_compare", "test_study"),  # ~100
     "test_fleet": ("test_fleet",),  # ~85
+    "test_reuse": ("test_reuse",),  # ~125 beside other work on both cores; three quick studies
     "test_counters_valgrind": ("test_counters_valgrind",),  # ~50
     "test_cli": ("test_cli",),  # ~30
 }
