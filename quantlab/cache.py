@@ -38,7 +38,11 @@ def cache_root():
     folders (the timing child runs in a temporary one), where a relative QUANTLAB_CACHE
     would name another place. A relative one is taken from the current folder, ~ expanded."""
     root = os.environ.get("QUANTLAB_CACHE") or Path.home() / ".cache" / "quantlab"
-    return Path(os.path.abspath(os.path.expanduser(root)))
+    try:
+        return Path(os.path.abspath(os.path.expanduser(root)))
+    except FileNotFoundError:  # relative, and the current folder was deleted
+        raise QuantlabError(f"QUANTLAB_CACHE {root} is relative to the current folder, which no "
+                            "longer exists; give it as an absolute path") from None
 
 
 def config_hash(config):

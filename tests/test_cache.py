@@ -255,3 +255,15 @@ def test_the_cache_folder_is_absolute_whatever_quantlab_cache_says(tmp_path, mon
     monkeypatch.setenv("QUANTLAB_CACHE", setting)
     root = cache.cache_root()
     assert root.is_absolute() and root == tmp_path / expected
+
+
+def test_a_relative_cache_folder_in_a_deleted_current_folder_is_one_line(tmp_path, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    monkeypatch.setenv("QUANTLAB_CACHE", "cache")
+    with pytest.raises(QuantlabError) as excinfo:
+        cache.cache_root()
+    assert one_line(excinfo) == ("QUANTLAB_CACHE cache is relative to the current folder, which no "
+                                 "longer exists; give it as an absolute path")
