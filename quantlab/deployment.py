@@ -297,8 +297,7 @@ def deployment_table(results, net=None):
     given), the file size, the runtime's import, the load, the first and the steady
     inference, and the resident memory after load and after the first inference; then how it
     was measured."""
-    from quantlab.report import megabytes
-    from quantlab.tables import markdown_table, seconds
+    from quantlab.tables import markdown_table, megabytes, seconds
 
     records = [r for r in results.get("deployment") or [] if net in (None, r["net"])]
     rows = []

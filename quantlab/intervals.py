@@ -18,7 +18,6 @@ import statistics
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95
-MIN_ROUNDS = 6  # the fewest rounds whose [min, max] covers the median with >= 95 %
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ def apply_rounds(info, seconds, summary, reference_seconds=None):
     ``window_median``), and its speed-up against the reference, taken round by round, gets
     its interval."""
     info["window_median"] = info["median"]
-    info["rounds"] = {"seconds": list(seconds), **summary}
+    info["interleaved"] = {"seconds": list(seconds), **summary}
     info.update(_speed(info, intervals.median_interval(seconds).median))
     if reference_seconds is not None:
         info["speedup"] = intervals.ratio(reference_seconds, seconds).as_dict()

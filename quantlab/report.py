@@ -6,14 +6,10 @@ from the numbers of the run (``findings``, ``recommendations``), never written b
 
 from pathlib import Path
 
-from quantlab import intervals, tables
+from quantlab import deployment, intervals, tables
 from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
 from quantlab.safe_text import markdown as literal  # text from files and the environment
-from quantlab.tables import markdown_table
-
-
-def megabytes(n):
-    return f"{n / 1e6:.2f} MB"
+from quantlab.tables import markdown_table, megabytes
 
 
 def span(values, fmt="{:.2f}", unit=""):
@@ -63,7 +59,7 @@ def speedup(results, case):
 
 
 def _round_seconds(case):
-    return (case.get("rounds") or {}).get("seconds")
+    return (case.get("interleaved") or {}).get("seconds")
 
 
 def ratio(slow, fast):
@@ -81,6 +77,14 @@ def times(slow, fast, digits=1):
     if interval:
         return intervals.times_text(interval, digits)
     return f"{slow['median'] / fast['median']:.{digits}f}x"
+
+
+def slower_or_faster(interval):
+    """An interval in the words of its median: ``2.74-3.35x faster`` or ``1.4-1.7x slower``
+    (a slow-down's interval is the speed-up's, inverted)."""
+    if interval.median >= 1:
+        return f"{interval.low:.2f}-{interval.high:.2f}x faster"
+    return f"{1 / interval.high:.2f}-{1 / interval.low:.2f}x slower"
 
 
 def speedup_text(results, case, digits=1):
@@ -108,12 +112,20 @@ def _tied_with(fastest, options):
             and intervals.tied(_round_seconds(c), fast)]
 
 
+def _deployment_note(results, case):
+    """What a deployment of this option also pays (load, first inference, memory), if measured."""
+    record = next((r for r in results.get("deployment") or []
+                   if (r["net"], r["variant"], r["runtime"]) ==
+                   (case["net"], case["variant"], case["runtime"])), None)
+    return deployment.deployment_note(record) if record else None
+
+
 def rounds_line(results):
     """How the interleaved rounds went: how many, and whether every interval got narrow."""
     groups = {}
     for case in timed(results):
-        if case.get("rounds"):
-            groups[(case["net"], case["batch_size"], case.get("threads") or 1)] = case["rounds"]
+        if case.get("interleaved"):
+            groups[(case["net"], case["batch_size"], case.get("threads") or 1)] = case["interleaved"]
     if not groups:
         return ("Each case was timed in one window of its own (no interleaved rounds): the "
                 "ratios carry no interval.")
@@ -164,9 +176,14 @@ def recommendations(results):
             line = (f"{net}, batch {batch}: {best['variant']} on {best['runtime']}: "
                     f"{speedup_text(results, best)} faster than {REFERENCE} on "
                     f"{REFERENCE_RUNTIME}, {row['delta_points']:+.2f} points")
+            paid = _deployment_note(results, best)
+            if paid:
+                line += f" ({paid})"
             if len(ties) > 1:
                 others = [tables.variant_label(c) for c in ties if c is not best]
-                why = WHY_LIGHTER.get(best["runtime"]) if best is not fastest else ""
+                lighter_runtime = (DEPLOYMENT_WEIGHT.get(best["runtime"], 9) <
+                                   DEPLOYMENT_WEIGHT.get(fastest["runtime"], 9))
+                why = WHY_LIGHTER.get(best["runtime"]) if lighter_runtime else ""
                 line += (f"; tie (not told apart within the 95 % interval): {', '.join(others)}"
                          + (f"; chosen for less to deploy: {why or 'the smaller file'}"
                             if best is not fastest else ""))
@@ -204,7 +221,7 @@ def _speed_findings(results):
 
         def end(gain):
             interval = speedup_interval(results, gain[3])
-            around = f", 95 % interval {interval.low:.2f}-{interval.high:.2f}x" if interval else ""
+            around = f", 95 % interval {slower_or_faster(interval)}" if interval else ""
             return f"{tables.speed_ratio(1, 1 / gain[0])} ({gain[1]}, batch {gain[2]}{around})"
         ends = end(worst) if worst is best else f"from {end(worst)} to {end(best)}"
         said.append(f"{variant} on {runtime} vs {REFERENCE} on {REFERENCE_RUNTIME}: faster in "
@@ -477,6 +494,23 @@ def _bandwidth_line(machine):
     return f"- Read bandwidth of one core ({bandwidth['reader']} loads): {levels}"
 
 
+def _ceilings_lines(machine):
+    """The compute peaks as measured, and every ceiling's spread over the measurements."""
+    from quantlab import ceiling_spread, peaks
+
+    kept = machine.get("ceilings")
+    if not kept or not kept.get("spread"):
+        return []
+    ghz = (machine.get("clock") or {}).get("ghz")
+    said = peaks.format_peaks(machine["peaks"], ghz) if machine.get("peaks") else "compute peaks: none"
+    lines = [f"- {said[0].upper()}{said[1:]}",
+             f"- Ceilings used for the roofline and % of peak: {kept['used']['rule']}"]
+    lines += [f"  - {line}" for line in ceiling_spread.format_spread(kept)]
+    if kept.get("moved"):
+        lines.append(f"  - **{kept['moved']}**")
+    return lines
+
+
 def _machine_section(results, cases):
     machine = results["machine"]
     cpu = machine["cpu"]
@@ -486,7 +520,7 @@ def _machine_section(results, cases):
              f"- CPU: {literal(cpu.get('model', 'unknown'))}, {cpu.get('available_cores', '?')} cores available, "
              f"{machine['threads']} thread(s) used for inference",
              f"- ISA flags that matter for int8: {flags}",
-             _clock_line(machine), _bandwidth_line(machine),
+             _clock_line(machine), _bandwidth_line(machine), *_ceilings_lines(machine),
              f"- Software: {literal(versions)}",
              f"- Runtimes: {', '.join(results['runtimes'])}"]
     lines += [f"  - left out: {name}: {literal(why)}" for name, why in machine.get("runtimes_skipped", {}).items()]
@@ -532,6 +566,13 @@ def markdown(results, plots):
     for net in results["nets"]:
         for batch in batches:
             parts += [f"### {net}, batch {batch}", runtime_table(results, net, batch)]
+    if results.get("deployment"):
+        parts += ["### What a deployment also pays",
+                  "Each (variant, runtime) loaded in a fresh process: the runtime's import, the "
+                  "load (read, compile or interpreter creation, tensor allocation), the first "
+                  "inference against the steady one (batch 1), and the peak resident memory "
+                  "above an empty process that imported the same runtime.",
+                  deployment.deployment_table(results)]
     parts += ["### Best float32 and best int8", best_table(results),
               "## Latency",
               "Only the inference call on a prepared batch is timed (pytest-benchmark); "

@@ -22,6 +22,9 @@ WINDOW_SECONDS = 0.01  # one case's share of a round; at least MIN_CALLS calls
 MIN_CALLS = 3
 MAX_CALLS = 1000
 TARGET = 0.05  # stop when every speed-up's interval is within +-5 % of its median
+# At least nine rounds: the fewest whose 95 % interval leaves out the most extreme round at
+# each end (quantlab.intervals), so that one round a neighbour disturbed cannot make it.
+MIN_ROUNDS = 9
 
 
 @dataclass
@@ -58,7 +61,7 @@ def widest(seconds, reference):
 
 
 def run(cases, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf_counter,
-        min_rounds=intervals.MIN_ROUNDS):
+        min_rounds=MIN_ROUNDS):
     """Time ``cases`` (Timed) in rounds; returns ({key: [seconds per round]}, how it stopped).
 
     ``reference`` is the key every speed-up is taken against (the stopping rule watches

@@ -238,10 +238,11 @@ def time_net(config, net, artifacts, runtimes, progress):
             def results():  # one line per case in pytest's verbose output
                 for line in child.stdout:
                     lines.append(line)
+                    rounds = re.search(r"quantlab: (rounds of .*)", line)
+                    if rounds:  # may share its line with the result of the group's last case
+                        progress(f"{net}: {rounds.group(1).strip()}")
                     if re.search(r"::test_latency\[.*\] (PASSED|SKIPPED|FAILED|ERROR)", line):
                         yield line
-                    elif line.startswith("quantlab: rounds of "):
-                        progress(f"{net}: {line.removeprefix('quantlab: ').strip()}")
             for _ in progress.steps(results(), label, total=cases):
                 pass
             for _ in results():  # the summary after the last case
@@ -249,6 +250,24 @@ def time_net(config, net, artifacts, runtimes, progress):
         if child.returncode != 0 or not report.is_file():
             raise QuantlabError(f"the timing run for {net} failed: {suite_error(lines)}")
         return timed_cases(json.loads(report.read_text()))
+
+
+def deployment_repeats(config):
+    """Fresh processes per (variant, runtime) for load time, first inference and memory:
+    three for the median and spread, one in the quick study (a TensorFlow process alone
+    costs seconds)."""
+    from quantlab import deployment
+
+    return 1 if config.quick else deployment.REPEATS
+
+
+def measure_deployment(config, net, artifacts, studied, progress):
+    """What each (variant, runtime) costs a deployment beyond its steady call (load, first
+    inference, memory), each measured in fresh processes, alone on the machine."""
+    from quantlab import deployment
+
+    return deployment.measure_net(net, artifacts, studied, config.threads, progress,
+                                  repeats=deployment_repeats(config))
 
 
 def rounds_budget(config):
@@ -338,14 +357,17 @@ def apply_count(record, result):
 def machine_info(config, backend, skipped):
     """This machine: who it is, its CPU, and what it measurably does: the clock its cores
     run at and the bandwidth one core reads each cache level with (quantlab.ceilings)."""
-    from quantlab import ceilings, machine, runtime
+    from quantlab import ceiling_spread, machine, runtime
 
     cpu = machine.cpu_info()
+    before = ceiling_spread.measure("before timing", cpu)
     return {
         **machine.identity(cpu),
         "cpu": cpu,
-        "clock": ceilings.measure_clock(),
-        "bandwidth": ceilings.measure_bandwidth(cpu["caches"], flags=cpu["flags"]),
+        "clock": before["clock"],
+        "bandwidth": before["bandwidth"],
+        "peaks": before["peaks"],
+        "ceilings": ceiling_spread.record([before]),
         "threads": config.threads,
         "versions": {"quantlab": quantlab.__version__, "python": sys.version.split()[0],
                      **versions(), **{name: runtime.runtime_version(name)
@@ -475,7 +497,7 @@ def new_results(config, data, machine_info, runtimes):
                     "test": len(data.x_test), "input_shape": list(data.input_shape)},
         "machine": machine_info,
         "runtimes": list(runtimes),
-        "nets": {}, "accuracy": [], "cases": [],
+        "nets": {}, "accuracy": [], "cases": [], "deployment": [],
     }
 
 
@@ -489,16 +511,31 @@ def net_entry(artifacts, layers):
     }
 
 
+def measure_ceilings_again(results, label="after timing"):
+    """The clock, bandwidths and peaks measured once more (the first time was before any
+    timing): each is then used at its highest value, and the report names any that moved."""
+    from quantlab import ceiling_spread
+
+    info = results["machine"]
+    kept = ceiling_spread.record([*info["ceilings"]["measurements"],
+                                  ceiling_spread.measure(label, info["cpu"])])
+    used = kept["used"]
+    info.update(ceilings=kept, clock=used["clock"], bandwidth=used["bandwidth"], peaks=used["peaks"])
+
+
 def add_measured_peaks(results):
-    """Each timed case's share of the peak at the measured clock, beside the nominal one."""
+    """Each timed case's share of the measured peak at the measured clock, beside the
+    share of the nominal one."""
     from quantlab import machine
 
     info = results["machine"]
     ghz = info["clock"].get("ghz") if info["clock"].get("measured") else None
     for case in results["cases"]:
         if ghz and case.get("macs_per_second"):
-            peak = machine.peak_macs_per_second(case["arithmetic"], case["threads"], info["cpu"], ghz=ghz)
+            peak = machine.peak_macs_per_second(case["arithmetic"], case["threads"], info["cpu"],
+                                                ghz=ghz, measured=info.get("peaks"))
             case["peak_fraction_measured"] = case["macs_per_second"] / peak.macs_per_second
+            case["peak_measured"] = peak.description
 
 
 def finish(results, out, progress):
@@ -508,7 +545,8 @@ def finish(results, out, progress):
     add_measured_peaks(results)
     info = results["machine"]
     results["roofline"] = roofline.summarize(results["cases"], info["clock"], info["bandwidth"],
-                                             out, info["cpu"], info["threads"])
+                                             out, info["cpu"], info["threads"],
+                                             peaks=info.get("peaks"))
     results["findings"] = report.findings(results)
     results["recommendations"] = report.recommendations(results)
     report.write(results, out)
@@ -566,13 +604,20 @@ def _study_nets(config, data, results, runtimes, backend, cpu, background, progr
                                 "host": machine.identity(cpu)["host"], "versions": versions()},
             lambda: time_net(config, net, artifacts, timed_runtimes, progress), progress,
             f"{net}: latency")
+        results["deployment"] += _cached_stage(
+            config, "deployment", {**keys, "pairs": studied, "threads": config.threads,
+                                   "repeats": deployment_repeats(config),
+                                   "host": machine.identity(cpu)["host"], "versions": versions()},
+            lambda: measure_deployment(config, net, artifacts, studied, progress), progress,
+            f"{net}: deployment costs")
         counting = start_counting(config, net, artifacts, records, backend, progress)
         background.append(counting)
         results["cases"] += records
+    measure_ceilings_again(results)  # before the last counts: valgrind would load the cores
     counting.wait()
     in_order = [net for net in config.nets if net in results["nets"]] or list(results["nets"])
     results["nets"] = {net: results["nets"][net] for net in in_order}
-    for rows in (results["accuracy"], results["cases"]):
+    for rows in (results["accuracy"], results["cases"], results["deployment"]):
         rows.sort(key=lambda row: in_order.index(row["net"]))
     return finish(results, config.out, progress)
 
