@@ -28,9 +28,11 @@ report.
 Every task records its window on its host's monotonic clock (``fleet.json``, ``tasks``).
 """
 
+import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -42,7 +44,6 @@ from pathlib import Path
 import dask
 import distributed
 from distributed.client import FuturesCancelledError
-from distributed.comm import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 import quantlab
@@ -71,13 +72,20 @@ class MachineResource(WorkerPlugin):
     async def setup(self, worker):
         from quantlab import machine
 
-        await worker.set_resources(**{ANY: 1, machine_resource(machine.identity()["name"]): 1})
+        try:
+            name = machine.identity()["name"]
+        except QuantlabError:  # not a plain name: this worker takes no task (``survey`` says why)
+            return
+        await worker.set_resources(**{ANY: 1, machine_resource(name): 1})
 
 
 def whoami():
     from quantlab import machine
 
-    return {**machine.identity(), "quantlab": quantlab.__version__}
+    try:
+        return {**machine.identity(), "quantlab": quantlab.__version__}
+    except QuantlabError as error:
+        return {"refused": str(error)}
 
 
 class TaskProgress(Progress):
@@ -245,6 +253,8 @@ def survey(client, address):
                             f"`QUANTLAB_MACHINE=NAME dask worker {address}`") from None
     machines = {}
     for worker, me in sorted(client.run(whoami).items()):
+        if "refused" in me:
+            raise QuantlabError(f"worker {worker}: {me['refused']}, in that worker's environment")
         if me["quantlab"] != quantlab.__version__:
             raise QuantlabError(f"worker {worker} runs quantlab {me['quantlab']} and this machine "
                                 f"{quantlab.__version__}; install the same quantlab everywhere")
@@ -384,6 +394,8 @@ class Fleet:
                 cache.write_json(self.state(job.stage, job.key),
                                  {"value": value, "task": outcome["task"]})
                 job.apply(value)
+        elif self.client.status != "running":  # its task was cancelled with the connection
+            raise lost_scheduler(self.config)
         else:
             job.lost(_failure(future.exception()) if future.status == "error"
                      else f"its task was {future.status}")
@@ -657,11 +669,12 @@ def run(config, progress=None):
     """Run the study described by ``config`` on the workers of ``config.scheduler``; write a
     report per machine and the cross-machine report; return the reports' paths."""
     progress = progress or Progress()
+    _one_line_logs()
     client = connect(config.scheduler)
     try:
-        study.prepare_output(config.out, config.force)
         client.register_plugin(MachineResource())
-        machines = survey(client, config.scheduler)
+        machines = survey(client, config.scheduler)  # refuses a bad worker before any work
+        study.prepare_output(config.out, config.force)
         for machine in machines.values():
             progress(f"machine {machine.name}: {len(machine.workers)} worker(s) on "
                      f"{', '.join(h.split('/')[0] for h in machine.hosts)}")
@@ -670,9 +683,40 @@ def run(config, progress=None):
         fleet.phase1()
         fleet.drive()
         return fleet.reports()
-    except CommClosedError as error:
-        raise QuantlabError(f"lost the Dask scheduler at {config.scheduler} ({error}); what "
-                            f"finished is kept in {config.out / '.state'}: run the same command "
-                            f"again once the scheduler is back") from None
+    except Exception:
+        # Whatever failed once the scheduler was gone (a cancelled task, a closed connection)
+        # failed because it was gone: say that.
+        if client.status == "running":
+            raise
+        raise lost_scheduler(config) from None
     finally:
         client.close()
+
+
+def lost_scheduler(config):
+    return QuantlabError(f"lost the Dask scheduler at {config.scheduler} (it stopped, or the "
+                         f"network to it failed); what finished is kept in "
+                         f"{config.out / '.state'}: start the scheduler again and run the same "
+                         f"command again to resume")
+
+
+class _OneLine(logging.Filter):
+    """Dask's own log records on one line each, without tracebacks: the study says in a line
+    of its own what went wrong; Dask's cancelled coroutines at shutdown say nothing."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, asyncio.CancelledError):
+            return False
+        said = record.getMessage() + (f" ({type(error).__name__}: {error})" if error else "")
+        record.msg, record.args = " ".join(said.split()), None
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
+def _one_line_logs():
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.split(".")[0] == "distributed" and isinstance(logger, logging.Logger):
+            for handler in logger.handlers:
+                if not any(isinstance(f, _OneLine) for f in handler.filters):
+                    handler.addFilter(_OneLine())

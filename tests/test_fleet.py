@@ -368,3 +368,46 @@ def test_a_file_sent_between_machines_never_lands_outside_its_folder(tmp_path, s
     assert fleet.file_place(tmp_path, "ab" * 32, "int8.tflite") == tmp_path / ("ab" * 8) / "int8.tflite"
     with pytest.raises(QuantlabError, match="not a plain file name and a sha256"):
         fleet.file_place(tmp_path, sha, name)
+
+
+def test_a_scheduler_that_dies_mid_study_is_one_line_and_the_rerun_resumes(tmp_path, caches):
+    """It printed two Dask tracebacks, then blamed the task the scheduler took with it."""
+    out = tmp_path / "report"
+    with cluster(tmp_path, caches, ["alpha"]) as started:
+        started.wait_for(1)
+        study = Study(started.address, out, caches, "--nets", "medium")
+        try:
+            for line in study:
+                if _timing(line, "alpha"):  # exported and evaluated: kept in OUT/.state
+                    os.killpg(started.processes[0].pid, signal.SIGKILL)  # the scheduler
+                    break
+        finally:
+            status, stderr = study.finish()
+    assert status == 2, stderr[-3000:]
+    assert "Traceback" not in stderr and "CancelledError" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("quantlab")]
+    assert errors == [f"quantlab: error: lost the Dask scheduler at {started.address} (it "
+                      f"stopped, or the network to it failed); what finished is kept in "
+                      f"{out / '.state'}: start the scheduler again and run the same command "
+                      f"again to resume"]
+    with cluster(tmp_path, caches, ["alpha"]) as restarted:
+        restarted.wait_for(1)
+        again = Study(restarted.address, out, caches, "--nets", "medium")
+        status, stderr = again.finish()
+    assert status == 0, stderr[-3000:]
+    assert "medium: export: done earlier" in stderr and "medium: accuracy: done earlier" in stderr, stderr[-3000:]
+    assert (out / "machines" / "alpha" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("name", ["x" * 500, "alpha\n## Injected heading", ".."])
+def test_a_worker_whose_machine_name_is_not_plain_is_refused_before_any_work(tmp_path, name):
+    """500 characters ended in 'File name too long', a newline only after all the work."""
+    out = tmp_path / "report"
+    with cluster(tmp_path, tmp_path / "caches", [name]) as started:
+        started.wait_for(1)
+        result = quantlab(*ONE_NET, "--scheduler", started.address, "--out", str(out),
+                          env={"QUANTLAB_CACHE": str(tmp_path / "caches" / "study")})
+    line = one_line_error(result, "quantlab: error: worker tcp://127.0.0.1:", "QUANTLAB_MACHINE",
+                          "is not a plain name", "in that worker's environment")
+    assert len(line) < 400
+    assert not out.exists() and not (tmp_path / "caches" / "study").exists()
