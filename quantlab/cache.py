@@ -51,6 +51,12 @@ def config_hash(config):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def is_folder_of(folder, key):
+    """Whether ``folder``, named ``<what>-<config_hash of its key>``, is the folder of ``key``
+    (read from a file inside it): files copied in from another key's folder are not its own."""
+    return Path(folder).name.endswith(f"-{config_hash(key)}")
+
+
 def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:

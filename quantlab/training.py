@@ -199,13 +199,15 @@ def _train_or_load(config, data, qat, progress, use_cache, build, base_key=None,
 
 def _cached_info(folder, progress):
     """The info of the model cached in ``folder``, or None when there is none or when its
-    files are not the ones it was saved as (then the folder goes and the model is trained
-    again): loading truncated or altered weights would fail, or worse, not fail."""
+    files are not the ones it was saved as, or were saved for another key (then the folder
+    goes and the model is trained again): loading truncated, altered or other weights would
+    fail, or worse, not fail."""
     if not folder.exists():
         return None
     try:
         info = json.loads((folder / "info.json").read_text())
-        if info["weights_sha256"] == cache.sha256_of(folder / "weights.h5"):
+        if (cache.is_folder_of(folder, info["key"])
+                and info["weights_sha256"] == cache.sha256_of(folder / "weights.h5")):
             return info
     except (OSError, ValueError, KeyError, TypeError):
         pass

@@ -188,8 +188,9 @@ def _onnx_int8(float_content, calibration):
         return target.read_bytes()
 
 
-def export_dir(config, data, calibration_size, base_key=None):
-    key = {
+def export_key(config, data, calibration_size, base_key=None):
+    """Everything that determines the artifacts of one net (their folder's name)."""
+    return {
         "float": base_key or training.model_dir(config, data).name,
         "qat": training.model_dir(config, data, qat=True, base_key=base_key).name,
         "calibration_size": calibration_size,
@@ -197,6 +198,10 @@ def export_dir(config, data, calibration_size, base_key=None):
         "recipe": cache.code_digest(*RECIPE),
         "converters": _converter_versions(),
     }
+
+
+def export_dir(config, data, calibration_size, base_key=None):
+    key = export_key(config, data, calibration_size, base_key)
     return cache.cache_root() / "variants" / f"{config.net}-{data.name}-{cache.config_hash(key)}"
 
 
@@ -214,7 +219,7 @@ def _converter_versions():
     return found
 
 
-def _sidecar(artifact_path, variant, config, data, calibration_size, source):
+def _sidecar(artifact_path, variant, config, data, calibration_size, source, key):
     probe = runtime.load(artifact_path)
     precision = EXECUTED_AS.get(variant, (None, None))[1]
     return {
@@ -235,18 +240,22 @@ def _sidecar(artifact_path, variant, config, data, calibration_size, source):
         "train_config": dataclasses.asdict(config),
         "quantlab": quantlab.__version__,
         "versions": versions(),
+        "key": key,  # checked when read: the folder's name must be this key's
     }
 
 
 def _cached(folder, variant, progress=None):
-    """The cached artifact if its sidecar is readable and its file has the recorded bytes."""
+    """The cached artifact if its sidecar is readable, was written for this folder's key, and
+    its file (by the variant's own name: a sidecar may not point elsewhere) has the recorded
+    bytes."""
     sidecar = folder / f"{variant}.json"
     if not sidecar.is_file():
         return None
     try:
         meta = json.loads(sidecar.read_text())
-        path = folder / meta["file"]
-        ok = path.is_file() and cache.sha256_of(path) == meta["sha256"]
+        path = folder / file_name(variant)
+        ok = (meta["file"] == path.name and cache.is_folder_of(folder, meta["key"])
+              and path.is_file() and cache.sha256_of(path) == meta["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         ok, path = False, sidecar
     if not ok and progress:
@@ -289,6 +298,7 @@ def export_model(float_model, config, data, variants=VARIANTS,
     variants = check_variants(variants)
     if calibration_size < 1:
         raise QuantlabError("calibration size must be at least 1 image")
+    key = export_key(config, data, calibration_size, base_key)
     folder = export_dir(config, data, calibration_size, base_key)
     # A variant executed from another's file needs that file first.
     needed = tuple(dict.fromkeys([*(EXECUTED_AS[v][0] for v in variants if v in EXECUTED_AS),
@@ -312,7 +322,8 @@ def export_model(float_model, config, data, variants=VARIANTS,
                 source = qat if variant == "qat_int8" else trained
                 # The sidecar is written last: an artifact without one is never trusted.
                 cache.write_json(folder / f"{variant}.json",
-                                 _sidecar(path, variant, config, data, calibration_size, source.path))
+                                 _sidecar(path, variant, config, data, calibration_size,
+                                          source.path, key))
                 artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
     return {v: artifacts[v] for v in variants}
 

@@ -12,13 +12,16 @@ its own, on a tiny model.
 """
 
 import ast
+import importlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,6 +148,36 @@ def test_a_relative_cache_folder_is_the_one_in_the_folder_quantlab_started_in(sw
         assert os.path.isabs(path) and path.startswith(str(cache_folder) + os.sep), path
 
 
+def test_files_copied_in_from_another_key_s_folder_are_not_taken_for_its_own(swapped, tmp_path):
+    (_, before), (_, after), _ = swapped["runs"]
+    exported = {name: Path(results["nets"]["conv"]["artifacts"]["int8"]["path"]).parent
+                for name, results in (("a", before), ("b", after))}
+    trained = {name: Path(json.loads((folder / "int8.json").read_text())["trained_model"])
+               for name, folder in exported.items()}
+    for kind, folders in (("variants", exported), ("models", trained)):
+        for name, folder in folders.items():  # copies: the fixture's cache stays as it is
+            shutil.copytree(folder, tmp_path / kind / name / folder.name)
+    a, b = (tmp_path / "variants" / name / exported[name].name for name in "ab")
+    assert variants._cached(a, "int8").sha256 == artifact_shas(before)["int8"]
+    for file in ("int8.tflite", "int8.json"):  # B's int8, sidecar and all, in A's folder
+        shutil.copy(b / file, a / file)
+    said = []
+    assert variants._cached(a, "int8", said.append) is None
+    assert said == [f"{a.name}: cached int8 (int8.tflite) is damaged or changed; exporting it again"]
+    # A sidecar that names a file outside its folder, with that file's sha256.
+    (tmp_path / "elsewhere.tflite").write_bytes((b / "int8.tflite").read_bytes())
+    (b / "int8.tflite").unlink()
+    meta = json.loads((b / "int8.json").read_text())
+    (b / "int8.json").write_text(json.dumps({**meta, "file": "../../../elsewhere.tflite"}))
+    assert variants._cached(b, "int8") is None
+    a, b = (tmp_path / "models" / name / trained[name].name for name in "ab")
+    assert training._cached_info(a, None)["key"]["data"] == datasets.load("mnist", swapped["a"]).sha256
+    for file in ("weights.h5", "info.json"):
+        shutil.copy(b / file, a / file)
+    assert training._cached_info(a, said.append) is None and not a.exists()
+    assert said[-1] == f"the cached model in {a} is damaged or incomplete: training it again"
+
+
 # --- the data's digest ---------------------------------------------------------------------------
 
 def test_the_dataset_digest_covers_every_image_and_label_and_is_computed_once(tmp_path):
@@ -216,7 +249,7 @@ def changed_functions(source):
 def test_a_change_to_any_function_on_the_export_path_gives_a_new_export_key(tmp_path, monkeypatch,
                                                                            digits):
     config = quick_config("conv", dataset="digits")
-    sources = {name: importlib.util.find_spec(name).loader.get_source(name) for name in EXPORT_PATH}
+    sources = {name: inspect.getsource(importlib.import_module(name)) for name in EXPORT_PATH}
     unchanged = export_key(sources, tmp_path, monkeypatch, config, digits)
     assert unchanged == variants.export_dir(config, digits, variants.CALIBRATION_SIZE)
     same_key = []
