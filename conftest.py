@@ -185,13 +185,14 @@ def one_line_error(result, *fragments):
 # conv and medium, float32 against two int8 variants, counted with valgrind, as machine
 # "laptop": test_study checks the study itself, test_compare puts it beside other machines.
 DIGITS_STUDY = ("run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
-                "--variants", "float32,int8,qat_int8", "--batch-sizes", "1,8", "--counters", "valgrind")
+                "--variants", "float32,int8,qat_int8", "--batch-sizes", "1,8", "--threads", "1,2",
+                "--counters", "valgrind")
 LAPTOP = {"QUANTLAB_MACHINE": "laptop"}
 # Other weights (seed 1, so other bytes), fewer variants and other batch sizes, as machine
 # "server"; interrupted once on its way (test_study), compared (test_compare).
 SERVER_STUDY = ("run", "--dataset", "digits", "--quick", "--seed", "1", "--nets", "conv,medium",
                 "--variants", "float32,int8", "--runtimes", "litert,openvino", "--batch-sizes", "1,4",
-                "--counters", "off")
+                "--threads", "1", "--counters", "off")
 SERVER = {"QUANTLAB_MACHINE": "server"}
 
 

@@ -198,8 +198,10 @@ def parser():
     run.add_argument("--batch-sizes", type=arguments.positive_ints, default=defaults.BATCH_SIZES,
                      metavar="LIST",
                      help=f"comma-separated (default: {','.join(map(str, defaults.BATCH_SIZES))})")
-    run.add_argument("--threads", type=_threads, default=1, metavar="N",
-                     help="inference threads, or 'all' for every core (default: %(default)s)")
+    run.add_argument("--threads", type=arguments.thread_counts, metavar="N[,N...]",
+                     help="inference thread counts to time every case at, 'all' for every core; "
+                          "the first is also counted and measured for deployment "
+                          "(default: 1,all)")
     run.add_argument("--counters", choices=counters.BACKENDS, default="auto",
                      help="cache/instruction counters: perf where the CPU exposes them, "
                           "valgrind's simulation otherwise (default: %(default)s)")

@@ -566,7 +566,7 @@ class Fleet:
 
             self.missing(machine, "latency", net, why)
             cases = latency_suite.cases([net], list(artifacts), timed, self.config.batch_sizes,
-                                        [self.config.threads], cpu)
+                                        list(self.config.threads), cpu)
             machine.timed[net] = [{"net": net, "variant": case.variant, "runtime": case.runtime,
                                    "batch_size": case.batch_size, "threads": case.threads,
                                    "not_run": f"not timed on {name}: {why}"} for case in cases]

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from quantlab import machine, macs, nets, runtime
-from quantlab import intervals
+from quantlab import busy_threads, intervals, machine, macs, nets, runtime
 from quantlab.defaults import QUICK_TRAINING, REFERENCE, REFERENCE_RUNTIME, VARIANTS
 from quantlab.errors import QuantlabError
 
@@ -52,9 +51,10 @@ class Case:
 
     @property
     def round_group(self):
-        """The cases timed together in rounds: every variant on every runtime of one net,
-        batch size and thread count (the reference among them)."""
-        return f"{self.net}-b{self.batch_size}" + self._threads
+        """The cases timed together in rounds: every variant on every runtime at every
+        thread count of one net and batch size (the references among them), so that every
+        ratio between them, across thread counts too, is paired by round."""
+        return f"{self.net}-b{self.batch_size}"
 
     @property
     def is_reference(self):
@@ -224,4 +224,6 @@ def test_latency(benchmark, quantlab_case, quantlab_artifacts, quantlab_session)
     benchmark.extra_info.update(describe(case, model, predictor, int(output.shape[-1]),
                                          quantlab_session.cpu, quantlab_artifacts.dataset,
                                          benchmark.stats))
+    if benchmark.stats:  # the thread count that ran, checked rather than assumed
+        benchmark.extra_info["threads_busy"] = busy_threads.count(lambda: predictor.run(prepared))
     quantlab_session.finish_case(case, model, predictor, prepared, benchmark.extra_info)

@@ -244,12 +244,13 @@ class QuantlabSession:
         members = self.live.pop(group)
         timed = [rounds.Timed(case, lambda p=predictor, x=prepared: p.run(x), info["median"])
                  for case, predictor, prepared, info in members]
-        reference = next((c for c, *_ in members if c.is_reference), members[0][0])
-        seconds, summary = rounds.run(timed, reference, self.rounds_budget)
-        has_reference = reference.is_reference
+        references = {c.threads: c for c, *_ in members if c.is_reference}
+        watched = next(iter(references.values()), members[0][0])
+        seconds, summary = rounds.run(timed, watched, self.rounds_budget)
         for case, _, _, info in members:
+            reference = references.get(case.threads)
             latency_suite.apply_rounds(info, seconds[case], summary,
-                                       seconds[reference] if has_reference else None)
+                                       seconds[reference] if reference else None)
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter:
             reporter.write_line(

@@ -33,11 +33,19 @@ def timed(results):
     return [case for case in results["cases"] if case.get("median")]
 
 
+def timed_at(results, threads=None):
+    """The timed cases at one thread count (default: the first, the one counted)."""
+    threads = threads or thread_counts(results)[0]
+    return [case for case in timed(results) if (case.get("threads") or 1) == threads]
+
+
 def reference_case(results, case):
-    """LiteRT float32 on the same net and batch size: what every speed-up is against."""
+    """LiteRT float32 on the same net, batch size and thread count: what every speed-up is
+    against."""
     return next((c for c in timed(results) if
-                 (c["net"], c["variant"], c["runtime"], c["batch_size"]) ==
-                 (case["net"], REFERENCE, REFERENCE_RUNTIME, case["batch_size"])), None)
+                 (c["net"], c["variant"], c["runtime"], c["batch_size"], c.get("threads") or 1) ==
+                 (case["net"], REFERENCE, REFERENCE_RUNTIME, case["batch_size"],
+                  case.get("threads") or 1)), None)
 
 
 def speedup_interval(results, case):
@@ -115,8 +123,8 @@ def _tied_with(fastest, options):
 def _deployment_note(results, case):
     """What a deployment of this option also pays (load, first inference, memory), if measured."""
     record = next((r for r in results.get("deployment") or []
-                   if (r["net"], r["variant"], r["runtime"]) ==
-                   (case["net"], case["variant"], case["runtime"])), None)
+                   if (r["net"], r["variant"], r["runtime"], r.get("threads") or 1) ==
+                   (case["net"], case["variant"], case["runtime"], _threads(case))), None)
     return deployment.deployment_note(record) if record else None
 
 
@@ -160,34 +168,55 @@ def _shippable(results, case):
 
 # --- sentences -------------------------------------------------------------------------------
 
+def thread_counts(results):
+    """The thread counts the cases were timed at, in the order the study gave them."""
+    return list(dict.fromkeys(c.get("threads") or 1 for c in timed(results))) or [1]
+
+
+def _threads(case):
+    return case.get("threads") or 1
+
+
+def pick(results, net, batch, threads):
+    """(the option to ship, the fastest, the ties) among the options of one net, batch size
+    and thread count that keep accuracy; (None, None, []) when there is none."""
+    options = [c for c in timed(results) if c["net"] == net and c["batch_size"] == batch
+               and _threads(c) == threads and _shippable(results, c)]
+    if not options:
+        return None, None, []
+    fastest = min(options, key=lambda c: c["median"])
+    ties = [fastest] + _tied_with(fastest, options)
+    return min(ties, key=lambda c: _lighter(results, c)), fastest, ties
+
+
 def recommendations(results):
-    """For each net and batch size, the fastest option that keeps accuracy, in one line."""
+    """For each net, batch size (and thread count), the fastest option that keeps accuracy,
+    its ties, and what it costs to deploy, in one line."""
     said = []
+    counts = thread_counts(results)
     for net in results["nets"]:
         for batch in results["config"]["batch_sizes"]:
-            options = [c for c in timed(results) if c["net"] == net and c["batch_size"] == batch
-                       and _shippable(results, c)]
-            if not options:
-                continue
-            fastest = min(options, key=lambda c: c["median"])
-            ties = [fastest] + _tied_with(fastest, options)
-            best = min(ties, key=lambda c: _lighter(results, c))
-            row = accuracy_of(results, net, best["variant"], best["runtime"])
-            line = (f"{net}, batch {batch}: {best['variant']} on {best['runtime']}: "
-                    f"{speedup_text(results, best)} faster than {REFERENCE} on "
-                    f"{REFERENCE_RUNTIME}, {row['delta_points']:+.2f} points")
-            paid = _deployment_note(results, best)
-            if paid:
-                line += f" ({paid})"
-            if len(ties) > 1:
-                others = [tables.variant_label(c) for c in ties if c is not best]
-                lighter_runtime = (DEPLOYMENT_WEIGHT.get(best["runtime"], 9) <
-                                   DEPLOYMENT_WEIGHT.get(fastest["runtime"], 9))
-                why = WHY_LIGHTER.get(best["runtime"]) if lighter_runtime else ""
-                line += (f"; tie (not told apart within the 95 % interval): {', '.join(others)}"
-                         + (f"; chosen for less to deploy: {why or 'the smaller file'}"
-                            if best is not fastest else ""))
-            said.append(line)
+            for threads in counts:
+                best, fastest, ties = pick(results, net, batch, threads)
+                if best is None:
+                    continue
+                row = accuracy_of(results, net, best["variant"], best["runtime"])
+                where = f"{net}, batch {batch}" + (f", {threads} thread(s)" if len(counts) > 1 else "")
+                line = (f"{where}: {best['variant']} on {best['runtime']}: "
+                        f"{speedup_text(results, best)} faster than {REFERENCE} on "
+                        f"{REFERENCE_RUNTIME}, {row['delta_points']:+.2f} points")
+                paid = _deployment_note(results, best)
+                if paid:
+                    line += f" ({paid})"
+                if len(ties) > 1:
+                    others = [tables.variant_label(c) for c in ties if c is not best]
+                    lighter_runtime = (DEPLOYMENT_WEIGHT.get(best["runtime"], 9) <
+                                       DEPLOYMENT_WEIGHT.get(fastest["runtime"], 9))
+                    why = WHY_LIGHTER.get(best["runtime"]) if lighter_runtime else ""
+                    line += (f"; tie (not told apart within the 95 % interval): {', '.join(others)}"
+                             + (f"; chosen for less to deploy: {why or 'the smaller file'}"
+                                if best is not fastest else ""))
+                said.append(line)
     return said
 
 
@@ -209,7 +238,7 @@ def _size_and_accuracy_findings(results):
 def _speed_findings(results):
     said = []
     groups = {}
-    for case in timed(results):
+    for case in timed_at(results):
         gain = speedup(results, case)
         if gain and (case["variant"], case["runtime"]) != (REFERENCE, REFERENCE_RUNTIME):
             groups.setdefault((case["variant"], case["runtime"]), []).append(
@@ -234,7 +263,7 @@ def _runtime_findings(results):
     said = []
     for net in results["nets"]:
         for batch in results["config"]["batch_sizes"]:
-            int8 = {c["runtime"]: c for c in timed(results) if c["net"] == net
+            int8 = {c["runtime"]: c for c in timed_at(results) if c["net"] == net
                     and c["batch_size"] == batch and c["variant"] == "int8"}
             if len(int8) > 1:
                 fast = min(int8.values(), key=lambda c: c["median"])
@@ -329,8 +358,9 @@ def accuracy_table(results):
 def runtime_table(results, net, batch):
     """Which runtime: every (variant, runtime) latency of one net and batch size; n/a where
     the runtime does not read that file, "failed" where it could not run it."""
+    first = thread_counts(results)[0]
     cases = {(c["variant"], c["runtime"]): c for c in results["cases"]
-             if c["net"] == net and c["batch_size"] == batch}
+             if c["net"] == net and c["batch_size"] == batch and (c.get("threads") or 1) == first}
     runtimes = [r for r in results["runtimes"] if any(k[1] == r for k in cases)]
     variants = list(dict.fromkeys(v for v, _ in cases))
     rows = []
@@ -352,7 +382,7 @@ def best_table(results):
     rows = []
     for net in results["nets"]:
         for batch in results["config"]["batch_sizes"]:
-            cases = [c for c in timed(results) if c["net"] == net and c["batch_size"] == batch]
+            cases = [c for c in timed_at(results) if c["net"] == net and c["batch_size"] == batch]
             floats = [c for c in cases if not quantized(c["variant"]) and c["precision"] == "float32"]
             ints = [c for c in cases if c["precision"] == "int8"]
             if not floats or not ints:
@@ -366,6 +396,53 @@ def best_table(results):
                          times(same, best_int) if same else "–", times(best_float, best_int)])
     return markdown_table(["network", "batch", "best float32", "median", "best int8", "median",
                            "int8 vs float32, same runtime", "best vs best"], rows)
+
+
+def thread_scaling_table(results):
+    """Each option's latency at every thread count, and how many times faster than itself at
+    the first count (paired by round, with its interval); the threads seen busy."""
+    counts = thread_counts(results)
+    if len(counts) < 2:
+        return None
+    by_key = {(c["net"], c["batch_size"], c["variant"], c["runtime"], c.get("threads") or 1): c
+              for c in timed(results)}
+    rows = []
+    for (net, batch, variant, runtime, threads), one in by_key.items():
+        if threads != counts[0]:
+            continue
+        row = [net, str(batch), f"{variant} on {runtime}", tables.seconds(one["median"])]
+        for more in counts[1:]:
+            case = by_key.get((net, batch, variant, runtime, more))
+            row.append(f"{tables.seconds(case['median'])} ({times(one, case)})" if case else "–")
+        busy = [str(c["threads_busy"]) for c in (by_key.get((net, batch, variant, runtime, n))
+                                                for n in counts) if c and c.get("threads_busy")]
+        row.append("/".join(busy) or "–")
+        rows.append(row)
+    return markdown_table(["network", "batch", "option", f"{counts[0]} thread(s)"]
+                          + [f"{n} threads (x faster)" for n in counts[1:]]
+                          + ["threads busy"], rows)
+
+
+def thread_findings(results):
+    """Where the pick changes with the thread count, and threads that did not run as asked."""
+    counts = thread_counts(results)
+    said = []
+    for net in results["nets"]:
+        for batch in results["config"]["batch_sizes"]:
+            picks = {n: pick(results, net, batch, n) for n in counts}
+            first, _, first_ties = picks[counts[0]]
+            for n in counts[1:]:
+                best, _, ties = picks[n]
+                if first and best and tables.case_key(best)[1:3] not in [
+                        tables.case_key(c)[1:3] for c in first_ties]:
+                    said.append(f"{net}, batch {batch}: with {n} threads the pick changes from "
+                                f"{tables.variant_label(first)} to {tables.variant_label(best)}.")
+    for case in timed(results):
+        busy, asked = case.get("threads_busy"), case.get("threads") or 1
+        if busy and busy != asked:
+            said.append(f"{tables.variant_label(case)} ({case['net']}, batch {case['batch_size']}) "
+                        f"kept {busy} thread(s) busy where {asked} were asked.")
+    return said
 
 
 def counts_table(cases):
@@ -559,7 +636,8 @@ def markdown(results, plots):
         "## Size", size_table(results),
         f"## Accuracy on the {data['test']} test images", accuracy_table(results),
         "## Which runtime",
-        f"Median latency of one batch per variant and runtime (x: times faster than {REFERENCE} "
+        f"Median latency of one batch per variant and runtime at "
+        f"{thread_counts(results)[0]} thread(s) (x: times faster than {REFERENCE} "
         f"on {REFERENCE_RUNTIME}, with its 95 % interval; n/a: the runtime cannot run that "
         f"file). {rounds_line(results)}",
     ]
@@ -573,6 +651,15 @@ def markdown(results, plots):
                   "inference against the steady one (batch 1), and the peak resident memory "
                   "above an empty process that imported the same runtime.",
                   deployment.deployment_table(results)]
+    scaling = thread_scaling_table(results)
+    if scaling:
+        parts += ["### Threads",
+                  "Every case at each thread count, timed in the same rounds, so each speed-up "
+                  "over the first count is paired by round; 'threads busy': the threads of the "
+                  "process that worked while the case ran (read from the kernel's per-thread "
+                  "run time), at each count.", scaling,
+                  "\n".join(f"- {line}" for line in thread_findings(results))
+                  or "- The pick is the same at every thread count."]
     parts += ["### Best float32 and best int8", best_table(results),
               "## Latency",
               "Only the inference call on a prepared batch is timed (pytest-benchmark); "

@@ -51,7 +51,9 @@ class StudyConfig:
     variants: tuple = defaults.VARIANTS
     runtimes: tuple | None = None  # None: every runtime that loads here
     batch_sizes: tuple = defaults.BATCH_SIZES
-    threads: int = 1
+    # Inference thread counts: every case is timed at each; the first is the one counted,
+    # measured for deployment and drawn on the roofline. None: 1 and every usable core.
+    threads: tuple | None = None
     counters: str = "auto"
     cache_geometry: str = "host"
     quick: bool = False
@@ -71,11 +73,25 @@ class StudyConfig:
         variants.check_variants(self.variants)
         if defaults.REFERENCE not in self.variants:
             self.variants = (defaults.REFERENCE, *self.variants)
+        self.threads = thread_counts(self.threads)
         if not 0 <= self.seed <= arguments.MAX_SEED:
             raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {arguments.MAX_SEED}")
         self.out = Path(self.out)
         # Counting under valgrind costs seconds per case: the quick study counts float32
         # against int8 at its first batch size; the full one counts every case.
+
+
+def thread_counts(threads):
+    """The thread counts a study times, each once, in the order given; a single count may be
+    given as a number. None: one thread and every core this process may use."""
+    if threads is None:
+        threads = arguments.thread_counts("1,all")
+    elif isinstance(threads, int):
+        threads = (threads,)
+    counts = tuple(dict.fromkeys(int(t) for t in threads))
+    if not counts or min(counts) < 1:
+        raise QuantlabError(f"thread counts must be at least 1, got {threads}")
+    return counts
 
 
 # --- the output folder and the stored stages ---------------------------------------------
@@ -203,7 +219,8 @@ def time_net(config, net, artifacts, runtimes, progress):
     process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
     from quantlab import machine
 
-    cases = len(pairs(artifacts, runtimes, machine.cpu_info())) * len(config.batch_sizes)
+    cases = (len(pairs(artifacts, runtimes, machine.cpu_info())) * len(config.batch_sizes)
+             * len(config.threads))
     label = f"{net}: timing {cases} cases on {', '.join(runtimes)} with pytest-benchmark"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -222,7 +239,7 @@ def time_net(config, net, artifacts, runtimes, progress):
             f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
             f"--quantlab-runtimes={','.join(runtimes)}",
             f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
-            f"--quantlab-threads={config.threads}", "--quantlab-counters=off",
+            f"--quantlab-threads={','.join(map(str, config.threads))}", "--quantlab-counters=off",
             "--quantlab-profile=native",
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
@@ -266,7 +283,7 @@ def measure_deployment(config, net, artifacts, studied, progress):
     inference, memory), each measured in fresh processes, alone on the machine."""
     from quantlab import deployment
 
-    return deployment.measure_net(net, artifacts, studied, config.threads, progress,
+    return deployment.measure_net(net, artifacts, studied, config.threads[0], progress,
                                   repeats=deployment_repeats(config))
 
 
@@ -302,6 +319,8 @@ def count_reason(config, backend, record):
     first, reference = config.batch_sizes[0], defaults.REFERENCE_RUNTIME
     if backend is None:
         return "counters are off"
+    if (record.get("threads") or 1) != config.threads[0]:
+        return f"counted at {config.threads[0]} thread(s) only"
     if backend == "valgrind" and variant == "bf16":
         return "bf16 is not simulated: valgrind's virtual CPU has no bfloat16 arithmetic"
     if config.quick:
@@ -323,7 +342,7 @@ def count_model(config, artifact, runtime_name, batch_sizes, backend):
 
     try:
         return counters.measure_many(artifact.path, batch_sizes, backend=backend,
-                                     threads=config.threads, cache=config.cache_geometry,
+                                     threads=config.threads[0], cache=config.cache_geometry,
                                      runtime=runtime_name, precision=artifact.precision)
     except QuantlabError as error:
         return {batch: {"failed": str(error)} for batch in batch_sizes}
@@ -331,7 +350,7 @@ def count_model(config, artifact, runtime_name, batch_sizes, backend):
 
 def counter_key(config, artifact, record, backend):
     return {"sha": artifact.sha256, "runtime": record["runtime"], "batch": record["batch_size"],
-            "backend": backend, "threads": config.threads, "geometry": config.cache_geometry,
+            "backend": backend, "threads": config.threads[0], "geometry": config.cache_geometry,
             "versions": versions()}
 
 
@@ -368,7 +387,8 @@ def machine_info(config, backend, skipped):
         "bandwidth": before["bandwidth"],
         "peaks": before["peaks"],
         "ceilings": ceiling_spread.record([before]),
-        "threads": config.threads,
+        "threads": config.threads[0],  # counted, measured for deployment, on the roofline
+        "thread_counts": list(config.threads),  # timed
         "versions": {"quantlab": quantlab.__version__, "python": sys.version.split()[0],
                      **versions(), **{name: runtime.runtime_version(name)
                                       for name in ("openvino", "onnxruntime")}},
@@ -544,7 +564,8 @@ def finish(results, out, progress):
 
     add_measured_peaks(results)
     info = results["machine"]
-    results["roofline"] = roofline.summarize(results["cases"], info["clock"], info["bandwidth"],
+    at_counted_threads = [c for c in results["cases"] if (c.get("threads") or 1) == info["threads"]]
+    results["roofline"] = roofline.summarize(at_counted_threads, info["clock"], info["bandwidth"],
                                              out, info["cpu"], info["threads"],
                                              peaks=info.get("peaks"))
     results["findings"] = report.findings(results)
@@ -605,7 +626,7 @@ def _study_nets(config, data, results, runtimes, backend, cpu, background, progr
             lambda: time_net(config, net, artifacts, timed_runtimes, progress), progress,
             f"{net}: latency")
         results["deployment"] += _cached_stage(
-            config, "deployment", {**keys, "pairs": studied, "threads": config.threads,
+            config, "deployment", {**keys, "pairs": studied, "threads": config.threads[0],
                                    "repeats": deployment_repeats(config),
                                    "host": machine.identity(cpu)["host"], "versions": versions()},
             lambda: measure_deployment(config, net, artifacts, studied, progress), progress,
