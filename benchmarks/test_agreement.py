@@ -1,0 +1,67 @@
+"""Does an answer survive a second run? Two quick studies in a row on this machine (same
+cache, so the same weights and files), and every pick and ratio of the second checked
+against the first.
+
+    pytest benchmarks/test_agreement.py -s
+
+For every net, batch size and thread count the second run's pick must be the first run's
+pick or one of its named ties, and every speed-up of the second run must lie within the
+first run's 95 % interval or within 10 % of its median. The disagreements are printed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from quantlab import report, tables
+
+TOLERANCE = 0.10
+
+
+def _study(out):
+    done = subprocess.run([sys.executable, "-m", "quantlab.cli", "run", "--quick", "--counters",
+                           "off", "--out", str(out)], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def _key(case):
+    return (case["net"], case["batch_size"], case.get("threads") or 1, case["variant"], case["runtime"])
+
+
+def disagreements(first, second):
+    """Lines naming every pick and ratio of ``second`` that ``first`` does not back."""
+    said = []
+    for net in first["nets"]:
+        for batch in first["config"]["batch_sizes"]:
+            for threads in report.thread_counts(first):
+                _, _, ties = report.pick(first, net, batch, threads)
+                best, _, _ = report.pick(second, net, batch, threads)
+                if best and ties and _key(best) not in {_key(c) for c in ties}:
+                    named = ", ".join(tables.variant_label(c) for c in ties)
+                    said.append(f"{net} b{batch} t{threads}: pick {tables.variant_label(best)}, "
+                                f"first run: {named}")
+    before = {_key(c): c for c in report.timed(first)}
+    for case in report.timed(second):
+        earlier = before.get(_key(case))
+        if not earlier or not earlier.get("speedup") or not case.get("speedup"):
+            continue
+        interval, now = earlier["speedup"], case["speedup"]["median"]
+        if not (interval["low"] <= now <= interval["high"]
+                or abs(now / interval["median"] - 1) <= TOLERANCE):
+            said.append(f"{'/'.join(map(str, _key(case)))}: {now:.2f}x, first run "
+                        f"{interval['median']:.2f}x ({interval['low']:.2f}-{interval['high']:.2f})")
+    return said
+
+
+def test_two_quick_studies_in_a_row_agree(tmp_path):
+    first = _study(tmp_path / "first")
+    second = _study(tmp_path / "second")
+    ratios = sum(1 for c in report.timed(second) if c.get("speedup"))
+    said = disagreements(first, second)
+    print(f"\n{len(said)} disagreement(s) in {ratios} ratios and the picks:")
+    for line in said:
+        print(f"  {line}")
+    assert not said
