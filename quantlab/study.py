@@ -113,11 +113,13 @@ def state_path(config, stage, key):
 
 
 # What each stage stores, checked when it is read back: its rows, the keys each row has,
-# and whether there may be none (only per-layer error: a user's own model has none; every
-# net has its reference's accuracy and at least one timed or refused case).
+# and whether there may be none (a user's own model has no per-layer error; every net has
+# its reference's accuracy and at least one timed or refused case). A stage not listed
+# here is checked as rows of any keys.
 _STORED_ROWS = {"layers": (("op", "tensor", "rmse_over_scale", "max_abs_error"), True),
                 "eval": (("net", "variant", "runtime"), False),
-                "latency": (("net", "variant", "runtime", "batch_size"), False)}
+                "latency": (("net", "variant", "runtime", "batch_size"), False),
+                "deployment": (("net", "variant", "runtime"), True)}
 
 
 def well_formed(stage, stored):
@@ -126,7 +128,7 @@ def well_formed(stage, stored):
     if stage == "counters":  # one case's counts, or why there are none
         return isinstance(stored, dict) and ("failed" in stored
                                              or {"rates", "per_inference"} <= stored.keys())
-    keys, may_be_empty = _STORED_ROWS[stage]
+    keys, may_be_empty = _STORED_ROWS.get(stage, ((), True))
     return (isinstance(stored, list) and (may_be_empty or bool(stored))
             and all(isinstance(row, dict) and all(k in row for k in keys) for row in stored))
 
