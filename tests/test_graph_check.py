@@ -136,3 +136,161 @@ def test_quantlab_s_own_frozen_graphs_pass_and_hold_only_the_ops_it_knows(tf, tm
     images = digits.x_test[:4]
     np.testing.assert_allclose(runtime.load(path).predict(images),
                                model.predict(images, verbose=0), atol=1e-5)
+
+
+# --- memory and malformed graphs ---------------------------------------------------------------
+
+SIDE = 34000  # a SIDE x SIDE float32 tensor takes 4.3 GiB
+
+
+def fills_a_square(tf):
+    """A constant fill of SIDE x SIDE, reduced to one number added to the image: allowed ops."""
+    return lambda image: classify(tf, image + tf.reduce_sum(tf.fill([SIDE, SIDE], 1.0)))
+
+
+def shapes_from_a_square(tf):
+    """A Reshape whose shape TensorFlow computes, on import, from a SIDE x SIDE fill."""
+    def build(image):
+        one = tf.reduce_sum(tf.slice(tf.fill([SIDE, SIDE], 1), [0, 0], [1, 1]))
+        return tf.nn.softmax(tf.reshape(image, tf.stack([-1, 64 * one])))
+    return build
+
+
+LOAD_AND_PREDICT = """
+import resource, sys
+import numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from quantlab import graph_check, runtime
+from quantlab._tf import tf
+from quantlab.errors import QuantlabError
+path, checked = sys.argv[1], sys.argv[2] == "checked"
+if not checked:  # plain TensorFlow: import the graph and run it once
+    tf = tf()
+    graph_def = tf.compat.v1.GraphDef.FromString(open(path, "rb").read())
+    with tf.Graph().as_default() as graph:
+        tf.graph_util.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run("probabilities:0", {"image:0": np.zeros((1, 8, 8, 1), np.float32)})
+    sys.exit(0)
+try:
+    predictor = runtime.load(path)
+    predictor.predict(np.zeros((1, *predictor.input_shape), np.float32))
+except QuantlabError as error:
+    sys.exit(f"quantlab: {error}")
+"""
+
+
+def load_within_3_gib(path, checked):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path),
+                           "checked" if checked else "plain"],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("build, message", [
+    (fills_a_square, "computes 4,410 MiB of tensors besides the batch (the largest: 'Fill:0' of "
+                     "shape [34000, 34000]), over quantlab's limit of 512 MiB"),
+    (shapes_from_a_square, "node 'Reshape' (Reshape) takes a shape computed by Mul node 'mul'"),
+], ids=["fill", "shape-computed-from-a-fill"])
+def test_a_graph_of_allowed_ops_that_fills_34000_by_34000_is_refused_in_one_line_within_3_gib(
+        tf, tmp_path, build, message):
+    path = tmp_path / "model.pb"
+    path.write_bytes(graph_def_of(tf, build(tf)).SerializeToString())
+    result = load_within_3_gib(path, checked=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"quantlab: {path}") and message in line
+    # The fill is real: TensorFlow alone fails within the same limit, on the 34000 x 34000
+    # tensor (the second graph already while importing, computing the Reshape's shape).
+    plain = load_within_3_gib(path, checked=False)
+    assert plain.returncode != 0 and "34000" in plain.stderr
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda tf: lambda image: classify(tf, image + tf.reduce_sum(
+        tf.fill([SIDE, 1], 1.0) + tf.fill([1, SIDE], 1.0))),
+     "the largest: 'add:0' of shape [34000, 34000]"),
+    (lambda tf: lambda image: classify(tf, tf.pad(image, [[0, 0], [SIDE, SIDE], [SIDE, SIDE], [0, 0]])),
+     "of tensors per image (the largest: 'Pad:0' of shape [1, 68008, 68008, 1])"),
+    (lambda tf: lambda image: classify(tf, tf.compat.v1.image.resize_nearest_neighbor(
+        image, [SIDE, SIDE])), "(the largest: 'ResizeNearestNeighbor:0' of shape [1, 34000, 34000, 1])"),
+    (lambda tf: lambda image: tf.nn.softmax(tf.reduce_sum(
+        tf.expand_dims(tf.reshape(image, [-1, 64]), 0)
+        + tf.expand_dims(tf.reshape(image, [-1, 64]), 1), 0)),
+     "tensor 'add:0' (AddV2 node) changes with the batch other than in proportion to it "
+     "(shape [1, 1, 64] at batch 1, [2, 2, 64] at 2)"),
+    (lambda tf: lambda image: classify(tf, image + tf.reduce_sum(
+        tf.fill(tf.stack([tf.shape(image)[0] * SIDE, SIDE]), 1.0))),
+     "node 'Fill' (Fill) takes a shape computed by Mul node 'mul'"),
+], ids=["broadcast", "pad", "resize", "square-of-the-batch", "shape-arithmetic"])
+def test_every_allowed_op_that_allocates_from_a_shape_is_bounded(tf, tmp_path, build, message):
+    with pytest.raises(QuantlabError) as excinfo:
+        graph_check.check_graph_def(graph_def_of(tf, build(tf)).SerializeToString(), "model.pb")
+    assert message in str(excinfo.value) and "\n" not in str(excinfo.value)
+
+
+def plain_classifier(tf):
+    return graph_def_of(tf, lambda image: classify(tf, image))
+
+
+def missing_control_input(graph_def):
+    next(n for n in graph_def.node if n.op == "Softmax").input.append("^ghost")
+
+
+def missing_input(graph_def):
+    next(n for n in graph_def.node if n.op == "Softmax").input[0] = "ghost:0"
+
+
+def string_matmul(graph_def):
+    # A float MatMul whose type attribute says string: TensorFlow refuses it on import.
+    from quantlab._tf import tf
+
+    image = next(n for n in graph_def.node if n.op == "Reshape").name
+    node = graph_def.node.add(name="strings", op="MatMul", input=[image, image])
+    node.attr["T"].type = tf().string.as_datatype_enum
+    next(n for n in graph_def.node if n.op == "Softmax").input.append("^strings")
+
+
+def wrong_output_index(graph_def):
+    next(n for n in graph_def.node if n.op == "Softmax").input[0] = "image:3"
+
+
+def cycle(graph_def):
+    reshape = next(n for n in graph_def.node if n.op == "Reshape")
+    reshape.input[0] = next(n for n in graph_def.node if n.op == "Softmax").name
+
+
+@pytest.mark.parametrize("damage, message", [
+    (missing_control_input, "node 'Softmax' (Softmax) takes a control input from 'ghost', which "
+                            "the graph does not have"),
+    (missing_input, "node 'Softmax' (Softmax) takes input from 'ghost', which the graph does "
+                    "not have"),
+    (string_matmul, "TensorFlow cannot import {path}: Value for attr 'T' of string is not in the "
+                    "list of allowed values"),
+    (wrong_output_index, "Connecting to invalid output 3 of source node image"),
+    (cycle, "TensorFlow cannot import {path}: 3 nodes in a cycle"),
+], ids=["missing-control-input", "missing-input", "string-matmul", "wrong-output-index", "cycle"])
+def test_a_malformed_graph_is_one_line_without_tensorflow_s_node_dump(tf, tmp_path, damage, message):
+    graph_def = plain_classifier(tf)
+    damage(graph_def)
+    path = tmp_path / "model.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(QuantlabError) as excinfo:
+        runtime.load(path)
+    line = str(excinfo.value)
+    assert "\n" not in line and "NodeDef" not in line and str(path) in line
+    assert message.format(path=path) in line
+    with pytest.raises(ValueError):  # unchecked, TensorFlow's error and its node dump
+        session_output(tf, graph_def)
+
+
+def test_counting_a_graph_with_a_missing_control_input_from_the_command_line_is_one_line(
+        tf, tmp_path):
+    graph_def = plain_classifier(tf)
+    missing_control_input(graph_def)
+    path = tmp_path / "model.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    one_line_error(quantlab("counters", str(path), "--batch-size", "1", "--backend", "valgrind"),
+                   str(path), "takes a control input from 'ghost'")

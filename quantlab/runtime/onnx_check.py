@@ -7,19 +7,17 @@ operators from other domains, which a runtime resolves by loading custom-op libr
 quantlab artifact needs neither, so a model that uses them is refused before any runtime
 sees it.
 
-Memory: a few bytes of graph can ask for gigabytes (ConstantOfShape, Expand, Tile, Resize,
-Pad, Range, a broadcast of two long vectors, a sparse tensor densified). Rather than list
-the ops that allocate from a shape, and miss one, the check bounds every tensor the graph
-computes: ONNX shape inference (with constant shapes propagated) runs with the batch
-dimension set to 1 and to 2, every computed tensor must have a shape known at both, each of
-its dimensions either fixed or exactly proportional to the batch (one at most), and their
-total must stay under a stated cap per image and for the batch-independent part. For that
-proof to hold at every batch size, a shape read from the input (Shape, Size) may only be
-passed along, sliced and assembled (the flatten idiom), never computed with; and control
-flow, whose iterations no shape shows, is refused.
+Memory: every tensor the graph computes is bounded (``quantlab.tensor_budget``), its shape
+inferred by ONNX shape inference (constant shapes propagated) at batch 1 and 2. For that
+to bound every batch size, a shape read from the input (Shape, Size) may only be passed
+along, sliced and assembled (the flatten idiom), never computed with; control flow, whose
+iterations no shape shows, is refused; and a sparse tensor counts at its dense size, since
+runtimes make it dense.
 """
 
+from quantlab import tensor_budget
 from quantlab.errors import QuantlabError
+from quantlab.tensor_budget import FIXED_BYTES, elements
 
 DOMAINS = ("", "ai.onnx")  # the standard operator set
 # Loops and branches run subgraphs any number of times: an image classifier has none.
@@ -31,12 +29,6 @@ SHAPE_PLUMBING = frozenset({"Gather", "Slice", "Squeeze", "Unsqueeze", "Concat",
 # ... and use them as a shape: a Reshape to it is the flatten idiom; the others are bounded
 # by the shape check, which sees their outputs at two batch sizes.
 SHAPE_OPERANDS = {"Reshape": 1, "Expand": 1, "ConstantOfShape": 0, "Tile": 1}
-# Bounds on what the computed tensors of one model may take, all of them at once: far
-# above quantlab's nets (its dense and medium ONNX files compute under 0.5 MiB per image
-# and 15 MiB besides the batch, the dequantized int8 weights), far below a machine's memory
-# at the batch sizes a study runs (64 x 32 MiB + 512 MiB).
-PER_IMAGE_BYTES = 32 << 20
-FIXED_BYTES = 512 << 20
 FIX = "export the classifier again from standard layers with a fixed image size"
 
 
@@ -76,13 +68,6 @@ def _tensors(model):
                 yield from attribute.tensors
     for sparse in _sparse_tensors(model):
         yield from (sparse.values, sparse.indices)
-
-
-def _elements(dims):
-    count = 1
-    for dim in dims:
-        count *= max(int(dim), 0)
-    return count
 
 
 def _itemsize(elem_type):
@@ -125,11 +110,11 @@ def check_onnx(path, content):
     for tensor in tensors:
         # A stored tensor holds its data in the file, at least half a byte per element
         # (4-bit types): one that declares more is a lie a runtime might allocate for.
-        if _elements(tensor.dims) > 2 * len(content):
+        if elements(tensor.dims) > 2 * len(content):
             raise QuantlabError(f"{path} declares tensor {tensor.name!r:.80} of shape "
                                 f"{list(tensor.dims)}, more data than the whole file holds; "
                                 f"export it again")
-    dense = sum(_elements(s.dims) * _itemsize(s.values.data_type) for s in _sparse_tensors(model))
+    dense = sum(elements(s.dims) * _itemsize(s.values.data_type) for s in _sparse_tensors(model))
     if dense > FIXED_BYTES:  # runtimes make sparse tensors dense, whatever few values they hold
         raise QuantlabError(f"{path} declares sparse tensors of {dense / 2**20:,.0f} MiB once made "
                             f"dense, over quantlab's limit of {FIXED_BYTES >> 20} MiB; {FIX}")
@@ -216,53 +201,22 @@ def _inferred_shapes(path, model, batch, data_prop):
 
 
 def _check_memory(path, model):
-    """Refuse a model whose computed tensors could outgrow the stated bounds at any batch."""
+    """Refuse a model whose computed tensors could outgrow the budget at any batch size."""
     fixed_batch = _batch_dim(path, model)
     batches = (fixed_batch,) if fixed_batch else (1, 2)
     # Propagating computed shapes makes ONNX compute small tensors' values, and some ops'
     # values whatever their size (Range): only a graph that reads its input's shape needs
-    # it, and it is run only once every tensor known without it is within bounds.
+    # it, and it runs only once every tensor known without it is within the budget.
     data_prop = any(node.op_type in SHAPE_READERS for node in model.graph.node)
     if data_prop:
-        _tally(path, model, [_inferred_shapes(path, model, batches[0], False)] * 2,
-               complete=False)
-    _tally(path, model, [_inferred_shapes(path, model, batch, data_prop) for batch in batches])
+        first = _inferred_shapes(path, model, batches[0], False)
+        tensor_budget.check(path, _computed(model, first, first), FIX, complete=False)
+    inferred = [_inferred_shapes(path, model, batch, data_prop) for batch in batches]
+    tensor_budget.check(path, _computed(model, inferred[0], inferred[-1]), FIX)
 
 
-def _tally(path, model, inferred, complete=True):
-    """Sum what the computed tensors take per image and besides the batch, against the caps.
-
-    ``inferred``: the shapes at batch 1 and 2 (the same twice for a fixed batch).
-    ``complete``: every tensor must have a known shape (else unknown ones are skipped).
-    """
-    totals = {"per image": 0, "besides the batch": 0}
-    largest = {}
+def _computed(model, at_one, at_two):
     for node in model.graph.node:
         for name in filter(None, node.output):
-            (dims, itemsize), (again, _) = (shapes.get(name, (None, 1)) for shapes in inferred)
-            if dims is None or again is None:
-                if not complete:
-                    continue
-                raise QuantlabError(f"{path}: the size of tensor {name!r:.80} ({node.op_type} node) "
-                                    f"depends on the data it computes, so the memory it takes cannot "
-                                    f"be bounded before it runs; {FIX}")
-            grows = [i for i, (a, b) in enumerate(zip(dims, again)) if a != b]
-            if len(dims) != len(again) or len(grows) > 1 or any(again[i] != 2 * dims[i] for i in grows):
-                raise QuantlabError(f"{path}: tensor {name!r:.80} ({node.op_type} node) changes with "
-                                    f"the batch other than in proportion to it (shape {dims} at "
-                                    f"batch 1, {again} at 2); {FIX}")
-            _add(totals, largest, "per image" if grows else "besides the batch", name, dims,
-                 itemsize)
-    for (what, total), limit in zip(totals.items(), (PER_IMAGE_BYTES, FIXED_BYTES)):
-        if total > limit:
-            name, dims = largest[what][1:]
-            raise QuantlabError(f"{path} computes {total / 2**20:,.0f} MiB of tensors {what} (the "
-                                f"largest: {name!r:.80} of shape {dims}), over quantlab's limit of "
-                                f"{limit >> 20} MiB; {FIX}")
-
-
-def _add(totals, largest, what, name, dims, itemsize):
-    size = _elements(dims) * itemsize
-    totals[what] += size
-    largest[what] = max(largest.get(what, (0, None, None)), (size, name, dims),
-                        key=lambda entry: entry[0])
+            (dims, itemsize), (again, _) = (shapes.get(name, (None, 1)) for shapes in (at_one, at_two))
+            yield name, node.op_type, dims, again, itemsize

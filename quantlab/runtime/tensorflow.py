@@ -3,7 +3,7 @@
 import numpy as np
 
 from quantlab.errors import QuantlabError
-from quantlab.graph_check import check_graph_def
+from quantlab.graph_check import check_graph_def, import_error
 from quantlab.runtime.base import Predictor
 
 FORMATS = ("graphdef",)
@@ -38,9 +38,13 @@ class GraphDefPredictor(Predictor):
         def imported():
             tf.graph_util.import_graph_def(graph_def, name="")
 
-        pruned = tf.compat.v1.wrap_function(imported, []).prune(
-            placeholders[0].name + ":0", outputs[0].name + ":0"
-        )
+        try:
+            pruned = tf.compat.v1.wrap_function(imported, []).prune(
+                placeholders[0].name + ":0", outputs[0].name + ":0"
+            )
+        except Exception as error:  # TensorFlow's own, with the NodeDef dumped after it
+            raise QuantlabError(f"TensorFlow cannot import {path}: {import_error(error)}; export "
+                                f"the model again as a frozen graph") from None
         # A pruned function has no structured signature: calling it directly fails to bind,
         # formats the whole input tensor into an error message and falls back, on every
         # call. Wrapping it once in a typed tf.function keeps that out of the timed call.
