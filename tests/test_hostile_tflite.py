@@ -55,6 +55,10 @@ def _custom_operator(model):
     model.operatorCodes[0].customCode = "FlexWriteFile"
 
 
+def _while_loop(model):
+    model.operatorCodes[0].builtinCode = model.operatorCodes[0].deprecatedBuiltinCode = 119
+
+
 def _buffer_beyond_the_file(model):
     constant = next(i for i, b in enumerate(model.buffers) if b.data is not None and len(b.data))
     model.buffers[constant].data, model.buffers[constant].offset = None, 1 << 40
@@ -77,6 +81,7 @@ HAND_MADE = {  # name -> (change, what the error line says)
                             "declares 1x30000x30000x1 values (3433 MiB)"),
     "two subgraphs": (_second_subgraph, "2 subgraphs"),
     "custom operator": (_custom_operator, "custom operator 'FlexWriteFile'"),
+    "control flow": (_while_loop, "is WHILE: control flow"),
     "buffer beyond the file": (_buffer_beyond_the_file, "points to bytes 1099511627776"),
     "operator code out of range": (lambda m: setattr(_graph(m).operators[0], "opcodeIndex", 77),
                                    "code is number 77"),
@@ -170,9 +175,10 @@ def test_a_valid_model_with_a_30000_by_30000_input_is_refused_before_any_allocat
         assert peak < 512 << 10  # KiB: running it would take 3.4 GB
 
 
-def fill_model(path, rows):
+def fill_model(path, rows, dims_from_input=False):
     """A valid model that declares [1, 10] everywhere but adds its input to FILL([rows, 10], 1):
-    the real shapes, which LiteRT and OpenVINO work out from the constants, are rows x 10."""
+    the real shapes, which LiteRT and OpenVINO work out from the constants, are rows x 10.
+    ``dims_from_input``: FILL's dims are the first two pixels, cast to integers, instead."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -188,7 +194,8 @@ def fill_model(path, rows):
         return made
 
     codes = []
-    for builtin in (schema.BuiltinOperator.FILL, schema.BuiltinOperator.ADD):
+    for builtin in (schema.BuiltinOperator.FILL, schema.BuiltinOperator.ADD, schema.BuiltinOperator.CAST,
+                    schema.BuiltinOperator.SLICE, schema.BuiltinOperator.RESHAPE):
         codes.append(schema.OperatorCodeT())
         codes[-1].builtinCode = codes[-1].deprecatedBuiltinCode = builtin
     graph = schema.SubGraphT()
@@ -201,12 +208,41 @@ def fill_model(path, rows):
     buffers = [schema.BufferT(), schema.BufferT(), schema.BufferT()]
     buffers[1].data = np.array([rows, 10], np.int32).view(np.uint8)
     buffers[2].data = np.array([1.0], np.float32).view(np.uint8)
+    if dims_from_input:  # dims = int(x[0, :2]): two pixels, cast and flattened
+        int32 = schema.TensorType.INT32
+        graph.tensors[1].buffer = 0
+        graph.tensors += [tensor(b"begin", [2], 3, int32), tensor(b"size", [2], 4, int32),
+                          tensor(b"pixels", [1, 2], 0), tensor(b"integers", [1, 2], 0, int32),
+                          tensor(b"flat", [1], 5, int32)]
+        buffers += [schema.BufferT(), schema.BufferT(), schema.BufferT()]
+        for index, values in ((3, [0, 0]), (4, [1, 2]), (5, [2])):
+            buffers[index].data = np.array(values, np.int32).view(np.uint8)
+        graph.operators[:0] = [
+            operator(3, [0, 5, 6], [7], schema.BuiltinOptions.SliceOptions, schema.SliceOptionsT()),
+            operator(2, [7], [8], schema.BuiltinOptions.CastOptions, schema.CastOptionsT()),
+            operator(4, [8, 9], [1], schema.BuiltinOptions.ReshapeOptions, schema.ReshapeOptionsT())]
     model = schema.ModelT()
     model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, codes, [graph], buffers
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))
     return path
+
+
+def test_a_shape_taken_from_the_pixels_is_refused_since_nothing_bounds_it_before_running(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = fill_model(tmp_path / "from_pixels.tflite", 1, dims_from_input=True)
+    bare = Interpreter(model_path=str(path))  # the control: LiteRT alone runs it
+    bare.allocate_tensors()
+    pixels = np.zeros((1, 10), np.float32)
+    pixels[0, :2] = 3, 10
+    bare.set_tensor(bare.get_input_details()[0]["index"], pixels)
+    bare.invoke()
+    assert bare.get_tensor(bare.get_output_details()[0]["index"]).shape == (3, 10)  # 30000: 3.6 GB
+    with pytest.raises(QuantlabError, match=r"\(FILL\) takes its output's shape from values computed "
+                                            r"while the model runs"):
+        runtime.load(path)
 
 
 def test_shapes_made_from_constants_are_bounded_before_any_runtime_fills_them(tmp_path):

@@ -33,6 +33,22 @@ _OTHER_TYPES = {5: "STRING", 8: "COMPLEX64", 10: "FLOAT64", 11: "COMPLEX128", 12
                 13: "RESOURCE", 14: "VARIANT", 15: "UINT32", 16: "UINT16", 18: "BFLOAT16"}
 _CUSTOM = 32  # BuiltinOperator.CUSTOM: code the runtimes look up by name, or TensorFlow's
 _DEQUANTIZE = 6  # BuiltinOperator.DEQUANTIZE: of float16 weights, a float32 copy of weights
+# Operators that run other subgraphs: none in a classifier, and one graph may not call itself.
+_CONTROL_FLOW = {31: "CALL", 118: "IF", 119: "WHILE", 129: "CALL_ONCE", 200: "STABLEHLO_WHILE",
+                 206: "STABLEHLO_COMPOSITE", 209: "STABLEHLO_CASE"}
+# Operators whose output shape is given by the values of some inputs (their positions here).
+# From constants, the runtimes work the shape out when they allocate, where it is checked
+# (litert.check_computed_sizes); from values computed while running, nothing can bound it
+# beforehand (a FILL of dims cast from the pixels), so those inputs must be constants.
+_SHAPE_FROM_VALUES = {
+    23: ("RESIZE_BILINEAR", (1,)), 34: ("PAD", (1,)), 60: ("PADV2", (1,)),
+    67: ("TRANSPOSE_CONV", (0,)), 68: ("SPARSE_TO_DENSE", (1,)), 69: ("TILE", (1,)),
+    85: ("ONE_HOT", (1,)), 94: ("FILL", (0,)), 96: ("RANGE", (0, 1, 2)),
+    97: ("RESIZE_NEAREST_NEIGHBOR", (1,)), 100: ("MIRROR_PAD", (1,)), 122: ("SCATTER_ND", (2,)),
+    130: ("BROADCAST_TO", (1,)), 141: ("CONV_3D_TRANSPOSE", (0,)), 145: ("BROADCAST_ARGS", (0, 1)),
+    146: ("RANDOM_STANDARD_NORMAL", (0,)), 148: ("RANDOM_UNIFORM", (0,)),
+    149: ("MULTINOMIAL", (1,)), 203: ("DILATE", (1,)),
+}
 
 # Field numbers of the tables read here, as schema.fbs declares them.
 _MODEL_VERSION, _MODEL_OPCODES, _MODEL_SUBGRAPHS, _MODEL_BUFFERS = 0, 1, 2, 4
@@ -218,12 +234,13 @@ def _graph(reader, graph, buffers, opcodes):
         code = _indexed(opcodes, reader.scalar(operator, _OP_OPCODE, "<I", 0, what), f"{what}'s code")
         ends = {}
         for field, role in ((_OP_INPUTS, "input"), (_OP_OUTPUTS, "output")):
-            ends[role] = [_indexed(tensors, index, f"{what}'s {role}")
-                          for index in reader.vector(operator, field, "<i", f"{what}'s {role}s")
-                          if index != -1]  # -1: an optional input left out
-        if code == _DEQUANTIZE and all(t["constant"] for t in ends["input"]):
+            ends[role] = [None if index == -1 else _indexed(tensors, index, f"{what}'s {role}")
+                          for index in reader.vector(operator, field, "<i", f"{what}'s {role}s")]
+        _check_operator(what, code, ends["input"])
+        if code == _DEQUANTIZE and all(t and t["constant"] for t in ends["input"]):
             for tensor in ends["output"]:  # computed once, and as large as the weights
-                tensor["constant"] = True
+                if tensor:
+                    tensor["constant"] = True
     allocated = sum(t["bytes"] for t in tensors if not t["constant"])
     if allocated > MAX_ACTIVATION_BYTES:
         raise _Unsupported(f"its inputs, outputs and activations declare {allocated >> 20} MiB, "
@@ -235,6 +252,19 @@ def _graph(reader, graph, buffers, opcodes):
             # (scale, zero point) of an integer input and output, as LiteRT reports them
             "quantization": tuple((float(t["quantization"][0][0]), float(t["quantization"][1][0]))
                                   if t["type"] != "FLOAT32" else None for t in ends)}
+
+
+def _check_operator(what, code, inputs):
+    """Refuse control flow, and shapes that only the values met while running could give."""
+    if code in _CONTROL_FLOW:
+        raise _Unsupported(f"{what} is {_CONTROL_FLOW[code]}: control flow, which quantlab does "
+                           f"not run")
+    name, positions = _SHAPE_FROM_VALUES.get(code, ("", ()))
+    for position in positions:
+        given = inputs[position] if position < len(inputs) else None
+        if given is not None and not given["constant"]:
+            raise _Unsupported(f"{what} ({name}) takes its output's shape from values computed "
+                               f"while the model runs, which quantlab cannot bound before running it")
 
 
 def _indexed(items, index, what):
