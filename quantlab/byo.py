@@ -8,12 +8,21 @@ module outside Keras, and for a ``.keras`` archive no member beyond the three Ke
 The file is read once; those very bytes are checked, hashed, and copied to a private
 temporary file whose suffix sends Keras to the loader that was checked, so the file can
 neither be swapped after the check nor be read as the other format.
+
+Nor may a file make Keras allocate more than it holds. Keras stores every weight in the
+file, uncompressed, so the weights a model declares cannot outweigh the file: the stored
+weight arrays are checked against the file's size before Keras reads them, and the
+variables Keras builds from the configuration (a Dense layer of 12 M units declares a 3 GB
+kernel in a few bytes) are counted as they are created, and refused before allocation once
+they outweigh it. The configuration's JSON nesting is bounded before it is parsed.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,6 +31,11 @@ from quantlab import runtime, training, variants
 from quantlab.errors import QuantlabError
 
 RESAVE = "save the model again with model.save('model.keras')"
+# Deeper than any Keras configuration (a functional model nests about 10 levels, each
+# nested model a few more), shallow enough for the recursion of parsing and checking it.
+MAX_JSON_DEPTH = 64
+# Variables Keras makes that a file need not store (random layers' seeds): a little room.
+UNSTORED_BYTES = 1 << 20
 REBUILD = "rebuild the model from Keras's standard layers"
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -170,8 +184,28 @@ def _h5_config(content, path):
     return _parse_json(text.decode() if isinstance(text, bytes) else text, path)
 
 
+_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _json_depth(text):
+    """How deeply ``text`` nests arrays and objects (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
 def _parse_json(text, path):
     try:
+        text = text.decode() if isinstance(text, bytes) else text
+        if _json_depth(text) > MAX_JSON_DEPTH:
+            raise QuantlabError(f"{path} holds a model configuration nested more than "
+                                f"{MAX_JSON_DEPTH} levels deep, which Keras never writes; {RESAVE}")
         return json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise QuantlabError(f"{path} holds a model configuration that is not valid JSON; "
@@ -236,26 +270,94 @@ def check_config(config, path):
                                 f"class; {REBUILD}")
 
 
+def _stored_weights(content, fmt):
+    """The HDF5 file that holds the weights: the archive's member, or the file itself."""
+    if fmt == "keras":
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return archive.read("model.weights.h5")
+    return content
+
+
+def check_stored_weights(content, fmt, path):
+    """Refuse weight arrays that declare more bytes than the file holds.
+
+    An HDF5 dataset may declare any shape and store nothing (its chunks unwritten): reading
+    it, as Keras does, would allocate all of it.
+    """
+    import h5py
+
+    declared = []
+
+    def add(name, item):
+        if isinstance(item, h5py.Dataset):
+            declared.append((item.size * item.dtype.itemsize, name, item.shape))
+
+    try:
+        with h5py.File(io.BytesIO(_stored_weights(content, fmt)), "r") as h5:
+            h5.visititems(add)
+    except OSError as error:
+        raise QuantlabError(f"{path} holds corrupt weights ({error}); {RESAVE}") from None
+    total = sum(size for size, _, _ in declared)
+    if total > len(content):
+        size, name, shape = max(declared)
+        raise QuantlabError(f"{path} declares {total / 2**20:,.0f} MiB of weights (the largest: "
+                            f"{name!r:.80} of shape {shape}) in a file of {len(content) / 2**20:,.1f} "
+                            f"MiB, which cannot hold them; {RESAVE}")
+
+
 def checked(content, path):
     """The format of ``content`` (``"keras"`` or ``"h5"``) once it passed every check."""
     fmt = model_format(content, path)
     check_config(_keras_config(content, path) if fmt == "keras" else _h5_config(content, path),
                  path)
+    check_stored_weights(content, fmt, path)
     return fmt
 
 
 # --- loading --------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _variables_within(limit, path, refused):
+    """Refuse, before it is allocated, each variable that takes the total past ``limit`` bytes.
+
+    The refusal is put in ``refused`` too, since Keras may wrap the error it raises.
+    """
+    from quantlab._tf import tf
+
+    tf = tf()
+    total = 0
+
+    def creator(next_creator, **settings):
+        nonlocal total
+        shape = settings.get("shape")
+        if shape is not None and tf.TensorShape(shape).is_fully_defined():
+            dtype = tf.as_dtype(settings.get("dtype") or tf.float32)
+            total += tf.TensorShape(shape).num_elements() * max(dtype.size, 1)
+        if total > limit:
+            refused.append(f"{path} declares {total / 2**20:,.0f} MiB of weights by its variable "
+                           f"{settings.get('name')!r:.80} of shape {tf.TensorShape(shape)}, more "
+                           f"than the {limit / 2**20:,.1f} MiB file can hold; {RESAVE}")
+            raise QuantlabError(refused[-1])
+        return next_creator(**settings)
+
+    with tf.variable_creator_scope(creator):
+        yield
+
+
 def _keras_model(content, fmt, path):
     """Keras loads the checked bytes from a private copy whose suffix picks the checked loader."""
     from quantlab._tf import keras
 
+    refused = []
     with tempfile.TemporaryDirectory(prefix="quantlab-model-") as folder:
         copy = Path(folder) / f"model.{fmt}"
         copy.write_bytes(content)
         try:
-            return keras().models.load_model(copy, compile=False, safe_mode=True)
+            with _variables_within(len(content) + UNSTORED_BYTES, path, refused):
+                return keras().models.load_model(copy, compile=False, safe_mode=True)
         except Exception as error:  # Keras raises many types for unloadable files
+            if refused:
+                raise QuantlabError(refused[0]) from None
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
             raise QuantlabError(f"cannot load {path} as a Keras model: {first}") from None
 

@@ -115,8 +115,8 @@ def _check_shape_operands(graph_def, source):
     for node in graph_def.node:
         data = [name for name in node.input if not name.startswith("^")]
         for position in VALUE_OPERANDS.get(node.op, ()):
-            if not data:
-                break
+            if not -len(data) <= position < len(data):
+                continue  # too few inputs: TensorFlow's import says so
             pending, seen = [_node_name(data[position])], set()
             while pending:
                 upstream = nodes[pending.pop()]
@@ -146,7 +146,7 @@ def _shapes_at(tf, graph_def, batch, source):
         raise QuantlabError(f"TensorFlow cannot import {source}: {import_error(error)}; "
                             f"{FIX}") from None
     return [(tensor.name, op.type, tensor.shape.as_list() if tensor.shape.is_fully_defined()
-             else None, tensor.dtype.size if tensor.dtype != tf.string else 8)
+             else None, max(tensor.dtype.size, 1))
             for op in graph.get_operations() for tensor in op.outputs]
 
 
@@ -166,7 +166,7 @@ def _check_memory(tf, graph_def, source):
         raise QuantlabError(f"{source} takes an input of no fixed image shape (only the batch "
                             f"dimension may vary): {FIX}")
     fixed = {shape.dim[0].size for shape in shapes}
-    batches = (fixed.pop(),) if len(fixed) == 1 and -1 not in fixed else (1, 2)
-    at_one, at_two = (_shapes_at(tf, graph_def, batch, source) for batch in (batches[0], batches[-1]))
-    tensor_budget.check(source, ((name, op, dims, again, size) for (name, op, dims, size), again
-                                 in zip(at_one, (dims for _, _, dims, _ in at_two))), FIX)
+    batches = sorted(fixed) if len(fixed) == 1 and -1 not in fixed else [1, 2]
+    imported = [_shapes_at(tf, graph_def, batch, source) for batch in batches]
+    tensor_budget.check(source, [(name, op, dims, again[2], size) for (name, op, dims, size), again
+                                 in zip(imported[0], imported[-1])], FIX)

@@ -66,25 +66,30 @@ def sequential(*layers):
     return {"class_name": "Sequential", "config": {"name": "sequential", "layers": list(layers)}}
 
 
-def h5_bytes(config):
-    """A legacy Keras HDF5 model file holding ``config`` (and no weights)."""
+def h5_bytes(config, config_text=None):
+    """A legacy Keras HDF5 model file holding ``config`` (or ``config_text``) and no weights."""
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
-        h5.attrs["model_config"] = json.dumps(config)
+        h5.attrs["model_config"] = config_text or json.dumps(config)
         h5.attrs["keras_version"] = "2.21.0"
         h5.attrs["backend"] = "tensorflow"
         h5.create_group("model_weights")
     return buffer.getvalue()
 
 
-def keras_archive_bytes(config, extra=None):
-    """A .keras archive as tf_keras writes it: three stored members (plus ``extra``)."""
-    weights = io.BytesIO()
-    with h5py.File(weights, "w"):
-        pass
+def keras_archive_bytes(config, extra=None, config_text=None, weights=None):
+    """A .keras archive as tf_keras writes it: three stored members (plus ``extra``).
+
+    ``config_text`` stands for ``config`` as JSON; ``weights`` for an empty weights file.
+    """
+    if weights is None:
+        empty = io.BytesIO()
+        with h5py.File(empty, "w"):
+            pass
+        weights = empty.getvalue()
     members = {"metadata.json": json.dumps({"keras_version": "2.21.0"}).encode(),
-               "config.json": json.dumps(config).encode(),
-               "model.weights.h5": weights.getvalue(), **(extra or {})}
+               "config.json": (config_text or json.dumps(config)).encode(),
+               "model.weights.h5": weights, **(extra or {})}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
@@ -268,3 +273,87 @@ def test_an_unreadable_model_file_is_a_one_line_error(digits):
         message = error_without_permission(path, lambda: byo.load(path, digits))
     assert message == (f"QuantlabError: cannot read {path}: permission denied; make it readable "
                        f"or copy it somewhere you can read")
+
+
+# --- files that declare more than they hold ------------------------------------------------------
+
+LOAD_WITHIN_3_GIB = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from quantlab import byo, datasets
+from quantlab.errors import QuantlabError
+path, checked = sys.argv[1], sys.argv[2] == "checked"
+if not checked:  # plain Keras
+    from quantlab._tf import keras
+    keras().models.load_model(path, compile=False, safe_mode=True)
+    sys.exit(0)
+try:
+    byo.load(path, datasets.load("digits"))
+except QuantlabError as error:
+    sys.exit(f"quantlab: {error}")
+"""
+
+
+def load_within_3_gib(path, checked):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", LOAD_WITHIN_3_GIB, str(path),
+                           "checked" if checked else "plain"],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_dense_layer_of_12_million_units_is_refused_before_keras_allocates_its_3_gb_kernel(
+        tmp_path):
+    wide = v3_layer("Dense", "keras.layers", {"name": "wide", "units": 12_000_000})
+    path = tmp_path / "mine.keras"
+    path.write_bytes(keras_archive_bytes(v3_sequential(
+        V3_INPUT, v3_layer("Flatten", "keras.layers", {"name": "flatten"}), wide)))
+    assert path.stat().st_size < 10_000
+    result = load_within_3_gib(path, checked=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    line, = result.stderr.splitlines()
+    assert line.startswith(f"quantlab: {path} declares 2,930 MiB of weights by its variable "
+                           f"'kernel' of shape (64, 12000000), more than the")
+    # Unchecked, Keras builds the kernel before it reads a single weight: out of memory.
+    plain = load_within_3_gib(path, checked=False)
+    assert plain.returncode != 0 and ("OOM" in plain.stderr or "alloc" in plain.stderr.lower())
+
+
+def test_stored_weights_that_declare_more_than_the_file_holds_are_refused(tmp_path, digits):
+    # An HDF5 dataset of 3 GB declared, none of it written: the file stays small, and a
+    # reader that trusts the shape allocates it all.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.create_dataset("layers/dense/vars/0", shape=(12_000_000, 64), dtype="float32")
+    weights = buffer.getvalue()
+    assert len(weights) < 10_000
+    clean = v3_sequential(V3_INPUT, v3_layer("Flatten", "keras.layers", {"name": "flatten"}))
+    path = tmp_path / "mine.keras"
+    path.write_bytes(keras_archive_bytes(clean, weights=weights))
+    assert ("declares 2,930 MiB of weights (the largest: 'layers/dense/vars/0' of shape "
+            "(12000000, 64))") in refusal(path, digits)
+
+
+def nested(depth):
+    """A Keras configuration whose layer list nests ``depth`` levels of lists, as JSON text."""
+    return ('{"module": "keras", "class_name": "Sequential", "config": {"name": "s", "layers": '
+            + "[" * depth + "]" * depth + '}, "registered_name": null}')
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_a_configuration_nested_50000_levels_deep_is_refused_before_it_is_parsed(
+        tmp_path, digits, fmt):
+    text = nested(50_000)
+    with pytest.raises(RecursionError):
+        json.loads(text)  # what parsing it would do
+    path = tmp_path / f"mine.{fmt}"
+    if fmt == "keras":
+        path.write_bytes(keras_archive_bytes(None, config_text=text))
+    else:
+        path.write_bytes(h5_bytes(None, config_text=text))
+    assert "nested more than 64 levels deep" in refusal(path, digits)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    assert byo._json_depth('{"name": "[[[[{{{{", "layers": [[]]}') == 3
+    assert byo._json_depth(r'{"name": "a \" [[[[ b"}') == 1
