@@ -1,7 +1,10 @@
-"""Lazy, quiet access to TensorFlow, tf-keras and tfmot.
+"""Lazy, quiet access to TensorFlow, tf-keras and tfmot: the one place quantlab imports them.
 
 tfmot needs Keras 2, so ``TF_USE_LEGACY_KERAS`` must be set before TensorFlow is first
-imported; C++ log noise is turned down at the same moment.
+imported; C++ log noise is turned down at the same moment. Keras writes its ``keras.json``
+when first imported (tf-keras, and Keras 3, which TensorFlow's converter imports when it
+needs it), and matplotlib (which tfmot imports) its font cache: into quantlab's cache, never
+the user's home.
 """
 
 import contextlib
@@ -12,7 +15,21 @@ import tempfile
 import warnings
 
 
+def matplotlib_cache_in_quantlab():
+    """Matplotlib keeps its font cache where MPLCONFIGDIR says, else in the user's home: under
+    quantlab's cache, set before matplotlib is first imported (by ``plots``, or by tfmot)."""
+    from quantlab.cache import cache_root
+
+    os.environ.setdefault("MPLCONFIGDIR", str(cache_root() / "matplotlib"))
+
+
 def _prepare_environment():
+    from quantlab.cache import cache_root
+
+    matplotlib_cache_in_quantlab()
+    # Unless the user set it: read by each Keras at its import, and by its downloads, which
+    # then land in quantlab's cache too (quantlab.datasets looks there and in ~/.keras).
+    os.environ.setdefault("KERAS_HOME", str(cache_root() / "keras"))
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Known, harmless converter chatter: int8 input statistics come from the

@@ -416,10 +416,7 @@ def speedup_plot(comparison, folder, progress=lambda message: None):
         progress(f"no speed-up plot: more than {MAX_PANELS} nets or {MAX_BARS} bars; the "
                  f"tables of compare.md hold every number")
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers and in CI
-    import matplotlib.pyplot as plt
+    from quantlab.plots import plt
 
     colours = {name: number % 10 for number, name in enumerate(_names(comparison))}
     hatches = ["", "//", "..", "xx", "\\\\", "oo"]

@@ -10,8 +10,8 @@ For fashion_mnist, mnist and cifar10 the first of these places that has the file
    or ``fashion_mnist/``), else the folder itself;
 2. the folder in the environment variable ``QUANTLAB_DATA_DIR`` (same rule);
 3. the Debian location ``/usr/share/datasets/<name>/`` (package ``dataset-fashion-mnist``);
-4. the Keras download cache (``$KERAS_HOME`` or ``~/.keras``, then ``datasets/``), with
-   Keras' own file names;
+4. the Keras download cache (``$KERAS_HOME``, then ``~/.keras``, each with ``datasets/``),
+   with Keras' own file names;
 5. ``keras.datasets.<name>.load_data()``, only when ``QUANTLAB_ALLOW_DOWNLOAD=1``.
 
 A place that has no files is skipped; a place whose files are incomplete or corrupt stops
@@ -261,10 +261,13 @@ def _folders(name, data_dir):
             # The named subfolder first: mnist and fashion_mnist share their file names.
             folders += [root / s for s in spellings] + [root]
     folders += [SYSTEM_DIR / s for s in spellings]
-    # Keras keeps fashion-mnist in its own subfolder, mnist.npz and cifar-10-* at the top.
-    keras_datasets = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "datasets"
-    folders.append(keras_datasets / "fashion-mnist" if name == "fashion_mnist"
-                   else keras_datasets)
+    # Keras keeps fashion-mnist in its own subfolder, mnist.npz and cifar-10-* at the top; its
+    # download cache is $KERAS_HOME (quantlab's own under its cache, see quantlab._tf, unless
+    # the user set one) and the user's ~/.keras.
+    for keras_home in (os.environ.get("KERAS_HOME"), Path.home() / ".keras"):
+        keras_datasets = Path(keras_home or Path.home() / ".keras") / "datasets"
+        folders.append(keras_datasets / "fashion-mnist" if name == "fashion_mnist"
+                       else keras_datasets)
     return list(dict.fromkeys(folders))
 
 

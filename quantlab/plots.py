@@ -1,13 +1,20 @@
 """PNG plots of a study's results: latency vs batch size, speed-up by runtime, sizes,
-accuracy, miss rates. They draw what was measured and measure nothing."""
+accuracy, miss rates. They draw what was measured and measure nothing.
 
-import matplotlib
+The one place quantlab imports matplotlib: the other plots (``roofline``,
+``compare_report``) take ``plt`` from here.
+"""
+
+from quantlab._tf import matplotlib_cache_in_quantlab
+from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+
+matplotlib_cache_in_quantlab()  # a study writes nothing outside --out and quantlab's cache
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # files only; no display on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
-
-from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME  # noqa: E402
 
 _LINES = {"litert": "-", "openvino": "--", "onnxruntime": ":", "tensorflow": "-."}
 

@@ -308,12 +308,8 @@ def plot(points, found, path):
     One panel per runtime; one marker per (net, variant, batch): colour by variant, shape by
     net, size by batch. Returns the path, or None when no point was timed.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers and in CI
-    import matplotlib.pyplot as plt
-
     from quantlab.cache import atomic_file
+    from quantlab.plots import plt
 
     timed = [p for p in points if p.get("median") and p.get("macs_per_image")]
     if not timed:

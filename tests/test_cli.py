@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +93,55 @@ def test_the_seed_bound_is_numpys_and_a_study_config_keeps_to_it():
     assert study.StudyConfig(seed=arguments.MAX_SEED).seed == arguments.MAX_SEED
     with pytest.raises(QuantlabError, match="out of range: give 0 to 4294967295"):
         study.StudyConfig(seed=arguments.MAX_SEED + 1)
+
+
+def test_nothing_is_written_in_the_users_home(tmp_path):
+    """Matplotlib's font cache (imported by tfmot, and for plots) and Keras's keras.json went
+    into ~/.cache/matplotlib and ~/.keras: they belong under quantlab's cache."""
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    home.mkdir()
+    env = {"HOME": str(home), "QUANTLAB_CACHE": str(cache), "QUANTLAB_DATA_DIR": "",
+           "KERAS_HOME": "", "MPLCONFIGDIR": "", "XDG_CACHE_HOME": "", "XDG_CONFIG_HOME": ""}
+    env = {key: value for key, value in {**os.environ, **env}.items() if value != ""}
+    trained = subprocess.run([sys.executable, "-m", "quantlab.cli", "train", "dense", "--dataset",
+                              "digits", "--epochs", "1", "--qat"],
+                             capture_output=True, text=True, env=env, timeout=900)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    results = []
+    for name, int8 in (("a", 1e-3), ("b", 5e-4)):
+        results.append(tmp_path / f"{name}.json")
+        results[-1].write_text(json.dumps({
+            "schema": 2, "machine": {"name": name}, "nets": {},
+            "cases": [{"net": "dense", "variant": variant, "runtime": "litert", "batch_size": 1,
+                       "median": median} for variant, median in (("float32", 2e-3), ("int8", int8))]}))
+    compared = subprocess.run([sys.executable, "-m", "quantlab.cli", "compare", *map(str, results),
+                               "--out", str(tmp_path / "fleet")],
+                              capture_output=True, text=True, env=env, timeout=900)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    assert (tmp_path / "fleet" / "compare_speedup.png").is_file()  # matplotlib drew
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+    assert (cache / "keras" / "keras.json").is_file() and (cache / "matplotlib").is_dir()
+
+
+def test_keras_datasets_in_the_users_home_are_still_found_once_keras_home_is_quantlabs(tmp_path):
+    import numpy as np
+
+    folder = tmp_path / ".keras" / "datasets"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez(folder / "mnist.npz", x_train=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+             y_train=np.arange(20, dtype=np.uint8) % 10,
+             x_test=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+             y_test=np.arange(10, dtype=np.uint8))
+    code = ("import os\nfrom quantlab import _tf, datasets\n_tf._prepare_environment()\n"
+            "data = datasets.load('mnist')\nprint(os.environ['KERAS_HOME'])\nprint(data.source)\n"
+            "print(len(data.x_train), len(data.x_test))")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("KERAS_HOME", "QUANTLAB_DATA_DIR")}
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**env, "HOME": str(tmp_path), "QUANTLAB_CACHE": str(tmp_path / "cache")},
+                           timeout=300)
+    assert found.returncode == 0, found.stderr[-3000:]
+    keras_home, source, sizes = found.stdout.splitlines()[-3:]
+    assert keras_home == str(tmp_path / "cache" / "keras")  # quantlab's, for Keras itself
+    assert str(folder / "mnist.npz") in source and sizes == "20 10"
