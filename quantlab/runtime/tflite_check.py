@@ -12,15 +12,16 @@ no custom operators. Reading it costs one pass over its tables, not over its wei
 import math
 import struct
 
+from quantlab import tensor_budget
 from quantlab.errors import QuantlabError
 
 SCHEMA_VERSION = 3
 # Declared sizes, for the shapes written in the file (batch included): one tensor, and all
-# the tensors a runtime allocates for one inference (inputs, outputs, activations). The
-# nets studied here need under 1 MiB of activations and 16 MiB of weights; a runtime
-# scales activations with the batch, so 32 MiB per inference is 2 GiB at batch 64.
+# the tensors a runtime allocates for one inference (inputs, outputs, activations), which
+# get the per-image budget ONNX and GraphDef files get. The nets studied here need under
+# 1 MiB of activations and 16 MiB of weights.
 MAX_TENSOR_BYTES = 256 << 20
-MAX_ACTIVATION_BYTES = 32 << 20
+MAX_ACTIVATION_BYTES = tensor_budget.PER_IMAGE_BYTES
 MAX_RANK = 8
 
 # TensorType -> (name, bits per value), for the types an image classifier uses; any other
