@@ -13,9 +13,9 @@ bounds every batch size, not only the two tried.
 
 from quantlab.errors import QuantlabError
 
-# Far above quantlab's nets (their ONNX and GraphDef files compute under 0.5 MiB per image
-# and 15 MiB besides the batch, the dequantized int8 weights), far below a machine's memory
-# at the batch sizes a study runs (64 x 32 MiB + 512 MiB).
+# Far above quantlab's nets (their ONNX and GraphDef files compute at most 0.8 MiB per image
+# and 29 MiB besides the batch: dense's frozen weights, constants and their identities), far
+# below a machine's memory at the batch sizes a study runs (64 x 32 MiB + 512 MiB).
 PER_IMAGE_BYTES = 32 << 20
 FIXED_BYTES = 512 << 20
 

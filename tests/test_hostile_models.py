@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from quantlab import runtime
 from quantlab.errors import QuantlabError
 from quantlab.runtime import onnx_check
+from conftest import one_line_error, quantlab
 
 SIDE = 34000  # a SIDE x SIDE float32 tensor takes 4.3 GiB
 
@@ -334,3 +335,9 @@ def test_a_batch_read_from_the_input_and_passed_to_reshape_is_accepted_and_runs(
     for name in ("onnxruntime", "openvino"):
         probabilities = runtime.load(path, runtime=name).predict(np.ones((5, 8, 8, 1), np.float32))
         np.testing.assert_allclose(probabilities, 0.1, atol=1e-6)
+
+
+def test_counting_a_hostile_onnx_model_from_the_command_line_is_a_one_line_error(tmp_path):
+    path = write(tmp_path, fill_from_constants())
+    one_line_error(quantlab("counters", str(path), "--batch-size", "1", "--backend", "valgrind"),
+                   str(path), "over quantlab's limit of 512 MiB")
