@@ -301,8 +301,8 @@ def check_stored_weights(content, fmt, path):
     if total > len(content):
         size, name, shape = max(declared)
         raise QuantlabError(f"{path} declares {total / 2**20:,.0f} MiB of weights (the largest: "
-                            f"{name!r:.80} of shape {shape}) in a file of {len(content) / 2**20:,.1f} "
-                            f"MiB, which cannot hold them; {RESAVE}")
+                            f"{name!r:.80} of shape {shape}) in a file of "
+                            f"{len(content) / 2**20:,.1f} MiB, which cannot hold them; {RESAVE}")
 
 
 def checked(content, path):

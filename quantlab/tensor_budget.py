@@ -56,6 +56,6 @@ def check(source, tensors, fix, complete=True):
     for (what, total), limit in zip(totals.items(), (PER_IMAGE_BYTES, FIXED_BYTES)):
         if total > limit:
             name, dims = largest[what][1:]
-            raise QuantlabError(f"{source} computes {total / 2**20:,.0f} MiB of tensors {what} (the "
-                                f"largest: {name!r:.80} of shape {dims}), over quantlab's limit of "
-                                f"{limit >> 20} MiB; {fix}")
+            raise QuantlabError(f"{source} computes {total / 2**20:,.0f} MiB of tensors {what} "
+                                f"(the largest: {name!r:.80} of shape {dims}), over quantlab's "
+                                f"limit of {limit >> 20} MiB; {fix}")

@@ -212,10 +212,12 @@ def test_a_graph_of_allowed_ops_that_fills_34000_by_34000_is_refused_in_one_line
     (lambda tf: lambda image: classify(tf, image + tf.reduce_sum(
         tf.fill([SIDE, 1], 1.0) + tf.fill([1, SIDE], 1.0))),
      "the largest: 'add:0' of shape [34000, 34000]"),
-    (lambda tf: lambda image: classify(tf, tf.pad(image, [[0, 0], [SIDE, SIDE], [SIDE, SIDE], [0, 0]])),
+    (lambda tf: lambda image: classify(tf, tf.pad(image, [[0, 0], [SIDE, SIDE], [SIDE, SIDE],
+                                                          [0, 0]])),
      "of tensors per image (the largest: 'Pad:0' of shape [1, 68008, 68008, 1])"),
     (lambda tf: lambda image: classify(tf, tf.compat.v1.image.resize_nearest_neighbor(
-        image, [SIDE, SIDE])), "(the largest: 'ResizeNearestNeighbor:0' of shape [1, 34000, 34000, 1])"),
+        image, [SIDE, SIDE])),
+     "(the largest: 'ResizeNearestNeighbor:0' of shape [1, 34000, 34000, 1])"),
     (lambda tf: lambda image: tf.nn.softmax(tf.reduce_sum(
         tf.expand_dims(tf.reshape(image, [-1, 64]), 0)
         + tf.expand_dims(tf.reshape(image, [-1, 64]), 1), 0)),
@@ -272,7 +274,8 @@ def cycle(graph_def):
     (wrong_output_index, "Connecting to invalid output 3 of source node image"),
     (cycle, "TensorFlow cannot import {path}: 3 nodes in a cycle"),
 ], ids=["missing-control-input", "missing-input", "string-matmul", "wrong-output-index", "cycle"])
-def test_a_malformed_graph_is_one_line_without_tensorflow_s_node_dump(tf, tmp_path, damage, message):
+def test_a_malformed_graph_is_one_line_without_tensorflow_s_node_dump(tf, tmp_path, damage,
+                                                                      message):
     graph_def = plain_classifier(tf)
     damage(graph_def)
     path = tmp_path / "model.pb"

@@ -94,7 +94,7 @@ def sparse_ten(values_location=None, indices_location=None):
     return helper.make_sparse_tensor(values, indices, [10])
 
 
-def test_a_sparse_initializer_whose_values_are_in_another_file_is_refused_though_onnx_runtime_reads_it(
+def test_a_sparse_initializer_with_its_values_in_another_file_is_refused_though_ort_reads_it(
         tmp_path, monkeypatch):
     secret = np.array([0, 0, 0, 50, 0, 0, 0, 0, 0, 0], np.float32)
     (tmp_path / ".secret").mkdir()

@@ -88,12 +88,25 @@ def check_onnx(path, content):
         model = onnx.load_model_from_string(content)
     except (DecodeError, ValueError, RuntimeError):
         raise QuantlabError(f"{path} is not a readable ONNX model; export it again") from None
-    tensors = list(_tensors(model))
-    external = [t.name for t in tensors
+    _check_self_contained(path, model)
+    _check_operators(path, model)
+    _check_declared_sizes(path, model, len(content))
+    _check_shape_arithmetic(path, model.graph)
+    _check_memory(path, model)
+    return model
+
+
+def _check_self_contained(path, model):
+    import onnx
+
+    external = [t.name for t in _tensors(model)
                 if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data]
     if external:
         raise QuantlabError(f"{path} refers to tensor {external[0]!r:.80} stored in another file "
                             f"(external data); quantlab runs only self-contained models")
+
+
+def _check_operators(path, model):
     for graph in _graphs(model):
         for node in graph.node:
             if node.domain not in DOMAINS:
@@ -107,10 +120,13 @@ def check_onnx(path, content):
     if model.functions:
         raise QuantlabError(f"{path} defines its own functions ({model.functions[0].name!r:.80}); "
                             f"quantlab runs only models of standard operators")
-    for tensor in tensors:
+
+
+def _check_declared_sizes(path, model, file_size):
+    for tensor in _tensors(model):
         # A stored tensor holds its data in the file, at least half a byte per element
         # (4-bit types): one that declares more is a lie a runtime might allocate for.
-        if elements(tensor.dims) > 2 * len(content):
+        if elements(tensor.dims) > 2 * file_size:
             raise QuantlabError(f"{path} declares tensor {tensor.name!r:.80} of shape "
                                 f"{list(tensor.dims)}, more data than the whole file holds; "
                                 f"export it again")
@@ -118,9 +134,6 @@ def check_onnx(path, content):
     if dense > FIXED_BYTES:  # runtimes make sparse tensors dense, whatever few values they hold
         raise QuantlabError(f"{path} declares sparse tensors of {dense / 2**20:,.0f} MiB once made "
                             f"dense, over quantlab's limit of {FIXED_BYTES >> 20} MiB; {FIX}")
-    _check_shape_arithmetic(path, model.graph)
-    _check_memory(path, model)
-    return model
 
 
 def _check_shape_arithmetic(path, graph):
@@ -153,7 +166,7 @@ def _check_shape_arithmetic(path, graph):
 
 
 def _batch_dim(path, model):
-    """The input's batch dimension (a number if fixed, else None), checked: the others are fixed."""
+    """The inputs' batch dimension: a number if fixed, else None; every other one must be fixed."""
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     fixed = set()
@@ -218,5 +231,6 @@ def _check_memory(path, model):
 def _computed(model, at_one, at_two):
     for node in model.graph.node:
         for name in filter(None, node.output):
-            (dims, itemsize), (again, _) = (shapes.get(name, (None, 1)) for shapes in (at_one, at_two))
+            (dims, itemsize), (again, _) = (shapes.get(name, (None, 1))
+                                            for shapes in (at_one, at_two))
             yield name, node.op_type, dims, again, itemsize
