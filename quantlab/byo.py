@@ -31,12 +31,15 @@ from quantlab import runtime, training, variants
 from quantlab.errors import QuantlabError
 
 RESAVE = "save the model again with model.save('model.keras')"
+REBUILD = "rebuild the model from Keras's standard layers"
 # Deeper than any Keras configuration (a functional model nests about 10 levels, each
 # nested model a few more), shallow enough for the recursion of parsing and checking it.
 MAX_JSON_DEPTH = 64
+# What h5py raises, besides OSError, for a damaged file: its C library's errors, and sizes
+# it cannot represent.
+H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, OverflowError)
 # Variables Keras makes that a file need not store (random layers' seeds): a little room.
 UNSTORED_BYTES = 1 << 20
-REBUILD = "rebuild the model from Keras's standard layers"
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # What tf_keras's model.save("x.keras") writes for a model without assets (assets belong to
@@ -162,12 +165,21 @@ def _keras_config(content, path):
         if len(set(names)) != len(names) or set(names) != KERAS_MEMBERS:
             raise QuantlabError(f"{path} is a ZIP archive but not a saved Keras model (it holds "
                                 f"{', '.join(sorted(names)) or 'nothing'}); {RESAVE}")
-        text = archive.read("config.json")
-    config = _parse_json(text, path)
+    config = _parse_json(_member(content, "config.json", path), path)
     if isinstance(config, dict):
         # Keras drops the training setup when it loads with compile=False, as quantlab does.
         config = {key: value for key, value in config.items() if key != "compile_config"}
     return config
+
+
+def _member(content, name, path):
+    """The bytes of one member of the archive, or a one-line error if they are damaged."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return archive.read(name)
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError):  # a bad CRC, header, offset
+        raise QuantlabError(f"{path} is a damaged ZIP archive (its member {name} cannot be "
+                            f"read back whole); {RESAVE}") from None
 
 
 def _h5_config(content, path):
@@ -176,7 +188,7 @@ def _h5_config(content, path):
     try:
         with h5py.File(io.BytesIO(content), "r") as h5:
             text = h5.attrs.get("model_config")
-    except OSError as error:
+    except H5_ERRORS as error:
         raise QuantlabError(f"{path} is a corrupt HDF5 file ({error}); {RESAVE}") from None
     if text is None:
         raise QuantlabError(f"{path} is an HDF5 file but not a saved Keras model (no "
@@ -270,12 +282,9 @@ def check_config(config, path):
                                 f"class; {REBUILD}")
 
 
-def _stored_weights(content, fmt):
+def _stored_weights(content, fmt, path):
     """The HDF5 file that holds the weights: the archive's member, or the file itself."""
-    if fmt == "keras":
-        with zipfile.ZipFile(io.BytesIO(content)) as archive:
-            return archive.read("model.weights.h5")
-    return content
+    return _member(content, "model.weights.h5", path) if fmt == "keras" else content
 
 
 def check_stored_weights(content, fmt, path):
@@ -292,11 +301,13 @@ def check_stored_weights(content, fmt, path):
         if isinstance(item, h5py.Dataset):
             declared.append((item.size * item.dtype.itemsize, name, item.shape))
 
+    weights = _stored_weights(content, fmt, path)
     try:
-        with h5py.File(io.BytesIO(_stored_weights(content, fmt)), "r") as h5:
+        with h5py.File(io.BytesIO(weights), "r") as h5:
             h5.visititems(add)
-    except OSError as error:
-        raise QuantlabError(f"{path} holds corrupt weights ({error}); {RESAVE}") from None
+    except H5_ERRORS:
+        raise QuantlabError(f"{path} holds damaged weights (the HDF5 library cannot list them); "
+                            f"{RESAVE}") from None
     total = sum(size for size, _, _ in declared)
     if total > len(content):
         size, name, shape = max(declared)

@@ -357,3 +357,12 @@ def test_a_configuration_nested_50000_levels_deep_is_refused_before_it_is_parsed
 def test_brackets_inside_strings_do_not_count_as_nesting():
     assert byo._json_depth('{"name": "[[[[{{{{", "layers": [[]]}') == 3
     assert byo._json_depth(r'{"name": "a \" [[[[ b"}') == 1
+
+
+def test_a_keras_archive_whose_member_fails_its_checksum_is_a_one_line_error(tmp_path, digits):
+    content = keras_archive_bytes(v3_sequential(V3_INPUT))
+    at = content.index(b'"sequential"')
+    path = tmp_path / "mine.keras"
+    path.write_bytes(content[:at + 1] + b"S" + content[at + 2:])  # same length, bad CRC-32
+    assert "is a damaged ZIP archive (its member config.json cannot be read back whole)" \
+        in refusal(path, digits)

@@ -297,3 +297,22 @@ def test_counting_a_graph_with_a_missing_control_input_from_the_command_line_is_
     path.write_bytes(graph_def.SerializeToString())
     one_line_error(quantlab("counters", str(path), "--batch-size", "1", "--backend", "valgrind"),
                    str(path), "takes a control input from 'ghost'")
+
+
+def test_an_op_tensorflow_has_no_kernel_for_is_one_line_when_loaded(tf, tmp_path):
+    def integer_matmul(image):
+        # A valid graph of allowed ops, but TensorFlow has no CPU kernel for a uint8 MatMul.
+        rows = tf.cast(tf.reshape(image, [-1, 64]), tf.uint8)
+        product = tf.raw_ops.MatMul(a=rows, b=tf.ones([64, 10], tf.uint8))
+        return tf.nn.softmax(tf.cast(product, tf.float32))
+
+    graph_def = graph_def_of(tf, integer_matmul)
+    path = tmp_path / "model.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(QuantlabError) as excinfo:
+        runtime.load(path)
+    message = str(excinfo.value)
+    assert message.startswith(f"TensorFlow cannot run {path}: ") and "\n" not in message
+    assert "MatMul" in message and message.endswith("export the model again as a frozen graph")
+    with pytest.raises(tf.errors.OpError):  # unchecked: TensorFlow's own error
+        session_output(tf, graph_def)

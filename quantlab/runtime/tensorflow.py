@@ -51,6 +51,11 @@ class GraphDefPredictor(Predictor):
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
         self._function = tf.function(pruned, input_signature=[spec]).get_concrete_function()
         self._tf = tf
+        try:  # one image now: an op that TensorFlow has no kernel for fails here, in one line
+            self._function(tf.zeros([1, *self.input_shape]))
+        except tf.errors.OpError as error:
+            raise QuantlabError(f"TensorFlow cannot run {path}: {execution_error(error)}; export "
+                                f"the model again as a frozen graph") from None
 
     def prepare(self, x):
         return self._tf.constant(self.checked_input(x))
@@ -60,6 +65,17 @@ class GraphDefPredictor(Predictor):
 
     def finish(self, raw):
         return raw.numpy().astype(np.float32, copy=False)
+
+
+def execution_error(error):
+    """What a TensorFlow execution error says went wrong, and where, without the Python stack
+    and node dump that surround it."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    node = next((line.split()[3] for line in lines if line.startswith("Detected at node ")), None)
+    causes = [line for line in lines if line and not line.startswith(
+        ("Graph execution error", "Detected at node", "File ", "[["))]
+    cause = (causes or [type(error).__name__])[0][:200]
+    return f"{cause} (node {node!r:.80})" if node else cause
 
 
 def _set_tf_threads(tf, threads):
