@@ -58,7 +58,7 @@ def test_quantlab_times_each_runtime_within_10_percent_of_its_own_tool(
     prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape, batch))
     benchmark.group = f"tools-{runtime_name}-b{batch}"
     if benchmark.disabled:  # --benchmark-disable: run the call path once, compare nothing
-        predictor.run(prepared)
+        benchmark(predictor.run, prepared)
         return
     try:
         runtime_tools.find({"litert": "litert-benchmark", "openvino": "benchmark_app",
