@@ -30,7 +30,10 @@ def _save(figure, path):
 
 
 def _timed(results, net):
-    return [c for c in results["cases"] if c["net"] == net and c.get("median")]
+    """The timed cases of one net at the first thread count (the others: ``threads``)."""
+    from quantlab.report import timed_at
+
+    return [c for c in timed_at(results) if c["net"] == net]
 
 
 def latency(results, folder):
@@ -149,8 +152,38 @@ def miss_rates(results, folder):
     return _save(figure, folder / "miss_rates.png")
 
 
+def threads(results, folder):
+    """Per net, at its largest batch size: images per second against the thread count, one
+    line per variant and runtime (colour: variant, line style: runtime)."""
+    from quantlab.report import thread_counts, timed
+
+    counts = thread_counts(results)
+    studied = [net for net in results["nets"] if _timed(results, net)]
+    if len(counts) < 2 or not studied:
+        return None
+    figure, axes = plt.subplots(1, len(studied), figsize=(5.2 * len(studied), 4.4), squeeze=False)
+    colours = {}
+    for axis, net in zip(axes[0], studied):
+        batch = max(c["batch_size"] for c in _timed(results, net))
+        lines = {}
+        for case in timed(results):
+            if case["net"] == net and case["batch_size"] == batch:
+                lines.setdefault((case["variant"], case["runtime"]), []).append(case)
+        for (variant, runtime), cases in lines.items():
+            cases.sort(key=lambda c: c.get("threads") or 1)
+            colour = colours.setdefault(variant, f"C{len(colours) % 10}")
+            axis.plot([c.get("threads") or 1 for c in cases], [batch / c["median"] for c in cases],
+                      marker="o", markersize=3, color=colour, linestyle=_LINES.get(runtime, "-"),
+                      label=f"{variant} ({runtime})")
+        axis.set(title=f"{net}, batch {batch}", xlabel="threads", ylabel="images per second")
+        axis.set_xticks(counts, [str(n) for n in counts])
+        axis.grid(True, alpha=0.3)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(figure, folder / "threads.png")
+
+
 def all_plots(results, folder):
     """Write every plot that the results support; return their file names."""
-    names = [plot(results, folder) for plot in (latency, speedup_by_runtime, sizes, accuracy,
-                                                miss_rates)]
+    names = [plot(results, folder) for plot in (latency, speedup_by_runtime, threads, sizes,
+                                                accuracy, miss_rates)]
     return [name for name in names if name]
