@@ -41,9 +41,13 @@ def _prepare_environment():
 
 # Info lines that native code prints straight to the stderr file descriptor, past Python's
 # and TensorFlow's log levels: TensorFlow's import, the TFLite converter's quantizer
-# ("fully_quantize: 0, inference_type: 6, ..."), and LiteRT creating its XNNPACK delegate.
+# ("fully_quantize: 0, inference_type: 6, ..."), LiteRT creating its XNNPACK delegate, and
+# LiteRT's CompiledModel naming each accelerator and vendor plugin it looks for (and, two
+# lines, each plugin library it finds but cannot load: none is used here).
 NATIVE_NOISE = re.compile(r"^(I0000 |W0000 |WARNING: All log messages before absl::InitializeLog|"
-                          r"fully_quantize: |INFO: Created TensorFlow Lite XNNPACK delegate)")
+                          r"fully_quantize: |INFO: Created TensorFlow Lite XNNPACK delegate|"
+                          r"INFO: \[|WARNING: \[(npu_registry|compiler_plugin)\.cc:|"
+                          r"\u2514 Could not load shared library )")
 
 
 @contextlib.contextmanager

@@ -1,14 +1,20 @@
 """LiteRT (TFLite) predictor: the interpreter with XNNPACK, or LiteRT's reference kernels.
 
-The timed call is ``set_tensor`` + ``invoke`` + ``get_tensor``: measured here, it costs the
-same as ``litert-benchmark``'s ``CompiledModel.run_by_index`` on buffers it filled once
-(within 2 % at batch 1 and 64), so no faster honest path is left on the table.
+The timed call is ``set_tensor`` + ``invoke`` + ``get_tensor``. LiteRT 2.x also offers
+``CompiledModel`` (what ``litert-benchmark`` times): on the CPU both build XNNPACK from its
+default options with only the thread count set, so they run the same kernels (``perf
+record``: the same AVX-512 microkernels), and they differ only in the Python binding around
+the call. ``call_paths`` times the two against each other in rounds, so that a report can
+say so with a measured interval rather than assume it.
 """
 
+import contextlib
 import math
+import time
 
 import numpy as np
 
+from quantlab import intervals, rounds
 from quantlab._tf import without_native_noise
 from quantlab.defaults import KERNELS
 from quantlab.errors import QuantlabError
@@ -29,6 +35,7 @@ class LiteRTPredictor(Predictor):
         if kernels not in KERNELS:
             raise QuantlabError(f"unknown kernel choice {kernels!r}: choose one of {', '.join(KERNELS)}")
         self.path, self.sha256, self.version = path, sha256, version
+        self.content = content  # the checked bytes, for a second call path (call_paths)
         self.threads, self.kernels = threads, kernels
         resolver = (OpResolverType.AUTO if kernels == "xnnpack"
                     else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
@@ -150,6 +157,76 @@ def check_model(path, content):
         raise QuantlabError(f"{path} is truncated or corrupt ({first_line(error)}); "
                             f"export it again") from None
     check_computed_sizes(path, interpreter, computed, batch)
+
+
+# --- LiteRT 2.x's CompiledModel, timed against the interpreter ------------------------------
+
+@contextlib.contextmanager
+def compiled_model(predictor, prepared):
+    """``prepared`` run by LiteRT's ``CompiledModel`` from the predictor's own checked bytes,
+    threads and kernels, as ``litert-benchmark`` runs it: ``run_by_index`` on buffers filled
+    once. Yields ``(call, output)``: ``call()`` runs one inference, ``output()`` reads what
+    the last one wrote, as ``predictor.run`` returns it.
+
+    The runtime's native log stays inside the block: it names every accelerator it
+    registers, looks for (vendor plugins absent here) and destroys, on creation and on
+    deletion alike, and none of it concerns the measurement. (Writing a buffer makes LiteRT
+    keep an environment of its own until the process ends, which then logs two lines.)
+    """
+    from ai_edge_litert.compiled_model import CompiledModel
+    from ai_edge_litert.options import CpuKernelMode, CpuOptions, Options
+
+    mode = CpuKernelMode.XNNPACK if predictor.kernels == "xnnpack" else CpuKernelMode.BUILTIN
+    # The interpreter takes threads=None as one thread; CompiledModel would take 0 as "decide".
+    options = Options(cpu_options=CpuOptions(num_threads=predictor.threads or 1, kernel_mode=mode))
+    with without_native_noise():
+        try:
+            model = CompiledModel.from_buffer(predictor.content, options=options)
+            # Not strict: the file may declare a fixed batch, as the interpreter allows too.
+            model.resize_input_tensor(0, [len(prepared), *predictor.input_shape], strict=False)
+            inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
+            inputs[0].write(prepared)
+            shape = tuple(int(d) for d in outputs[0].get_tensor_details()["shape"])
+        except Exception as error:  # LiteRT raises RuntimeError, ValueError and more
+            raise runtime_failure(predictor.path, "LiteRT's CompiledModel reading it",
+                                  first_line(error)) from None
+
+        def call():
+            model.run_by_index(0, inputs, outputs)
+
+        def output():
+            return outputs[0].read(math.prod(shape), predictor.output_dtype).reshape(shape)
+
+        try:
+            yield call, output
+        finally:  # freed here, so that its log on deletion is dropped with the rest
+            del inputs, outputs, model
+
+
+def call_paths(predictor, prepared, budget_seconds=2.0, clock=time.perf_counter):
+    """The interpreter's call (``predictor.run``) against ``CompiledModel``'s (see
+    ``compiled_model``) on one prepared batch, timed in rounds like every other comparison
+    (``quantlab.rounds``), so that both see the same machine.
+
+    Returns ``interpreter`` and ``compiled_model``, each one's seconds per call (the median
+    over rounds with its interval), ``ratio``: the interpreter's seconds over CompiledModel's,
+    round by round (above 1: the interpreter is the slower), and how the rounds ended.
+    """
+    with compiled_model(predictor, prepared) as (compiled_call, _):
+        interpreter_call = lambda: predictor.run(prepared)  # noqa: E731
+        guesses = []
+        for call in (interpreter_call, compiled_call):
+            call()  # the first call of each pays for planning and packing, not the steady one
+            start = clock()
+            call()
+            guesses.append(clock() - start)
+        seconds, how = rounds.run([rounds.Timed("interpreter", interpreter_call, guesses[0]),
+                                   rounds.Timed("compiled_model", compiled_call, guesses[1])],
+                                  "interpreter", budget_seconds, clock=clock)
+    return {"interpreter": intervals.median_interval(seconds["interpreter"]),
+            "compiled_model": intervals.median_interval(seconds["compiled_model"]),
+            "ratio": intervals.ratio(seconds["interpreter"], seconds["compiled_model"]),
+            "rounds": how["rounds"], "stopped": how["stopped"]}
 
 
 def load(path, content, sha256, version, threads=None, kernels="xnnpack", precision=None):
