@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from quantlab import runtime, training, variants
+from quantlab import runtime, tensor_budget, training, variants
 from quantlab.errors import QuantlabError
 
 RESAVE = "save the model again with model.save('model.keras')"
@@ -385,10 +385,29 @@ def _load_content(content, path, data):
     if model.output_shape[-1] != data.num_classes:
         raise QuantlabError(f"{path.name} has {model.output_shape[-1]} outputs but {data.name} has "
                             f"{data.num_classes} classes")
+    tensor_budget.check(path, _activations(model), REBUILD)
     if _ends_in_softmax(model):
         model = _strip_softmax(model)
     info = {"stage": "float", "source": str(path), "sha256": hashlib.sha256(content).hexdigest()}
     return training.Trained(model, path, info, from_cache=True)
+
+
+def _activations(model):
+    """(name, layer, shape at batch 1, at batch 2, bytes per element) of every layer's output.
+
+    Weights are bounded by the file; what a layer computes is not (an UpSampling2D of
+    5000 x 5000 turns an 8 x 8 image into 6 GB), so it goes through the same budget as the
+    graphs of other formats, from the shapes Keras inferred when it built the model.
+    """
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a model nested in the model
+            yield from _activations(layer)
+        for index in range(len(layer.inbound_nodes)):
+            shapes = layer.get_output_shape_at(index)
+            for shape in shapes if isinstance(shapes, list) else [shapes]:
+                known = all(d is not None for d in shape[1:])
+                yield (layer.name, type(layer).__name__,
+                       [1, *shape[1:]] if known else None, [2, *shape[1:]] if known else None, 4)
 
 
 def load(path, data):

@@ -366,3 +366,14 @@ def test_a_keras_archive_whose_member_fails_its_checksum_is_a_one_line_error(tmp
     path.write_bytes(content[:at + 1] + b"S" + content[at + 2:])  # same length, bad CRC-32
     assert "is a damaged ZIP archive (its member config.json cannot be read back whole)" \
         in refusal(path, digits)
+
+
+def test_a_layer_that_computes_gigabytes_from_a_small_image_is_refused_before_it_runs(
+        tmp_path, digits, keras):
+    layers = keras.layers
+    model = keras.Sequential([layers.Input((8, 8, 1)), layers.UpSampling2D(5000, name="huge"),
+                              layers.GlobalMaxPooling2D(), layers.Dense(10)])
+    path = tmp_path / "mine.keras"
+    model.save(path)  # Keras builds it from shapes alone; only running it would take 6 GB
+    assert "of tensors per image (the largest: 'huge' of shape [1, 40000, 40000, 1])" \
+        in refusal(path, digits)
