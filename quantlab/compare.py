@@ -32,7 +32,7 @@ _FIX = "give the results.json that `quantlab run` wrote, or the report folder th
 PLAUSIBLE = {
     "seconds": (1e-9, 3600.0),
     "bytes": (1, 1 << 40),
-    "count": (1, 1 << 31),  # images, cores, threads, batch sizes
+    "count": (1, 1e9),  # images, cores, threads, batch sizes
     "MHz": (1, 1e6),
     "fraction": (0, 1),  # accuracy, agreement
     "points": (-100, 100),  # accuracy change
@@ -150,8 +150,8 @@ class _Checker:
         number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
         if not number or not math.isfinite(value) or not low <= value <= high:
             shown = f"is {value:g}" if number else "is not a number"
-            self.fail(field, f"{shown}: expected a {'whole ' if whole else ''}number of "
-                             f"{kind} from {low:g} to {high:g}")
+            self.fail(field, f"{shown}: expected a {'whole ' if whole else ''}number from "
+                             f"{low:g} to {high:g} ({kind})")
         return value
 
 

@@ -56,6 +56,11 @@ def three(studies, tmp_path_factory):
     return out, result, json.loads((out / "compare.json").read_text()), inputs
 
 
+def _batch(key):
+    """The batch column of a case: its batch size, and its threads where not 1."""
+    return str(key[3]) + (f" ({key[4]} threads)" if key[4] != 1 else "")
+
+
 def _medians(results):
     return {tables.case_key(c): c["median"] for c in results["cases"] if c.get("median")}
 
@@ -118,11 +123,14 @@ def test_latencies_and_ratios_are_the_numbers_of_the_inputs(three):
                 continue
             assert measured["speedup"] == pytest.approx(reference / median)
             column = 3 + list(inputs).index(name)
-            cell = _row(_section(report, f"### {key[0]}"), str(key[3]), key[2], key[1])[column]
+            cell = _row(_section(report, f"### {key[0]}"), _batch(key), key[2], key[1])[column]
             assert cell == f"{tables.seconds(median)} ({tables.speed_ratio(reference, median)})"
             checked += 1
-    # laptop and server: 2 nets x 2 batches x 2 runtimes x (2 and 1) quantized; desktop: 1
-    assert checked == 2 * 2 * 2 * 2 + 2 * 2 * 2 + 1
+    # laptop and server: 2 nets x 2 batches x 2 runtimes x (2 and 1) quantized; desktop: 1;
+    # at one thread, and at every core where a study timed that too
+    at_one_thread = 2 * 2 * 2 * 2 + 2 * 2 * 2 + 1
+    assert checked == sum(k[1] != "float32" for r in inputs.values() for k in _medians(r))
+    assert checked >= at_one_thread
 
 
 def test_a_case_that_a_machine_did_not_measure_is_a_dash(three):
@@ -202,10 +210,13 @@ def test_findings_give_what_int8_buys_on_each_machine_from_the_inputs(three):
     assert "(conv at batch 1)" in line
     # A variant that only one machine ran on this runtime: its range over its own cases.
     medians = _medians(inputs["laptop"])
-    own = [medians[(net, "float32", "openvino", b, 1)] / medians[(net, "qat_int8", "openvino", b, 1)]
-           for net in ("conv", "medium") for b in (1, 8)]
+    keys = sorted((k for k in medians if k[1:3] == ("qat_int8", "openvino")),
+                  key=lambda k: (("conv", "medium").index(k[0]), k[3], k[4]))
+    own = [medians[(k[0], "float32", *k[2:])] / medians[k] for k in keys]
+    where = " and ".join(f"{net} at batch " + ", ".join(_batch(k) for k in keys if k[0] == net)
+                         for net in ("conv", "medium"))
     assert (f"qat_int8 on openvino against float32 on openvino: {_worded(own)} on laptop "
-            f"(conv at batch 1, 8 and medium at batch 1, 8).") in comparison["findings"]
+            f"({where}).") in comparison["findings"]
 
 
 def test_the_fastest_machine_per_net_and_batch_comes_from_the_inputs(three):
@@ -306,9 +317,9 @@ def _edited(studies, folder, edit):
     (lambda s, t: _edited(s, t / "v3", lambda r: r.update(schema=3)), ["schema 3", "reads schema 2"]),
     (lambda s, t: _edited(s, t / "v1", lambda r: r.pop("schema")), ["before results.json had a schema"]),
     (lambda s, t: _edited(s, t / "bad", lambda r: r["cases"][0].update(median="fast")),
-     ["cases[0].median is not a number: expected a number of seconds"]),
+     ["cases[0].median is not a number: expected a number from 1e-09 to 3600 (seconds)"]),
     (lambda s, t: _edited(s, t / "nan", lambda r: r["cases"][0].update(median=float("nan"))),
-     ["cases[0].median is not a number: expected a number of seconds"]),
+     ["cases[0].median is not a number: expected a number from 1e-09 to 3600 (seconds)"]),
     (lambda s, t: _edited(s, t / "sha", lambda r: r["nets"]["conv"]["artifacts"]["int8"].update(sha256="x")),
      ["nets.conv.artifacts.int8.sha256"]),
     (lambda s, t: shutil.copytree(s["server"], t / "copy"),
@@ -338,18 +349,18 @@ def _written(folder, results):
 
 
 @pytest.mark.parametrize("edit, fragment", [
-    (lambda r: r["cases"][1].update(median=5e-324), "cases[1].median is 4.94066e-324: expected a number of seconds"),
-    (lambda r: r["cases"][1].update(median=1e308), "cases[1].median is 1e+308: expected a number of seconds"),
-    (lambda r: r["cases"][1].update(median=0), "cases[1].median is 0: expected a number of seconds"),
+    (lambda r: r["cases"][1].update(median=5e-324), "cases[1].median is 4.94066e-324: expected a number from 1e-09 to 3600 (seconds)"),
+    (lambda r: r["cases"][1].update(median=1e308), "cases[1].median is 1e+308: expected a number from 1e-09"),
+    (lambda r: r["cases"][1].update(median=0), "cases[1].median is 0: expected a number from 1e-09"),
     (lambda r: r["cases"][1].update(per_image=-1e-3), "cases[1].per_image is -0.001"),
-    (lambda r: r["cases"][1].update(batch_size=2**40), "cases[1].batch_size is 1.09951e+12: expected a whole number"),
+    (lambda r: r["cases"][1].update(batch_size=2**40), "cases[1].batch_size is 1.09951e+12: expected a whole number from 1 to 1e+09 (count)"),
     (lambda r: r["cases"][1].update(batch_size=1.5), "cases[1].batch_size is not a number"),
     (lambda r: r["machine"].update(cpu={"available_cores": 0}), "machine.cpu.available_cores is 0"),
     (lambda r: r["machine"].update(cpu={"caches": {"l2": 1e300}}), "machine.cpu.caches.l2 is 1e+300"),
     (lambda r: r["machine"].update(cpu={"mhz": "4.4 GHz"}), "machine.cpu.mhz is not a number"),
     (lambda r: r.update(accuracy=[{"net": "conv", "variant": "int8", "runtime": "litert",
                                    "accuracy": 2.0, "delta_points": 0, "agreement": 1}]),
-     "accuracy[0].accuracy is 2: expected a number of fraction from 0 to 1"),
+     "accuracy[0].accuracy is 2: expected a number from 0 to 1 (fraction)"),
 ])
 def test_quantities_outside_what_a_study_measures_are_refused_before_any_arithmetic(tmp_path, edit, fragment):
     """A median of 5e-324 made a speed-up of infinity, and its inverse a ZeroDivisionError."""
