@@ -423,7 +423,10 @@ def test_a_scheduler_that_dies_mid_study_is_one_line_and_the_rerun_resumes(tmp_p
 def test_a_worker_whose_machine_name_is_not_plain_is_refused_before_any_work(tmp_path, name):
     """500 characters ended in 'File name too long', a newline only after all the work."""
     out = tmp_path / "report"
-    with cluster(tmp_path, tmp_path / "caches", [name]) as started:
+    with cluster(tmp_path, tmp_path / "caches") as started:
+        started._start("worker-badly-named", [  # its log is not named after it
+            "worker", started.address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+            "--host", "127.0.0.1"], {"QUANTLAB_MACHINE": name})
         started.wait_for(1)
         result = quantlab(*ONE_NET, "--scheduler", started.address, "--out", str(out),
                           env={"QUANTLAB_CACHE": str(tmp_path / "caches" / "study")})
