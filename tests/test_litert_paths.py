@@ -75,3 +75,20 @@ def test_compiled_model_leaves_no_native_log_on_stderr(tiny_models, capfd):
         call()
         output()
     assert capfd.readouterr().err == ""
+
+
+def test_a_batch_the_interpreter_has_not_checked_is_checked_before_compiled_model_allocates(
+        tiny_models, monkeypatch):
+    """The activation cap applies to CompiledModel too: a batch the predictor was never
+    resized to goes through the interpreter's size check first (here with a cap so low that
+    a batch of 3 exceeds it)."""
+    from quantlab.errors import QuantlabError
+    from quantlab.runtime import tflite_check
+
+    predictor = runtime.load(tiny_models["float32"], runtime="litert", threads=1)
+    prepared = np.ascontiguousarray(batch_for(predictor, 3))
+    predictor.prepare(runtime.sample_batch(predictor.input_shape, 1))  # back to batch 1
+    monkeypatch.setattr(tflite_check, "MAX_ACTIVATION_BYTES", 64)
+    with pytest.raises(QuantlabError, match="for its activations at batch 3"):
+        with litert.compiled_model(predictor, prepared):
+            pass

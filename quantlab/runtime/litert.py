@@ -176,6 +176,8 @@ def compiled_model(predictor, prepared):
     from ai_edge_litert.compiled_model import CompiledModel
     from ai_edge_litert.options import CpuKernelMode, CpuOptions, Options
 
+    if len(prepared) != predictor._batch:  # the interpreter checks the sizes at this batch first
+        predictor._resize(len(prepared))
     mode = CpuKernelMode.XNNPACK if predictor.kernels == "xnnpack" else CpuKernelMode.BUILTIN
     # The interpreter takes threads=None as one thread; CompiledModel would take 0 as "decide".
     options = Options(cpu_options=CpuOptions(num_threads=predictor.threads or 1, kernel_mode=mode))
