@@ -213,6 +213,11 @@ def call_paths(predictor, prepared, budget_seconds=2.0, clock=time.perf_counter)
     Returns ``interpreter`` and ``compiled_model``, each one's seconds per call (the median
     over rounds with its interval), ``ratio``: the interpreter's seconds over CompiledModel's,
     round by round (above 1: the interpreter is the slower), and how the rounds ended.
+
+    Read it against the spread between instances: where a model streams its weights from the
+    shared last-level cache (medium's float32 at batch 1), two interpreters of the same file
+    in one process differed from each other by up to 10 %, steadily over a hundred rounds,
+    as much as the two call paths ever did; int8 instances agreed within 0.3 %.
     """
     with compiled_model(predictor, prepared) as (compiled_call, _):
         interpreter_call = lambda: predictor.run(prepared)  # noqa: E731
