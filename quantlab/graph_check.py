@@ -57,6 +57,9 @@ SHAPE_SOURCES = frozenset({"Const", "Shape"})
 # ... passed along by ops that select and assemble values, never compute new ones.
 SHAPE_PLUMBING = frozenset({"StridedSlice", "Slice", "Pack", "ConcatV2", "Cast", "Identity",
                             "Squeeze", "ExpandDims", "Reshape"})
+# A shape, axes or paddings constant holds a handful of values; TensorFlow builds it whole
+# to read it, and a constant may declare any number of copies of one stored value.
+MAX_SHAPE_VALUES = 1 << 16
 
 
 def check_graph_def(content, source="the GraphDef"):
@@ -120,6 +123,11 @@ def _check_shape_operands(graph_def, source):
             pending, seen = [_node_name(data[position])], set()
             while pending:
                 upstream = nodes[pending.pop()]
+                if upstream.op == "Const" and _declared_values(upstream) > MAX_SHAPE_VALUES:
+                    raise QuantlabError(
+                        f"{source} node {node.name!r:.80} ({node.op}) takes a shape from constant "
+                        f"{upstream.name!r:.80} of {_declared_values(upstream):,} values, where a "
+                        f"shape has a few: {FIX}")
                 if upstream.name in seen or upstream.op in SHAPE_SOURCES:
                     continue
                 seen.add(upstream.name)
@@ -129,6 +137,13 @@ def _check_shape_operands(graph_def, source):
                         f"{upstream.op} node {upstream.name!r:.80}; quantlab bounds a graph's "
                         f"memory only when shapes come from constants or are passed along: {FIX}")
                 pending += [_node_name(i) for i in upstream.input if not i.startswith("^")]
+
+
+def _declared_values(const):
+    count = 1
+    for dim in const.attr["value"].tensor.tensor_shape.dim:
+        count *= max(dim.size, 0)
+    return count
 
 
 def _shapes_at(tf, graph_def, batch, source):
@@ -153,7 +168,9 @@ def _shapes_at(tf, graph_def, batch, source):
 def import_error(error):
     """The first line of TensorFlow's import error, without the NodeDef it dumps after it."""
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return line.split(" for node ")[0].split("\tNodeDef")[0].strip()[:200]
+    for dump in (" for node ", " for '{{node ", "\tNodeDef"):
+        line = line.split(dump)[0]
+    return line.strip()[:200]
 
 
 def _check_memory(tf, graph_def, source):

@@ -316,3 +316,18 @@ def test_an_op_tensorflow_has_no_kernel_for_is_one_line_when_loaded(tf, tmp_path
     assert "MatMul" in message and message.endswith("export the model again as a frozen graph")
     with pytest.raises(tf.errors.OpError):  # unchecked: TensorFlow's own error
         session_output(tf, graph_def)
+
+
+def test_a_shape_constant_that_declares_a_billion_copies_of_one_value_is_refused(tf):
+    # A TensorProto may store one value and declare any shape: TensorFlow, reading the
+    # Reshape's shape on import, would build all 4 GiB of it.
+    graph_def = graph_def_of(tf, lambda image: tf.nn.softmax(tf.reshape(image, [-1, 64])))
+    shape = next(n for n in graph_def.node if n.op == "Const").attr["value"].tensor
+    shape.ClearField("tensor_content")
+    shape.int_val[:] = [1]
+    shape.tensor_shape.dim[0].size = 1 << 30
+    with pytest.raises(QuantlabError) as excinfo:
+        graph_check.check_graph_def(graph_def.SerializeToString(), "model.pb")
+    assert str(excinfo.value).startswith(
+        "model.pb node 'Reshape' (Reshape) takes a shape from constant 'Reshape/shape' of "
+        "1,073,741,824 values, where a shape has a few")
