@@ -153,6 +153,8 @@ class QuantlabSession:
         self.profile = option("quantlab_profile")
         self.rounds_budget = option("quantlab_rounds")
         self.live = {}  # round group -> [(case, predictor, prepared, extra_info)] awaiting rounds
+        self.said = []  # lines to print once pytest no longer captures the output
+        self.config = config
         self.sampler, self.no_sampling = None, None  # started at the first timed case
         self.records = []  # every case's extra_info, in run order
         self.skipped = []  # cases a runtime could not run, with the reason
@@ -236,9 +238,9 @@ class QuantlabSession:
         case, following = _case_of(item), _case_of(nextitem)
         if case and case.round_group in self.live and (
                 following is None or following.round_group != case.round_group):
-            self.time_in_rounds(case.round_group, item.config)
+            self.time_in_rounds(case.round_group)
 
-    def time_in_rounds(self, group, config):
+    def time_in_rounds(self, group):
         from quantlab import latency_suite, rounds
 
         members = self.live.pop(group)
@@ -251,12 +253,18 @@ class QuantlabSession:
             reference = references.get(case.threads)
             latency_suite.apply_rounds(info, seconds[case], summary,
                                        seconds[reference] if reference else None)
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter:
-            reporter.write_line(
-                f"quantlab: rounds of {group}: {summary['rounds']} rounds of {len(members)} "
-                f"cases, {summary['stopped']} (widest speed-up interval +-"
-                f"{100 * summary['widest']:.1f} %)")
+        self.said.append(f"quantlab: rounds of {group}: {summary['rounds']} rounds of "
+                         f"{len(members)} cases, {summary['stopped']} (widest speed-up "
+                         f"interval +-{100 * summary['widest']:.1f} %)")
+
+    def pytest_runtest_logfinish(self):
+        """Say what the rounds did: here, not in the teardown that ran them, where pytest
+        captures the output."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        for line in self.said:
+            if reporter:
+                reporter.write_line(line)
+        self.said.clear()
 
     # A wrapper, first: pytest-benchmark writes its JSON before the plain hooks run.
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
