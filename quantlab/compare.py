@@ -428,7 +428,8 @@ def compare(results_list, out, progress=print, force=False):
     }
     comparison["warnings"] = compare_report.read_first(comparison)
     comparison["findings"] = compare_report.findings(comparison)
-    comparison["plots"] = [name for name in [compare_report.speedup_plot(comparison, out, progress)] if name]
+    plot = compare_report.speedup_plot(comparison, out, progress)
+    comparison["plots"] = [plot] if plot else []
     cache.write_json(out / "compare.json", comparison)
     with cache.atomic_file(out / "compare.md") as tmp:
         tmp.write_text(compare_report.markdown(comparison))

@@ -351,7 +351,8 @@ def markdown(comparison):
     parts = [f"# quantlab compare: {len(names)} machine(s) side by side",
              "Machines: " + _and(_literal(n) for n in names) + "."]
     if comparison["warnings"]:
-        parts += ["## Read this first", "\n".join(f"- {_literal(line)}" for line in comparison["warnings"])]
+        parts += ["## Read this first",
+                  "\n".join(f"- {_literal(line)}" for line in comparison["warnings"])]
     parts += ["## Machines", machine_table(comparison),
               "## Findings",
               "\n".join(f"- {_literal(line)}" for line in comparison["findings"]) or "- none"]
@@ -399,7 +400,9 @@ def speedup_plot(comparison, folder, progress=lambda message: None):
     machine (colour) and runtime (hatch). Returns the file name, or None with nothing to draw
     or too much."""
     variant = headline_variant(comparison)
-    panels = {}  # {net: {"batches": {label: None}, "runtimes": {...}, "gains": {(machine, runtime): {label: x}}}}
+    # {net: {"batches": {label: None}, "runtimes": {name: None},
+    #        "gains": {(machine, runtime): {label: speed-up}}}}
+    panels = {}
     for entry in comparison["cases"]:
         if entry["variant"] != variant:
             continue

@@ -349,11 +349,14 @@ def _written(folder, results):
 
 
 @pytest.mark.parametrize("edit, fragment", [
-    (lambda r: r["cases"][1].update(median=5e-324), "cases[1].median is 4.94066e-324: expected a number from 1e-09 to 3600 (seconds)"),
-    (lambda r: r["cases"][1].update(median=1e308), "cases[1].median is 1e+308: expected a number from 1e-09"),
+    (lambda r: r["cases"][1].update(median=5e-324),
+     "cases[1].median is 4.94066e-324: expected a number from 1e-09 to 3600 (seconds)"),
+    (lambda r: r["cases"][1].update(median=1e308),
+     "cases[1].median is 1e+308: expected a number from 1e-09"),
     (lambda r: r["cases"][1].update(median=0), "cases[1].median is 0: expected a number from 1e-09"),
     (lambda r: r["cases"][1].update(per_image=-1e-3), "cases[1].per_image is -0.001"),
-    (lambda r: r["cases"][1].update(batch_size=2**40), "cases[1].batch_size is 1.09951e+12: expected a whole number from 1 to 1e+09 (count)"),
+    (lambda r: r["cases"][1].update(batch_size=2**40),
+     "cases[1].batch_size is 1.09951e+12: expected a whole number from 1 to 1e+09 (count)"),
     (lambda r: r["cases"][1].update(batch_size=1.5), "cases[1].batch_size is not a number"),
     (lambda r: r["machine"].update(cpu={"available_cores": 0}), "machine.cpu.available_cores is 0"),
     (lambda r: r["machine"].update(cpu={"caches": {"l2": 1e300}}), "machine.cpu.caches.l2 is 1e+300"),

@@ -416,7 +416,8 @@ def test_a_scheduler_that_dies_mid_study_is_one_line_and_the_rerun_resumes(tmp_p
         again = Study(restarted.address, out, caches, "--nets", "medium")
         status, stderr = again.finish()
     assert status == 0, stderr[-3000:]
-    assert "medium: export: done earlier" in stderr and "medium: accuracy: done earlier" in stderr, stderr[-3000:]
+    assert "medium: export: done earlier" in stderr, stderr[-3000:]
+    assert "medium: accuracy: done earlier" in stderr, stderr[-3000:]
     assert (out / "machines" / "alpha" / "report.md").is_file()
 
 
