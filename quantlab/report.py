@@ -352,7 +352,7 @@ def accuracy_table(results):
                      f"{100 * row['agreement']:.2f} %", f"{row['max_abs_diff']:.3f}"])
     return markdown_table(["network", "variant", "runtime", "executed in", "standard accuracy",
                            "quantized accuracy", "QN acc / SN acc", "change (points)",
-                           "top-1 agreement", "max |Δp|"], rows)
+                           "top-1 agreement", "largest Δp"], rows)
 
 
 def runtime_table(results, net, batch):

@@ -66,8 +66,29 @@ def test_every_case_is_counted_or_says_why_not(study):
             continue
         assert bool(case["counters"]) != bool(case["not_counted"]), case
     uncounted = [c for c in results["cases"] if c.get("not_counted")]
-    assert uncounted and all("the quick study counts float32 and int8 on litert at batch 1 only"
-                             == c["not_counted"] for c in uncounted)
+    assert uncounted and all(c["not_counted"] == (
+        "the quick study counts float32 and int8 on litert at batch 1 only" if c["threads"] == 1
+        else "counted at 1 thread(s) only") for c in uncounted)
+
+
+def test_every_case_is_timed_at_each_thread_count_in_rounds_with_intervals(study):
+    out, _, results = study
+    timed = [c for c in results["cases"] if c.get("median")]
+    assert {c["threads"] for c in timed} == {1, 2} and results["machine"]["thread_counts"] == [1, 2]
+    for case in timed:
+        rounds = case["interleaved"]
+        assert len(rounds["seconds"]) == rounds["rounds"] >= 9
+        assert rounds["stopped"] in ("converged", "budget")
+        assert case["threads_busy"] >= 1
+        interval = case["speedup"]
+        assert interval["low"] <= interval["median"] <= interval["high"]
+    report = (out / "report.md").read_text()
+    assert "### Threads" in report and "threads.png" in results["plots"]
+    assert "### What a deployment also pays" in report
+    assert {(r["variant"], r["runtime"]) for r in results["deployment"] if r["net"] == "conv"} == {
+        (c["variant"], c["runtime"]) for c in timed if c["net"] == "conv"}
+    assert all(r["load_seconds"] > 0 and r["rss_after_first_bytes"] > 0
+               for r in results["deployment"] if not r.get("not_run"))
 
 
 def test_plots_are_written_as_png_files(study):
