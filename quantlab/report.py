@@ -132,8 +132,8 @@ def rounds_line(results):
     """How the interleaved rounds went: how many, and whether every interval got narrow."""
     groups = {}
     for case in timed(results):
-        if case.get("interleaved"):
-            groups[(case["net"], case["batch_size"], case.get("threads") or 1)] = case["interleaved"]
+        if case.get("interleaved"):  # one group of rounds per net and batch size
+            groups[(case["net"], case["batch_size"])] = case["interleaved"]
     if not groups:
         return ("Each case was timed in one window of its own (no interleaved rounds): the "
                 "ratios carry no interval.")
@@ -144,7 +144,7 @@ def rounds_line(results):
             f"{span(counts, '{:d}')} rounds per net and batch size; every speed-up known "
             f"within +-{target:g} % in {len(groups) - len(short)} of {len(groups)} groups")
     if short:
-        (net, batch, _), worst = max(short.items(), key=lambda item: item[1]["widest"])
+        (net, batch), worst = max(short.items(), key=lambda item: item[1]["widest"])
         line += (f"; the others stopped at their time budget (widest +-"
                  f"{100 * worst['widest']:.1f} %, {net} at batch {batch})")
     return line + "."
@@ -171,6 +171,10 @@ def _shippable(results, case):
 def thread_counts(results):
     """The thread counts the cases were timed at, in the order the study gave them."""
     return list(dict.fromkeys(c.get("threads") or 1 for c in timed(results))) or [1]
+
+
+def threads_text(n):
+    return f"{n} thread" + ("s" if n != 1 else "")
 
 
 def _threads(case):
@@ -201,7 +205,7 @@ def recommendations(results):
                 if best is None:
                     continue
                 row = accuracy_of(results, net, best["variant"], best["runtime"])
-                where = f"{net}, batch {batch}" + (f", {threads} thread(s)" if len(counts) > 1 else "")
+                where = f"{net}, batch {batch}" + (f", {threads_text(threads)}" if len(counts) > 1 else "")
                 line = (f"{where}: {best['variant']} on {best['runtime']}: "
                         f"{speedup_text(results, best)} faster than {REFERENCE} on "
                         f"{REFERENCE_RUNTIME}, {row['delta_points']:+.2f} points")
@@ -418,7 +422,7 @@ def thread_scaling_table(results):
                                                 for n in counts) if c and c.get("threads_busy")]
         row.append("/".join(busy) or "–")
         rows.append(row)
-    return markdown_table(["network", "batch", "option", f"{counts[0]} thread(s)"]
+    return markdown_table(["network", "batch", "option", threads_text(counts[0])]
                           + [f"{n} threads (x faster)" for n in counts[1:]]
                           + ["threads busy"], rows)
 
@@ -441,7 +445,7 @@ def thread_findings(results):
         busy, asked = case.get("threads_busy"), case.get("threads") or 1
         if busy and busy != asked:
             said.append(f"{tables.variant_label(case)} ({case['net']}, batch {case['batch_size']}) "
-                        f"kept {busy} thread(s) busy where {asked} were asked.")
+                        f"kept {threads_text(busy)} busy where {asked} were asked.")
     return said
 
 
@@ -637,7 +641,7 @@ def markdown(results, plots):
         f"## Accuracy on the {data['test']} test images", accuracy_table(results),
         "## Which runtime",
         f"Median latency of one batch per variant and runtime at "
-        f"{thread_counts(results)[0]} thread(s) (x: times faster than {REFERENCE} "
+        f"{threads_text(thread_counts(results)[0])} (x: times faster than {REFERENCE} "
         f"on {REFERENCE_RUNTIME}, with its 95 % interval; n/a: the runtime cannot run that "
         f"file). {rounds_line(results)}",
     ]

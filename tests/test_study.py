@@ -167,6 +167,7 @@ def test_your_own_keras_model_goes_through_the_whole_study(tmp_path, own_models)
     out = tmp_path / "report"
     result = quantlab("run", "--model", str(own_models["mine.keras"]), "--dataset", "digits", "--quick",
                       "--counters", "off", "--variants", "float32,int8,qat_int8", "--batch-sizes", "1",
+                      "--threads", "1",
                       "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

@@ -74,12 +74,12 @@ def test_the_pick_that_changes_with_threads_is_named_and_the_table_pairs_the_cou
              _case("int8", "openvino", 2, _at(0.6), busy=3)]
     results = _results(cases)
     lines = report.recommendations(results)
-    assert lines[0].startswith("medium, batch 16, 1 thread(s): int8 on litert: 4.0x (4.0-4.0)")
+    assert lines[0].startswith("medium, batch 16, 1 thread: int8 on litert: 4.0x (4.0-4.0)")
     # 2.2 / 0.6 = 3.67
-    assert lines[1].startswith("medium, batch 16, 2 thread(s): int8 on openvino: 3.7x (3.7-3.7)")
+    assert lines[1].startswith("medium, batch 16, 2 threads: int8 on openvino: 3.7x (3.7-3.7)")
     said = report.thread_findings(results)
     assert "medium, batch 16: with 2 threads the pick changes from int8 on litert to int8 on openvino." in said
-    assert ("int8 on openvino (medium, batch 16) kept 3 thread(s) busy where 2 were asked." in said)
+    assert ("int8 on openvino (medium, batch 16) kept 3 threads busy where 2 were asked." in said)
     table = report.thread_scaling_table(results)
     row = next(line for line in table.splitlines() if "int8 on openvino" in line)
     assert "(2.0x (2.0-2.0))" in row and row.rstrip(" |").endswith("1/3")
