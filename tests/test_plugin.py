@@ -224,10 +224,12 @@ def test_valgrind_counters_fill_extra_info_and_the_summary_prints_the_miss_rate_
 def test_the_benchmark_suite_runs_every_case_of_the_matrix_once_with_timing_disabled(quick_variants):
     # `pytest benchmarks/ --benchmark-disable`, as a user or CI types it: every net, variant,
     # runtime and batch size. Not the three valgrind runs of what counting costs: the same
-    # calls on the same tiny model are test_counters_valgrind's.
+    # calls on the same tiny model are test_counters_valgrind's; nor the two whole quick
+    # studies of the agreement benchmark, whose study test_study runs.
     out = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--benchmark-disable", "-q",
                           "-p", "no:cacheprovider", "-p", "no:randomly",
-                          "-k", "not test_counting_two_batch_sizes_of_a_tiny_model_under_valgrind"],
+                          "-k", "not test_counting_two_batch_sizes_of_a_tiny_model_under_valgrind "
+                                "and not test_two_quick_studies_in_a_row_agree"],
                          cwd=REPO, capture_output=True, text=True, env=os.environ)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "passed" in out.stdout and "failed" not in out.stdout

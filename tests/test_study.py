@@ -223,7 +223,7 @@ def test_a_cache_that_cannot_be_written_is_refused_before_any_training(tmp_path)
 
 
 def test_a_negative_seed_is_a_one_line_usage_error():
-    one_line_error(quantlab("run", "--seed", "-1"), "at least 0")
+    one_line_error(quantlab("run", "--seed", "-1"), "seed -1 is out of range: give 0 to 4294967295")
 
 
 def test_an_unwritable_output_folder_is_a_one_line_error(tmp_path):
