@@ -54,20 +54,22 @@ def window(call, calls, clock=time.perf_counter):
     return statistics.median(durations)
 
 
-def widest(seconds, reference):
-    """The widest relative interval of any case's speed-up against ``reference``."""
-    return max((intervals.ratio(seconds[reference], values).relative_halfwidth
-                for key, values in seconds.items() if key != reference), default=0.0)
+def widest(seconds, reference_of):
+    """The widest relative interval of any case's speed-up against its reference."""
+    return max((intervals.ratio(seconds[reference_of(key)], values).relative_halfwidth
+                for key, values in seconds.items() if key != reference_of(key)), default=0.0)
 
 
 def run(cases, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf_counter,
         min_rounds=MIN_ROUNDS):
     """Time ``cases`` (Timed) in rounds; returns ({key: [seconds per round]}, how it stopped).
 
-    ``reference`` is the key every speed-up is taken against (the stopping rule watches
-    those); at least ``min_rounds`` rounds run whatever the budget, so that every interval
-    exists.
+    ``reference`` is the key every speed-up is taken against, or a function of a case's key
+    giving its reference (one per thread count, say): the stopping rule watches those
+    speed-ups; at least ``min_rounds`` rounds run whatever the budget, so that every
+    interval exists.
     """
+    reference_of = reference if callable(reference) else lambda key: reference
     order = list(cases)
     calls = {case.key: calls_per_window(case.guess_seconds) for case in order}
     seconds = {case.key: [] for case in order}
@@ -77,10 +79,10 @@ def run(cases, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf
         shuffle(order)
         for case in order:
             seconds[case.key].append(window(case.call, calls[case.key], clock))
-        rounds = len(seconds[reference])
+        rounds = len(seconds[order[0].key])
         if rounds < min_rounds:
             continue
-        spread = widest(seconds, reference)
+        spread = widest(seconds, reference_of)
         if spread <= target:
             return seconds, {"rounds": rounds, "stopped": "converged", "widest": spread,
                              "target": target}

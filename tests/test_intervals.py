@@ -209,3 +209,32 @@ def test_between_ties_on_one_runtime_the_smaller_file_is_chosen_and_said():
 ])
 def test_an_interval_is_said_in_the_words_of_its_median(low, median, high, said):
     assert report.slower_or_faster(intervals.Interval(median, low, high, 9, 0.96)) == said
+
+
+def test_the_stopping_rule_watches_each_case_against_its_own_reference():
+    # Two thread counts. Each option is exactly 2x faster than the reference at its own count,
+    # but the second count's pair is slowed by a load that changes from round to round (both
+    # of it alike), the first's not: against its own reference every ratio is exact, against
+    # the first count's reference the second pair's ratios wander.
+    calls = []
+    loads = [1.0, 1.6, 1.1, 2.0, 1.3]
+    per_round = 4 + 6 + 4 + 6  # 3 + 1 calls of a 4 ms case, 5 + 1 of a 2 ms one, twice
+    now = [0.0]
+
+    def case(name, seconds, loaded):
+        def call():
+            load = loads[(len(calls) // per_round) % len(loads)] if loaded else 1.0
+            calls.append(name)
+            now[0] += seconds * load
+        return call
+
+    cases = [rounds.Timed("ref1", case("ref1", 0.004, False), 0.004),
+             rounds.Timed("int8-1", case("int8-1", 0.002, False), 0.002),
+             rounds.Timed("ref2", case("ref2", 0.004, True), 0.004),
+             rounds.Timed("int8-2", case("int8-2", 0.002, True), 0.002)]
+    own = {"ref1": "ref1", "int8-1": "ref1", "ref2": "ref2", "int8-2": "ref2"}
+    _, each_own = rounds.run(cases, own.get, budget_seconds=60, clock=lambda: now[0])
+    assert each_own["stopped"] == "converged" and each_own["rounds"] == rounds.MIN_ROUNDS
+    calls.clear()
+    _, against_one = rounds.run(cases, "ref1", budget_seconds=0.5, clock=lambda: now[0])
+    assert against_one["stopped"] == "budget" and against_one["widest"] > 0.05
