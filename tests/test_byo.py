@@ -19,6 +19,7 @@ import pytest
 
 from quantlab import byo
 from quantlab.errors import QuantlabError
+from conftest import within_3_gib
 from test_datasets import error_without_permission, folder_others_can_enter
 
 
@@ -278,8 +279,7 @@ def test_an_unreadable_model_file_is_a_one_line_error(digits):
 # --- files that declare more than they hold ------------------------------------------------------
 
 LOAD_WITHIN_3_GIB = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+import sys
 from quantlab import byo, datasets
 from quantlab.errors import QuantlabError
 path, checked = sys.argv[1], sys.argv[2] == "checked"
@@ -295,11 +295,7 @@ except QuantlabError as error:
 
 
 def load_within_3_gib(path, checked):
-    import subprocess
-
-    return subprocess.run([sys.executable, "-c", LOAD_WITHIN_3_GIB, str(path),
-                           "checked" if checked else "plain"],
-                          capture_output=True, text=True, timeout=600)
+    return within_3_gib(LOAD_WITHIN_3_GIB, path, "checked" if checked else "plain")
 
 
 def test_a_dense_layer_of_12_million_units_is_refused_before_keras_allocates_its_3_gb_kernel(

@@ -494,6 +494,18 @@ def test_payload_of_another_length_than_the_header_says_is_reported(tmp_path, ch
     assert str(bad) in message and "7840 bytes" in message and f"has {size}" in message
 
 
+def refused_with_peak(load):
+    """(the QuantlabError ``load`` raised, the peak of memory traced while it ran): numpy's
+    arrays and Python's bytes are both traced."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(QuantlabError) as excinfo:
+            load()
+        return excinfo, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("head, refusal", [
     (b"\x00" * 16, "bad magic number 0x00000000"),
     (archives.idx_bytes(archives.mnist_arrays()["x_train"]),
@@ -504,13 +516,7 @@ def test_a_gzip_bomb_is_refused_without_expanding_it_in_memory(tmp_path, head, r
     expands_to = 3 << 29  # 1.5 GiB of zeros behind the head
     paths["x_train"].write_bytes(archives.gzip_bomb(head, expands_to))
     assert paths["x_train"].stat().st_size < 4 << 20
-    tracemalloc.start()  # numpy's arrays and Python's bytes are both traced
-    try:
-        with pytest.raises(QuantlabError) as excinfo:
-            datasets.load("mnist", data_dir=tmp_path / "mnist")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    excinfo, peak = refused_with_peak(lambda: datasets.load("mnist", data_dir=tmp_path / "mnist"))
     message = one_line_error(excinfo)
     assert str(paths["x_train"]) in message and refusal in message
     assert peak < 16 << 20  # expanding the file would take 1.5 GiB
@@ -551,13 +557,7 @@ def test_a_small_gzip_set_whose_headers_together_promise_too_much_is_refused_bef
         dims = (n, 28, 28) if split.startswith("x") else (n,)
         (folder / f"{name}.gz").write_bytes(honest_gzip_of_zeros(idx_header(*dims), math.prod(dims)))
     assert sum(f.stat().st_size for f in folder.iterdir()) < 1 << 20
-    tracemalloc.start()
-    try:
-        with pytest.raises(QuantlabError) as excinfo:
-            datasets.load("mnist", data_dir=folder)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    excinfo, peak = refused_with_peak(lambda: datasets.load("mnist", data_dir=folder))
     message = one_line_error(excinfo)
     assert str(folder) in message
     assert f"promise {2 * n * 28 * 28 + 2 * n} bytes together" in message and "128 MiB" in message
@@ -570,13 +570,7 @@ def test_a_header_promising_more_than_the_file_can_hold_is_refused_before_memory
     bad = idx_folder_with(tmp_path, "x_train", (gzip.compress if gz else bytes)(header + bytes(1000)))
     if not gz:
         bad = bad.rename(bad.with_suffix(""))
-    tracemalloc.start()
-    try:
-        with pytest.raises(QuantlabError) as excinfo:
-            datasets.load("mnist", data_dir=tmp_path / "mnist")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    excinfo, peak = refused_with_peak(lambda: datasets.load("mnist", data_dir=tmp_path / "mnist"))
     message = one_line_error(excinfo)
     assert str(bad) in message and "100000 x 28 x 28 = 78400000 bytes" in message
     assert ("compressed bytes can hold (gzip expands at most 1032-fold)" if gz

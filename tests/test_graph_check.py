@@ -10,7 +10,7 @@ import pytest
 
 from quantlab import graph_check, nets, runtime, variants
 from quantlab.errors import QuantlabError
-from conftest import one_line_error, quantlab
+from conftest import one_line_error, quantlab, within_3_gib
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +157,8 @@ def shapes_from_a_square(tf):
 
 
 LOAD_AND_PREDICT = """
-import resource, sys
+import sys
 import numpy as np
-resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 from quantlab import graph_check, runtime
 from quantlab._tf import tf
 from quantlab.errors import QuantlabError
@@ -185,12 +184,7 @@ except QuantlabError as error:
 
 
 def load_within_3_gib(path, checked):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path),
-                           "checked" if checked else "plain"],
-                          capture_output=True, text=True, timeout=600)
+    return within_3_gib(LOAD_AND_PREDICT, path, "checked" if checked else "plain")
 
 
 @pytest.mark.parametrize("build, message", [

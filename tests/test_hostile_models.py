@@ -6,18 +6,14 @@ probabilities) with the hostile part attached. Where a hostile part is real, pla
 Runtime shows it: it reads the planted file, or fails to allocate within 3 GiB.
 """
 
-import subprocess
-import sys
-
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quantlab import runtime
 from quantlab.errors import QuantlabError
 from quantlab.runtime import onnx_check
-from conftest import one_line_error, quantlab
+from conftest import one_line_error, quantlab, within_3_gib
 
 SIDE = 34000  # a SIDE x SIDE float32 tensor takes 4.3 GiB
 
@@ -149,9 +145,8 @@ def test_external_data_is_refused_wherever_the_model_keeps_a_tensor(tmp_path, pl
 # --- memory -------------------------------------------------------------------------------
 
 LOAD_AND_PREDICT = """
-import resource, sys
+import sys
 import numpy as np
-resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 path, name = sys.argv[1:]
 if name == "unchecked":
     import onnxruntime
@@ -171,8 +166,7 @@ except QuantlabError as error:
 
 def load_within_3_gib(path, runtime_name):
     """runtime.load and one predict in a process that cannot take more than 3 GiB."""
-    return subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(path), runtime_name],
-                          capture_output=True, text=True, timeout=600)
+    return within_3_gib(LOAD_AND_PREDICT, path, runtime_name)
 
 
 def fill_from_constants():

@@ -47,25 +47,25 @@ def _graphs(model):
                 roots.extend(attribute.graphs)
 
 
-def _sparse_tensors(model):
+def _held(model, stored, one, many):
+    """Every tensor of one kind in the model: each graph's ``stored`` list (its initializers),
+    and each node attribute's single ``one`` and repeated ``many`` field."""
     for graph in _graphs(model):
-        yield from graph.sparse_initializer
+        yield from getattr(graph, stored)
         for node in graph.node:
             for attribute in node.attribute:
-                if attribute.HasField("sparse_tensor"):
-                    yield attribute.sparse_tensor
-                yield from attribute.sparse_tensors
+                if attribute.HasField(one):
+                    yield getattr(attribute, one)
+                yield from getattr(attribute, many)
+
+
+def _sparse_tensors(model):
+    return _held(model, "sparse_initializer", "sparse_tensor", "sparse_tensors")
 
 
 def _tensors(model):
     """Every TensorProto of the model; a sparse tensor as its values and its indices."""
-    for graph in _graphs(model):
-        yield from graph.initializer
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
+    yield from _held(model, "initializer", "t", "tensors")
     for sparse in _sparse_tensors(model):
         yield from (sparse.values, sparse.indices)
 
