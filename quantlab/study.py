@@ -73,7 +73,7 @@ class StudyConfig:
         variants.check_variants(self.variants)
         if defaults.REFERENCE not in self.variants:
             self.variants = (defaults.REFERENCE, *self.variants)
-        self.threads = thread_counts(self.threads)
+        self.threads = threads_to_time(self.threads)
         if not 0 <= self.seed <= arguments.MAX_SEED:
             raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {arguments.MAX_SEED}")
         self.out = Path(self.out)
@@ -81,7 +81,7 @@ class StudyConfig:
         # against int8 at its first batch size; the full one counts every case.
 
 
-def thread_counts(threads):
+def threads_to_time(threads):
     """The thread counts a study times, each once, in the order given; a single count may be
     given as a number. None: one thread and every core this process may use."""
     if threads is None:
@@ -636,8 +636,8 @@ def _study_nets(config, data, results, runtimes, backend, cpu, background, progr
         counting = start_counting(config, net, artifacts, records, backend, progress)
         background.append(counting)
         results["cases"] += records
-    measure_ceilings_again(results)  # before the last counts: valgrind would load the cores
     counting.wait()
+    measure_ceilings_again(results)  # with nothing else running: the last net's counts are in
     in_order = [net for net in config.nets if net in results["nets"]] or list(results["nets"])
     results["nets"] = {net: results["nets"][net] for net in in_order}
     for rows in (results["accuracy"], results["cases"], results["deployment"]):
