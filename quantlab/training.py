@@ -226,7 +226,7 @@ def train(config, data=None, data_dir=None, progress=None, use_cache=True):
     )
 
 
-CALIBRATION_IMAGES = 500
+from quantlab.defaults import CALIBRATION_SIZE as CALIBRATION_IMAGES  # noqa: E402 (QAT starts from the images int8 calibrates on)
 
 
 def calibrate_ranges(qat_model, float_model, images):
