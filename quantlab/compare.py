@@ -410,11 +410,12 @@ def compare(results_list, out, progress=print, force=False):
     from files). Returns the comparison, as written to compare.json. The output folder must
     be new, empty or written by quantlab before (else ``force``).
     """
-    from quantlab import compare_report, study
+    from quantlab import compare_report
+    from quantlab.output import prepare_output
 
     machines = _machines(results_list)
     out = Path(out)
-    study.prepare_output(out, force)
+    prepare_output(out, force)
     progress(f"comparing {len(machines)} machine(s): {', '.join(m['name'] for m in machines)}")
     comparison = {
         "schema": SCHEMA, "quantlab": quantlab.__version__,

@@ -1,0 +1,62 @@
+"""What a study is asked to do, checked when it is made."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantlab import arguments, datasets, defaults, nets, variants
+from quantlab.errors import QuantlabError
+
+
+@dataclass
+class StudyConfig:
+    dataset: str = datasets.DEFAULT
+    nets: tuple = nets.NAMES
+    variants: tuple = defaults.VARIANTS
+    runtimes: tuple | None = None  # None: every runtime that loads here
+    batch_sizes: tuple = defaults.BATCH_SIZES
+    # Inference thread counts: every case is timed at each; the first is the one counted,
+    # measured for deployment and drawn on the roofline. None: 1 and every usable core.
+    threads: tuple | None = None
+    counters: str = "auto"
+    cache_geometry: str = "host"
+    quick: bool = False
+    out: Path = Path("quantlab-report")
+    model: Path | None = None
+    data_dir: str | None = None
+    seed: int = defaults.SEED
+    force: bool = False
+    scheduler: str | None = None  # a Dask scheduler's address: the study runs on its workers
+    # Seconds a machine of the fleet may be without a worker before its tasks are given up: a
+    # nanny restarts a killed worker within a few.
+    grace: int = 15
+
+    def __post_init__(self):
+        for net in self.nets:
+            nets.check_name(net)
+        variants.check_variants(self.variants)
+        if defaults.REFERENCE not in self.variants:
+            self.variants = (defaults.REFERENCE, *self.variants)
+        self.threads = threads_to_time(self.threads)
+        if not 0 <= self.seed <= arguments.MAX_SEED:
+            raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {arguments.MAX_SEED}")
+        self.out = Path(self.out)
+
+
+def threads_to_time(threads):
+    """The thread counts a study times, each once, in the order given; a single count may be
+    given as a number. None: one thread and every core this process may use."""
+    if threads is None:
+        threads = arguments.thread_counts("1,all")
+    elif isinstance(threads, int):
+        threads = (threads,)
+    counts = tuple(dict.fromkeys(int(t) for t in threads))
+    if not counts or min(counts) < 1:
+        raise QuantlabError(f"thread counts must be at least 1, got {threads}")
+    return counts
+
+
+def train_config(config, net):
+    from quantlab.training import TrainConfig
+
+    extra = defaults.QUICK_TRAINING if config.quick else {}
+    return TrainConfig(net=net, dataset=config.dataset, seed=config.seed, **extra)

@@ -1,0 +1,175 @@
+"""Counting: which timed cases are counted (and why the others are not), how the chosen ones
+are grouped into workers, and the counts put into their records."""
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+from quantlab import cache, defaults, variants
+from quantlab._tf import versions
+from quantlab.errors import QuantlabError
+from quantlab.study.stages import state_path, well_formed
+
+# What is counted under valgrind, where one run of float32 dense at batch 64 takes a minute
+# and a study has over a hundred cases: P17's standard and quantized net (float32 and int8)
+# at every batch size on LiteRT, the reference; at the first batch size every variant on the
+# runtime that reads its file natively, and float32 and int8 (of either format) on the
+# others. The quick study counts float32 and int8 on LiteRT at the first batch size. bf16 is
+# never simulated: valgrind's virtual CPU has no bfloat16 arithmetic.
+PAIR = ("float32", "int8", "onnx_float32", "onnx_int8")
+QUICK_COUNTED = ("float32", "int8")
+
+
+def count_reason(config, backend, record):
+    """Why this timed case is not counted, or None when it is (see PAIR)."""
+    variant, name, batch = record["variant"], record["runtime"], record["batch_size"]
+    first, reference = config.batch_sizes[0], defaults.REFERENCE_RUNTIME
+    if backend is None:
+        return "counters are off"
+    if (record.get("threads") or 1) != config.threads[0]:
+        return f"counted at {config.threads[0]} thread(s) only"
+    if backend == "valgrind" and variant == "bf16":
+        return "bf16 is not simulated: valgrind's virtual CPU has no bfloat16 arithmetic"
+    if config.quick:
+        if variant in QUICK_COUNTED and name == reference and batch == first:
+            return None
+        return f"the quick study counts float32 and int8 on {reference} at batch {first} only"
+    natural = name == variants.runtimes_for(variant)[0]
+    if (variant in PAIR and name == reference) or (batch == first and (natural or variant in PAIR)):
+        return None
+    return (f"counted: float32 and int8 at every batch size on {reference}; at batch {first}, "
+            f"every variant on its own runtime and float32 and int8 on the others")
+
+
+def count_model(config, artifact, runtime_name, batch_sizes, backend):
+    """{batch size: counters} of one model on one runtime, all batch sizes in one worker
+    (valgrind's start and the imports are paid once); {"failed": why} for each if it fails
+    (said in the report, not fatal)."""
+    from quantlab import counters
+
+    try:
+        return counters.measure_many(artifact.path, batch_sizes, backend=backend,
+                                     threads=config.threads[0], cache=config.cache_geometry,
+                                     runtime=runtime_name, precision=artifact.precision)
+    except QuantlabError as error:
+        return {batch: {"failed": str(error)} for batch in batch_sizes}
+
+
+def counter_key(config, artifact, record, backend):
+    return {"sha": artifact.sha256, "runtime": record["runtime"], "batch": record["batch_size"],
+            "backend": backend, "threads": config.threads[0], "geometry": config.cache_geometry,
+            "versions": versions()}
+
+
+def plan_counts(config, backend, records):
+    """Mark each timed record with why it is not counted; return the ones to count."""
+    chosen = []
+    for record in records:
+        if not record.get("not_run"):
+            record["counters"], record["not_counted"] = None, count_reason(config, backend, record)
+            if record["not_counted"] is None:
+                chosen.append(record)
+    return chosen
+
+
+def apply_count(record, result):
+    """Put one count, or why there is none, into its timed record."""
+    if "failed" in result:
+        record["not_counted"] = f"counting failed: {result['failed']}"
+    else:
+        record["counters"], record["not_counted"] = result, None
+
+
+
+def start_counting(config, net, artifacts, records, backend, progress):
+    """Count the chosen cases of one net on this machine, each kept in OUT/.state; the
+    batch sizes of one model and runtime are counted together, in one worker (valgrind's
+    start, the imports and the warm-up are paid once), the large ones apart. Returns the
+    ``Counting``, whose ``wait`` puts the counts into ``records``.
+
+    Valgrind simulates each worker's caches on its own, so its counts depend neither on what
+    else runs nor on how fast: its workers use every core and go on in the background while
+    the next net trains, exports and is evaluated (never while it is timed: the caller waits
+    first). Hardware counters would feel a neighbour: they count alone, one case at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from quantlab.counters.valgrind import LARGE_BATCH
+
+    chosen = plan_counts(config, backend, records)
+    stored = {id(record): state_path(config, "counters", counter_key(
+        config, artifacts[record["variant"]], record, backend)) for record in chosen}
+    groups = {}
+    for record in chosen:
+        groups.setdefault((record["variant"], record["runtime"]), []).append(record)
+    models = []  # (variant, runtime, records, a batch size counted first and dropped)
+    for (variant, runtime_name), group in groups.items():
+        small = [r for r in group if r["batch_size"] < LARGE_BATCH]
+        large = [r for r in group if r["batch_size"] >= LARGE_BATCH]
+        if small and large and backend == "valgrind":
+            # A simulated large batch costs as much as all the small ones together: it gets a
+            # worker of its own, beside them rather than after them, where one small batch
+            # runs first (the warm-up it needs: see valgrind.plan) and its count is dropped.
+            models += [(variant, runtime_name, small, None),
+                       (variant, runtime_name, large, small[0]["batch_size"])]
+        else:
+            models.append((variant, runtime_name, group, None))
+
+    def count(model):
+        variant, runtime_name, group, lead = model
+        results, missing = {}, []
+        for record in group:
+            try:
+                result = json.loads(stored[id(record)].read_text())
+            except (OSError, ValueError):  # not counted yet, or a damaged file: count again
+                result = None
+            if well_formed("counters", result):
+                results[record["batch_size"]] = result
+            else:
+                missing.append(record["batch_size"])
+        if missing:
+            progress(f"{net}: counting {variant} on {runtime_name}, batch "
+                     f"{','.join(map(str, missing))}, with {backend}")
+            counted = count_model(config, artifacts[variant], runtime_name,
+                                  ([lead] if lead else []) + missing, backend)
+            for record in group:
+                if record["batch_size"] in missing:
+                    results[record["batch_size"]] = counted[record["batch_size"]]
+                    cache.write_json(stored[id(record)], results[record["batch_size"]])
+        return group, results
+
+    # The costliest first (the most images per run), so that no long one starts last, alone.
+    ordered = sorted(models, key=lambda model: -sum(r["batch_size"] for r in model[2]))
+    pool = ThreadPoolExecutor((os.cpu_count() or 1) if backend == "valgrind" else 1)
+    counting = Counting(pool, [pool.submit(count, model) for model in ordered],
+                        lambda: progress(f"{net}: {len(chosen)} cases counted"))
+    if backend != "valgrind":
+        counting.wait()
+    return counting
+
+
+@dataclass
+class Counting:
+    """The counts of one net, coming in from a pool of workers."""
+    pool: object = None
+    futures: list = dataclasses.field(default_factory=list)
+    finished: object = None  # called once every count is in
+
+    def wait(self):
+        """Wait for every count and put it into its timed record."""
+        from concurrent.futures import as_completed
+
+        for future in as_completed(self.futures):
+            group, results = future.result()
+            for record in group:
+                apply_count(record, results[record["batch_size"]])
+        if self.futures:
+            self.futures = []
+            self.pool.shutdown()
+            self.finished()
+
+    def cancel(self):
+        """Drop the counts not started yet (the run stops): only the running ones finish."""
+        if self.pool:
+            self.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,60 @@
+"""The stored-state rule of every stage, for the study and the fleet alike: each result is
+kept in ``OUT/.state`` under a hash of what it depends on, read back when it holds what the
+stage makes, and measured again (with a notice) when it does not."""
+
+import json
+
+from quantlab import cache
+
+
+def state_path(config, stage, key):
+    return config.out / ".state" / f"{stage}-{cache.config_hash(key)}.json"
+
+
+# What each stage stores, checked when it is read back: its rows, the keys each row has,
+# and whether there may be none (a user's own model has no per-layer error; every net has
+# its reference's accuracy and at least one timed or refused case). A stage not listed
+# here is checked as rows of any keys.
+_STORED_ROWS = {"layers": (("op", "tensor", "rmse_over_scale", "max_abs_error"), True),
+                "eval": (("net", "variant", "runtime"), False),
+                "latency": (("net", "variant", "runtime", "batch_size"), False),
+                "deployment": (("net", "variant", "runtime"), True)}
+
+
+def well_formed(stage, stored):
+    """Whether a stored result has the shape ``stage`` makes: valid JSON of another shape
+    (``null``, ``{}``, a list of something else) would fail later, far from its cause."""
+    if stage == "counters":  # one case's counts, or why there are none
+        return isinstance(stored, dict) and ("failed" in stored
+                                             or {"rates", "per_inference"} <= stored.keys())
+    keys, may_be_empty = _STORED_ROWS.get(stage, ((), True))
+    return (isinstance(stored, list) and (may_be_empty or bool(stored))
+            and all(isinstance(row, dict) and all(k in row for k in keys) for row in stored))
+
+
+def _cached_stage(config, stage, key, compute, progress, label):
+    """Return the stored result of a stage, or compute and store it.
+
+    A stored file that cannot be read (truncated by a crash, edited by hand) or that does not
+    hold what the stage makes is computed again, not trusted and not fatal.
+    """
+    path = state_path(config, stage, key)
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            progress(f"{label}: stored result {path.name} is unreadable; measuring again")
+        else:
+            if well_formed(stage, stored):
+                progress(f"{label}: done earlier, reusing {path.name}")
+                return stored
+            progress(f"{label}: stored result {path.name} is not what this stage stores; "
+                     f"measuring again")
+    result = compute()
+    cache.write_json(path, result)
+    return result
+
+
+def artifact_key(artifacts):
+    return {v: a.sha256 for v, a in sorted(artifacts.items())}
+

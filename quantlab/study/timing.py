@@ -1,0 +1,115 @@
+"""Latency: every case of one net timed by the latency suite (pytest-benchmark) in a child
+process, and the suite's report read back into one record per case."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from quantlab.errors import QuantlabError
+from quantlab.orphans import dying_with_parent
+from quantlab.study.work import pairs
+
+QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
+                "--benchmark-warmup-iterations=10"]
+# A quarter of a second per case is still 40 rounds of the slowest one (float32 medium at
+# batch 64, ~7 ms) and thousands of the fast ones.
+FULL_TIMING = ["--benchmark-max-time=0.25", "--benchmark-min-rounds=10"]
+# Then every net and batch size again in interleaved rounds (quantlab.rounds), until every
+# speed-up is known within +-5 % or this many seconds per group are spent.
+QUICK_ROUNDS, FULL_ROUNDS = 3, 15
+
+
+def _manifest(config, net, artifacts, folder):
+    path = folder / f"manifest-{net}.json"
+    path.write_text(json.dumps({
+        "dataset": config.dataset,
+        "artifacts": [{"net": net, "variant": v, "path": str(a.path), "sha256": a.sha256,
+                       "precision": a.precision} for v, a in artifacts.items()],
+    }))
+    return path
+
+
+def time_net(config, net, artifacts, runtimes, progress):
+    """Every case of one net timed by the latency suite (pytest-benchmark) in a child
+    process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
+    from quantlab import machine
+
+    cases = (len(pairs(artifacts, runtimes, machine.cpu_info())) * len(config.batch_sizes)
+             * len(config.threads))
+    label = f"{net}: timing {cases} cases on {', '.join(runtimes)} with pytest-benchmark"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        report = tmp / "benchmark.json"
+        # A settings file of its own, empty: no project's pytest settings (addopts such as
+        # pytest-xdist's -n) reach the timing run from a setup.cfg above quantlab's source.
+        (tmp / "pytest.ini").write_text("[pytest]\n")
+        command = dying_with_parent([
+            # By module name, not file path: the child imports quantlab the way it finds it,
+            # which need not be this process's copy (a source checkout in the working
+            # directory beside an installed package, under tox).
+            sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-v",
+            "-c", str(tmp / "pytest.ini"), "-p", "no:cacheprovider", "-p", "no:randomly",
+            "-p", "no:xdist",
+            f"--benchmark-json={report}",
+            f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
+            f"--quantlab-runtimes={','.join(runtimes)}",
+            f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
+            f"--quantlab-threads={','.join(map(str, config.threads))}", "--quantlab-counters=off",
+            "--quantlab-profile=native",
+            "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
+            *(QUICK_TIMING if config.quick else FULL_TIMING),
+            f"--quantlab-rounds={rounds_budget(config)}",
+        ])
+        lines = []
+        # Exactly these options: none from PYTEST_ADDOPTS, and no sign of an xdist worker
+        # (when the study runs inside one), on which pytest-benchmark would time nothing.
+        env = {k: v for k, v in os.environ.items()
+               if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST_")}
+        with subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env) as child:
+            def results():  # one line per case in pytest's verbose output
+                for line in child.stdout:
+                    lines.append(line)
+                    rounds = re.search(r"quantlab: (rounds of .*)", line)
+                    if rounds:  # may share its line with the result of the group's last case
+                        progress(f"{net}: {rounds.group(1).strip()}")
+                    if re.search(r"::test_latency\[.*\] (PASSED|SKIPPED|FAILED|ERROR)", line):
+                        yield line
+            for _ in progress.steps(results(), label, total=cases):
+                pass
+            for _ in results():  # the summary after the last case
+                pass
+        if child.returncode != 0 or not report.is_file():
+            raise QuantlabError(f"the timing run for {net} failed: {suite_error(lines)}")
+        return timed_cases(json.loads(report.read_text()))
+
+
+def rounds_budget(config):
+    return QUICK_ROUNDS if config.quick else FULL_ROUNDS
+
+
+def suite_error(lines):
+    """The latency suite's own error in pytest's output: a usage error's reason (a manifest
+    the suite refused), else the exception the first failed case raised, else the last lines."""
+    lines = [line.strip() for line in lines if line.strip()]
+    for line in lines:
+        if re.match(r"\S+( -m pytest)?: error: ", line):  # argparse: "pytest: error: argument ..."
+            return line.split(": error: ", 1)[1]
+    raised = [line[1:].strip() for line in lines if re.match(r"E +[\w.]*(Error|Exception): ", line)]
+    return re.sub(r"^[\w.]*\.", "", raised[0]) if raised else " | ".join(lines[-3:])
+
+
+def timed_cases(benchmark_json):
+    """One record per case from a pytest-benchmark JSON report: its extra_info, and the
+    cases a runtime could not run, each with its reason (``not_run``)."""
+    records = []
+    for bench in benchmark_json["benchmarks"]:
+        record = dict(bench["extra_info"])
+        record["rounds"] = bench["stats"]["rounds"]
+        records.append(record)
+    return records + benchmark_json.get("quantlab", {}).get("not_run", [])
+
