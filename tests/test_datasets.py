@@ -21,6 +21,7 @@ import pytest
 
 import dataset_archives as archives
 from quantlab import datasets
+from quantlab.datasets import checks, find, idx, names
 from quantlab.errors import QuantlabError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -44,7 +45,7 @@ def no_system_data(tmp_path, monkeypatch):
     """Point the Debian location at an empty folder, so only the test's files are found."""
     system = tmp_path / "usr-share-datasets"
     system.mkdir()
-    monkeypatch.setattr(datasets, "SYSTEM_DIR", system)
+    monkeypatch.setattr(find, "SYSTEM_DIR", system)
     return system
 
 
@@ -271,7 +272,7 @@ def test_idx_files_of_unknown_origin_in_a_folder_not_named_after_the_dataset_are
         datasets.load(name, data_dir=tmp_path / "downloads")
     message = one_line_error(excinfo)
     assert str(tmp_path / "downloads") in message and "not named after" in message
-    assert f"folder named {datasets._SPELLINGS[name][0]}/" in message
+    assert f"folder named {names.SPELLINGS[name][0]}/" in message
 
 
 def link_fashion_files(folder):
@@ -306,7 +307,7 @@ def test_files_with_the_checksums_of_the_published_mnist_files_are_not_taken_for
     # as the real files' are.
     paths = archives.write_idx_files(tmp_path / "fashion-mnist", archives.mnist_arrays())
     for path in paths.values():
-        monkeypatch.setitem(datasets._PUBLISHED_GZ_MD5,
+        monkeypatch.setitem(idx.PUBLISHED_GZ_MD5,
                             hashlib.md5(path.read_bytes()).hexdigest(), "mnist")
     with pytest.raises(QuantlabError) as excinfo:
         datasets.load("fashion_mnist", data_dir=tmp_path)
@@ -645,7 +646,7 @@ def test_mnist_npz_with_a_missing_array_is_reported(tmp_path):
 def test_mnist_npz_with_an_array_larger_than_any_split_is_refused_before_it_is_read(
         tmp_path, monkeypatch):
     bad = archives.write_mnist_npz(tmp_path / "mnist.npz", archives.mnist_arrays())
-    monkeypatch.setattr(datasets, "_IDX_MAX_BYTES", 20_000)  # x_train holds 30 x 28 x 28 bytes
+    monkeypatch.setattr(checks, "MAX_SPLIT_BYTES", 20_000)  # x_train holds 30 x 28 x 28 bytes
     with pytest.raises(QuantlabError) as excinfo:
         datasets.load("mnist", data_dir=tmp_path)
     message = one_line_error(excinfo)
