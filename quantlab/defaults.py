@@ -9,15 +9,32 @@ VARIANTS = ("float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int
 REFERENCE = "float32"  # every ratio is against this variant ...
 REFERENCE_RUNTIME = "litert"  # ... run by this runtime
 RUNTIMES = ("litert", "openvino", "onnxruntime", "tensorflow")
-KERNELS = ("xnnpack", "builtin")  # LiteRT: XNNPACK, or its reference kernels
+KERNELS = ("xnnpack", "builtin")  # LiteRT: XNNPACK (the default), or its reference kernels
 BATCH_SIZES = (1, 16, 64)
-THREADS = (1,)
+BENCHMARK_THREADS = (1,)  # of `pytest benchmarks/`; a study times 1 and every core
+DATASET = "fashion_mnist"
+COUNTERS = "auto"  # perf where the CPU exposes counters, else valgrind
+CACHE = "host"  # the caches valgrind simulates: this machine's
+EPOCHS = 5  # most epochs of the standard (P17) training; early stopping may end sooner
+# Seconds a machine of the fleet may be without a worker before its tasks are given up: a
+# nanny restarts a killed worker within a few.
+GRACE = 15
 CALIBRATION_SIZE = 500  # representative training images for int8 calibration
 SEED = 0
 
 # The quick training of `quantlab run --quick`, the tests and the benchmark suite: latency
 # and counts do not depend on how well the weights are trained, so all share one cache.
 QUICK_TRAINING = dict(limit=6000, epochs=2, qat_epochs=1)
+
+# Counting (quantlab.counters): uncounted warm-up runs before the windows, then the measured
+# runs. perf counts at full speed, so many runs average out the noise. Valgrind simulates at
+# a few million instructions a second, and its counts are deterministic, so few suffice: the
+# instrumented warm run already packs weights and fills caches, and two measured runs give
+# the difference. The warm-up is there for Python: 3.11 quickens a function on about its 8th
+# call, and that one-off work (about 1 500 instructions) must not land in one window and not
+# the other; uninstrumented runs of a small batch cost little.
+COUNT_WARMUP = 10
+PERF_ITERATIONS, VALGRIND_ITERATIONS = 50, 2
 
 SCHEMA = 2  # of results.json; bumped whenever its layout changes
 # A quantized option is recommended only if it loses at most this many accuracy points.

@@ -276,8 +276,8 @@ def test_a_worker_error_that_is_no_quantlab_error_still_comes_out_as_its_one_mar
 
     closed = os.open(os.devnull, os.O_WRONLY)
     os.close(closed)  # a descriptor number that is no longer open
-    worker = _process.worker_argv(tiny_models["int8"], [1], [1], [1], "perf", 1, "xnnpack",
-                                  "--ctl-fd", str(closed), "--ack-fd", str(closed))
+    worker = _process.worker_argv(tiny_models["int8"], batch_size=1, warmup=1, iterations=1,
+                                  mode="perf", threads=1, ctl_fd=closed, ack_fd=closed)
     child = subprocess.run(worker, capture_output=True, text=True, env=_process.worker_env(),
                            timeout=300)
     assert child.returncode == protocol.ERROR_STATUS, child.stderr

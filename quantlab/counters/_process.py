@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from quantlab import defaults
 from quantlab.errors import QuantlabError
 from quantlab.orphans import dying_with_parent
 from quantlab.counters.protocol import ERROR_MARK
@@ -25,21 +26,46 @@ def scratch_dir():
     return tempfile.TemporaryDirectory(prefix="quantlab-counters-")
 
 
-def worker_argv(artifact, batch_sizes, warmups, iterations, mode, threads, kernels, *extra):
-    """The worker's command line; ``warmups`` and ``iterations`` hold one number per batch size."""
+# The worker's options, as worker_argv writes them and the worker parses them (argparse).
+# A list per batch size takes one number for all of them, or one for each.
+WORKER_OPTIONS = {
+    "batch_size": dict(type=int, nargs="+", required=True, metavar="N",
+                       help="one or more (valgrind mode), counted in this order"),
+    "warmup": dict(type=int, nargs="+", default=[defaults.COUNT_WARMUP], metavar="W",
+                   help="uncounted runs, per batch size"),
+    "iterations": dict(type=int, nargs="+", required=True, metavar="K",
+                       help="measured runs, per batch size"),
+    "mode": dict(choices=("valgrind", "perf"), required=True),
+    "threads": dict(type=int, metavar="T"),
+    "kernels": dict(choices=defaults.KERNELS, default=defaults.KERNELS[0]),
+    "short_runs": dict(type=int, nargs="+", default=[1], metavar="S",
+                       help="valgrind mode: runs in the short window, per batch size"),
+    "runtime": dict(metavar="NAME", help="as quantlab.runtime.load takes it"),
+    "precision": dict(metavar="P", help="bf16: a float model in bfloat16"),
+    "ctl_fd": dict(type=int, metavar="FD", help="perf mode: perf's control fd"),
+    "ack_fd": dict(type=int, metavar="FD", help="perf mode: perf's ack fd"),
+    "vgdb_prefix": dict(metavar="PREFIX", help="valgrind mode: as given to valgrind"),
+    "scratch": dict(metavar="DIR", help="valgrind mode: where control logs go"),
+}
+
+
+def add_worker_options(parser):
+    parser.add_argument("artifact")
+    for dest, declared in WORKER_OPTIONS.items():
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, **declared)
+
+
+def worker_argv(artifact, **values):
+    """The worker's command line: ``values`` by WORKER_OPTIONS' names; None leaves one out."""
     # An absolute path: the worker runs elsewhere, and one model has one name whatever the cwd.
-    argv = [sys.executable, "-m", "quantlab.counters.worker", str(Path(artifact).resolve()),
-            "--batch-size", *map(str, batch_sizes), "--warmup", *map(str, warmups),
-            "--iterations", *map(str, iterations), "--mode", mode, "--kernels", kernels]
-    if threads:
-        argv += ["--threads", str(threads)]
-    return argv + list(extra)
-
-
-def load_options(runtime=None, precision=None):
-    """The worker's options that say how to load the model: which runtime, which precision."""
-    return ((["--runtime", runtime] if runtime else []) +
-            (["--precision", precision] if precision else []))
+    argv = [sys.executable, "-m", "quantlab.counters.worker", str(Path(artifact).resolve())]
+    for dest, value in values.items():
+        if dest not in WORKER_OPTIONS:
+            raise ValueError(f"the counting worker has no option {dest!r}")
+        if value is not None:
+            listed = value if isinstance(value, (list, tuple)) else [value]
+            argv += ["--" + dest.replace("_", "-"), *map(str, listed)]
+    return argv
 
 
 # The worker's environment and working directory land on its stack and heap, so their sizes

@@ -18,10 +18,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from quantlab import defaults
 from quantlab.errors import QuantlabError
 from quantlab.counters import _process
 
-WARMUP, ITERATIONS = 10, 50
+WARMUP, ITERATIONS = defaults.COUNT_WARMUP, defaults.PERF_ITERATIONS
 
 # perf event -> quantlab key. On Intel the generic cache-references / cache-misses count
 # last-level-cache references and misses.
@@ -273,9 +274,10 @@ def count(artifact, batch_size, iterations=ITERATIONS, warmup=WARMUP, threads=1,
 
     with _process.scratch_dir() as scratch:
         out_file = Path(scratch, "perf.json")
-        worker = _process.worker_argv(artifact, [batch_size], [warmup], [iterations], "perf", threads,
-                                      kernels, "--ctl-fd", str(ctl_write), "--ack-fd", str(ack_read),
-                                      *_process.load_options(runtime, precision))
+        worker = _process.worker_argv(artifact, batch_size=batch_size, warmup=warmup,
+                                      iterations=iterations, mode="perf", threads=threads,
+                                      kernels=kernels, ctl_fd=ctl_write, ack_fd=ack_read,
+                                      runtime=runtime, precision=precision)
         argv = command(events, out_file, ctl_read, ack_write, worker)
         try:
             status, stdout, stderr = _process.run(argv, scratch, pass_fds=fds, after_start=close_ours)

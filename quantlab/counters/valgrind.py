@@ -27,18 +27,13 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from quantlab import defaults
 from quantlab.errors import QuantlabError
 from quantlab.counters import _process, geometry
 from quantlab.counters.protocol import LONG, SHORT, dump_name
 
 EVENTS = ("Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw")
-# Simulation runs at a few million instructions a second, and counts are deterministic, so
-# few inferences suffice: the instrumented warm run already packs weights and fills caches,
-# and two measured runs give the difference. The uncounted warm-up is there for Python:
-# 3.11 quickens a function on about its 8th call, and that one-off work (about 1 500
-# instructions) must not land in one window and not the other; uninstrumented runs of a
-# small batch cost little.
-WARMUP, ITERATIONS = 10, 2
+WARMUP, ITERATIONS = defaults.COUNT_WARMUP, defaults.VALGRIND_ITERATIONS  # why: see defaults
 # From this batch size on, a run costs most (float32 dense at batch 64: ~20 s, mostly valgrind
 # emulating FMA instructions) and its per-inference counts hardly depend on the history:
 # one measured run, and no uncounted warm-up once the model has run in this worker. Measured
@@ -302,11 +297,12 @@ def count_many(artifact, batch_sizes, iterations=None, warmup=WARMUP, threads=1,
     names = [dump_name(window, b) for b in batch_sizes for window in (SHORT, LONG)]
     with _process.scratch_dir() as scratch:
         out_file, log_file = Path(scratch, "callgrind.out"), Path(scratch, "valgrind.log")
-        worker = _process.worker_argv(artifact, batch_sizes, [w for w, _, _ in steps],
-                                      [k for _, k, _ in steps], "valgrind", threads, kernels,
-                                      "--short-runs", *(str(s) for _, _, s in steps),
-                                      "--scratch", scratch, "--vgdb-prefix", str(Path(scratch, "vgdb")),
-                                      *_process.load_options(runtime, precision))
+        warmups, measured, shorts = zip(*steps)
+        worker = _process.worker_argv(artifact, batch_size=batch_sizes, warmup=warmups,
+                                      iterations=measured, mode="valgrind", threads=threads,
+                                      kernels=kernels, short_runs=shorts, scratch=scratch,
+                                      vgdb_prefix=Path(scratch, "vgdb"), runtime=runtime,
+                                      precision=precision)
         argv = command(worker, out_file, log_file, Path(scratch, "vgdb"), cache)
         status, stdout, stderr = _process.run(argv, scratch)
         log = log_file.read_text(errors="replace") if log_file.exists() else ""

@@ -37,6 +37,7 @@ import tempfile
 import time
 
 from quantlab.errors import QuantlabError
+from quantlab.counters._process import add_worker_options
 from quantlab.counters.protocol import ERROR_MARK, ERROR_STATUS, LONG, SHORT, WARM, dump_name
 
 REHEARSALS = 10  # control requests rehearsed before the first window
@@ -153,24 +154,7 @@ def count_perf(run, prepared, iterations, control, batch_size, short_runs=None):
 def _arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m quantlab.counters.worker",
                                      description="run one model inside a counting window")
-    parser.add_argument("artifact")
-    parser.add_argument("--batch-size", type=int, nargs="+", required=True, metavar="N",
-                        help="one or more (valgrind mode), counted in this order")
-    parser.add_argument("--warmup", type=int, nargs="+", default=[10], metavar="W",
-                        help="uncounted runs: one number for all batch sizes, or one for each")
-    parser.add_argument("--iterations", type=int, nargs="+", required=True, metavar="K",
-                        help="measured runs: one number for all batch sizes, or one for each")
-    parser.add_argument("--mode", choices=("valgrind", "perf"), required=True)
-    parser.add_argument("--threads", type=int, default=None, metavar="T")
-    parser.add_argument("--kernels", choices=("xnnpack", "builtin"), default="xnnpack")
-    parser.add_argument("--short-runs", type=int, nargs="+", default=[1], metavar="S",
-                        help="valgrind mode: runs in the short window, per batch size")
-    parser.add_argument("--runtime", metavar="NAME", help="as quantlab.runtime.load takes it")
-    parser.add_argument("--precision", metavar="P", help="bf16: a float model in bfloat16")
-    parser.add_argument("--ctl-fd", type=int, metavar="FD", help="perf mode: perf's control fd")
-    parser.add_argument("--ack-fd", type=int, metavar="FD", help="perf mode: perf's ack fd")
-    parser.add_argument("--vgdb-prefix", metavar="PREFIX", help="valgrind mode: as given to valgrind")
-    parser.add_argument("--scratch", metavar="DIR", help="valgrind mode: where control logs go")
+    add_worker_options(parser)  # as quantlab.counters._process writes them
     return parser.parse_args(argv)
 
 
