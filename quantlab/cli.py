@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import quantlab
-from quantlab import arguments, datasets, defaults, nets
+from quantlab import datasets, defaults, nets, options
 from quantlab.errors import QuantlabError
 
 EXIT_USER_ERROR = 2
-_NET = arguments.name(nets.NAMES, "net")
-_DATASET = arguments.name(datasets.NAMES, "dataset")
+_NET = options.name(nets.NAMES, "net")
 
 
 def _progress(message):
@@ -39,7 +38,7 @@ _positive = _whole(1)
 
 
 def _threads(text):
-    counts = arguments.thread_counts(text)
+    counts = options.thread_counts(text)
     if len(counts) != 1:
         raise argparse.ArgumentTypeError(f"give one thread count or 'all', got {text!r}")
     return counts[0]
@@ -47,15 +46,18 @@ def _threads(text):
 
 def _add_training_options(parser):
     parser.add_argument("net", type=_NET, metavar="NET", help=f"one of {', '.join(nets.NAMES)}")
-    parser.add_argument("--dataset", type=_DATASET, default=datasets.DEFAULT, metavar="D",
-                        help=f"one of {', '.join(datasets.NAMES)} (default: %(default)s)")
+    options.add_options(parser.add_argument, [options.BY_DEST["dataset"]], options.CLI)
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
-    parser.add_argument("--epochs", type=_positive, default=5, metavar="N",
+    parser.add_argument("--epochs", type=_positive, default=defaults.EPOCHS, metavar="N",
                         help="most epochs; early stopping may end sooner (default: %(default)s)")
     parser.add_argument("--limit", type=_positive, metavar="N",
                         help="train on the first N training images only (default: all)")
-    parser.add_argument("--seed", type=arguments.seed, default=defaults.SEED, metavar="S",
-                        help=f"random seed, 0 to {arguments.MAX_SEED} (default: %(default)s)")
+    _add_seed(parser)
+
+
+def _add_seed(parser):
+    parser.add_argument("--seed", type=options.seed, default=defaults.SEED, metavar="S",
+                        help=f"random seed, 0 to {options.MAX_SEED} (default: %(default)s)")
 
 
 def _train_config(args):
@@ -131,12 +133,12 @@ def cmd_run(args):
 
     machine.identity()  # a QUANTLAB_MACHINE that is no plain name is refused before any work
 
+    # The study's options left at None take StudyConfig's own: all nets, 1 and every core, ...
+    chosen = {o.dest: getattr(args, o.dest) for o in options.STUDY if getattr(args, o.dest) is not None}
+    chosen["cache_geometry"] = chosen.pop("cache")
     config = study.StudyConfig(
-        dataset=args.dataset, nets=args.nets, variants=args.variants, runtimes=args.runtimes,
-        batch_sizes=args.batch_sizes, threads=args.threads, counters=args.counters,
-        cache_geometry=args.cache, quick=args.quick, out=args.out, model=args.model,
-        data_dir=args.data_dir, seed=args.seed, force=args.force, scheduler=args.scheduler,
-        grace=args.grace)
+        **chosen, quick=args.quick, out=args.out, model=args.model, data_dir=args.data_dir,
+        seed=args.seed, force=args.force, scheduler=args.scheduler, grace=args.grace)
     if config.scheduler is None:
         study.run(config)
         print(config.out / "report.md")
@@ -184,45 +186,23 @@ def parser():
     from quantlab import counters
 
     run = commands.add_parser("run", help="the whole study: train, export, evaluate, time, count, report")
-    run.add_argument("--dataset", type=_DATASET, default=datasets.DEFAULT, metavar="D",
-                     help=f"one of {', '.join(datasets.NAMES)} (default: %(default)s)")
+    options.add_study_options(run.add_argument, options.CLI)
     run.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
-    run.add_argument("--nets", type=arguments.names(nets.NAMES, "net"), default=nets.NAMES, metavar="LIST",
-                     help=f"comma-separated (default: {','.join(nets.NAMES)})")
-    run.add_argument("--variants", type=arguments.names(defaults.VARIANTS, "variant"),
-                     default=defaults.VARIANTS, metavar="LIST",
-                     help=f"comma-separated (default: {','.join(defaults.VARIANTS)})")
-    run.add_argument("--runtimes", type=arguments.names(defaults.RUNTIMES, "runtime"), metavar="LIST",
-                     help=f"comma-separated, of {','.join(defaults.RUNTIMES)}; each runs every variant "
-                          f"whose file it reads (default: every one installed and working here)")
-    run.add_argument("--batch-sizes", type=arguments.positive_ints, default=defaults.BATCH_SIZES,
-                     metavar="LIST",
-                     help=f"comma-separated (default: {','.join(map(str, defaults.BATCH_SIZES))})")
-    run.add_argument("--threads", type=arguments.thread_counts, metavar="N[,N...]",
-                     help="inference thread counts to time every case at, 'all' for every core; "
-                          "the first is also counted and measured for deployment "
-                          "(default: 1,all)")
-    run.add_argument("--counters", choices=counters.BACKENDS, default="auto",
-                     help="cache/instruction counters: perf where the CPU exposes them, "
-                          "valgrind's simulation otherwise (default: %(default)s)")
-    run.add_argument("--cache", type=counters.parse_cache_geometry, default="host", metavar="GEOMETRY",
-                     help="valgrind cache to simulate: host, i7-6500u or I1=..:D1=..:LL=.. "
-                          "(default: %(default)s)")
     run.add_argument("--quick", action="store_true",
-                     help="small training subset, one epoch, short timing, counters at one batch size")
+                     help="a quick training ({limit} images, {epochs} epochs; cached with the tests), short "
+                          "timing, counters at one batch size".format(**defaults.QUICK_TRAINING))
     run.add_argument("--out", type=Path, default=Path("quantlab-report"), metavar="DIR",
                      help="where report.md, results.json and the plots go (default: %(default)s)")
     run.add_argument("--model", type=Path, metavar="PATH",
                      help="study your own saved Keras model (.keras or .h5) instead of training the nets")
-    run.add_argument("--seed", type=arguments.seed, default=defaults.SEED, metavar="S",
-                     help=f"random seed, 0 to {arguments.MAX_SEED} (default: %(default)s)")
+    _add_seed(run)
     run.add_argument("--force", action="store_true",
                      help="write into an --out folder that holds files quantlab did not write")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run the study on the workers of this Dask scheduler (e.g. "
                           "tcp://10.0.0.5:8786): every machine among them is timed and counted, "
                           "each gets its own report in OUT/machines/ (default: this machine alone)")
-    run.add_argument("--grace", type=_positive, default=15, metavar="SECONDS",
+    run.add_argument("--grace", type=_positive, default=defaults.GRACE, metavar="SECONDS",
                      help="with --scheduler: how long a machine may be without workers before "
                           "its tasks are given up and reported missing (default: %(default)s)")
     run.set_defaults(run=cmd_run)
@@ -238,7 +218,7 @@ def parser():
 
     count = commands.add_parser("counters", help="count cache misses and instructions of one model")
     count.add_argument("artifact", metavar="ARTIFACT", help="a .tflite, .onnx or frozen-graph .pb file")
-    count.add_argument("--runtime", type=arguments.name(defaults.RUNTIMES, "runtime"), metavar="NAME",
+    count.add_argument("--runtime", type=options.name(defaults.RUNTIMES, "runtime"), metavar="NAME",
                        help=f"one of {', '.join(defaults.RUNTIMES)} (default: the file's natural one)")
     count.add_argument("--bf16", action="store_true",
                        help="run a float model in bfloat16 (OpenVINO, where the CPU has it)")
@@ -247,11 +227,8 @@ def parser():
     count.add_argument("--threads", type=_threads, default=1, metavar="N",
                        help="default: %(default)s")
     count.add_argument("--backend", choices=[b for b in counters.BACKENDS if b != "off"],
-                       default="auto", help="default: %(default)s")
-    count.add_argument("--cache", type=counters.parse_cache_geometry, default="host",
-                       metavar="GEOMETRY",
-                       help="valgrind cache to simulate: host, i7-6500u or "
-                            "I1=size,assoc,line:D1=...:LL=... (default: %(default)s)")
+                       default=defaults.COUNTERS, help="default: %(default)s")
+    options.add_options(count.add_argument, [options.BY_DEST["cache"]], options.CLI)
     count.add_argument("--json", action="store_true", help="machine-readable output")
     count.set_defaults(run=cmd_counters)
     return top

@@ -10,7 +10,6 @@ are registered only when pytest-benchmark is loaded.
         --quantlab-counters=valgrind --quantlab-cache=i7-6500u
 """
 
-import argparse
 import contextlib
 import os
 import shlex
@@ -18,100 +17,16 @@ import time
 
 import pytest
 
-from quantlab import arguments, defaults, nets
+from quantlab import defaults, nets, options
 
-TRAININGS = ("quick", "full")  # as quantlab.latency_suite.TRAININGS, which imports numpy
-PROFILES = ("off", "native")
 PROFILE_RUNS = 10  # inferences under a runtime's own per-layer profiler
 WARMUP_ITERATIONS = 100  # per case, unless --benchmark-warmup-iterations says otherwise
 
 
-# --- option types: each raises ArgumentTypeError, which pytest prints as a usage error --------
-
-def _counters(text):
-    if text == "off":  # the default: nothing of quantlab.counters is imported
-        return text
-    return arguments.name("quantlab.counters:BACKENDS", "counters backend")(text)
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 3600, got {text!r}")
-    return value
-
-
-def _cache_geometry(text):
-    from quantlab.counters import parse_cache_geometry
-
-    return parse_cache_geometry(text)
-
-
-def _manifest(text):
-    from quantlab import latency_suite
-
-    try:
-        dataset, found = latency_suite.read_manifest(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    for _, variant in found:  # any net name: a manifest may list a user's own model
-        arguments.name(defaults.VARIANTS, "variant")(variant)
-    return {"dataset": dataset, "artifacts": found}
-
-
 def pytest_addoption(parser):
     group = parser.getgroup("quantlab", "quantlab latency benchmarks and hardware counters")
-    add = group.addoption
-    # Defaults of None are filled in by QuantlabSession: a string default would be run
-    # through its type= at every pytest run, importing what the type needs.
-    add("--quantlab-nets", metavar="NAMES", type=arguments.names(nets.NAMES, "net"),
-        help=f"Comma-separated nets to benchmark, of {','.join(nets.NAMES)}. "
-             "Default: all (with --quantlab-artifacts: those it lists).")
-    add("--quantlab-variants", metavar="NAMES", type=arguments.names(defaults.VARIANTS, "variant"),
-        help="Comma-separated variants to benchmark (e.g. float32,int8). "
-             "Default: all (with --quantlab-artifacts: those it lists).")
-    add("--quantlab-runtimes", metavar="NAMES", type=arguments.names(defaults.RUNTIMES, "runtime"),
-        help=f"Comma-separated runtimes, of {','.join(defaults.RUNTIMES)}; each runs the "
-             "variants whose format it reads. Default: all that are installed.")
-    add("--quantlab-batch-sizes", metavar="SIZES", type=arguments.positive_ints,
-        default=defaults.BATCH_SIZES,
-        help=f"Comma-separated batch sizes. Default: {','.join(map(str, defaults.BATCH_SIZES))}.")
-    add("--quantlab-threads", metavar="N[,N...]", type=arguments.thread_counts, default=defaults.THREADS,
-        help="Inference threads, e.g. 1,all (all: every core); several values multiply the "
-             "cases. Default: 1.")
-    add("--quantlab-kernels", metavar="KIND", type=arguments.name(defaults.KERNELS, "kernel library"),
-        help="LiteRT kernels: xnnpack (LiteRT's default delegate) or builtin (reference "
-             "kernels, no XNNPACK). Default: xnnpack.")
-    add("--quantlab-counters", metavar="BACKEND", type=_counters, default="off",
-        help="Count instructions and cache misses of each case after timing it, with auto "
-             "(perf where the CPU exposes counters, else valgrind), perf, valgrind or off. "
-             "Valgrind takes ~5-30 s per case. Default: off.")
-    add("--quantlab-profile", metavar="KIND", type=arguments.name(PROFILES, "profile"), default="off",
-        help="native: sample each timed case with perf record (cpu-clock) to name the kernels "
-             "that ran and their instruction set, and record OpenVINO's and ONNX Runtime's own "
-             "per-layer times; costs about 1 %% of the timed speed. Default: off.")
-    add("--quantlab-rounds", metavar="SECONDS", type=_seconds, default=0.0,
-        help="After pytest-benchmark's window, time the cases of each net and batch size again "
-             "in interleaved rounds (every case once per round, in a shuffled order) until "
-             "every speed-up against LiteRT float32 is known within +-5 %% (95 %% interval) "
-             "or SECONDS are spent (at least 6 rounds); each case's median is then the median "
-             "over rounds and its speed-up carries its interval. Default: 0 (off).")
-    add("--quantlab-cache", metavar="GEOMETRY", type=_cache_geometry,
-        help="Caches valgrind simulates: host, i7-6500u (the P17 laptop) or a spec "
-             "I1=size,assoc,line:D1=...:LL=... Default: host.")
-    add("--quantlab-artifacts", metavar="FILE", type=_manifest,
-        help='Benchmark these model files: JSON {"dataset": ..., "artifacts": [{"net", '
-             '"variant", "path"}, ...]}. Default: export them (cached) by training each net.')
-    add("--quantlab-dataset", metavar="NAME", type=arguments.name("quantlab.datasets:NAMES", "dataset"),
-        help="Dataset to train on when exporting artifacts (sets the input shape). "
-             "Default: fashion_mnist.")
-    add("--quantlab-training", metavar="KIND", type=arguments.name(TRAININGS, "training"), default="quick",
-        help="Training of self-exported artifacts: quick (6000 images, 2 epochs, cached with "
-             "the tests) or full (the P17 schedule). Latency does not depend on how well the "
-             "weights are trained, only on the net and variant. Default: quick.")
+    options.add_study_options(group.addoption, options.PLUGIN)  # as `quantlab run` has them
+    options.add_options(group.addoption, options.BENCHMARK, options.PLUGIN)
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -135,12 +50,12 @@ class QuantlabSession:
             self.nets = self.nets or tuple(dict.fromkeys(listed["net"]))
             self.variants = self.variants or tuple(dict.fromkeys(listed["variant"]))
         self._named_runtimes, self._runtimes = option("quantlab_runtimes"), None
-        self.dataset = (manifest and manifest["dataset"]) or option("quantlab_dataset") or "fashion_mnist"
+        self.dataset = (manifest and manifest["dataset"]) or option("quantlab_dataset")
         self.batch_sizes = option("quantlab_batch_sizes")
         self.threads = option("quantlab_threads")
-        self.kernels = option("quantlab_kernels") or "xnnpack"
+        self.kernels = option("quantlab_kernels")
         self.training = option("quantlab_training")
-        self.cache = option("quantlab_cache") or "host"
+        self.cache = option("quantlab_cache")
         self.backend = option("quantlab_counters")
         if self.backend != "off":  # fail now, not after the first timed case
             from quantlab import counters

@@ -84,15 +84,15 @@ def test_a_seed_beyond_what_numpy_takes_is_a_one_line_usage_error(command):
 def test_the_seed_bound_is_numpys_and_a_study_config_keeps_to_it():
     import numpy as np
 
-    from quantlab import arguments, study
+    from quantlab import options, study
     from quantlab.errors import QuantlabError
 
-    np.random.seed(arguments.MAX_SEED)  # the largest seed is one numpy takes ...
+    np.random.seed(options.MAX_SEED)  # the largest seed is one numpy takes ...
     with pytest.raises(ValueError):
-        np.random.seed(arguments.MAX_SEED + 1)  # ... and the next is not
-    assert study.StudyConfig(seed=arguments.MAX_SEED).seed == arguments.MAX_SEED
+        np.random.seed(options.MAX_SEED + 1)  # ... and the next is not
+    assert study.StudyConfig(seed=options.MAX_SEED).seed == options.MAX_SEED
     with pytest.raises(QuantlabError, match="out of range: give 0 to 4294967295"):
-        study.StudyConfig(seed=arguments.MAX_SEED + 1)
+        study.StudyConfig(seed=options.MAX_SEED + 1)
 
 
 def test_nothing_is_written_in_the_users_home(tmp_path):

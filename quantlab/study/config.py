@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantlab import arguments, datasets, defaults, nets, variants
+from quantlab import datasets, defaults, nets, options, variants
 from quantlab.errors import QuantlabError
 
 
@@ -17,8 +17,8 @@ class StudyConfig:
     # Inference thread counts: every case is timed at each; the first is the one counted,
     # measured for deployment and drawn on the roofline. None: 1 and every usable core.
     threads: tuple | None = None
-    counters: str = "auto"
-    cache_geometry: str = "host"
+    counters: str = defaults.COUNTERS
+    cache_geometry: str = defaults.CACHE
     quick: bool = False
     out: Path = Path("quantlab-report")
     model: Path | None = None
@@ -26,9 +26,7 @@ class StudyConfig:
     seed: int = defaults.SEED
     force: bool = False
     scheduler: str | None = None  # a Dask scheduler's address: the study runs on its workers
-    # Seconds a machine of the fleet may be without a worker before its tasks are given up: a
-    # nanny restarts a killed worker within a few.
-    grace: int = 15
+    grace: int = defaults.GRACE  # seconds a machine of the fleet may be without a worker
 
     def __post_init__(self):
         for net in self.nets:
@@ -37,8 +35,8 @@ class StudyConfig:
         if defaults.REFERENCE not in self.variants:
             self.variants = (defaults.REFERENCE, *self.variants)
         self.threads = threads_to_time(self.threads)
-        if not 0 <= self.seed <= arguments.MAX_SEED:
-            raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {arguments.MAX_SEED}")
+        if not 0 <= self.seed <= options.MAX_SEED:
+            raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {options.MAX_SEED}")
         self.out = Path(self.out)
 
 
@@ -46,7 +44,7 @@ def threads_to_time(threads):
     """The thread counts a study times, each once, in the order given; a single count may be
     given as a number. None: one thread and every core this process may use."""
     if threads is None:
-        threads = arguments.thread_counts("1,all")
+        threads = options.thread_counts("1,all")
     elif isinstance(threads, int):
         threads = (threads,)
     counts = tuple(dict.fromkeys(int(t) for t in threads))

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from quantlab import options
 from quantlab.errors import QuantlabError
 from quantlab.orphans import dying_with_parent
 from quantlab.study.work import pairs
@@ -55,14 +56,12 @@ def time_net(config, net, artifacts, runtimes, progress):
             "-c", str(tmp / "pytest.ini"), "-p", "no:cacheprovider", "-p", "no:randomly",
             "-p", "no:xdist",
             f"--benchmark-json={report}",
-            f"--quantlab-artifacts={_manifest(config, net, artifacts, tmp)}",
-            f"--quantlab-runtimes={','.join(runtimes)}",
-            f"--quantlab-batch-sizes={','.join(map(str, config.batch_sizes))}",
-            f"--quantlab-threads={','.join(map(str, config.threads))}", "--quantlab-counters=off",
-            "--quantlab-profile=native",
+            *options.to_argv(dict(
+                artifacts=_manifest(config, net, artifacts, tmp), runtimes=runtimes,
+                batch_sizes=config.batch_sizes, threads=config.threads, counters="off",
+                profile="native", rounds=rounds_budget(config))),
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
-            f"--quantlab-rounds={rounds_budget(config)}",
         ])
         lines = []
         # Exactly these options: none from PYTEST_ADDOPTS, and no sign of an xdist worker

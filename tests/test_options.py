@@ -1,0 +1,94 @@
+"""The study's options: one table behind `quantlab run`, the pytest plugin, the timing child's
+command line and the counting worker's."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import one_line_error, quantlab
+from quantlab import cli, defaults, options
+
+pytest_plugins = ["pytester"]
+
+# Chosen values other than every default, in the parsed form.
+CHOSEN = {"dataset": "mnist", "nets": ("medium", "dense"), "variants": ("int8", "float32"),
+          "runtimes": ("litert",), "batch_sizes": (16, 1), "threads": (2, 1),
+          "counters": "valgrind", "cache": "i7-6500u"}
+
+
+def _run_parser(*argv):
+    """`quantlab run`'s options as its real parser reads them."""
+    return cli.parser().parse_args(["run", *argv])
+
+
+def test_the_plugin_and_quantlab_run_declare_the_study_options_of_one_table_with_one_default(pytester):
+    cli_args = _run_parser()
+    plugin = pytester.parseconfig()  # the plugin as its entry point registers it
+    differ = set()
+    for option in options.STUDY:
+        assert getattr(cli_args, option.dest) == option.on(options.CLI)[0]
+        assert plugin.getoption(f"quantlab_{option.dest}") == option.on(options.PLUGIN)[0]
+        if getattr(cli_args, option.dest) != plugin.getoption(f"quantlab_{option.dest}"):
+            differ.add(option.dest)
+    assert {o.dest for o in options.STUDY} == set(CHOSEN)
+    # The only defaults that differ, each a named entry of the table: a benchmark run times
+    # one thread count and counts nothing unless asked; the study times 1 and every core and counts.
+    assert differ == {o.dest for o in options.STUDY if o.differs} == {"threads", "counters"}
+    assert plugin.getoption("quantlab_counters") == "off" and cli_args.counters == "auto"
+
+
+def test_to_argv_round_trips_through_both_parsers(pytester):
+    cli_args = _run_parser(*options.to_argv(CHOSEN, options.CLI))
+    plugin = pytester.parseconfig(*options.to_argv(
+        {**CHOSEN, "kernels": "builtin", "profile": "native", "rounds": 2.5, "training": "full"}))
+    for dest, value in CHOSEN.items():
+        assert getattr(cli_args, dest) == value
+        assert plugin.getoption(f"quantlab_{dest}") == value
+    assert [plugin.getoption(f"quantlab_{d}") for d in ("kernels", "profile", "rounds", "training")] == [
+        "builtin", "native", 2.5, "full"]
+    assert options.to_argv({"nets": None, "threads": (1, 4)}) == ["--quantlab-threads=1,4"]
+    with pytest.raises(ValueError, match="no option 'thread'"):
+        options.to_argv({"thread": 1})
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (("--nets", "medium,resnet"), ("unknown net 'resnet'", "choose from dense,medium,conv")),
+    (("--counters", "papi"), ("unknown counters backend 'papi'", "auto, perf, valgrind, off")),
+    (("--dataset", "imagenet"), ("unknown dataset 'imagenet'", "fashion_mnist")),
+])
+def test_an_unknown_value_of_quantlab_run_is_a_one_line_error(argv, fragments):
+    one_line_error(quantlab("run", *argv), *fragments)
+
+
+def test_parsing_no_option_imports_nothing_the_option_types_need():
+    """The plugin parses its options at every pytest run: the defaults are not run through the
+    types (dataset names live beside numpy, the counters' names in their package)."""
+    code = ("import argparse, sys; from quantlab import options; p = argparse.ArgumentParser(); "
+            "options.add_study_options(p.add_argument, options.PLUGIN); "
+            "options.add_options(p.add_argument, options.BENCHMARK, options.PLUGIN); "
+            "a = p.parse_args([]); print(a.quantlab_dataset, a.quantlab_cache, sorted(m for m in "
+            "sys.modules if m.split('.')[0] == 'numpy' or m in ('quantlab.datasets', 'quantlab.counters')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["fashion_mnist", "host", "[]"]
+
+
+def test_the_counting_worker_parses_what_its_command_line_was_built_from(tmp_path):
+    from quantlab.counters import _process, worker
+
+    chosen = dict(batch_size=(1, 64), warmup=(10, 1), iterations=(2, 1), mode="valgrind",
+                  threads=2, kernels="builtin", short_runs=(1, 0), scratch=str(tmp_path),
+                  vgdb_prefix=str(tmp_path / "vgdb"), runtime="openvino", precision="bf16")
+    argv = _process.worker_argv(tmp_path / "model.tflite", **chosen)
+    assert argv[1:3] == ["-m", "quantlab.counters.worker"]
+    args = worker._arguments(argv[3:])
+    assert args.artifact == str((tmp_path / "model.tflite").resolve())
+    for dest, value in chosen.items():
+        assert getattr(args, dest) == (list(value) if isinstance(value, tuple) else value)
+    left_out = worker._arguments(_process.worker_argv("m", batch_size=1, iterations=5,
+                                                      mode="perf", threads=None)[3:])
+    assert (left_out.threads, left_out.warmup, left_out.kernels) == (None, [defaults.COUNT_WARMUP], "xnnpack")
+    with pytest.raises(ValueError, match="no option 'thread'"):
+        _process.worker_argv("m", thread=1)
+    assert Path(argv[3]).name == "model.tflite"
