@@ -2,7 +2,6 @@
 outcomes kept in OUT/.state as they arrive, and the cluster watched for machines that lost
 their workers."""
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -10,10 +9,10 @@ from dataclasses import dataclass
 import distributed
 from distributed.client import FuturesCancelledError
 
-from quantlab import cache, study
 from quantlab.errors import QuantlabError
 from quantlab.fleet.cluster import ANY, machine_resource
 from quantlab.fleet.tasks import _task
+from quantlab.study.stages import recall, state_path, write_state
 
 POLL = 1.0  # seconds between looks at the cluster's members
 
@@ -58,19 +57,12 @@ class Engine:
     # -- stored outcomes
 
     def state(self, stage, key):
-        return study.state_path(self.config, f"fleet-{stage}", key)
+        return state_path(self.config, f"fleet-{stage}", key)
 
     def stored(self, stage, key, label):
-        path = self.state(stage, key)
-        try:
-            value = json.loads(path.read_text())["value"]
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            self.progress(f"{label}: stored result {path.name} is unreadable; measuring again")
-            return None
-        self.progress(f"{label}: done earlier, reusing {path.name}")
-        return value
+        """The stored value of a task, by the study's own rule (stages.recall), or None."""
+        stored = recall(self.state(stage, key), f"fleet-{stage}", label, self.progress)
+        return None if stored is None else stored["value"]
 
     def start(self, job):
         """Apply the stored outcome of ``job``, or submit its task; True when a task runs."""
@@ -117,8 +109,8 @@ class Engine:
                 job.lost(f"{outcome['error']} (on {outcome['task']['worker']})")
             else:
                 value = job.keep(outcome["value"]) if job.keep else outcome["value"]
-                cache.write_json(self.state(job.stage, job.key),
-                                 {"value": value, "task": outcome["task"]})
+                write_state(self.state(job.stage, job.key),
+                            {"value": value, "task": outcome["task"]})
                 job.apply(value)
         elif self.client.status != "running":  # its task was cancelled with the connection
             raise lost_scheduler(self.config)

@@ -15,6 +15,7 @@ from quantlab.errors import QuantlabError
 from quantlab.fleet.cluster import folder_name, host_groups
 from quantlab.fleet.engine import Engine, Job
 from quantlab.fleet.tasks import Shipment, _count, _evaluate, _export, _measure, _time, file_place
+from quantlab.study.counting import apply_count, counter_key, plan_counts, plan_workers
 
 
 class Fleet(Engine):
@@ -182,20 +183,20 @@ class Fleet(Engine):
                     if not record.get("not_run"):
                         record.update(counters=None, not_counted=f"not counted: {uncounted}")
                 continue
-            models = {}  # the batch sizes of one model on one runtime are counted together
-            for record in study.plan_counts(self.config, backend, records):
-                models.setdefault((record["variant"], record["runtime"]), []).append(record)
-            for (variant, runtime_name), group in models.items():
+            chosen = plan_counts(self.config, backend, records)
+            for variant, runtime_name, group, lead in plan_workers(chosen, backend):
                 artifact = self.nets[net]["artifacts"][variant]
                 batches = [record["batch_size"] for record in group]
-                key = {**study.counter_key(self.config, artifact, group[0], backend),
-                       "batch": batches, "machine": name, "hosts": machine.hosts}
+                # A count after a warm-up batch (lead) is another count than one without.
+                key = {**counter_key(self.config, artifact, group[0], backend),
+                       "batch": batches, **({"lead": lead} if lead else {}),
+                       "machine": name, "hosts": machine.hosts}
                 label = (f"{name}: {net}: counting {variant} on {runtime_name}, batch "
                          f"{','.join(map(str, batches))}")
 
                 def counted(results, group=group):
                     for record in group:
-                        study.apply_count(record, results[str(record["batch_size"])])
+                        apply_count(record, results[str(record["batch_size"])])
 
                 def lost(why, group=group, net=net):
                     for record in group:
@@ -203,7 +204,7 @@ class Fleet(Engine):
                     self.missing(machine, "counters", net, why)
 
                 call = (_count, self.config, self.nets[net]["shipment"], variant, runtime_name,
-                        batches, backend)
+                        batches, backend, lead)
                 self.start(Job("counters", label, name, call, key, counted, lost))
 
     # -- the reports

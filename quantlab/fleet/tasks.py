@@ -14,6 +14,7 @@ import distributed
 from quantlab import cache, datasets, study
 from quantlab.errors import QuantlabError
 from quantlab.progress import Progress
+from quantlab.study.counting import count_model, counting_said
 
 
 class TaskProgress(Progress):
@@ -139,11 +140,10 @@ def _time(config, shipment, runtimes, progress):
     return study.time_net(config, shipment.net, _unpack(shipment), runtimes, progress)
 
 
-def _count(config, shipment, variant, runtime_name, batch_sizes, backend, progress):
+def _count(config, shipment, variant, runtime_name, batch_sizes, backend, lead, progress):
     """{batch size: counters} of one model on one runtime; the sizes as text, as in JSON."""
-    progress(f"{shipment.net}: counting {variant} on {runtime_name}, batch "
-             f"{','.join(map(str, batch_sizes))}, with {backend}")
-    counted = study.count_model(config, _unpack(shipment)[variant], runtime_name, batch_sizes,
-                                backend)
+    progress(counting_said(shipment.net, variant, runtime_name, batch_sizes, backend))
+    counted = count_model(config, _unpack(shipment)[variant], runtime_name, batch_sizes,
+                          backend, lead)
     return {str(batch): result for batch, result in counted.items()}
 

@@ -7,6 +7,8 @@ continues where it stopped. Latency is measured by the same pytest-benchmark sui
 ``benchmarks/``, in a child process, one net at a time.
 """
 
+from dataclasses import dataclass, field
+
 from quantlab import cache, datasets
 from quantlab._tf import versions
 from quantlab.output import prepare_output
@@ -34,67 +36,90 @@ def run(config, progress=None):
     for name, why in skipped.items():
         progress(f"runtime {name} left out: {why}")
     backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
-    cpu = machine.cpu_info()
-    results = new_results(config, data, machine_info(config, backend, skipped), runtimes)
-    background = []  # each net's counting, going on while the next net is prepared
+    study = Study(config, data, progress, runtimes, backend, machine.cpu_info())
+    study.results = new_results(config, data, machine_info(config, backend, skipped), runtimes)
     try:
-        return _study_nets(config, data, results, runtimes, backend, cpu, background, progress)
+        return study.run()
     finally:
-        for counting in background:
+        for counting in study.background:
             counting.cancel()
 
 
-def _study_nets(config, data, results, runtimes, backend, cpu, background, progress):
-    from quantlab import machine
+@dataclass
+class Study:
+    """One study on this machine: what it was asked, on which data, runtimes and counter
+    backend, and the results as they come in."""
 
-    counting = Counting()
-    for net in study_order(config, data):
+    config: StudyConfig
+    data: object
+    progress: object
+    runtimes: list
+    backend: str | None
+    cpu: dict
+    results: dict | None = None
+    background: list = field(default_factory=list)  # each net's counting, beside the next net
+
+    def stage(self, stage, key, compute, label):
+        return _cached_stage(self.config, stage, key, compute, self.progress, label)
+
+    def run(self):
+        counting = Counting()
+        for net in self.order():
+            counting = self.study_net(net, counting)
+        counting.wait()
+        results = self.results
+        measure_ceilings_again(results)  # with nothing else running: the last net's counts are in
+        in_order = [net for net in self.config.nets if net in results["nets"]] or list(results["nets"])
+        results["nets"] = {net: results["nets"][net] for net in in_order}
+        for rows in (results["accuracy"], results["cases"], results["deployment"]):
+            rows.sort(key=lambda row: in_order.index(row["net"]))
+        return finish(results, self.config.out, self.progress)
+
+    def study_net(self, net, counting):
+        """Every stage of one net, once the previous net's ``counting`` is over where it
+        must be; returns this net's counting, going on in the background."""
+        from quantlab import machine
+
+        config, data, progress, results = self.config, self.data, self.progress, self.results
         progress(f"== {net} ==")
         artifacts = export_net(config, net, data, progress)
-        studied = pairs(artifacts, runtimes, cpu)
+        studied = pairs(artifacts, self.runtimes, self.cpu)
         keys = {"net": net, "artifacts": artifact_key(artifacts)}
         # What is scored on the test images depends on them, not only on the files scored.
         scored = {**keys, "data": data.sha256}
-        layers = _cached_stage(config, "layers", scored, lambda: layer_errors(
-            config, net, artifacts, data, progress), progress, f"{net}: per-layer error")
+        layers = self.stage("layers", scored, lambda: layer_errors(
+            config, net, artifacts, data, progress), f"{net}: per-layer error")
         results["nets"][net] = net_entry(artifacts, layers)
-        results["accuracy"] += _cached_stage(
-            config, "eval", {**scored, "pairs": studied, "versions": versions()},
-            lambda: evaluate_net(net, artifacts, studied, data, progress), progress, f"{net}: accuracy")
-        timed_runtimes = [r for r in runtimes if any(r == name for _, name in studied)]
+        results["accuracy"] += self.stage(
+            "eval", {**scored, "pairs": studied, "versions": versions()},
+            lambda: evaluate_net(net, artifacts, studied, data, progress), f"{net}: accuracy")
+        timed_runtimes = [r for r in self.runtimes if any(r == name for _, name in studied)]
         counting.wait()  # nothing else runs while a net is timed
-        records = _cached_stage(
-            config, "latency", {**keys, "batch": config.batch_sizes, "runtimes": timed_runtimes,
-                                "threads": config.threads, "quick": config.quick,
-                                "rounds": rounds_budget(config),
-                                "host": machine.identity(cpu)["host"], "versions": versions()},
-            lambda: time_net(config, net, artifacts, timed_runtimes, progress), progress,
-            f"{net}: latency")
-        results["deployment"] += _cached_stage(
-            config, "deployment", {**keys, "pairs": studied, "threads": config.threads[0],
-                                   "repeats": deployment_repeats(config),
-                                   "host": machine.identity(cpu)["host"], "versions": versions()},
-            lambda: measure_deployment(config, net, artifacts, studied, progress), progress,
+        host = machine.identity(self.cpu)["host"]
+        records = self.stage(
+            "latency", {**keys, "batch": config.batch_sizes, "runtimes": timed_runtimes,
+                        "threads": config.threads, "quick": config.quick,
+                        "rounds": rounds_budget(config), "host": host, "versions": versions()},
+            lambda: time_net(config, net, artifacts, timed_runtimes, progress), f"{net}: latency")
+        results["deployment"] += self.stage(
+            "deployment", {**keys, "pairs": studied, "threads": config.threads[0],
+                           "repeats": deployment_repeats(config), "host": host,
+                           "versions": versions()},
+            lambda: measure_deployment(config, net, artifacts, studied, progress),
             f"{net}: deployment costs")
-        counting = start_counting(config, net, artifacts, records, backend, progress)
-        background.append(counting)
+        counting = start_counting(config, net, artifacts, records, self.backend, progress)
+        self.background.append(counting)
         results["cases"] += records
-    counting.wait()
-    measure_ceilings_again(results)  # with nothing else running: the last net's counts are in
-    in_order = [net for net in config.nets if net in results["nets"]] or list(results["nets"])
-    results["nets"] = {net: results["nets"][net] for net in in_order}
-    for rows in (results["accuracy"], results["cases"], results["deployment"]):
-        rows.sort(key=lambda row: in_order.index(row["net"]))
-    return finish(results, config.out, progress)
+        return counting
 
+    def order(self):
+        """The nets in the order they are studied: the costliest to count first, so that the
+        counting left after the last net is timed is the cheapest; the report keeps the order
+        the user gave."""
+        if self.config.model is not None:
+            return [self.config.model.stem]
+        from quantlab import macs
 
-def study_order(config, data):
-    """The nets in the order they are studied: the costliest to count first, so that the
-    counting left after the last net is timed is the cheapest; the report keeps the order
-    the user gave."""
-    if config.model is not None:
-        return [config.model.stem]
-    from quantlab import macs
-
-    return sorted(config.nets, key=lambda net: -macs.macs_per_image(net, data.input_shape,
-                                                                    data.num_classes))
+        data = self.data
+        return sorted(self.config.nets, key=lambda net: -macs.macs_per_image(
+            net, data.input_shape, data.num_classes))

@@ -2,14 +2,13 @@
 are grouped into workers, and the counts put into their records."""
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 
-from quantlab import cache, defaults, variants
+from quantlab import defaults, variants
 from quantlab._tf import versions
 from quantlab.errors import QuantlabError
-from quantlab.study.stages import state_path, well_formed
+from quantlab.study.stages import read_state, state_path, well_formed, write_state
 
 # What is counted under valgrind, where one run of float32 dense at batch 64 takes a minute
 # and a study has over a hundred cases: P17's standard and quantized net (float32 and int8)
@@ -42,18 +41,26 @@ def count_reason(config, backend, record):
             f"every variant on its own runtime and float32 and int8 on the others")
 
 
-def count_model(config, artifact, runtime_name, batch_sizes, backend):
+def count_model(config, artifact, runtime_name, batch_sizes, backend, lead=None):
     """{batch size: counters} of one model on one runtime, all batch sizes in one worker
-    (valgrind's start and the imports are paid once); {"failed": why} for each if it fails
-    (said in the report, not fatal)."""
+    (valgrind's start and the imports are paid once), after ``lead``, a batch size counted
+    first and dropped (see plan_workers); {"failed": why} for each if it fails (said in the
+    report, not fatal)."""
     from quantlab import counters
 
     try:
-        return counters.measure_many(artifact.path, batch_sizes, backend=backend,
-                                     threads=config.threads[0], cache=config.cache_geometry,
-                                     runtime=runtime_name, precision=artifact.precision)
+        counted = counters.measure_many(artifact.path, ([lead] if lead else []) + list(batch_sizes),
+                                        backend=backend, threads=config.threads[0],
+                                        cache=config.cache_geometry, runtime=runtime_name,
+                                        precision=artifact.precision)
     except QuantlabError as error:
         return {batch: {"failed": str(error)} for batch in batch_sizes}
+    return {batch: counted[batch] for batch in batch_sizes}
+
+
+def counting_said(net, variant, runtime_name, batch_sizes, backend):
+    return (f"{net}: counting {variant} on {runtime_name}, batch "
+            f"{','.join(map(str, batch_sizes))}, with {backend}")
 
 
 def counter_key(config, artifact, record, backend):
@@ -73,37 +80,18 @@ def plan_counts(config, backend, records):
     return chosen
 
 
-def apply_count(record, result):
-    """Put one count, or why there is none, into its timed record."""
-    if "failed" in result:
-        record["not_counted"] = f"counting failed: {result['failed']}"
-    else:
-        record["counters"], record["not_counted"] = result, None
-
-
-
-def start_counting(config, net, artifacts, records, backend, progress):
-    """Count the chosen cases of one net on this machine, each kept in OUT/.state; the
-    batch sizes of one model and runtime are counted together, in one worker (valgrind's
-    start, the imports and the warm-up are paid once), the large ones apart. Returns the
-    ``Counting``, whose ``wait`` puts the counts into ``records``.
-
-    Valgrind simulates each worker's caches on its own, so its counts depend neither on what
-    else runs nor on how fast: its workers use every core and go on in the background while
-    the next net trains, exports and is evaluated (never while it is timed: the caller waits
-    first). Hardware counters would feel a neighbour: they count alone, one case at a time.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+def plan_workers(chosen, backend):
+    """The chosen records as the workers that count them, the costliest first (the most
+    images per run), so that no long one starts last, alone: [(variant, runtime, records,
+    lead)]. The batch sizes of one model and runtime are counted together, in one worker
+    (valgrind's start, the imports and the warm-up are paid once), the large ones apart;
+    ``lead`` is a batch size counted first and dropped, or None."""
     from quantlab.counters.valgrind import LARGE_BATCH
 
-    chosen = plan_counts(config, backend, records)
-    stored = {id(record): state_path(config, "counters", counter_key(
-        config, artifacts[record["variant"]], record, backend)) for record in chosen}
     groups = {}
     for record in chosen:
         groups.setdefault((record["variant"], record["runtime"]), []).append(record)
-    models = []  # (variant, runtime, records, a batch size counted first and dropped)
+    models = []
     for (variant, runtime_name), group in groups.items():
         small = [r for r in group if r["batch_size"] < LARGE_BATCH]
         large = [r for r in group if r["batch_size"] >= LARGE_BATCH]
@@ -115,13 +103,40 @@ def start_counting(config, net, artifacts, records, backend, progress):
                        (variant, runtime_name, large, small[0]["batch_size"])]
         else:
             models.append((variant, runtime_name, group, None))
+    return sorted(models, key=lambda model: -sum(r["batch_size"] for r in model[2]))
+
+
+def apply_count(record, result):
+    """Put one count, or why there is none, into its timed record."""
+    if "failed" in result:
+        record["not_counted"] = f"counting failed: {result['failed']}"
+    else:
+        record["counters"], record["not_counted"] = result, None
+
+
+
+def start_counting(config, net, artifacts, records, backend, progress):
+    """Count the chosen cases of one net on this machine, each kept in OUT/.state, in the
+    workers plan_workers makes. Returns the ``Counting``, whose ``wait`` puts the counts into
+    ``records``.
+
+    Valgrind simulates each worker's caches on its own, so its counts depend neither on what
+    else runs nor on how fast: its workers use every core and go on in the background while
+    the next net trains, exports and is evaluated (never while it is timed: the caller waits
+    first). Hardware counters would feel a neighbour: they count alone, one case at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    chosen = plan_counts(config, backend, records)
+    stored = {id(record): state_path(config, "counters", counter_key(
+        config, artifacts[record["variant"]], record, backend)) for record in chosen}
 
     def count(model):
         variant, runtime_name, group, lead = model
         results, missing = {}, []
         for record in group:
             try:
-                result = json.loads(stored[id(record)].read_text())
+                result = read_state(stored[id(record)])
             except (OSError, ValueError):  # not counted yet, or a damaged file: count again
                 result = None
             if well_formed("counters", result):
@@ -129,20 +144,16 @@ def start_counting(config, net, artifacts, records, backend, progress):
             else:
                 missing.append(record["batch_size"])
         if missing:
-            progress(f"{net}: counting {variant} on {runtime_name}, batch "
-                     f"{','.join(map(str, missing))}, with {backend}")
-            counted = count_model(config, artifacts[variant], runtime_name,
-                                  ([lead] if lead else []) + missing, backend)
+            progress(counting_said(net, variant, runtime_name, missing, backend))
+            counted = count_model(config, artifacts[variant], runtime_name, missing, backend, lead)
             for record in group:
                 if record["batch_size"] in missing:
                     results[record["batch_size"]] = counted[record["batch_size"]]
-                    cache.write_json(stored[id(record)], results[record["batch_size"]])
+                    write_state(stored[id(record)], results[record["batch_size"]])
         return group, results
 
-    # The costliest first (the most images per run), so that no long one starts last, alone.
-    ordered = sorted(models, key=lambda model: -sum(r["batch_size"] for r in model[2]))
     pool = ThreadPoolExecutor((os.cpu_count() or 1) if backend == "valgrind" else 1)
-    counting = Counting(pool, [pool.submit(count, model) for model in ordered],
+    counting = Counting(pool, [pool.submit(count, model) for model in plan_workers(chosen, backend)],
                         lambda: progress(f"{net}: {len(chosen)} cases counted"))
     if backend != "valgrind":
         counting.wait()

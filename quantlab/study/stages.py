@@ -24,6 +24,8 @@ _STORED_ROWS = {"layers": (("op", "tensor", "rmse_over_scale", "max_abs_error"),
 def well_formed(stage, stored):
     """Whether a stored result has the shape ``stage`` makes: valid JSON of another shape
     (``null``, ``{}``, a list of something else) would fail later, far from its cause."""
+    if stage.startswith("fleet-"):  # a task's outcome and its window
+        return isinstance(stored, dict) and "value" in stored
     if stage == "counters":  # one case's counts, or why there are none
         return isinstance(stored, dict) and ("failed" in stored
                                              or {"rates", "per_inference"} <= stored.keys())
@@ -32,27 +34,44 @@ def well_formed(stage, stored):
             and all(isinstance(row, dict) and all(k in row for k in keys) for row in stored))
 
 
-def _cached_stage(config, stage, key, compute, progress, label):
-    """Return the stored result of a stage, or compute and store it.
+def read_state(path):
+    """The JSON a stage stored at ``path``; OSError or ValueError when it cannot be read."""
+    return json.loads(path.read_text())
+
+
+def write_state(path, value):
+    cache.write_json(path, value)
+
+
+def recall(path, stage, label, progress):
+    """What ``stage`` stored at ``path``, or None when there is nothing usable there.
 
     A stored file that cannot be read (truncated by a crash, edited by hand) or that does not
-    hold what the stage makes is computed again, not trusted and not fatal.
+    hold what the stage makes is measured again, not trusted and not fatal: said, not raised.
     """
+    if not path.is_file():
+        return None
+    try:
+        stored = read_state(path)
+    except (OSError, ValueError):
+        progress(f"{label}: stored result {path.name} is unreadable; measuring again")
+        return None
+    if not well_formed(stage, stored):
+        progress(f"{label}: stored result {path.name} is not what this stage stores; "
+                 f"measuring again")
+        return None
+    progress(f"{label}: done earlier, reusing {path.name}")
+    return stored
+
+
+def _cached_stage(config, stage, key, compute, progress, label):
+    """Return the stored result of a stage, or compute and store it."""
     path = state_path(config, stage, key)
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError):
-            progress(f"{label}: stored result {path.name} is unreadable; measuring again")
-        else:
-            if well_formed(stage, stored):
-                progress(f"{label}: done earlier, reusing {path.name}")
-                return stored
-            progress(f"{label}: stored result {path.name} is not what this stage stores; "
-                     f"measuring again")
-    result = compute()
-    cache.write_json(path, result)
-    return result
+    stored = recall(path, stage, label, progress)
+    if stored is None:
+        stored = compute()
+        write_state(path, stored)
+    return stored
 
 
 def artifact_key(artifacts):
