@@ -101,8 +101,9 @@ def _export(config, net, expected, model, progress):
     data = _dataset(config, expected)
     if model is not None:  # the user's own model file, sent as (name, sha256, bytes)
         config = dataclasses.replace(config, model=_received(model[1], model[0], model[2]))
-    artifacts = study.export_net(config, net, data, progress)
-    layers = study.layer_errors(config, net, artifacts, data, progress)
+    here = study.Study(config, data, progress)
+    artifacts = here.export(net)
+    layers = here.layer_errors(net, artifacts)
     contents = {}
     for artifact in artifacts.values():
         content = artifact.path.read_bytes()
@@ -119,7 +120,7 @@ def _evaluate(config, shipment, expected, progress):
     data = _dataset(config, expected)
     artifacts = _unpack(shipment)
     studied = study.pairs(artifacts, runtime.usable(config.runtimes)[0], machine.cpu_info())
-    return study.evaluate_net(shipment.net, artifacts, studied, data, progress)
+    return study.Study(config, data, progress).evaluate(shipment.net, artifacts, studied)
 
 
 def _measure(config, progress):

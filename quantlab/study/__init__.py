@@ -9,17 +9,16 @@ continues where it stopped. Latency is measured by the same pytest-benchmark sui
 
 from dataclasses import dataclass, field
 
-from quantlab import cache, datasets
+from quantlab import cache, datasets, variants
 from quantlab._tf import versions
 from quantlab.output import prepare_output
 from quantlab.progress import Progress
-from quantlab.study.config import StudyConfig, threads_to_time  # noqa: F401 (the study's API)
+from quantlab.study.config import StudyConfig, threads_to_time, train_config  # noqa: F401
 from quantlab.study.counting import Counting, counter_key, start_counting  # noqa: F401
-from quantlab.study.results import finish, machine_info, measure_ceilings_again, net_entry, new_results
+from quantlab.study.results import (finish, machine_info, measure_ceilings_again, net_entry,
+                                    new_results)
 from quantlab.study.stages import _cached_stage, artifact_key, state_path, well_formed  # noqa: F401
-from quantlab.study.timing import rounds_budget, time_net
-from quantlab.study.work import (deployment_repeats, evaluate_net, export_net, layer_errors,
-                                 measure_deployment, pairs)
+from quantlab.study.timing import pairs, rounds_budget, time_net
 
 
 def run(config, progress=None):
@@ -53,9 +52,10 @@ class Study:
     config: StudyConfig
     data: object
     progress: object
-    runtimes: list
-    backend: str | None
-    cpu: dict
+    # What a study on this machine found here; a task of the fleet works without them.
+    runtimes: list = ()
+    backend: str | None = None
+    cpu: dict | None = None
     results: dict | None = None
     background: list = field(default_factory=list)  # each net's counting, beside the next net
 
@@ -63,13 +63,14 @@ class Study:
         return _cached_stage(self.config, stage, key, compute, self.progress, label)
 
     def run(self):
+        """Every net, then the ceilings again and the report; the results dict."""
         counting = Counting()
         for net in self.order():
             counting = self.study_net(net, counting)
         counting.wait()
-        results = self.results
+        results, chosen = self.results, self.config.nets
         measure_ceilings_again(results)  # with nothing else running: the last net's counts are in
-        in_order = [net for net in self.config.nets if net in results["nets"]] or list(results["nets"])
+        in_order = [net for net in chosen if net in results["nets"]] or list(results["nets"])
         results["nets"] = {net: results["nets"][net] for net in in_order}
         for rows in (results["accuracy"], results["cases"], results["deployment"]):
             rows.sort(key=lambda row: in_order.index(row["net"]))
@@ -82,17 +83,17 @@ class Study:
 
         config, data, progress, results = self.config, self.data, self.progress, self.results
         progress(f"== {net} ==")
-        artifacts = export_net(config, net, data, progress)
+        artifacts = self.export(net)
         studied = pairs(artifacts, self.runtimes, self.cpu)
         keys = {"net": net, "artifacts": artifact_key(artifacts)}
         # What is scored on the test images depends on them, not only on the files scored.
         scored = {**keys, "data": data.sha256}
-        layers = self.stage("layers", scored, lambda: layer_errors(
-            config, net, artifacts, data, progress), f"{net}: per-layer error")
+        layers = self.stage("layers", scored, lambda: self.layer_errors(net, artifacts),
+                            f"{net}: per-layer error")
         results["nets"][net] = net_entry(artifacts, layers)
         results["accuracy"] += self.stage(
             "eval", {**scored, "pairs": studied, "versions": versions()},
-            lambda: evaluate_net(net, artifacts, studied, data, progress), f"{net}: accuracy")
+            lambda: self.evaluate(net, artifacts, studied), f"{net}: accuracy")
         timed_runtimes = [r for r in self.runtimes if any(r == name for _, name in studied)]
         counting.wait()  # nothing else runs while a net is timed
         host = machine.identity(self.cpu)["host"]
@@ -103,14 +104,61 @@ class Study:
             lambda: time_net(config, net, artifacts, timed_runtimes, progress), f"{net}: latency")
         results["deployment"] += self.stage(
             "deployment", {**keys, "pairs": studied, "threads": config.threads[0],
-                           "repeats": deployment_repeats(config), "host": host,
+                           "repeats": self.deployment_repeats(), "host": host,
                            "versions": versions()},
-            lambda: measure_deployment(config, net, artifacts, studied, progress),
-            f"{net}: deployment costs")
+            lambda: self.deployment(net, artifacts, studied), f"{net}: deployment costs")
         counting = start_counting(config, net, artifacts, records, self.backend, progress)
         self.background.append(counting)
         results["cases"] += records
         return counting
+
+    # -- the stages of one net: each computes one result; study_net keeps them
+
+    def export(self, net):
+        """{variant: Artifact} of one net (or of the user's own model): trained and exported,
+        cached."""
+        config, train = self.config, train_config(self.config, net)
+        if config.model is not None:
+            from quantlab import byo
+
+            return byo.export(config.model, self.data, train, config.variants,
+                              progress=self.progress)
+        return variants.export(train, variants=config.variants, data=self.data,
+                               progress=self.progress)
+
+    def layer_errors(self, net, artifacts):
+        """Per-layer error of the int8 variant (quantlab's own nets only)."""
+        if "int8" not in artifacts or self.config.model is not None:
+            return []
+        from quantlab import layer_error, training
+
+        self.progress(f"{net}: per-layer quantization error of int8 (TFLite quantization debugger)")
+        trained = training.train(train_config(self.config, net), self.data)
+        return layer_error.int8_layer_errors(trained.model, self.data, artifacts["int8"].meta)
+
+    def evaluate(self, net, artifacts, studied):
+        """Accuracy rows of every studied (variant, runtime) pair on the whole test split."""
+        from quantlab import evaluate
+
+        rows = evaluate.compare(artifacts, self.data, studied, progress=self.progress,
+                                label=f"{net}: evaluating")
+        return [{"net": net, **row} for row in rows]
+
+    def deployment_repeats(self):
+        """Fresh processes per (variant, runtime) for load time, first inference and memory:
+        three for the median and spread, one in the quick study (a TensorFlow process alone
+        costs seconds)."""
+        from quantlab import deployment
+
+        return 1 if self.config.quick else deployment.REPEATS
+
+    def deployment(self, net, artifacts, studied):
+        """What each (variant, runtime) costs a deployment beyond its steady call (load, first
+        inference, memory), each measured in fresh processes, alone on the machine."""
+        from quantlab import deployment
+
+        return deployment.measure_net(net, artifacts, studied, self.config.threads[0],
+                                      self.progress, repeats=self.deployment_repeats())
 
     def order(self):
         """The nets in the order they are studied: the costliest to count first, so that the

@@ -153,7 +153,8 @@ def start_counting(config, net, artifacts, records, backend, progress):
         return group, results
 
     pool = ThreadPoolExecutor((os.cpu_count() or 1) if backend == "valgrind" else 1)
-    counting = Counting(pool, [pool.submit(count, model) for model in plan_workers(chosen, backend)],
+    futures = [pool.submit(count, model) for model in plan_workers(chosen, backend)]
+    counting = Counting(pool, futures,
                         lambda: progress(f"{net}: {len(chosen)} cases counted"))
     if backend != "valgrind":
         counting.wait()

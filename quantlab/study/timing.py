@@ -12,7 +12,6 @@ from pathlib import Path
 from quantlab import options
 from quantlab.errors import QuantlabError
 from quantlab.orphans import dying_with_parent
-from quantlab.study.work import pairs
 
 QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
                 "--benchmark-warmup-iterations=10"]
@@ -22,6 +21,13 @@ FULL_TIMING = ["--benchmark-max-time=0.25", "--benchmark-min-rounds=10"]
 # Then every net and batch size again in interleaved rounds (quantlab.rounds), until every
 # speed-up is known within +-5 % or this many seconds per group are spent.
 QUICK_ROUNDS, FULL_ROUNDS = 3, 15
+
+
+def pairs(artifacts, runtimes, cpu):
+    """Every (variant, runtime) the study runs: each variant on each chosen runtime that can."""
+    from quantlab.latency_suite import runtimes_for
+
+    return [(v, r) for v in artifacts for r in runtimes if r in runtimes_for(v, cpu)]
 
 
 def _manifest(config, net, artifacts, folder):
