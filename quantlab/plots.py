@@ -7,6 +7,7 @@ The one place quantlab imports matplotlib: the other plots (``roofline``,
 
 from quantlab._tf import matplotlib_cache_in_quantlab
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+from quantlab.report.lookups import speedup, thread_counts, timed, timed_at
 
 matplotlib_cache_in_quantlab()  # a study writes nothing outside --out and quantlab's cache
 
@@ -31,8 +32,6 @@ def _save(figure, path):
 
 def _timed(results, net):
     """The timed cases of one net at the first thread count (the others: ``threads``)."""
-    from quantlab.report import timed_at
-
     return [c for c in timed_at(results) if c["net"] == net]
 
 
@@ -66,8 +65,6 @@ def latency(results, folder):
 def speedup_by_runtime(results, folder):
     """Per net: the fastest int8 and float option on each runtime, as times faster than
     LiteRT float32, per batch size."""
-    from quantlab.report import speedup
-
     studied = [net for net in results["nets"] if _timed(results, net)]
     if not studied:
         return None
@@ -155,8 +152,6 @@ def miss_rates(results, folder):
 def threads(results, folder):
     """Per net, at its largest batch size: images per second against the thread count, one
     line per variant and runtime (colour: variant, line style: runtime)."""
-    from quantlab.report import thread_counts, timed
-
     counts = thread_counts(results)
     studied = [net for net in results["nets"] if _timed(results, net)]
     if len(counts) < 2 or not studied:

@@ -153,15 +153,19 @@ def latency_table(records):
 
 
 def kernels_text(kernels, top=3):
-    """``78 % xnn_qs8_..._avx512vnni (AVX-512 VNNI); 12 % ...`` for a list of kernels."""
-    return "; ".join(f"{100 * k['share']:.0f} % {k['symbol'][:70]}" + (f" ({k['isa']})" if k.get("isa") else "")
-                     for k in kernels[:top])
+    """``78 % xnn_qs8_..._avx512vnni (AVX-512 VNNI); 12 % ...`` for a list of kernels; samples
+    in code without a symbol name (perf's ``[unknown]``) and an unknown ISA say nothing and are
+    left out ("" when nothing is left)."""
+    named = [k for k in kernels if k["symbol"] != "[unknown]"][:top]
+    return "; ".join(f"{100 * k['share']:.0f} % {k['symbol'][:70]}"
+                     + (f" ({k['isa']})" if k.get("isa") not in (None, "unknown") else "") for k in named)
 
 
 def native_table(records):
     """Per timed case: the kernels that took its samples under perf record, with their ISA."""
     rows = [[r["net"], _row_label(r), r["variant"], r.get("runtime", "–"), str(r["native"]["samples"]),
-             kernels_text(r["native"]["kernels"]) or "no samples"]
+             kernels_text(r["native"]["kernels"])
+             or ("no symbol names" if r["native"]["samples"] else "no samples")]
             for r in records if r.get("native")]
     return markdown_table(["net", "batch", "variant", "runtime", "samples",
                            "native: costliest kernels (share of samples, ISA)"], rows)

@@ -188,7 +188,7 @@ def test_the_best_float32_and_the_best_int8_are_the_fastest_of_each(results):
 
 def _speed_finding(results, variant, runtime):
     prefix = f"{variant} on {runtime} vs float32 on litert: "
-    [line] = [line for line in report.findings(results) if line.startswith(prefix)]
+    [line] = [line for line in report.speed_lines(results) if line.startswith(prefix)]
     return line
 
 

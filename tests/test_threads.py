@@ -84,7 +84,7 @@ def test_the_pick_that_changes_with_threads_is_named_and_the_table_pairs_the_cou
     row = next(line for line in table.splitlines() if "int8 on openvino" in line)
     assert "(2.0x (2.0-2.0))" in row and row.rstrip(" |").endswith("1/3")
     # The speed-up tables and findings stay at the first thread count.
-    speed = [line for line in report.findings(results) if " vs float32 on litert" in line]
+    speed = [line for line in report.speed_lines(results) if " vs float32 on litert" in line]
     assert speed == ["int8 on litert vs float32 on litert: faster in 1 of 1 net x batch cases; "
                      "4.0x faster (medium, batch 16, 95 % interval 4.00-4.00x faster).",
                      "int8 on openvino vs float32 on litert: faster in 1 of 1 net x batch cases; "

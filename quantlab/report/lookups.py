@@ -1,0 +1,164 @@
+"""Lookups in a study's results: the timed cases, the reference of every speed-up, speed-ups
+and their intervals, ties, and the option to ship. No text beyond a number's own wording.
+
+The plots read these too, so this module imports neither the plots nor the rest of the
+report.
+"""
+
+from quantlab import deployment, intervals
+from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
+
+
+def span(values, fmt="{:.2f}", unit=""):
+    """``3.42x`` for one value (or equal ends), ``3.42-3.91x`` for a range."""
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+
+def scored(results):
+    return [row for row in results["accuracy"] if not row.get("not_run")]
+
+
+def accuracy_of(results, net, variant, runtime):
+    return next((row for row in scored(results) if (row["net"], row["variant"], row["runtime"])
+                 == (net, variant, runtime)), None)
+
+
+def timed(results):
+    return [case for case in results["cases"] if case.get("median")]
+
+
+def threads_of(case):
+    return case.get("threads") or 1
+
+
+def thread_counts(results):
+    """The thread counts the cases were timed at, in the order the study gave them."""
+    return list(dict.fromkeys(threads_of(c) for c in timed(results))) or [1]
+
+
+def threads_text(n):
+    return f"{n} thread" + ("s" if n != 1 else "")
+
+
+def timed_at(results, threads=None):
+    """The timed cases at one thread count (default: the first, the one counted)."""
+    threads = threads or thread_counts(results)[0]
+    return [case for case in timed(results) if threads_of(case) == threads]
+
+
+def quantized(variant):
+    return variant not in (REFERENCE, "float32_tf", "onnx_float32", "float16")
+
+
+def reference_case(results, case):
+    """LiteRT float32 on the same net, batch size and thread count: what every speed-up is
+    against."""
+    return next((c for c in timed(results) if
+                 (c["net"], c["variant"], c["runtime"], c["batch_size"], threads_of(c)) ==
+                 (case["net"], REFERENCE, REFERENCE_RUNTIME, case["batch_size"],
+                  threads_of(case))), None)
+
+
+def round_seconds(case):
+    return (case.get("interleaved") or {}).get("seconds")
+
+
+def ratio(slow, fast):
+    """How many times faster ``fast`` is than ``slow``, as an Interval when both were timed in
+    the same rounds (paired, round by round), else None."""
+    a, b = round_seconds(slow), round_seconds(fast)
+    if a and b and len(a) == len(b):
+        return intervals.ratio(a, b)
+    return None
+
+
+def speedup_interval(results, case):
+    """The speed-up against LiteRT float32 as an Interval, where the rounds give one."""
+    if case.get("speedup"):
+        return intervals.Interval(**case["speedup"])
+    reference = reference_case(results, case)
+    return ratio(reference, case) if reference else None
+
+
+def speedup(results, case):
+    """How many times faster than LiteRT float32 on the same net and batch (None if unknown):
+    the median of the per-round ratios where the cases were timed in rounds."""
+    interval = speedup_interval(results, case)
+    if interval:
+        return interval.median
+    reference = reference_case(results, case)
+    return reference["median"] / case["median"] if reference else None
+
+
+def times(slow, fast, digits=1):
+    """``3.1x (2.9-3.3)``: ``fast`` against ``slow`` with its interval where there is one."""
+    interval = ratio(slow, fast)
+    if interval:
+        return intervals.times_text(interval, digits)
+    return f"{slow['median'] / fast['median']:.{digits}f}x"
+
+
+def slower_or_faster(interval):
+    """An interval in the words of its median: ``2.74-3.35x faster`` or ``1.4-1.7x slower``
+    (a slow-down's interval is the speed-up's, inverted)."""
+    if interval.median >= 1:
+        return f"{interval.low:.2f}-{interval.high:.2f}x faster"
+    return f"{1 / interval.high:.2f}-{1 / interval.low:.2f}x slower"
+
+
+def speedup_text(results, case, digits=1):
+    """The speed-up against LiteRT float32 with its 95 % interval: ``3.1x (2.9-3.3)``."""
+    interval = speedup_interval(results, case)
+    if interval:
+        return intervals.times_text(interval, digits)
+    gain = speedup(results, case)
+    return f"{gain:.{digits}f}x" if gain else None
+
+
+# Among options that cannot be told apart, the one with less to deploy: LiteRT is one small
+# library and an interpreter with no compile step; ONNX Runtime a larger library; OpenVINO
+# compiles every model for the CPU at load; TensorFlow is the whole framework.
+DEPLOYMENT_WEIGHT = {"litert": 0, "onnxruntime": 1, "openvino": 2, "tensorflow": 3}
+WHY_LIGHTER = {"litert": "no compile step and the smallest runtime",
+               "onnxruntime": "no compile step", "openvino": "", "tensorflow": ""}
+
+
+def tied_with(fastest, options):
+    """The options whose per-round time cannot be told apart from the fastest's."""
+    fast = round_seconds(fastest)
+    return [c for c in options if c is not fastest and fast and round_seconds(c)
+            and len(round_seconds(c)) == len(fast)
+            and intervals.tied(round_seconds(c), fast)]
+
+
+def lighter(results, case):
+    """The deployment weight of an option: its runtime, then its file's size."""
+    files = results["nets"].get(case["net"], {}).get("artifacts", {})
+    return (DEPLOYMENT_WEIGHT.get(case["runtime"], len(DEPLOYMENT_WEIGHT)),
+            files.get(case["variant"], {}).get("bytes") or case.get("model_bytes") or 0)
+
+
+def shippable(results, case):
+    row = accuracy_of(results, case["net"], case["variant"], case["runtime"])
+    return row is not None and row["delta_points"] >= -ACCURACY_TOLERANCE
+
+
+def pick(results, net, batch, threads):
+    """(the option to ship, the fastest, the ties) among the options of one net, batch size
+    and thread count that keep accuracy; (None, None, []) when there is none."""
+    options = [c for c in timed(results) if c["net"] == net and c["batch_size"] == batch
+               and threads_of(c) == threads and shippable(results, c)]
+    if not options:
+        return None, None, []
+    fastest = min(options, key=lambda c: c["median"])
+    ties = [fastest] + tied_with(fastest, options)
+    return min(ties, key=lambda c: lighter(results, c)), fastest, ties
+
+
+def deployment_note(results, case):
+    """What a deployment of this option also pays (load, first inference, memory), if measured."""
+    record = next((r for r in results.get("deployment") or []
+                   if (r["net"], r["variant"], r["runtime"], threads_of(r)) ==
+                   (case["net"], case["variant"], case["runtime"], threads_of(case))), None)
+    return deployment.deployment_note(record) if record else None

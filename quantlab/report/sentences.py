@@ -1,0 +1,251 @@
+"""The sentences of a report, each generated from the numbers of the run, never written by
+hand: what to ship, the findings that matter (one line per kind, the per-case repetition
+merged), and the longer per-option and per-case lines that go to the details."""
+
+from quantlab import tables
+from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
+from quantlab.report.lookups import (
+    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, pick, quantized, scored,
+    slower_or_faster, span, speedup, speedup_interval, speedup_text, thread_counts, threads_of,
+    threads_text, timed, timed_at)
+
+WHAT_TO_SHIP = (f"The fastest option per net and batch size among those within "
+                f"{ACCURACY_TOLERANCE:g} accuracy point of {REFERENCE} (speed against {REFERENCE} "
+                f"on {REFERENCE_RUNTIME}, the median of per-round ratios with its 95 % interval; "
+                f"accuracy change on the whole test split). Options that the rounds cannot tell "
+                f"apart from the fastest are named as ties, and among ties the one with less to "
+                f"deploy is chosen.")
+
+
+def recommendations(results):
+    """For each net, batch size (and thread count), the fastest option that keeps accuracy,
+    its ties, and what it costs to deploy, in one line."""
+    said = []
+    counts = thread_counts(results)
+    for net in results["nets"]:
+        for batch in results["config"]["batch_sizes"]:
+            for threads in counts:
+                best, fastest, ties = pick(results, net, batch, threads)
+                if best is None:
+                    continue
+                row = accuracy_of(results, net, best["variant"], best["runtime"])
+                where = f"{net}, batch {batch}" + (f", {threads_text(threads)}" if len(counts) > 1 else "")
+                line = (f"{where}: {best['variant']} on {best['runtime']}: "
+                        f"{speedup_text(results, best)} faster than {REFERENCE} on "
+                        f"{REFERENCE_RUNTIME}, {row['delta_points']:+.2f} points")
+                paid = deployment_note(results, best)
+                if paid:
+                    line += f" ({paid})"
+                if len(ties) > 1:
+                    others = [tables.variant_label(c) for c in ties if c is not best]
+                    lighter_runtime = (DEPLOYMENT_WEIGHT.get(best["runtime"], 9) <
+                                       DEPLOYMENT_WEIGHT.get(fastest["runtime"], 9))
+                    why = WHY_LIGHTER.get(best["runtime"]) if lighter_runtime else ""
+                    line += (f"; tie (not told apart within the 95 % interval): {', '.join(others)}"
+                             + (f"; chosen for less to deploy: {why or 'the smaller file'}"
+                                if best is not fastest else ""))
+                said.append(line)
+    return said
+
+
+def rounds_line(results):
+    """How the interleaved rounds went: how many, and whether every interval got narrow."""
+    groups = {}
+    for case in timed(results):
+        if case.get("interleaved"):  # one group of rounds per net and batch size
+            groups[(case["net"], case["batch_size"])] = case["interleaved"]
+    if not groups:
+        return ("Each case was timed in one window of its own (no interleaved rounds): the "
+                "ratios carry no interval.")
+    counts = [g["rounds"] for g in groups.values()]
+    short = {k: g for k, g in groups.items() if g["stopped"] != "converged"}
+    target = 100 * next(iter(groups.values()))["target"]
+    line = (f"Timed in interleaved rounds (every case once per round, in a shuffled order): "
+            f"{span(counts, '{:d}')} rounds per net and batch size; every speed-up known "
+            f"within +-{target:g} % in {len(groups) - len(short)} of {len(groups)} groups")
+    if short:
+        (net, batch), worst = max(short.items(), key=lambda item: item[1]["widest"])
+        line += (f"; the others stopped at their time budget (widest +-"
+                 f"{100 * worst['widest']:.1f} %, {net} at batch {batch})")
+    return line + "."
+
+
+def _signed(values):
+    low, high = min(values), max(values)
+    return f"{low:+.2f}" if f"{low:+.2f}" == f"{high:+.2f}" else f"{low:+.2f} to {high:+.2f}"
+
+
+def _size_and_accuracy(results):
+    by_variant = {}
+    for row in scored(results):
+        if row["variant"] != REFERENCE:
+            by_variant.setdefault(row["variant"], []).append(row)
+    if not by_variant:
+        return []
+    smaller = [f"{v} {span([r['size_ratio'] for r in rows], unit='x')}"
+               for v, rows in by_variant.items() if max(r["size_ratio"] for r in rows) >= 1.05]
+    same = [v for v, rows in by_variant.items() if max(r["size_ratio"] for r in rows) < 1.05]
+    changed = [f"{v} {_signed([r['delta_points'] for r in rows])} "
+               f"({span([100 * r['agreement'] for r in rows], '{:.1f}')} %)"
+               for v, rows in by_variant.items() if quantized(v)]
+    said = []
+    if smaller:
+        said.append(f"Smaller than {REFERENCE}: {', '.join(smaller)}"
+                    + (f"; {', '.join(same)} the same size." if same else "."))
+    if changed:
+        said.append(f"Top-1 accuracy change against {REFERENCE} in points (agreement with it "
+                    f"on the test images): {', '.join(changed)}.")
+    return said
+
+
+def _gains(results):
+    """{(variant, runtime): [(speed-up, case), ...]} over the nets and batch sizes, at the
+    first thread count, for every option but the reference."""
+    gains = {}
+    for case in timed_at(results):
+        gain = speedup(results, case)
+        if gain and (case["variant"], case["runtime"]) != (REFERENCE, REFERENCE_RUNTIME):
+            gains.setdefault((case["variant"], case["runtime"]), []).append((gain, case))
+    return gains
+
+
+def speed_lines(results):
+    """Each option against LiteRT float32 over the nets and batch sizes: how often faster,
+    its slowest and fastest case with their intervals."""
+    said = []
+    for (variant, runtime), gains in _gains(results).items():
+        faster = sum(g > 1 for g, _ in gains)
+        worst, best = min(gains, key=lambda g: g[0]), max(gains, key=lambda g: g[0])
+
+        def end(gain):
+            interval = speedup_interval(results, gain[1])
+            around = f", 95 % interval {slower_or_faster(interval)}" if interval else ""
+            return (f"{tables.speed_ratio(1, 1 / gain[0])} ({gain[1]['net']}, batch "
+                    f"{gain[1]['batch_size']}{around})")
+        ends = end(worst) if worst is best else f"from {end(worst)} to {end(best)}"
+        said.append(f"{variant} on {runtime} vs {REFERENCE} on {REFERENCE_RUNTIME}: faster in "
+                    f"{faster} of {len(gains)} net x batch cases; {ends}.")
+    return said
+
+
+def _speed(results):
+    """The speed lines merged: the options always faster, mixed, and always slower."""
+    kinds = {"always": [], "mixed": [], "never": []}
+    gains = _gains(results)
+    for (variant, runtime), found in sorted(gains.items(), key=lambda item: -max(g for g, _ in item[1])):
+        values = [g for g, _ in found]
+        faster = sum(g > 1 for g in values)
+        kind = "always" if faster == len(values) else "never" if faster == 0 else "mixed"
+        kinds[kind].append(f"{variant} on {runtime} {span(values, '{:.1f}', 'x')}"
+                           + (f" ({faster} of {len(values)})" if kind == "mixed" else ""))
+    against = f"{REFERENCE} on {REFERENCE_RUNTIME}"
+    at = f"at {threads_text(thread_counts(results)[0])}, over every net and batch size"
+    words = {"always": f"Faster than {against} in every case ({at}, times as fast)",
+             "mixed": f"Faster than {against} in some cases only (times as fast; cases faster)",
+             "never": f"Never faster than {against} (times as fast)"}
+    return [f"{words[kind]}: {'; '.join(options)}." for kind, options in kinds.items() if options]
+
+
+def _runtimes(results):
+    """The same int8 file on different runtimes: which is faster, how often, by how much."""
+    pairs = {}
+    for net in results["nets"]:
+        for batch in results["config"]["batch_sizes"]:
+            int8 = [c for c in timed_at(results) if c["net"] == net and c["batch_size"] == batch
+                    and c["variant"] == "int8"]
+            if len(int8) > 1:
+                fast = min(int8, key=lambda c: c["median"])
+                slow = max(int8, key=lambda c: c["median"])
+                pairs.setdefault((fast["runtime"], slow["runtime"]), []).append(
+                    (f"{net} b{batch}", slow["median"] / fast["median"]))
+    if not pairs:
+        return []
+    parts = [f"on {fast} than on {slow} in {len(cases)} case(s), by "
+             f"{span([r for _, r in cases], '{:.1f}', 'x')}"
+             + (f" ({', '.join(where for where, _ in cases)})" if len(cases) <= 2 else "")
+             for (fast, slow), cases in pairs.items()]
+    return [f"The same int8 file runs faster {'; '.join(parts)}."]
+
+
+def _p17():
+    from quantlab import p17
+
+    ratios = [q / s for n in p17.NETS for s, q in p17.SECONDS[n].values()]
+    return (f"P17 (TensorFlow 1 graph transforms, {p17.CPU}) measured its quantized nets "
+            f"{span(ratios, '{:.1f}', 'x')} slower than float over the same batch sizes.")
+
+
+def _counters(results):
+    """int8 against float32 under the counters, one line per runtime."""
+    counted = {(c["net"], c["variant"], c["runtime"], c["batch_size"]): c["counters"]
+               for c in results["cases"] if c.get("counters")}
+    by_runtime = {}
+    for (net, variant, runtime, batch), counts in counted.items():
+        reference = counted.get((net, REFERENCE, runtime, batch))
+        if variant != "int8" or not reference:
+            continue
+        ours, theirs = counts["per_inference"], reference["per_inference"]
+        lower_rate = (counts["rates"]["total_miss_rate"] or 0) < (reference["rates"]["total_miss_rate"] or 0)
+        more_misses = (ours["cache_misses"] or 0) > (theirs["cache_misses"] or 0)
+        by_runtime.setdefault(runtime, []).append(
+            (ours["instructions"] / theirs["instructions"], lower_rate, more_misses))
+    said = []
+    for runtime, cases in by_runtime.items():
+        n = len(cases)
+        said.append(f"On {runtime}, int8 executes {span([c[0] for c in cases], unit='x')} the "
+                    f"instructions of float32 per inference ({n} counted case(s)); a lower miss "
+                    f"rate in {sum(c[1] for c in cases)} of {n}, more misses in "
+                    f"{sum(c[2] for c in cases)} of {n}, both at once (P17's pattern) in "
+                    f"{sum(c[1] and c[2] for c in cases)} of {n}.")
+    return said
+
+
+def thread_findings(results):
+    """Where the pick changes with the thread count, and threads that did not run as asked."""
+    counts = thread_counts(results)
+    said = []
+    for net in results["nets"]:
+        for batch in results["config"]["batch_sizes"]:
+            picks = {n: pick(results, net, batch, n) for n in counts}
+            first, _, first_ties = picks[counts[0]]
+            for n in counts[1:]:
+                best, _, ties = picks[n]
+                if first and best and tables.case_key(best)[1:3] not in [
+                        tables.case_key(c)[1:3] for c in first_ties]:
+                    said.append(f"{net}, batch {batch}: with {n} threads the pick changes from "
+                                f"{tables.variant_label(first)} to {tables.variant_label(best)}.")
+    for case in timed(results):
+        busy, asked = case.get("threads_busy"), threads_of(case)
+        if busy and busy != asked:
+            said.append(f"{tables.variant_label(case)} ({case['net']}, batch {case['batch_size']}) "
+                        f"kept {threads_text(busy)} busy where {asked} were asked.")
+    return said
+
+
+def _threads(results):
+    """The thread findings merged: how many picks change, which options ran other counts."""
+    counts = thread_counts(results)
+    if len(counts) < 2:
+        return []
+    groups = [(net, batch) for net in results["nets"] for batch in results["config"]["batch_sizes"]]
+    lines = thread_findings(results)
+    changed = sum(any(line.startswith(f"{net}, batch {batch}: with ") for line in lines)
+                  for net, batch in groups)
+    said = [f"The pick changes with the thread count in {changed} of {len(groups)} net x batch "
+            f"cases (What to ship gives each)."]
+    other = {}
+    for case in timed(results):
+        busy, asked = case.get("threads_busy"), threads_of(case)
+        if busy and busy != asked:
+            other.setdefault(tables.variant_label(case), set()).add(f"{busy} for {asked}")
+    if other:
+        said.append("Threads busy other than asked: " + "; ".join(
+            f"{option} ({', '.join(sorted(seen))})" for option, seen in other.items()) + ".")
+    return said
+
+
+def findings(results):
+    """The findings that matter, at most a dozen lines: one line per kind, merged over the
+    nets, batch sizes and options (the per-option lines are in the details)."""
+    return (_size_and_accuracy(results) + _speed(results) + _runtimes(results) + [_p17()]
+            + _counters(results) + _threads(results))
