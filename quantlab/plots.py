@@ -7,7 +7,7 @@ The one place quantlab imports matplotlib: the other plots (``roofline``,
 
 from quantlab._tf import matplotlib_cache_in_quantlab
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
-from quantlab.report.lookups import speedup, thread_counts, timed, timed_at
+from quantlab.lookups import speedup, thread_counts, timed, timed_at
 
 matplotlib_cache_in_quantlab()  # a study writes nothing outside --out and quantlab's cache
 

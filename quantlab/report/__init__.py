@@ -3,13 +3,13 @@ findings that matter, the plots, the summary tables), and details.md, every per-
 the layout of P17.
 
 It formats what the study measured and measures nothing. Every sentence in it is generated
-from the numbers of the run, never written by hand. ``lookups`` finds things in the results
-(the plots read it too), ``sentences`` says them, ``tables`` tabulates them, ``writer`` writes
-the files.
+from the numbers of the run, never written by hand. ``quantlab.lookups`` finds things in the
+results (outside this package, because the plots, which the writer draws, read it too);
+``sentences`` says them, ``tables`` tabulates them, ``writer`` writes the files.
 """
 
+from quantlab.lookups import slower_or_faster
 from quantlab.report.sentences import findings, recommendations, speed_lines, thread_findings
-from quantlab.report.lookups import slower_or_faster
 from quantlab.report.tables import (accuracy_table, best_table, not_counted_lines, not_run_lines,
                                     runtime_table, size_table, thread_scaling_table)
 from quantlab.report.writer import details_markdown, markdown, write

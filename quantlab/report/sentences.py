@@ -4,7 +4,7 @@ merged), and the longer per-option and per-case lines that go to the details."""
 
 from quantlab import tables
 from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
-from quantlab.report.lookups import (
+from quantlab.lookups import (
     DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, pick, quantized, scored,
     slower_or_faster, span, speedup, speedup_interval, speedup_text, thread_counts, threads_of,
     threads_text, timed, timed_at)

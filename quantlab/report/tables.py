@@ -3,7 +3,7 @@ scaling, compact) and the per-case ones of details.md. They format, they measure
 
 from quantlab import tables
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME, VARIANTS
-from quantlab.report.lookups import (
+from quantlab.lookups import (
     accuracy_of, quantized, scored, span, speedup_text, thread_counts, threads_of, threads_text,
     timed, timed_at, times)
 from quantlab.safe_text import markdown as literal  # text from files and the environment

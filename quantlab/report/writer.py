@@ -3,11 +3,11 @@ the plots, the summary tables), and details.md, which it links: every per-case t
 
 from pathlib import Path
 
+import quantlab.report.sentences as said
+import quantlab.report.tables as report_tables
 from quantlab import deployment, tables
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
-from quantlab.report import sentences as said
-from quantlab.report import tables as report_tables
-from quantlab.report.lookups import thread_counts, threads_text, timed
+from quantlab.lookups import thread_counts, threads_text, timed
 from quantlab.safe_text import markdown as literal  # text from files and the environment
 
 DETAILS = "details.md"
@@ -195,7 +195,7 @@ def details_markdown(results):
         parts += [f"Native attribution: none, {native_missing}"]
     if any(c.get("layers") for c in cases):
         parts += ["### The runtimes' own per-layer times",
-                  "OpenVINO's performance counts and ONNX Runtime's node profile: the primitive "
+                  "The runtimes that report one (OpenVINO's performance counts): the primitive "
                   "each layer ran and its share of the inference.",
                   report_tables.layers_by_runtime_table(cases)]
     roofline = results.get("roofline") or {}

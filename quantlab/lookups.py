@@ -1,8 +1,8 @@
 """Lookups in a study's results: the timed cases, the reference of every speed-up, speed-ups
 and their intervals, ties, and the option to ship. No text beyond a number's own wording.
 
-The plots read these too, so this module imports neither the plots nor the rest of the
-report.
+The report and the plots both read these; this module imports neither (the report draws the
+plots, so either one importing the other's lookups would make a cycle).
 """
 
 from quantlab import deployment, intervals
