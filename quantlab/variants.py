@@ -2,18 +2,7 @@
 
 All variants come from the same float weights; ``qat_int8`` comes from the QAT fine-tune of
 those weights. Every artifact ends in a softmax, so every runtime returns probabilities.
-
-| variant        | file                 | what it is                                      |
-|----------------|----------------------|-------------------------------------------------|
-| float32_tf     | float32_tf.pb        | frozen TensorFlow GraphDef (P17's float format) |
-| float32        | float32.tflite       | TFLite float32: the reference of every ratio    |
-| dynamic_int8   | dynamic_int8.tflite  | int8 weights, float activations                 |
-| float16        | float16.tflite       | float16 weights                                 |
-| int8           | int8.tflite          | full-integer PTQ (TFLite converter)             |
-| qat_int8       | qat_int8.tflite      | fake-quantization fine-tune, then full-integer  |
-| bf16           | float32.tflite       | the float32 file, executed in bfloat16          |
-| onnx_float32   | onnx_float32.onnx    | the float net exported to ONNX (tf2onnx)        |
-| onnx_int8      | onnx_int8.onnx       | ONNX Runtime's static int8 quantization (QDQ)   |
+What each variant is (its file, format, precision, readers) is in ``quantlab.variant_table``.
 
 Before a cached artifact is used, its bytes are checked against the sha256 in its sidecar;
 a file that changed is exported again. The cache key holds the trained models' keys (the
@@ -31,17 +20,13 @@ from pathlib import Path
 import numpy as np
 
 import quantlab
-from quantlab import _tf, cache, datasets, runtime, training
+from quantlab import _tf, cache, datasets, runtime, training, variant_table
 from quantlab._tf import versions, without_native_noise
-from quantlab.defaults import CALIBRATION_SIZE, REFERENCE, VARIANTS  # noqa: F401
+from quantlab.defaults import CALIBRATION_SIZE, VARIANTS
 from quantlab.errors import QuantlabError
+from quantlab.variant_table import calibrated, file_format, file_name, source_variant
 
-FULL_INTEGER = ("int8", "qat_int8")  # int8 inputs and outputs, calibrated
-CALIBRATED = ("int8", "qat_int8", "onnx_int8")
-FILES = {"float32_tf": "float32_tf.pb", "bf16": "float32.tflite",
-         "onnx_float32": "onnx_float32.onnx", "onnx_int8": "onnx_int8.onnx"}
-# Variants that are a way of running another variant's file rather than a file of their own.
-EXECUTED_AS = {"bf16": ("float32", "bf16")}
+FULL_INTEGER = ("int8", "qat_int8")  # TFLite files with int8 inputs and outputs
 ONNX_OPSET = 17
 
 
@@ -65,19 +50,7 @@ class Artifact:
         return self.meta.get("execute_in")
 
 
-def file_name(variant):
-    return FILES.get(variant, f"{variant}.tflite")
-
-
-def file_format(variant):
-    return {".pb": "graphdef", ".onnx": "onnx", ".tflite": "tflite"}[Path(file_name(variant)).suffix]
-
-
-def runtimes_for(variant):
-    """Every runtime that can run ``variant``, its natural one first."""
-    if variant in EXECUTED_AS:
-        return ("openvino",)
-    return runtime.FORMATS[file_format(variant)]
+runtimes_for = variant_table.readers  # TEMPORARY: until the study's split is in; then gone
 
 
 def check_variants(names):
@@ -221,7 +194,6 @@ def _converter_versions():
 
 def _sidecar(artifact_path, variant, config, data, calibration_size, source, key):
     probe = runtime.load(artifact_path)
-    precision = EXECUTED_AS.get(variant, (None, None))[1]
     return {
         "net": config.net,
         "dataset": data.name,
@@ -230,12 +202,12 @@ def _sidecar(artifact_path, variant, config, data, calibration_size, source, key
         "format": probe.format,
         "bytes": artifact_path.stat().st_size,
         "sha256": probe.sha256,
-        "execute_in": precision,
+        "execute_in": variant_table.executed_in(variant),
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
         "input_quantization": probe.input_quantization,
         "output_quantization": probe.output_quantization,
-        "calibration_size": calibration_size if variant in CALIBRATED else None,
+        "calibration_size": calibration_size if calibrated(variant) else None,
         "trained_model": str(source),
         "train_config": dataclasses.asdict(config),
         "quantlab": quantlab.__version__,
@@ -274,15 +246,16 @@ def export(config, variants=VARIANTS, data=None, data_dir=None,
 
 def _content(variant, trained, qat, data, calibration, made):
     """The bytes of one variant's file; ``made`` holds those of files exported already."""
-    if variant == "onnx_int8":
+    fmt = file_format(variant)
+    if fmt == "onnx" and calibrated(variant):
         if "onnx_float32" not in made:
             made["onnx_float32"] = _onnx_float(with_softmax(trained.model), data)
         return _onnx_int8(made["onnx_float32"], calibration)
     source = qat if variant == "qat_int8" else trained
     model = with_softmax(source.model)
-    if variant == "float32_tf":
+    if fmt == "graphdef":
         return _frozen_graph(model, data)
-    if variant == "onnx_float32":
+    if fmt == "onnx":
         return _onnx_float(model, data)
     with without_native_noise():
         return tflite_converter(model, variant, calibration).convert()
@@ -301,8 +274,7 @@ def export_model(float_model, config, data, variants=VARIANTS,
     key = export_key(config, data, calibration_size, base_key)
     folder = export_dir(config, data, calibration_size, base_key)
     # A variant executed from another's file needs that file first.
-    needed = tuple(dict.fromkeys([*(EXECUTED_AS[v][0] for v in variants if v in EXECUTED_AS),
-                                  *variants]))
+    needed = tuple(dict.fromkeys([*map(source_variant, variants), *variants]))
     with cache.locked(folder, progress):  # one process makes them, others wait and read
         artifacts = {v: _cached(folder, v, progress) for v in needed}
         missing = [v for v, a in artifacts.items() if a is None]
@@ -314,7 +286,7 @@ def export_model(float_model, config, data, variants=VARIANTS,
             made = {}
             for variant in missing:
                 path = folder / file_name(variant)
-                if variant not in EXECUTED_AS:
+                if source_variant(variant) == variant:
                     if progress:
                         progress(f"{config.net}: exporting {variant}")
                     made[variant] = _content(variant, trained, qat, data, calibration, made)
@@ -330,5 +302,6 @@ def export_model(float_model, config, data, variants=VARIANTS,
 
 # The code that decides an artifact's bytes: part of its cache key. This whole module, not a
 # list of its functions: _content, the constants and every helper on the export path count,
-# and a list would miss the next one added. TensorFlow's setup in _tf counts too.
-RECIPE = (_tf, sys.modules[__name__])
+# and a list would miss the next one added. TensorFlow's setup in _tf counts too, and so does
+# the table of variants (file names, formats, which are calibrated).
+RECIPE = (_tf, variant_table, sys.modules[__name__])

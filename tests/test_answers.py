@@ -292,7 +292,7 @@ def test_accuracy_agreement_and_probability_difference_are_against_float32_on_kn
     images.reshape(10, 64)[np.arange(10), np.arange(10)] = 1.0
     data = SimpleNamespace(x_test=images, y_test=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 8]))
     rows = {row["variant"]: row for row in
-            evaluate.compare(artifacts, data, pairs=[("float32", "litert"), ("int8", "litert")])}
+            evaluate.accuracies(artifacts, data, pairs=[("float32", "litert"), ("int8", "litert")])}
     assert rows["float32"]["accuracy"] == pytest.approx(0.9)  # all but image 9
     assert rows["int8"]["accuracy"] == pytest.approx(0.7)  # images 2..8
     assert rows["int8"]["delta_points"] == pytest.approx(-20.0)

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantlab import runtime, variants
+from quantlab import runtime, variant_table
 from quantlab.errors import QuantlabError
 
 # --- quantization arithmetic ---------------------------------------------------------------
@@ -50,7 +50,7 @@ def medium(quick_variants):
     return quick_variants["medium"]
 
 
-PAIRS = [(v, r) for v in variants.VARIANTS for r in variants.runtimes_for(v)]
+PAIRS = [(v, r) for v in variant_table.VARIANTS for r in variant_table.readers(v)]
 
 
 @pytest.mark.parametrize("variant, runtime_name", PAIRS)

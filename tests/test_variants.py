@@ -13,7 +13,7 @@ pytestmark = pytest.mark.fashion_mnist
 @pytest.fixture(scope="module")
 def comparisons(quick_variants, fashion):
     """{net: {variant: row}} on the full Fashion-MNIST test split."""
-    return {net: {row["variant"]: row for row in evaluate.compare(artifacts, fashion)}
+    return {net: {row["variant"]: row for row in evaluate.accuracies(artifacts, fashion)}
             for net, artifacts in quick_variants.items()}
 
 

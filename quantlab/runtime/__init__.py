@@ -22,10 +22,8 @@ from quantlab.errors import QuantlabError
 from quantlab.runtime.base import (  # noqa: F401  (the public names of the runtime API)
     PixelRangeWarning, Predictor, check_images, check_threads, dequantize, quantize,
     sample_batch, whole_number)
+from quantlab.variant_table import runtimes_reading
 
-# Which runtimes read each format, the natural one first.
-FORMATS = {"tflite": ("litert", "openvino"), "onnx": ("onnxruntime", "openvino"),
-           "graphdef": ("tensorflow",)}
 PACKAGES = {"litert": "ai-edge-litert", "openvino": "openvino", "onnxruntime": "onnxruntime",
             "tensorflow": "tensorflow"}
 # The nets studied here are at most 15 MB; a model 30 times larger is no small classifier,
@@ -99,10 +97,6 @@ def format_of(content):
     return None
 
 
-def runtimes_for(fmt):
-    return FORMATS.get(fmt, ())
-
-
 def read(path, limit=MAX_MODEL_BYTES, what="model file"):
     """(bytes, sha256) of a model file, or a one-line error for a missing or unreadable one.
 
@@ -174,11 +168,12 @@ def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sh
         hint = " (no TFL3 identifier)" if path.suffix == ".tflite" else ""
         raise QuantlabError(f"{path} is not a TFLite model{hint}, an ONNX model or a frozen "
                             f"TensorFlow GraphDef; export it again")
-    runtime = runtime or FORMATS[fmt][0]
+    readers = runtimes_reading(fmt)
+    runtime = runtime or readers[0]
     check_runtime(runtime)
-    if runtime not in FORMATS[fmt]:
+    if runtime not in readers:
         raise QuantlabError(f"{runtime} cannot run {path}, a {fmt} model: use "
-                            f"{' or '.join(FORMATS[fmt])}")
+                            f"{' or '.join(readers)}")
     require(runtime)
     if fmt == "tflite":
         from quantlab.runtime import tflite_check

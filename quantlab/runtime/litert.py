@@ -21,7 +21,6 @@ from quantlab.errors import QuantlabError
 from quantlab.runtime import tflite_check
 from quantlab.runtime.base import Predictor, dequantize, first_line, runtime_failure
 
-FORMATS = ("tflite",)
 PACKAGE = "ai-edge-litert"
 MODULE = "ai_edge_litert.interpreter"
 

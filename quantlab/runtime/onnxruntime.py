@@ -15,7 +15,6 @@ import numpy as np
 from quantlab.errors import QuantlabError
 from quantlab.runtime.base import Predictor, first_line, ranked
 
-FORMATS = ("onnx",)
 PACKAGE = "onnxruntime"
 MODULE = "onnxruntime"
 _QUANTIZED_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QGemm",

@@ -17,7 +17,6 @@ import numpy as np
 from quantlab.errors import QuantlabError
 from quantlab.runtime.base import Predictor, dequantize, ranked, runtime_failure
 
-FORMATS = ("tflite", "onnx")
 PACKAGE = "openvino"
 MODULE = "openvino"
 PRECISIONS = {None: "f32", "float32": "f32", "bf16": "bf16"}

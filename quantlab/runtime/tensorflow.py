@@ -6,7 +6,6 @@ from quantlab.errors import QuantlabError
 from quantlab.graph_check import check_graph_def, import_error
 from quantlab.runtime.base import Predictor
 
-FORMATS = ("graphdef",)
 PACKAGE = "tensorflow"
 MODULE = "tensorflow"
 
