@@ -1,7 +1,7 @@
 """The built-in datasets: their names, class names and the folder names they live under."""
 
 NAMES = ("fashion_mnist", "mnist", "cifar10", "digits")
-DEFAULT = "fashion_mnist"
+from quantlab.defaults import DATASET as DEFAULT  # noqa: E402 (one default, for every surface)
 
 CLASS_NAMES = {
     "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
