@@ -148,9 +148,8 @@ class Option:
 
     def on(self, prefix):
         """(default, default in words) on the surface of ``prefix``."""
-        given = {"default": self.default, "shown": self.shown, **self.differs.get(prefix, {})}
-        default = given["default"]
-        return default, given["shown"] or _text(default)
+        given = self.differs.get(prefix, {"default": self.default, "shown": self.shown})
+        return given["default"], given.get("shown") or _text(given["default"])
 
 
 STUDY = (
@@ -166,8 +165,8 @@ STUDY = (
            "variant whose file it reads.", shown="every one installed and working here"),
     Option("batch-sizes", positive_ints, defaults.BATCH_SIZES, "LIST", "Comma-separated batch sizes."),
     Option("threads", thread_counts, None, "N[,N...]",
-           "Inference thread counts to time every case at, 'all' for every core; the study "
-           "also counts, measures for deployment and draws the first.", shown="1,all",
+           "Inference thread counts to time every case at ('all': every core); `quantlab run` "
+           "also counts the first and measures deployment at it.", shown="1,all",
            # A benchmark run times one count unless asked: each count multiplies its cases.
            differs={PLUGIN: {"default": defaults.BENCHMARK_THREADS}}),
     Option("counters", name("quantlab.counters:BACKENDS", "counters backend"), defaults.COUNTERS,

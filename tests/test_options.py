@@ -37,6 +37,9 @@ def test_the_plugin_and_quantlab_run_declare_the_study_options_of_one_table_with
     # one thread count and counts nothing unless asked; the study times 1 and every core and counts.
     assert differ == {o.dest for o in options.STUDY if o.differs} == {"threads", "counters"}
     assert plugin.getoption("quantlab_counters") == "off" and cli_args.counters == "auto"
+    # Each surface's help says its own default.
+    assert [options.BY_DEST[d].on(options.PLUGIN)[1] for d in ("threads", "counters")] == ["1", "off"]
+    assert [options.BY_DEST[d].on(options.CLI)[1] for d in ("threads", "counters")] == ["1,all", "auto"]
 
 
 def test_to_argv_round_trips_through_both_parsers(pytester):
