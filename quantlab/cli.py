@@ -99,7 +99,7 @@ def cmd_quantize(args):
     data = datasets.load(config.dataset, args.data_dir)
     artifacts = variants.export(config, data=data, calibration_size=args.calibration_size,
                                 progress=_progress)
-    comparison = evaluate.compare(artifacts, data, progress=_progress)
+    comparison = evaluate.accuracies(artifacts, data, progress=_progress)
     if args.json:
         print(json.dumps({"net": config.net, "dataset": data.name,
                           "artifacts": {v: str(a.path) for v, a in artifacts.items()},

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 import quantlab
-from quantlab import cache, defaults, safe_text, tables
+from quantlab import cache, defaults, safe_text, tables, variant_table
 from quantlab.defaults import RUNTIMES, VARIANTS
 from quantlab.errors import QuantlabError
 
@@ -289,7 +289,7 @@ def _case_keys(machines):
 
 def _reference_key(key):
     net, variant, runtime, batch, threads = key
-    return (net, tables.float_counterpart(variant), runtime, batch, threads)
+    return (net, variant_table.float_counterpart(variant), runtime, batch, threads)
 
 
 def _timed(case):

@@ -4,8 +4,8 @@ Cheap to import on purpose (no numpy, no TensorFlow): the pytest plugin, the com
 and the tables read them on every run.
 """
 
-VARIANTS = ("float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int8", "bf16",
-            "onnx_float32", "onnx_int8")
+from quantlab.variant_table import VARIANTS  # noqa: F401  (the table of variants is their home)
+
 REFERENCE = "float32"  # every ratio is against this variant ...
 REFERENCE_RUNTIME = "litert"  # ... run by this runtime
 RUNTIMES = ("litert", "openvino", "onnxruntime", "tensorflow")

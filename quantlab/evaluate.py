@@ -70,6 +70,3 @@ def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_
             "test_images": int(len(data.y_test)),
         })
     return rows + failed
-
-
-compare = accuracies  # TEMPORARY: until the study's split is in; then gone

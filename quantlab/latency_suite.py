@@ -62,9 +62,6 @@ class Case:
         return (self.variant, self.runtime) == (REFERENCE, REFERENCE_RUNTIME)
 
 
-runtimes_for = readers_on  # TEMPORARY: until the study's split is in; then gone
-
-
 def cases(nets, variants, runtimes, batch_sizes, threads, cpu):
     return [Case(net, variant, name, batch, count) for net in nets for batch in batch_sizes
             for count in threads for name in runtimes for variant in variants

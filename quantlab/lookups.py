@@ -47,10 +47,6 @@ def timed_at(results, threads=None):
     return [case for case in timed(results) if threads_of(case) == threads]
 
 
-def quantized(variant):
-    return variant not in (REFERENCE, "float32_tf", "onnx_float32", "float16")
-
-
 def reference_case(results, case):
     """LiteRT float32 on the same net, batch size and thread count: what every speed-up is
     against."""

@@ -10,6 +10,7 @@ The pytest plugin prints these tables in its terminal summary, the study's repor
 
 from quantlab import safe_text
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+from quantlab.variant_table import float_counterpart
 
 RATES = ("total_miss_rate", "l1d_miss_rate", "llc_miss_rate")
 
@@ -25,11 +26,6 @@ def markdown_table(headers, rows):
 
 def megabytes(n):
     return f"{n / 1e6:.2f} MB"
-
-
-def float_counterpart(variant):
-    """The float32 variant that ``variant`` is quantized from, in the same file format."""
-    return "onnx_float32" if variant.startswith("onnx_") else REFERENCE
 
 
 def case_key(record):

@@ -86,12 +86,15 @@ def calibrated(variant):
     return TABLE[variant].activations == "int8"
 
 
+# These two also read the variants of stored results, which may name one this table does
+# not know (written by another version): it is never taken for a float baseline.
 def quantized(variant):
-    return TABLE[variant].quantized
+    return TABLE[variant].quantized if variant in TABLE else True
 
 
 def float_counterpart(variant):
-    return TABLE[variant].float_counterpart
+    """The float32 variant that ``variant`` is compared with on one runtime (None: unknown)."""
+    return TABLE[variant].float_counterpart if variant in TABLE else None
 
 
 def p17_pair(variant):

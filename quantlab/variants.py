@@ -50,9 +50,6 @@ class Artifact:
         return self.meta.get("execute_in")
 
 
-runtimes_for = variant_table.readers  # TEMPORARY: until the study's split is in; then gone
-
-
 def check_variants(names):
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

@@ -5,9 +5,10 @@ merged), and the longer per-option and per-case lines that go to the details."""
 from quantlab import tables
 from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
 from quantlab.lookups import (
-    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, pick, quantized, scored,
+    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, pick, scored,
     slower_or_faster, span, speedup, speedup_interval, speedup_text, thread_counts, threads_of,
     threads_text, timed, timed_at)
+from quantlab.variant_table import quantized
 
 WHAT_TO_SHIP = (f"The fastest option per net and batch size among those within "
                 f"{ACCURACY_TOLERANCE:g} accuracy point of {REFERENCE} (speed against {REFERENCE} "

@@ -140,7 +140,7 @@ class Study:
         """Accuracy rows of every studied (variant, runtime) pair on the whole test split."""
         from quantlab import evaluate
 
-        rows = evaluate.compare(artifacts, self.data, studied, progress=self.progress,
+        rows = evaluate.accuracies(artifacts, self.data, studied, progress=self.progress,
                                 label=f"{net}: evaluating")
         return [{"net": net, **row} for row in rows]
 

@@ -5,23 +5,23 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from quantlab import defaults, variants
+from quantlab import defaults
 from quantlab._tf import versions
 from quantlab.errors import QuantlabError
 from quantlab.study.stages import read_state, state_path, well_formed, write_state
+from quantlab.variant_table import counted_quick, natural_reader, p17_pair
 
 # What is counted under valgrind, where one run of float32 dense at batch 64 takes a minute
 # and a study has over a hundred cases: P17's standard and quantized net (float32 and int8)
 # at every batch size on LiteRT, the reference; at the first batch size every variant on the
 # runtime that reads its file natively, and float32 and int8 (of either format) on the
 # others. The quick study counts float32 and int8 on LiteRT at the first batch size. bf16 is
-# never simulated: valgrind's virtual CPU has no bfloat16 arithmetic.
-PAIR = ("float32", "int8", "onnx_float32", "onnx_int8")
-QUICK_COUNTED = ("float32", "int8")
+# never simulated: valgrind's virtual CPU has no bfloat16 arithmetic. Which variants are
+# which: quantlab.variant_table.
 
 
 def count_reason(config, backend, record):
-    """Why this timed case is not counted, or None when it is (see PAIR)."""
+    """Why this timed case is not counted, or None when it is (see above)."""
     variant, name, batch = record["variant"], record["runtime"], record["batch_size"]
     first, reference = config.batch_sizes[0], defaults.REFERENCE_RUNTIME
     if backend is None:
@@ -31,11 +31,12 @@ def count_reason(config, backend, record):
     if backend == "valgrind" and variant == "bf16":
         return "bf16 is not simulated: valgrind's virtual CPU has no bfloat16 arithmetic"
     if config.quick:
-        if variant in QUICK_COUNTED and name == reference and batch == first:
+        if counted_quick(variant) and name == reference and batch == first:
             return None
         return f"the quick study counts float32 and int8 on {reference} at batch {first} only"
-    natural = name == variants.runtimes_for(variant)[0]
-    if (variant in PAIR and name == reference) or (batch == first and (natural or variant in PAIR)):
+    natural = name == natural_reader(variant)
+    pair = p17_pair(variant)
+    if (pair and name == reference) or (batch == first and (natural or pair)):
         return None
     return (f"counted: float32 and int8 at every batch size on {reference}; at batch {first}, "
             f"every variant on its own runtime and float32 and int8 on the others")

@@ -12,6 +12,7 @@ from pathlib import Path
 from quantlab import options
 from quantlab.errors import QuantlabError
 from quantlab.orphans import dying_with_parent
+from quantlab.variant_table import readers_on
 
 QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
                 "--benchmark-warmup-iterations=10"]
@@ -25,9 +26,7 @@ QUICK_ROUNDS, FULL_ROUNDS = 3, 15
 
 def pairs(artifacts, runtimes, cpu):
     """Every (variant, runtime) the study runs: each variant on each chosen runtime that can."""
-    from quantlab.latency_suite import runtimes_for
-
-    return [(v, r) for v in artifacts for r in runtimes if r in runtimes_for(v, cpu)]
+    return [(v, r) for v in artifacts for r in runtimes if r in readers_on(v, cpu)]
 
 
 def _manifest(config, net, artifacts, folder):
