@@ -19,8 +19,6 @@ def machine_resource(name):
     return f"quantlab-machine:{name}"
 
 
-# --- on the workers -------------------------------------------------------------------------
-
 class MachineResource(WorkerPlugin):
     """Gives every worker, present and future, one unit of ``ANY`` and of its machine's
     resource."""

@@ -153,8 +153,6 @@ class Engine:
                 if job.then:
                     job.then()
 
-    # -- phase 1: export and evaluate each net, anywhere
-
 
 def lost_scheduler(config):
     return QuantlabError(f"lost the Dask scheduler at {config.scheduler} (it stopped, or the "

@@ -1,7 +1,6 @@
 """The study's three phases on the cluster (export and evaluate anywhere; measure and time
 per host, one task at a time; count per machine), and the reports made of what came back."""
 
-import dataclasses
 import hashlib
 import uuid
 from collections import deque
@@ -10,7 +9,7 @@ from pathlib import Path
 import dask
 
 import quantlab
-from quantlab import cache, study
+from quantlab import cache, records, study
 from quantlab.errors import QuantlabError
 from quantlab.fleet.cluster import folder_name, host_groups
 from quantlab.fleet.engine import Engine, Job
@@ -32,18 +31,21 @@ class Fleet(Engine):
             self.model = (config.model.name, hashlib.sha256(content).hexdigest(), content)
         self.exporting = set(self.nets)  # nets whose phase 1 is not over
 
+    # -- phase 1: export and evaluate each net, anywhere
 
     def phase1(self):
         for net in self.nets:
             self.export(net)
 
     def export(self, net):
-        from quantlab import defaults, training, variants
+        from quantlab import defaults, variants
 
-        key = {"net": net, "train": dataclasses.asdict(study.train_config(self.config, net)),
-               "variants": list(self.config.variants), "model": self.model and self.model[1],
-               "data": self.fingerprint, "calibration": defaults.CALIBRATION_SIZE,
-               "recipe": cache.code_digest(*training.RECIPE, *variants.RECIPE),
+        # What the exported files depend on, as the cache of exports keys them (the training,
+        # the dataset's fingerprint, the calibration, the code); the user's model by its bytes.
+        train = study.train_config(self.config, net)
+        key = {"net": net, "variants": list(self.config.variants),
+               "model": self.model and self.model[1],
+               "export": variants.export_key(train, self.data, defaults.CALIBRATION_SIZE),
                "quantlab": quantlab.__version__}
         label = f"{net}: export"
         stored = self.stored("export", key, label)
@@ -235,10 +237,10 @@ class Fleet(Engine):
             results_list.append(study.finish(results, folder, self.progress))
             summary[name]["report"] = str(folder.relative_to(self.config.out) / "report.md")
             written.append(folder / "report.md")
-        cache.write_json(self.config.out / "fleet.json", {
+        cache.write_json(self.config.out / "fleet.json", records.stamp("fleet", {
             "scheduler": self.config.scheduler, "machines": summary, "tasks": self.tasks,
             "artifacts": {net: study.artifact_key(done["artifacts"])
-                          for net, done in self.nets.items()}})
+                          for net, done in self.nets.items()}}))
         if not results_list:
             raise QuantlabError("no machine of the cluster could measure itself; see "
                                 f"{self.config.out / 'fleet.json'} for why")
