@@ -3,8 +3,6 @@ counts in the workers the study's counting policy plans (a large batch apart, af
 batch whose count is dropped). Checked on a Fleet of an in-process Dask cluster without
 workers: what it submits waits, and nothing runs."""
 
-import json
-
 import distributed
 import pytest
 
@@ -65,6 +63,6 @@ def test_a_stored_outcome_of_the_fleet_is_read_by_the_studys_rule(study_fleet, c
     path.write_text(content)
     assert study_fleet.stored("latency", key, "conv: latency") is None
     assert lines == [f"conv: latency: stored result {path.name} {said}"]
-    path.write_text(json.dumps({"value": [{"net": "conv"}], "task": {}}))
+    stages.write_state(path, {"value": [{"net": "conv"}], "task": {}})  # as the fleet stores it
     assert study_fleet.stored("latency", key, "conv: latency") == [{"net": "conv"}]
     assert lines[-1] == f"conv: latency: done earlier, reusing {path.name}"
