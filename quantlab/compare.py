@@ -3,40 +3,29 @@
     results = load(["laptop-report", "server/results.json"])   # files copied from anywhere
     comparison = compare(results, Path("fleet"))                # compare.md, compare.json, PNG
 
-It reads results as data, checks every field it uses (a file may come from anywhere), and
-measures nothing. A case is the same case on two machines when its net, variant, runtime,
-batch size and threads match; every ratio is taken on one machine (a variant against the
-float32 of its file format on the same runtime), so machines are compared by what
-quantization buys on each, next to their absolute latencies. Which artifacts are the same
-bytes on every machine is read from their sha256. ``compare_report`` turns the comparison
-into words, tables and a plot.
+It reads results of any schema quantlab wrote as data, checks every field it uses against the
+field table of ``records`` (a file may come from anywhere), and measures nothing. A case is
+the same case on two machines when its net, variant, runtime, batch size and threads match;
+every ratio is taken on one machine (a variant against the float32 of its file format on the
+same runtime), so machines are compared by what quantization buys on each, next to their
+absolute latencies. Which artifacts are the same bytes on every machine is read from their
+sha256. ``compare_report`` turns the comparison into words, tables and a plot.
 """
 
 import json
-import math
 from pathlib import Path
 
 import quantlab
-from quantlab import cache, defaults, safe_text, tables, variant_table
+from quantlab import cache, defaults, records, variant_table
 from quantlab.defaults import RUNTIMES, VARIANTS
 from quantlab.errors import QuantlabError
 
 SCHEMA = 1  # of compare.json
-READS = defaults.SCHEMA  # the results.json schema this module reads
+READS = records.SCHEMA  # the newest results.json schema this module reads (and every older one)
 MAX_BYTES = 64 * 1024 * 1024  # far above any study's results.json; refuses a huge file unread
+PLAUSIBLE = records.PLAUSIBLE
 ACCURACY_TOLERANCE = defaults.ACCURACY_TOLERANCE
 _FIX = "give the results.json that `quantlab run` wrote, or the report folder that holds it"
-# The range of each kind of quantity a results file may hold, far wider than any study
-# measures (a nanosecond to an hour per batch, up to a TiB): a number outside it is an edited
-# or damaged file, and would overflow to infinity or divide by zero in the ratios below.
-PLAUSIBLE = {
-    "seconds": (1e-9, 3600.0),
-    "bytes": (1, 1 << 40),
-    "count": (1, 1e9),  # images, cores, threads, batch sizes
-    "MHz": (1, 1e6),
-    "fraction": (0, 1),  # accuracy, agreement
-    "points": (-100, 100),  # accuracy change
-}
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -92,148 +81,54 @@ def _where(results, number):
     return source if isinstance(source, str) else f"results {number}"
 
 
-def _check_schema(results, where):
+def _upgraded(results, where):
+    """``results`` of any schema quantlab wrote, checked and as the current schema."""
     if not isinstance(results, dict):
         raise _not_results(where, "not a JSON object")
-    schema = results.get("schema")
-    if schema is None and {"quantlab", "machine", "nets"} <= results.keys():
-        raise QuantlabError(f"{where} was written by a quantlab before results.json had a "
-                            f"schema version, which {quantlab.__version__} cannot compare; run "
-                            f"that study again with quantlab {quantlab.__version__}")
-    if schema is None or not {"machine", "cases", "nets"} <= results.keys():
+    if not {"machine", "nets"} <= results.keys():
         raise _not_results(where, "no schema, machine, nets and cases")
-    if schema != READS:
-        newer = isinstance(schema, int) and schema > READS
-        raise QuantlabError(
-            f"{where} has results.json schema {schema}; quantlab {quantlab.__version__} reads "
-            f"schema {READS}: " + ("compare with the quantlab that wrote it" if newer
-                                   else f"run that study again with quantlab {quantlab.__version__}"))
-
-
-class _Checker:
-    """Type checks that name the field of a hostile or edited file in one line."""
-
-    def __init__(self, where):
-        self.where = where
-
-    def fail(self, field, what):
-        raise _not_results(self.where, f"{field} {what}")
-
-    def mapping(self, value, field):
-        if not isinstance(value, dict):
-            self.fail(field, "is not an object")
-        return value
-
-    def items(self, value, field):
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            self.fail(field, "is not a list of objects")
-        return value
-
-    def text(self, value, field, optional=False):
-        if value is None and optional:
-            return None
-        if not isinstance(value, str) or not value or len(value) > 300 or not value.isprintable():
-            self.fail(field, "is not a name")
-        return value
-
-    def plain(self, value, field):
-        """A name that quantlab itself gives (a variant, a runtime): a plain name."""
-        if not safe_text.is_plain_name(value):
-            self.fail(field, "is not a plain name")
-        return value
-
-    def number(self, value, field, kind, optional=False, whole=False):
-        """A number of ``kind`` (a key of PLAUSIBLE), within its range."""
-        if value is None and optional:
-            return None
-        low, high = PLAUSIBLE[kind]
-        number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
-        if not number or not math.isfinite(value) or not low <= value <= high:
-            shown = f"is {value:g}" if number else "is not a number"
-            self.fail(field, f"{shown}: expected a {'whole ' if whole else ''}number from "
-                             f"{low:g} to {high:g} ({kind})")
-        return value
-
-
-def _names(check, row, field):
-    """The net, variant and runtime of a case or an accuracy row."""
-    check.text(row.get("net"), f"{field}.net")
-    check.plain(row.get("variant"), f"{field}.variant")
-    check.plain(row.get("runtime"), f"{field}.runtime")
+    try:
+        results = records.upgrade(results)
+        records.check(results)
+    except records.Newer as newer:
+        raise QuantlabError(f"{where} has results.json schema {newer.found}; quantlab "
+                            f"{quantlab.__version__} reads schemas 1 to {READS}: compare it "
+                            f"with the quantlab that wrote it, or a newer one") from None
+    except records.Invalid as error:
+        raise _not_results(where, error) from None
+    return results
 
 
 def _machine(results, number):
     """One machine's results, checked and keyed for lookup; raises on anything malformed."""
     where = _where(results, number)
-    _check_schema(results, where)
-    check = _Checker(where)
-    machine = check.mapping(results["machine"], "machine")
-    cpu = check.mapping(machine.get("cpu") or {}, "machine.cpu")
-    versions = check.mapping(machine.get("versions") or {}, "machine.versions")
-    for key, value in versions.items():
-        check.text(value, f"machine.versions.{key}", optional=True)
-    dataset = check.mapping(results.get("dataset") or {}, "dataset")
-    config = check.mapping(results.get("config") or {}, "config")
-    runtimes = results.get("runtimes") or []
-    if not isinstance(runtimes, list):
-        check.fail("runtimes", "is not a list")
+    results = _upgraded(results, where)
+    machine = results["machine"]
+    cpu, versions = machine.get("cpu") or {}, machine.get("versions") or {}
+    dataset, config = results.get("dataset") or {}, results.get("config") or {}
     record = {
-        "name": check.text(machine.get("name"), "machine.name", optional=True),
-        "source": check.text(results.get("source"), "source", optional=True),
-        "host": check.text(machine.get("host"), "machine.host", optional=True),
-        "cpu": {"model": check.text(cpu.get("model"), "machine.cpu.model", optional=True) or "unknown",
-                "available_cores": check.number(cpu.get("available_cores"),
-                                                "machine.cpu.available_cores", "count", optional=True),
-                "logical_cores": check.number(cpu.get("logical_cores"), "machine.cpu.logical_cores",
-                                              "count", optional=True),
-                "mhz": check.number(cpu.get("mhz"), "machine.cpu.mhz", "MHz", optional=True),
-                "flags": sorted(k for k, v in check.mapping(cpu.get("flags") or {},
-                                                            "machine.cpu.flags").items() if v is True),
-                "caches": {k: check.number(v, f"machine.cpu.caches.{k}", "bytes") for k, v in
-                           check.mapping(cpu.get("caches") or {}, "machine.cpu.caches").items()}},
+        "name": machine.get("name"), "source": results.get("source"), "host": machine.get("host"),
+        "cpu": {"model": cpu.get("model") or "unknown",
+                **{key: cpu.get(key) for key in ("available_cores", "logical_cores", "mhz")},
+                "flags": sorted(k for k, v in (cpu.get("flags") or {}).items() if v is True),
+                "caches": dict(cpu.get("caches") or {})},
         "versions": {k: v for k, v in versions.items() if v},
-        "threads": check.number(machine.get("threads"), "machine.threads", "count", optional=True),
-        "counter_backend": check.text(machine.get("counter_backend"), "machine.counter_backend",
-                                      optional=True),
-        "runtimes": [check.plain(r, "runtimes") for r in runtimes],
-        "dataset": check.text(dataset.get("name"), "dataset.name", optional=True),
-        "test_images": check.number(dataset.get("test"), "dataset.test", "count", optional=True),
+        "threads": machine.get("threads"),
+        "counter_backend": machine.get("counter_backend"),
+        "runtimes": list(results.get("runtimes") or []),
+        "dataset": dataset.get("name") if isinstance(dataset.get("name"), str) else None,
+        "test_images": dataset.get("test"),
         "quick": config.get("quick") is True,
-        "quantlab": check.text(results.get("quantlab"), "quantlab", optional=True),
-        "artifacts": {}, "cases": {}, "accuracy": {},
+        "quantlab": results.get("quantlab"),
+        "artifacts": {(net, variant): {"sha256": meta["sha256"], "bytes": meta.get("bytes")}
+                      for net, entry in results["nets"].items()
+                      for variant, meta in (entry.get("artifacts") or {}).items()},
+        "cases": {case.key: case for case in map(records.Case.of, results["cases"])},
+        "accuracy": {(row["net"], row["variant"], row["runtime"]): row
+                     for row in results.get("accuracy") or []},
     }
-    for net, entry in check.mapping(results["nets"], "nets").items():
-        files = check.mapping(check.mapping(entry, f"nets.{net}").get("artifacts") or {},
-                              f"nets.{net}.artifacts")
-        for variant, meta in files.items():
-            field = f"nets.{net}.artifacts.{variant}"
-            check.mapping(meta, field)
-            sha = check.text(meta.get("sha256"), f"{field}.sha256")
-            if len(sha) != 64 or not all(c in "0123456789abcdef" for c in sha):
-                check.fail(f"{field}.sha256", "is not a sha256")
-            record["artifacts"][(check.text(net, "net"), check.plain(variant, field))] = {
-                "sha256": sha,
-                "bytes": check.number(meta.get("bytes"), f"{field}.bytes", "bytes", optional=True)}
-    for number, case in enumerate(check.items(results["cases"], "cases")):
-        field = f"cases[{number}]"
-        _names(check, case, field)
-        check.number(case.get("batch_size"), f"{field}.batch_size", "count", whole=True)
-        check.number(case.get("threads"), f"{field}.threads", "count", optional=True, whole=True)
-        if not case.get("not_run"):
-            check.number(case.get("median"), f"{field}.median", "seconds")
-            check.number(case.get("per_image"), f"{field}.per_image", "seconds", optional=True)
-            check.text(case.get("precision"), f"{field}.precision", optional=True)
-        record["cases"][tables.case_key(case)] = case
-    for number, row in enumerate(check.items(results.get("accuracy") or [], "accuracy")):
-        field = f"accuracy[{number}]"
-        _names(check, row, field)
-        if not row.get("not_run"):
-            for key, kind in (("accuracy", "fraction"), ("delta_points", "points"),
-                              ("agreement", "fraction")):
-                check.number(row.get(key), f"{field}.{key}", kind)
-        record["accuracy"][(row["net"], row["variant"], row["runtime"])] = row
     if record["name"] is None:  # written before machines had names: the CPU and the folder
-        source = Path(record["source"]) if record["source"] else None
+        source = Path(record["source"]) if isinstance(record["source"], str) else None
         label = (source.parent.name if source.name == "results.json" else source.name) if source else ""
         record["name"] = f"{record['cpu']['model']} ({label})" if label else record["cpu"]["model"]
     return record
@@ -293,7 +188,7 @@ def _reference_key(key):
 
 
 def _timed(case):
-    return case is not None and not case.get("not_run") and case.get("median")
+    return case is not None and case.timed
 
 
 def _speedup(machine, key):
@@ -302,7 +197,7 @@ def _speedup(machine, key):
     if reference_key == key:
         return None
     case, reference = machine["cases"].get(key), machine["cases"].get(reference_key)
-    return reference["median"] / case["median"] if _timed(case) and _timed(reference) else None
+    return reference.median / case.median if _timed(case) and _timed(reference) else None
 
 
 def _case_entries(machines):
@@ -315,18 +210,18 @@ def _case_entries(machines):
             case = machine["cases"].get(key)
             if case is None:
                 continue
-            if case.get("not_run"):
-                entry["machines"][machine["name"]] = {"not_run": str(case["not_run"])}
+            if case.not_run:
+                entry["machines"][machine["name"]] = {"not_run": str(case.not_run)}
             else:
                 entry["machines"][machine["name"]] = {
-                    "median": case["median"], "per_image": case.get("per_image"),
-                    "precision": case.get("precision"), "speedup": _speedup(machine, key)}
+                    "median": case.median, "per_image": case.per_image,
+                    "precision": case.precision, "speedup": _speedup(machine, key)}
         entries.append(entry)
     return entries
 
 
 def _keeps_accuracy(machine, case):
-    row = machine["accuracy"].get((case["net"], case["variant"], case["runtime"]))
+    row = machine["accuracy"].get((case.net, case.variant, case.runtime))
     return row is None or row.get("not_run") or row["delta_points"] >= -ACCURACY_TOLERANCE
 
 
@@ -344,10 +239,10 @@ def _fastest_entries(machines):
         for machine in machines:
             options = candidates.get((net, batch, threads), {}).get(machine["name"])
             if options:
-                case = min(options, key=lambda c: c["median"])
-                row = machine["accuracy"].get((net, case["variant"], case["runtime"])) or {}
-                best[machine["name"]] = {"variant": case["variant"], "runtime": case["runtime"],
-                                         "median": case["median"],
+                case = min(options, key=lambda c: c.median)
+                row = machine["accuracy"].get((net, case.variant, case.runtime)) or {}
+                best[machine["name"]] = {"variant": case.variant, "runtime": case.runtime,
+                                         "median": case.median,
                                          "delta_points": row.get("delta_points")}
         if not best:
             continue

@@ -36,6 +36,6 @@ QUICK_TRAINING = dict(limit=6000, epochs=2, qat_epochs=1)
 COUNT_WARMUP = 10
 PERF_ITERATIONS, VALGRIND_ITERATIONS = 50, 2
 
-SCHEMA = 2  # of results.json; bumped whenever its layout changes
+SCHEMA = 3  # of results.json; bumped whenever its layout changes (quantlab.records.HISTORY)
 # A quantized option is recommended only if it loses at most this many accuracy points.
 ACCURACY_TOLERANCE = 1.0

@@ -11,6 +11,7 @@ laptop's. The report must say both, and that all three share one physical host.
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -285,6 +286,28 @@ def test_results_from_before_machine_names_are_labelled_by_cpu_and_folder(studie
     assert not any("One CPU" in w for w in comparison["warnings"])  # no host to tell
 
 
+def test_a_stored_file_of_each_older_schema_compares_beside_a_study_of_today(studies, tmp_path):
+    """tests/data/results: the same study as quantlab wrote it in the first layout and in
+    schema 2; each is upgraded and compared with laptop's current results.json."""
+    stored = Path(__file__).parent / "data" / "results"
+    for version in (1, 2):
+        out = tmp_path / f"v{version}"
+        done = quantlab("compare", str(studies["laptop"]), str(stored / f"v{version}.json"), "--out", str(out))
+        assert done.returncode == 0, done.stderr[-2000:]
+        comparison = json.loads((out / "compare.json").read_text())
+        old = comparison["machines"][1]
+        assert old["name"] == f"AMD EPYC (v{version}.json)" and old["host"] is None
+        dense = {e["variant"]: e["machines"] for e in comparison["cases"]
+                 if (e["net"], e["runtime"], e["batch_size"], e["threads"]) == ("dense", "litert", 1, 1)}
+        medians = _medians(_results_of(stored / "v3.json"))
+        assert dense["int8"][old["name"]]["speedup"] == pytest.approx(
+            medians[("dense", "float32", "litert", 1, 1)] / medians[("dense", "int8", "litert", 1, 1)])
+
+
+def _results_of(path):
+    return json.loads(path.read_text())
+
+
 def test_an_output_folder_of_other_files_needs_force(studies, tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
@@ -315,8 +338,10 @@ def _edited(studies, folder, edit):
     (lambda s, t: (t / "r.json").write_text('[1, 2]') and t / "r.json", ["not a quantlab results file"]),
     (lambda s, t: (t / "r.json").write_text('{"benchmarks": []}') and t / "r.json",
      ["not a quantlab results file"]),
-    (lambda s, t: _edited(s, t / "v3", lambda r: r.update(schema=3)), ["schema 3", "reads schema 2"]),
-    (lambda s, t: _edited(s, t / "v1", lambda r: r.pop("schema")), ["before results.json had a schema"]),
+    (lambda s, t: _edited(s, t / "v4", lambda r: r.update(schema=compare.READS + 1)),
+     [f"schema {compare.READS + 1}", f"reads schemas 1 to {compare.READS}", "or a newer one"]),
+    (lambda s, t: _edited(s, t / "v1", lambda r: r.pop("schema")), ["no schema, but cases as schema 2"]),
+    (lambda s, t: _edited(s, t / "host", lambda r: r["machine"].update(host=7)), ["machine.host is not a name"]),
     (lambda s, t: _edited(s, t / "bad", lambda r: r["cases"][0].update(median="fast")),
      ["cases[0].median is not a number: expected a number from 1e-09 to 3600 (seconds)"]),
     (lambda s, t: _edited(s, t / "nan", lambda r: r["cases"][0].update(median=float("nan"))),

@@ -2,6 +2,7 @@
 
 Keys of a result:
 
+- ``schema``: the version of this layout (SCHEMA), bumped whenever a key changes meaning;
 - ``backend`` ("perf" or "valgrind"), ``artifact``, ``batch_size``, ``iterations`` (measured
   runs), ``warmup``, ``threads``, ``kernels``: what was counted and how;
 - ``events``: the perf events or callgrind events that were read;
@@ -20,6 +21,7 @@ Keys of a result:
   of the one worker that counted all the batch sizes asked for together).
 """
 
+SCHEMA = 1
 KEYS = ("instructions", "cache_references", "cache_misses", "l1d_loads", "l1d_load_misses",
         "llc_loads", "llc_load_misses", "cycles", "ipc")
 
@@ -44,6 +46,7 @@ def assemble(backend, part, *, artifact, batch_size, threads, kernels, seconds):
     """A result from a backend's part, which holds the ``warmup`` and ``iterations`` it ran."""
     per_inference = {key: part["per_inference"].get(key) for key in KEYS}
     return {
+        "schema": SCHEMA,
         "backend": backend,
         "artifact": str(artifact),
         "batch_size": batch_size,

@@ -1,0 +1,399 @@
+"""What quantlab's files hold: the field table of results.json, its schema history, and the
+version stamp of every other JSON file quantlab writes.
+
+One table drives checking, upgrading and reading (as pyperf's ``_metadata.METADATA`` drives
+its check, parse and format): each field of a results file, of its machine and of a case
+has a check, whether it must be there, the schema that brought it, and a one-line meaning.
+
+    results = records.upgrade(json.loads(text))  # any schema quantlab wrote, as the current one
+    records.check(results)                         # raises Invalid naming the first bad field
+    cases = [records.Case.of(row) for row in results["cases"]]
+
+Files other than results.json (``OUT/.state/*.json``, ``fleet.json``) carry a stamp, their
+kind and its version; one written before stamps, or by another version, is Stale (for a
+stored stage: compute it again):
+
+    cache.write_json(path, records.stamp("state", payload))
+    payload = records.read_stamped(path, "state")  # raises records.Stale when it is not one
+
+Cheap to import (no numpy, no TensorFlow): compare and the plugin read it.
+"""
+
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path, PurePath
+
+from quantlab import safe_text
+from quantlab.defaults import SCHEMA  # of results.json
+from quantlab.errors import QuantlabError
+
+# What each schema changed: a file of any of them is read (``upgrade``).
+HISTORY = {
+    1: "The first layout, written without a schema key: per net, accuracy by variant and "
+       "latency and counts by variant and batch size, each variant on the one runtime its "
+       "format had (TensorFlow for float32_tf, LiteRT for the others).",
+    2: "Runtime as an axis: flat lists of accuracy rows and cases, each naming its runtime; "
+       "artifacts with file, format and precision. Later, without a bump: machine name and "
+       "host, deployment rows, measured clock, bandwidth, peaks and ceilings, thread_counts, "
+       "and per case interleaved, speedup, window_median, threads_busy.",
+    3: "Every field of the table is there: what a file of schema 2 lacks is null (not recorded).",
+}
+NOT_RECORDED = None  # the value of a field the writing version did not record
+# The range of each kind of quantity, far wider than any study measures (a nanosecond to an
+# hour per batch, up to a TiB): a number outside it is an edited or damaged file, and would
+# overflow to infinity or divide by zero in a ratio.
+PLAUSIBLE = {"seconds": (1e-9, 3600.0), "bytes": (1, 1 << 40), "MHz": (1, 1e6),
+             "count": (1, 1e9),  # images, cores, threads, batch sizes
+             "fraction": (0, 1),  # accuracy, agreement
+             "points": (-100, 100)}  # accuracy change
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    check: str  # a key of _CHECKS
+    required: object  # True, False, or "run": required unless the row says why it did not run
+    since: int  # the schema that brought it
+    meaning: str
+
+
+F = Field
+TOP = (
+    F("schema", "version", True, 2, "the layout of this file (HISTORY)"),
+    F("quantlab", "text", False, 1, "the quantlab version that wrote it"),
+    F("config", "object", False, 1, "the study's options"),
+    F("dataset", "object", False, 1, "name, source, train and test image counts, input shape"),
+    F("machine", "object", True, 1, "the machine the study ran on (MACHINE)"),
+    F("runtimes", "names", False, 2, "the runtimes the study used"),
+    F("nets", "object", True, 1, "per net: artifacts (ARTIFACT), training, per-layer error"),
+    F("accuracy", "rows", False, 2, "per net, variant and runtime: top-1 accuracy (ACCURACY)"),
+    F("cases", "rows", True, 2, "per net, variant, runtime, batch size, threads: timings (CASE)"),
+    F("deployment", "rows", False, 2, "load time, first inference and memory of each model"),
+    F("roofline", "object", False, 2, "ceilings and each counted case's bound"),
+    F("findings", "list", False, 1, "sentences the report leads with"),
+    F("recommendations", "list", False, 2, "what to ship, per net and batch size"),
+)
+MACHINE = (
+    F("name", "text", False, 2, "the machine's name (QUANTLAB_MACHINE, else the host name)"),
+    F("host", "text", False, 2, "the physical host, to tell machines that share one"),
+    F("cpu", "object", False, 1, "model, cores, clock, ISA flags, caches (CPU)"),
+    F("threads", "whole count", False, 1, "the thread count counted and drawn on the roofline"),
+    F("thread_counts", "list", False, 2, "every thread count timed"),
+    F("versions", "versions", False, 1, "quantlab, Python and runtime package versions"),
+    F("runtimes_skipped", "object", False, 2, "runtimes left out, each with why"),
+    F("counter_backend", "text", False, 1, "perf, valgrind, or null when not counted"),
+    F("cache_geometry", "text", False, 1, "the caches valgrind simulated"),
+    F("clock", "object", False, 2, "the measured core clock"),
+    F("bandwidth", "object", False, 2, "the measured read bandwidth of each cache level"),
+    F("peaks", "object", False, 2, "the measured arithmetic peaks"),
+    F("ceilings", "object", False, 2, "every measurement of the ceilings and their spread"),
+)
+CPU = (
+    F("model", "text", False, 1, "the CPU's model name"),
+    F("available_cores", "whole count", False, 1, "cores this process may use"),
+    F("logical_cores", "whole count", False, 1, "logical cores of the machine"),
+    F("mhz", "MHz", False, 1, "the nominal clock"),
+    F("flags", "object", False, 1, "ISA flags: {flag: present}"),
+    F("caches", "caches", False, 1, "{level: bytes}"),
+)
+DATASET = (
+    F("name", "text", False, 1, "the dataset's name"),
+    F("source", "text", False, 1, "where its files came from"),
+    F("train", "whole count", False, 1, "training images"),
+    F("test", "whole count", False, 1, "test images every accuracy is measured on"),
+)
+ARTIFACT = (
+    F("sha256", "sha256", True, 1, "the exported file's digest: the same bytes everywhere"),
+    F("bytes", "bytes", False, 1, "its size on disk"),
+    F("path", "text", False, 1, "where it was"),
+    F("file", "text", False, 2, "its file name"),
+    F("format", "text", False, 2, "tflite, onnx or graphdef"),
+    F("execute_in", "text", False, 2, "the precision it computes in"),
+)
+CASE = (
+    F("net", "text", True, 1, "the net"),
+    F("variant", "plain", True, 1, "the variant"),
+    F("runtime", "plain", True, 1, "the runtime that ran it"),
+    F("batch_size", "whole count", True, 1, "images per inference call"),
+    F("threads", "whole count", False, 1, "inference threads"),
+    F("not_run", "text", False, 2, "why the runtime could not run it"),
+    F("median", "seconds", "run", 1, "median seconds per inference call"),
+    F("per_image", "seconds", False, 1, "median seconds per image"),
+    F("precision", "text", False, 2, "what the kernels compute in"),
+    F("p50", "seconds", False, 1, "50th percentile seconds per call"),
+    F("p90", "seconds", False, 1, "90th percentile"),
+    F("p99", "seconds", False, 1, "99th percentile"),
+    F("rounds", "whole count", False, 1, "pytest-benchmark's rounds"),
+    F("counters", "object", False, 1, "cache and instruction counts per inference"),
+    F("not_counted", "text", False, 2, "why it has no counts"),
+    F("interleaved", "object", False, 2, "the interleaved rounds it was timed in again"),
+    F("speedup", "object", False, 2, "times faster than its reference, with its interval"),
+    F("window_median", "seconds", False, 2, "the median of the rounds' windows"),
+    F("threads_busy", "whole count", False, 2, "threads that really worked"),
+)
+ACCURACY = (
+    F("net", "text", True, 1, "the net"),
+    F("variant", "plain", True, 1, "the variant"),
+    F("runtime", "plain", True, 2, "the runtime that ran it"),
+    F("not_run", "text", False, 2, "why the runtime could not run it"),
+    F("accuracy", "fraction", "run", 1, "top-1 accuracy on the test split"),
+    F("delta_points", "points", "run", 1, "accuracy change against the reference, in points"),
+    F("agreement", "fraction", "run", 1, "share of images with the reference's top-1 class"),
+)
+
+
+# --- checking -----------------------------------------------------------------------------
+
+class Invalid(QuantlabError):
+    """A field of a results file that is not what the table says; ``str`` names it."""
+
+
+def _text(value, name):
+    if not isinstance(value, str) or not value or len(value) > 300 or not value.isprintable():
+        raise Invalid(f"{name} is not a name")
+
+
+def _plain(value, name):
+    if not safe_text.is_plain_name(value):  # a name quantlab itself gives: a variant, a runtime
+        raise Invalid(f"{name} is not a plain name")
+
+
+def _number(kind, whole=False):
+    low, high = PLAUSIBLE[kind]
+
+    def check(value, name):
+        number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
+        if not number or not math.isfinite(value) or not low <= value <= high:
+            shown = f"is {value:g}" if number else "is not a number"
+            raise Invalid(f"{name} {shown}: expected a {'whole ' if whole else ''}number from "
+                          f"{low:g} to {high:g} ({kind})")
+    return check
+
+
+def _kind(python_type, said):
+    def check(value, name):
+        if not isinstance(value, python_type):
+            raise Invalid(f"{name} is not {said}")
+    return check
+
+
+def _rows(value, name):
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise Invalid(f"{name} is not a list of objects")
+
+
+def _sha256(value, name):
+    if not isinstance(value, str) or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
+        raise Invalid(f"{name} is not a sha256")
+
+
+def _names(value, name):
+    _kind(list, "a list")(value, name)
+    for item in value:
+        _plain(item, name)
+
+
+def _each(check_one):
+    def check(value, name):
+        _kind(dict, "an object")(value, name)
+        for key, item in value.items():
+            if item is not None:
+                check_one(item, f"{name}.{key}")
+    return check
+
+
+_CHECKS = {
+    "text": _text, "plain": _plain, "sha256": _sha256, "names": _names, "rows": _rows,
+    "object": _kind(dict, "an object"), "list": _kind(list, "a list"),
+    "version": _number("count", whole=True),
+    "whole count": _number("count", whole=True), "versions": _each(_text),
+    "caches": _each(_number("bytes")), **{kind: _number(kind) for kind in PLAUSIBLE},
+}
+
+
+def check_fields(record, table, prefix=""):
+    """Check ``record`` (a dict) against ``table``; raise Invalid naming the first bad field.
+    Null is 'not recorded', fine for an optional field; fields not in the table are free."""
+    if not isinstance(record, dict):
+        raise Invalid(f"{prefix.rstrip('.') or 'the file'} is not an object")
+    ran = not record.get("not_run")
+    for field in table:
+        value = record.get(field.name)
+        if value is None and not (field.required is True or (field.required == "run" and ran)):
+            continue
+        if field.name not in record:
+            raise Invalid(f"{prefix}{field.name} is missing")
+        _CHECKS[field.check](value, prefix + field.name)  # null where required: said by its check
+
+
+def check(results):
+    """Check a results dict of the current schema field by field (raises Invalid)."""
+    check_fields(results, TOP)
+    check_fields(results["machine"], MACHINE, "machine.")
+    check_fields(results["machine"].get("cpu") or {}, CPU, "machine.cpu.")
+    check_fields(results.get("dataset") or {}, DATASET, "dataset.")
+    for net, entry in results["nets"].items():
+        _text(net, "nets")
+        check_fields(entry, (F("artifacts", "object", False, 1, ""),), f"nets.{net}.")
+        for variant, meta in (entry.get("artifacts") or {}).items():
+            _plain(variant, f"nets.{net}.artifacts")
+            check_fields(meta, ARTIFACT, f"nets.{net}.artifacts.{variant}.")
+    for table, rows in ((CASE, "cases"), (ACCURACY, "accuracy")):
+        for number, row in enumerate(results.get(rows) or []):
+            check_fields(row, table, f"{rows}[{number}].")
+
+
+# --- versions -----------------------------------------------------------------------------
+
+def version(results):  # a file without a schema key has the first layout
+    return results.get("schema", 1)
+
+
+def _object(value, name):
+    _kind(dict, "an object")(value, name)
+    return value
+
+
+def _from_1(results):
+    """Layout 1 -> 2: the per-net mappings become flat rows naming their runtime."""
+    if "cases" in results:  # rows that only schema 2 and later write: its key was taken out
+        raise Invalid("no schema, but cases as schema 2 and later write them")
+    threads = results["machine"].get("threads")
+    accuracy, cases, nets = [], [], {}
+    for net, entry in results["nets"].items():
+        entry = _object(entry, f"nets.{net}")
+        stages = {stage: _object({} if entry.get(stage) is None else entry[stage],
+                                 f"nets.{net}.{stage}")
+                  for stage in ("accuracy", "latency", "counters")}
+        for variant, row in stages["accuracy"].items():
+            accuracy.append({**_object(row, f"nets.{net}.accuracy.{variant}"), "net": net,
+                             "variant": variant, "runtime": _runtime_1(variant)})
+        for variant, batches in stages["latency"].items():
+            counts = stages["counters"].get(variant) or {}
+            for batch, figures in _object(batches, f"nets.{net}.latency.{variant}").items():
+                figures = _object(figures, f"nets.{net}.latency.{variant}.{batch}")
+                cases.append({**figures, "runtime": figures.get("runtime") or _runtime_1(variant),
+                              "net": net, "variant": variant, "threads": threads,
+                              "batch_size": int(batch) if batch.isdigit() and len(batch) < 10 else batch,
+                              "counters": counts.get(batch) if isinstance(counts, dict) else None})
+        artifacts = entry.get("artifacts")
+        if isinstance(artifacts, dict):  # each file by its name, as schema 2 has it
+            artifacts = {variant: {"file": PurePath(meta["path"]).name, **meta}
+                         if isinstance(meta, dict) and isinstance(meta.get("path"), str) else meta
+                         for variant, meta in artifacts.items()}
+        nets[net] = {**{k: v for k, v in entry.items() if k not in stages}, "artifacts": artifacts}
+    return {**results, "schema": 2, "nets": nets, "accuracy": accuracy, "cases": cases,
+            "runtimes": list(dict.fromkeys(str(case["runtime"]) for case in cases))}
+
+
+def _runtime_1(variant):  # in layout 1, each file format had one runtime
+    return "tensorflow" if variant == "float32_tf" else "litert"
+
+
+def _from_2(results):
+    """2 -> 3: every field a file of schema 2 may lack is there, null: not recorded."""
+    def filled(record, table):
+        return {**{field.name: NOT_RECORDED for field in table}, **record}
+
+    timed = [field for field in CASE if field.name != "not_run"]  # a case not run says why alone
+    cases = results.get("cases")
+    if isinstance(cases, list):
+        cases = [filled(row, timed) if isinstance(row, dict) and not row.get("not_run") else row
+                 for row in cases]
+    return {**filled(results, TOP), "schema": 3, "machine": filled(results["machine"], MACHINE),
+            "cases": cases}
+
+
+_STEPS = {1: _from_1, 2: _from_2}
+
+
+def upgrade(results):
+    """``results`` of any schema quantlab wrote, as SCHEMA; ``results`` and what it holds
+    are left as they were (each step builds what it changes anew).
+
+    Raises Invalid for a file whose structure cannot be upgraded, and Newer for a schema
+    newer than this quantlab reads."""
+    found = version(results)
+    if not isinstance(found, int) or isinstance(found, bool) or found < 1:
+        raise Invalid(f"schema {found!r} is not a schema version")
+    if found > SCHEMA:
+        raise Newer(found)
+    for name in ("machine", "nets"):
+        _object(results.get(name), name)
+    while version(results) < SCHEMA:
+        results = _STEPS[version(results)](results)
+    return results
+
+
+class Newer(QuantlabError):
+    def __init__(self, found):  # a results file of a newer schema than this quantlab reads
+        super().__init__(f"results.json schema {found}; this quantlab reads 1 to {SCHEMA}")
+        self.found = found
+
+
+# --- typed records, for reading -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One timed case: the key fields and what compare reads."""
+    net: str
+    variant: str
+    runtime: str
+    batch_size: int
+    threads: int
+    median: float | None
+    per_image: float | None
+    precision: str | None
+    not_run: str | None
+
+    @classmethod
+    def of(cls, row):
+        return cls(**{**{f.name: row.get(f.name) for f in fields(cls)},
+                      "threads": row.get("threads") or 1})
+
+    @property
+    def key(self):
+        return (self.net, self.variant, self.runtime, self.batch_size, self.threads)
+
+    @property
+    def timed(self):
+        return not self.not_run and self.median is not None
+
+
+# --- version stamps of the other files ----------------------------------------------------
+
+STAMPED = {"state": 1, "fleet": 1}  # kind: its current version; bump when its payload changes
+_FLAT = {"fleet"}  # a file people read: its own fields stay at the top, beside the stamp
+
+
+class Stale(QuantlabError):
+    """A stamped file that is unreadable, of another kind, or of another version."""
+
+
+def stamp(kind, payload):
+    """``payload`` as the JSON-able content of a file of ``kind`` (a key of STAMPED)."""
+    head = {"kind": kind, "schema": STAMPED[kind]}
+    return {**head, **payload} if kind in _FLAT else {**head, "data": payload}
+
+
+def unstamp(stored, kind, where="the file"):
+    """The payload of ``stored`` (parsed JSON) that ``stamp(kind, ...)`` made; else Stale."""
+    if not isinstance(stored, dict) or stored.get("kind") != kind or (
+            kind not in _FLAT and "data" not in stored):
+        raise Stale(f"{where} is not a stamped {kind} file (written before files had versions?)")
+    if stored.get("schema") != STAMPED[kind]:
+        raise Stale(f"{where} is {kind} version {stored.get('schema')!r}; this quantlab "
+                    f"reads version {STAMPED[kind]}")
+    if kind in _FLAT:
+        return {k: v for k, v in stored.items() if k not in ("kind", "schema")}
+    return stored["data"]
+
+
+def read_stamped(path, kind):
+    """The payload of a file ``stamp(kind, ...)`` wrote; Stale (one line) if it is not one."""
+    try:
+        stored = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError) as error:
+        raise Stale(f"{path} is unreadable ({str(error).splitlines()[0][:80]})") from None
+    return unstamp(stored, kind, path)

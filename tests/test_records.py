@@ -1,0 +1,162 @@
+"""The field table and schema history of results.json, on stored files of every schema.
+
+tests/data/results/v3.json is a real quick study's results.json (digits, dense, float32 and
+int8 on LiteRT, batch 1, one thread); v2.json and v1.json are the same results in the layouts
+quantlab wrote them in before (schema 2 as it was first written, and the first layout, which
+had no schema key), made by the inverse of each upgrade step.
+"""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import one_line_error, quantlab
+from quantlab import records
+from quantlab.counters import result as counter_result
+from quantlab.defaults import SCHEMA
+
+STORED = Path(__file__).parent / "data" / "results"
+
+
+def _stored(version):
+    return json.loads((STORED / f"v{version}.json").read_text())
+
+
+def _tables():
+    return {"": records.TOP, "machine.": records.MACHINE, "case": records.CASE,
+            "accuracy": records.ACCURACY, "cpu": records.CPU, "artifact": records.ARTIFACT,
+            "dataset": records.DATASET}
+
+
+def test_every_schema_has_its_history_and_an_upgrade_step():
+    assert SCHEMA == 3 and records.SCHEMA == SCHEMA
+    assert sorted(records.HISTORY) == list(range(1, SCHEMA + 1))
+    assert sorted(records._STEPS) == list(range(1, SCHEMA))
+    for table in _tables().values():
+        for field in table:
+            assert field.check in records._CHECKS and field.meaning and 1 <= field.since <= SCHEMA
+
+
+def test_each_stored_file_holds_only_what_its_schema_wrote():
+    """What the table says came later is absent from an older file (and present in v3)."""
+    for version in (1, 2, 3):
+        results = _stored(version)
+        assert records.version(results) == version
+        later = {f.name for f in records.TOP if f.since > version}
+        assert not later & results.keys()
+        if version == 1:
+            figures = [f for entry in results["nets"].values()
+                       for batches in entry["latency"].values() for f in batches.values()]
+            assert figures and not {f.name for f in records.CASE if f.since > 1} & set().union(*figures)
+        assert not {f.name for f in records.MACHINE if f.since > version} & results["machine"].keys()
+    # schema 2 as first written lacked what was added later without a bump
+    assert not {"interleaved", "speedup", "window_median", "threads_busy"} & _stored(2)["cases"][0].keys()
+    assert {"interleaved", "speedup", "window_median", "threads_busy"} <= _stored(3)["cases"][0].keys()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_file_upgrades_to_the_same_numbers_with_the_rest_not_recorded(version):
+    current, upgraded = _stored(3), records.upgrade(_stored(version))
+    records.check(upgraded)
+    assert upgraded["schema"] == SCHEMA
+    key = ("net", "variant", "runtime", "batch_size", "threads", "median", "per_image", "p99")
+    assert [[c[k] for k in key] for c in upgraded["cases"]] == [[c[k] for k in key] for c in current["cases"]]
+    row = ("net", "variant", "runtime", "accuracy", "delta_points", "agreement")
+    assert [[r[k] for k in row] for r in upgraded["accuracy"]] == [[r[k] for k in row]
+                                                                   for r in current["accuracy"]]
+    for case in upgraded["cases"]:
+        assert case["interleaved"] is records.NOT_RECORDED and case["threads_busy"] is records.NOT_RECORDED
+    assert upgraded["machine"]["name"] is records.NOT_RECORDED
+    assert upgraded["deployment"] is records.NOT_RECORDED
+    assert {f.name for f in records.TOP} <= upgraded.keys()
+
+
+def test_schema_2_as_written_last_is_schema_3():
+    """Schema 2 gained fields without a bump; its last layout is what schema 3 names."""
+    late = _stored(3)
+    late["schema"] = 2
+    assert records.upgrade(late) == _stored(3)
+
+
+def test_compare_reads_a_stored_file_of_every_schema_and_two_schemas_together(tmp_path):
+    files = [str(STORED / f"v{version}.json") for version in (1, 2, 3)]
+    for number, given in enumerate([*[[f] for f in files], [files[0], files[2]]]):
+        out = tmp_path / f"out{number}"
+        done = quantlab("compare", *given, "--out", str(out))
+        assert done.returncode == 0, done.stderr[-2000:]
+        comparison = json.loads((out / "compare.json").read_text())
+        stored = [records.upgrade(json.loads(Path(f).read_text())) for f in given]
+        for machine, results in zip(comparison["machines"], stored):
+            for case in results["cases"]:
+                entry = next(e for e in comparison["cases"] if (e["net"], e["variant"], e["batch_size"])
+                             == (case["net"], case["variant"], case["batch_size"]))
+                assert entry["machines"][machine["name"]]["median"] == case["median"]
+    assert [m["name"] for m in comparison["machines"]] == ["AMD EPYC (v1.json)", "vm (AMD EPYC)"]
+
+
+def _written(tmp_path, results):
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(results))
+    return str(path)
+
+
+def test_a_newer_schema_is_refused_in_one_line_naming_it_and_the_fix(tmp_path):
+    newer = _stored(3)
+    newer["schema"] = SCHEMA + 1
+    line = one_line_error(quantlab("compare", _written(tmp_path, newer), "--out", str(tmp_path / "out")),
+                          f"schema {SCHEMA + 1}", f"reads schemas 1 to {SCHEMA}",
+                          "compare it with the quantlab that wrote it, or a newer one")
+    assert "edited.json" in line and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("version, edit, fragment", [
+    (3, lambda r: r["machine"]["cpu"].update(mhz="fast"), "machine.cpu.mhz is not a number"),
+    (2, lambda r: r["machine"].update(host=["a"]), "machine.host is not a name"),
+    (2, lambda r: r["cases"][1].update(runtime="lite rt"), "cases[1].runtime is not a plain name"),
+    (1, lambda r: r["nets"]["dense"]["latency"]["int8"]["1"].update(median=-1), "cases[1].median is -1"),
+    (1, lambda r: r["nets"]["dense"].update(latency=[]), "nets.dense.latency is not an object"),
+    (1, lambda r: r.update(cases=[]), "no schema, but cases as schema 2"),
+    (3, lambda r: r.update(schema="3"), "schema '3' is not a schema version"),
+])
+def test_a_field_of_the_wrong_type_is_refused_in_one_line_naming_it(tmp_path, version, edit, fragment):
+    results = _stored(version)
+    edit(results)
+    one_line_error(quantlab("compare", _written(tmp_path, results), "--out", str(tmp_path / "out")),
+                   "is not a quantlab results file", fragment)
+
+
+def test_a_stamped_file_reads_back_and_anything_else_is_stale(tmp_path):
+    path = tmp_path / "state.json"
+    payload = [{"net": "dense", "median": 1e-3}]
+    path.write_text(json.dumps(records.stamp("state", payload)))
+    assert records.read_stamped(path, "state") == payload
+    with pytest.raises(records.Stale, match="is not a stamped fleet file"):
+        records.read_stamped(path, "fleet")
+    older = copy.deepcopy(records.stamp("state", payload))
+    older["schema"] = 0
+    path.write_text(json.dumps(older))
+    with pytest.raises(records.Stale, match="state version 0; this quantlab reads version 1"):
+        records.read_stamped(path, "state")
+    path.write_text(json.dumps(payload))  # as .state files were written before they had stamps
+    with pytest.raises(records.Stale, match="is not a stamped state file"):
+        records.read_stamped(path, "state")
+    path.write_text('{"kind": "state", "schema": 1, "da')
+    with pytest.raises(records.Stale, match="is unreadable"):
+        records.read_stamped(path, "state")
+
+
+def test_a_file_people_read_keeps_its_fields_at_the_top(tmp_path):
+    summary = {"machines": {"a": {"workers": 1}}, "tasks": []}
+    (tmp_path / "fleet.json").write_text(json.dumps(records.stamp("fleet", summary)))
+    stored = json.loads((tmp_path / "fleet.json").read_text())
+    assert stored["tasks"] == [] and (stored["kind"], stored["schema"]) == ("fleet", 1)
+    assert records.read_stamped(tmp_path / "fleet.json", "fleet") == summary
+
+
+def test_a_counter_result_carries_its_version():
+    part = {"per_inference": {"instructions": 1000}, "iterations": 5, "warmup": 1, "events": []}
+    counted = counter_result.assemble("perf", part, artifact="m.tflite", batch_size=1, threads=1,
+                                      kernels="xnnpack", seconds=0.5)
+    assert counted["schema"] == counter_result.SCHEMA == 1
