@@ -147,6 +147,21 @@ def test_a_stamped_file_reads_back_and_anything_else_is_stale(tmp_path):
         records.read_stamped(path, "state")
 
 
+def test_a_stage_stored_before_stamps_is_measured_again_and_stored_stamped(tmp_path):
+    from quantlab.study import StudyConfig, stages
+
+    config, rows, said = StudyConfig(out=tmp_path), [{"net": "dense", "variant": "int8",
+                                                      "runtime": "litert"}], []
+    path = stages.state_path(config, "eval", {"net": "dense"})
+    path.parent.mkdir()
+    path.write_text(json.dumps(rows))  # the shape the stage stores, without its stamp
+    measured = stages._cached_stage(config, "eval", {"net": "dense"}, lambda: rows, said.append, "dense")
+    assert measured == rows and said == [f"dense: stored result {path.name} is not what this stage "
+                                         f"stores; measuring again"]
+    assert json.loads(path.read_text()) == records.stamp("state", rows)
+    assert stages._cached_stage(config, "eval", {"net": "dense"}, list, said.append, "dense") == rows
+
+
 def test_a_file_people_read_keeps_its_fields_at_the_top(tmp_path):
     summary = {"machines": {"a": {"workers": 1}}, "tasks": []}
     (tmp_path / "fleet.json").write_text(json.dumps(records.stamp("fleet", summary)))

@@ -30,6 +30,7 @@ import dataset_archives as archives
 import quantlab
 from conftest import quick_config
 from quantlab import datasets, evaluate, runtime, study, training, variants
+from quantlab.records import read_stamped, stamp
 
 STUDY = ("run", "--dataset", "mnist", "--quick", "--nets", "conv", "--variants", "float32,int8",
          "--runtimes", "litert", "--batch-sizes", "1", "--counters", "off")
@@ -133,7 +134,7 @@ def test_stored_results_of_the_wrong_shape_are_measured_again_with_a_notice(swap
     for stage, path in swapped["damaged"].items():
         assert (f"stored result {path.name} is not what this stage stores; measuring again"
                 in third.stderr), stage
-        assert study.well_formed(stage, json.loads(path.read_text())), stage  # stored whole again
+        assert study.well_formed(stage, read_stamped(path, "state")), stage  # stored whole again
     assert "conv: timing" in third.stderr
     assert accuracy_row(again) == accuracy_row(before)  # scored again: the same numbers
     assert {case["variant"] for case in again["cases"]} == {"float32", "int8"}
@@ -288,7 +289,7 @@ def test_a_stored_stage_of_the_wrong_shape_is_measured_again_with_a_notice(tmp_p
     config = study.StudyConfig(out=tmp_path)
     path = study.state_path(config, stage, {"net": "conv"})
     path.parent.mkdir()
-    path.write_text(content)
+    path.write_text(json.dumps(stamp("state", json.loads(content))))  # of this quantlab, that shape
     said, made = [], [ROWS[stage]]
 
     def stage_result(label):
@@ -301,7 +302,7 @@ def test_a_stored_stage_of_the_wrong_shape_is_measured_again_with_a_notice(tmp_p
     assert stage_result("first") == made
     assert said == [f"first: stored result {path.name} is not what this stage stores; "
                     "measuring again"]
-    assert json.loads(path.read_text()) == made  # stored whole in its place
+    assert read_stamped(path, "state") == made  # stored whole in its place
     made = []  # nothing is computed when the stored result is good
     assert stage_result("second") == [ROWS[stage]]
 
@@ -325,12 +326,12 @@ def test_a_stored_count_of_the_wrong_shape_is_counted_again_and_a_good_one_is_ke
     stored["float32"].parent.mkdir()
     stored["float32"].write_text("[]")
     kept = {"failed": "worker exited with status 1"}  # a failed count is stored as such
-    stored["int8"].write_text(json.dumps(kept))
+    stored["int8"].write_text(json.dumps(stamp("state", kept)))
     said = []
     study.start_counting(config, "tiny", artifacts, records, "valgrind", said.append).wait()
     assert [line for line in said if "counting" in line] == [
         "tiny: counting float32 on litert, batch 1, with valgrind"]
     float32, int8 = records
     assert float32["counters"]["per_inference"]["instructions"] > 0
-    assert json.loads(stored["float32"].read_text()) == float32["counters"]
+    assert read_stamped(stored["float32"], "state") == float32["counters"]
     assert int8["counters"] is None and int8["not_counted"] == f"counting failed: {kept['failed']}"

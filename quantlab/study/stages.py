@@ -4,7 +4,7 @@ stage makes, and measured again (with a notice) when it does not."""
 
 import json
 
-from quantlab import cache
+from quantlab import cache, records
 
 
 def state_path(config, stage, key):
@@ -35,12 +35,16 @@ def well_formed(stage, stored):
 
 
 def read_state(path):
-    """The JSON a stage stored at ``path``; OSError or ValueError when it cannot be read."""
-    return json.loads(path.read_text())
+    """What a stage stored at ``path``; OSError or ValueError when it cannot be read, None
+    (not what the stage stores) when written before stamps or by another version of them."""
+    try:
+        return records.unstamp(json.loads(path.read_text()), "state")
+    except records.Stale:
+        return None
 
 
 def write_state(path, value):
-    cache.write_json(path, value)
+    cache.write_json(path, records.stamp("state", value))
 
 
 def recall(path, stage, label, progress):
