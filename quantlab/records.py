@@ -42,11 +42,10 @@ HISTORY = {
 NOT_RECORDED = None  # the value of a field the writing version did not record
 # The range of each kind of quantity, far wider than any study measures (a nanosecond to an
 # hour per batch, up to a TiB): a number outside it is an edited or damaged file, and would
-# overflow to infinity or divide by zero in a ratio.
+# overflow to infinity or divide by zero in a ratio. Counts are of images, cores, threads or
+# batch sizes; fractions are accuracies or agreements; points are accuracy changes.
 PLAUSIBLE = {"seconds": (1e-9, 3600.0), "bytes": (1, 1 << 40), "MHz": (1, 1e6),
-             "count": (1, 1e9),  # images, cores, threads, batch sizes
-             "fraction": (0, 1),  # accuracy, agreement
-             "points": (-100, 100)}  # accuracy change
+             "count": (1, 1e9), "fraction": (0, 1), "points": (-100, 100)}
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ CASE = (
     F("runtime", "plain", True, 1, "the runtime that ran it"),
     F("batch_size", "whole count", True, 1, "images per inference call"),
     F("threads", "whole count", False, 1, "inference threads"),
-    F("not_run", "text", False, 2, "why the runtime could not run it"),
+    F("not_run", "words", False, 2, "why the runtime could not run it"),
     F("median", "seconds", "run", 1, "median seconds per inference call"),
     F("per_image", "seconds", False, 1, "median seconds per image"),
     F("precision", "text", False, 2, "what the kernels compute in"),
@@ -126,7 +125,7 @@ CASE = (
     F("p99", "seconds", False, 1, "99th percentile"),
     F("rounds", "whole count", False, 1, "pytest-benchmark's rounds"),
     F("counters", "object", False, 1, "cache and instruction counts per inference"),
-    F("not_counted", "text", False, 2, "why it has no counts"),
+    F("not_counted", "words", False, 2, "why it has no counts"),
     F("interleaved", "object", False, 2, "the interleaved rounds it was timed in again"),
     F("speedup", "object", False, 2, "times faster than its reference, with its interval"),
     F("window_median", "seconds", False, 2, "the median of the rounds' windows"),
@@ -136,7 +135,7 @@ ACCURACY = (
     F("net", "text", True, 1, "the net"),
     F("variant", "plain", True, 1, "the variant"),
     F("runtime", "plain", True, 2, "the runtime that ran it"),
-    F("not_run", "text", False, 2, "why the runtime could not run it"),
+    F("not_run", "words", False, 2, "why the runtime could not run it"),
     F("accuracy", "fraction", "run", 1, "top-1 accuracy on the test split"),
     F("delta_points", "points", "run", 1, "accuracy change against the reference, in points"),
     F("agreement", "fraction", "run", 1, "share of images with the reference's top-1 class"),
@@ -206,6 +205,7 @@ def _each(check_one):
 _CHECKS = {
     "text": _text, "plain": _plain, "sha256": _sha256, "names": _names, "rows": _rows,
     "object": _kind(dict, "an object"), "list": _kind(list, "a list"),
+    "words": _kind(str, "text"),  # a reason, as a runtime or a tool said it: shown as text
     "version": _number("count", whole=True),
     "whole count": _number("count", whole=True), "versions": _each(_text),
     "caches": _each(_number("bytes")), **{kind: _number(kind) for kind in PLAUSIBLE},
