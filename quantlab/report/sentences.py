@@ -238,7 +238,7 @@ def _threads(results):
     for case in timed(results):
         busy, asked = case.get("threads_busy"), threads_of(case)
         if busy and busy != asked:
-            other.setdefault(tables.variant_label(case), set()).add(f"{busy} for {asked}")
+            other.setdefault(tables.variant_label(case), set()).add(f"{busy} where {asked} asked")
     if other:
         said.append("Threads busy other than asked: " + "; ".join(
             f"{option} ({', '.join(sorted(seen))})" for option, seen in other.items()) + ".")
