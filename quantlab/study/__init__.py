@@ -5,6 +5,11 @@ configuration and code), evaluations, timings and counts in ``OUT/.state`` (keye
 artifacts' sha256 and the settings), so a run that is interrupted and started again
 continues where it stopped. Latency is measured by the same pytest-benchmark suite as
 ``benchmarks/``, in a child process, one net at a time.
+
+Here: ``run`` and the ``Study`` (the order of the nets and the work of each). Its parts:
+``config`` (what was asked), ``stages`` (the stored-state rule), ``timing``, ``counting``
+(which cases are counted, in which workers) and ``results`` (results.json and the report).
+The fleet (``quantlab.fleet``) runs the same work and rule as Dask tasks.
 """
 
 from dataclasses import dataclass, field
@@ -13,7 +18,9 @@ from quantlab import cache, datasets, variants
 from quantlab._tf import versions
 from quantlab.output import prepare_output
 from quantlab.progress import Progress
-from quantlab.study.config import StudyConfig, threads_to_time, train_config  # noqa: F401
+# What ``quantlab run``, the fleet and the tests reach through ``quantlab.study``, beside
+# what the Study uses itself.
+from quantlab.study.config import StudyConfig, train_config
 from quantlab.study.counting import Counting, counter_key, start_counting  # noqa: F401
 from quantlab.study.results import (finish, machine_info, measure_ceilings_again, net_entry,
                                     new_results)
