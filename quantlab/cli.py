@@ -189,8 +189,12 @@ def parser():
     options.add_study_options(run.add_argument, options.CLI)
     run.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
     run.add_argument("--quick", action="store_true",
-                     help="a quick training ({limit} images, {epochs} epochs; cached with the tests), short "
-                          "timing, counters at one batch size".format(**defaults.QUICK_TRAINING))
+                     help="a quick training ({limit} images, {epochs} epochs; cached with the tests), "
+                          "accuracy on {images} test images, variants {variants} at batch sizes "
+                          "{batches} unless given, short timing, counters at one batch size".format(
+                              **defaults.QUICK_TRAINING, images=defaults.QUICK_TEST_IMAGES,
+                              variants=",".join(defaults.QUICK_VARIANTS),
+                              batches=",".join(map(str, defaults.QUICK_BATCH_SIZES))))
     run.add_argument("--out", type=Path, default=Path("quantlab-report"), metavar="DIR",
                      help="where report.md, results.json and the plots go (default: %(default)s)")
     run.add_argument("--model", type=Path, metavar="PATH",

@@ -25,6 +25,15 @@ SEED = 0
 # The quick training of `quantlab run --quick`, the tests and the benchmark suite: latency
 # and counts do not depend on how well the weights are trained, so all share one cache.
 QUICK_TRAINING = dict(limit=6000, epochs=2, qat_epochs=1)
+# ... and the quick study scores accuracy on the first this many test images (a fifth of
+# Fashion-MNIST's): quantized and float32 are compared on the same images, so their
+# difference is known far better than either accuracy alone.
+QUICK_TEST_IMAGES = 2000
+# ... and times P17's pair (trained normally and with fake quantization), the same weights
+# through ONNX, and bf16 where the CPU has it, at the smallest and largest batch: the full
+# study adds TensorFlow's frozen graph, LiteRT's dynamic-range and float16 files and batch 16.
+QUICK_VARIANTS = ("float32", "int8", "qat_int8", "bf16", "onnx_float32", "onnx_int8")
+QUICK_BATCH_SIZES = (1, 64)
 
 # Counting (quantlab.counters): uncounted warm-up runs before the windows, then the measured
 # runs. perf counts at full speed, so many runs average out the noise. Valgrind simulates at

@@ -1,7 +1,8 @@
 """Compare the (variant, runtime) pairs of one net: bytes on disk, accuracy, agreement.
 
-Every pair is scored on the whole test split against the reference, TFLite float32 on
-LiteRT: a quantized file run by two runtimes is two answers, and both are shown.
+Every pair is scored on the test split (the quick study: its first images) against the
+reference, TFLite float32 on LiteRT: a quantized file run by two runtimes is two answers,
+and both are shown.
 """
 
 import numpy as np
@@ -14,15 +15,17 @@ from quantlab.variant_table import natural_reader
 EVALUATION_BATCH = 500  # large batches: evaluation is not timed, so throughput is what counts
 
 
-def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATION_BATCH):
-    """Class probabilities of ``artifact`` run by ``runtime_name`` on the whole test split."""
+def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATION_BATCH,
+                images=None):
+    """Class probabilities of ``artifact`` run by ``runtime_name`` on the test split (its
+    first ``images``, if given)."""
     predictor = runtime.load(artifact.path, runtime=runtime_name, threads=threads,
                              precision=artifact.precision, sha256=artifact.sha256)
-    return predictor.predict(data.x_test, batch_size=batch_size), predictor.precision
+    return predictor.predict(data.x_test[:images], batch_size=batch_size), predictor.precision
 
 
 def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BATCH,
-               progress=None, label="evaluating"):
+               progress=None, label="evaluating", images=None):
     """Size, accuracy and agreement: one row per (variant, runtime) pair, measured against
     LiteRT float32.
 
@@ -30,31 +33,33 @@ def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_
     bytes / variant bytes (P17's "SN size / QN size"), ``delta_points`` the accuracy change
     in percentage points, ``agreement`` the share of test images whose top-1 class matches
     the reference, ``max_abs_diff`` the largest absolute difference of any probability.
+    ``images``: score the first this many test images only (``test_images`` says how many).
     """
+    labels = data.y_test[:images]
     pairs = list(pairs or [(v, natural_reader(v)) for v in artifacts])
     reference = (REFERENCE, REFERENCE_RUNTIME)
     if reference[0] in artifacts and reference not in pairs:
         pairs.insert(0, reference)
     probabilities, failed = {}, []
     steps = getattr(progress, "steps", None)  # a bar on a terminal, where there is one
-    for variant, name in steps(pairs, f"{label} {len(data.x_test)} test images") if steps else pairs:
+    for variant, name in steps(pairs, f"{label} {len(labels)} test images") if steps else pairs:
         if progress and not steps:
-            progress(f"{label} {variant} on {name}, {len(data.x_test)} test images")
+            progress(f"{label} {variant} on {name}, {len(labels)} test images")
         try:
             probabilities[(variant, name)] = predictions(artifacts[variant], data, name, threads,
-                                                         batch_size)
+                                                         batch_size, images)
         except QuantlabError as error:  # a runtime that cannot run this file: said, not fatal
             failed.append({"variant": variant, "runtime": name, "not_run": str(error)})
     if reference not in probabilities:  # a user's selection without float32: the first pair
         reference = pairs[0]
     ref_probs = probabilities[reference][0]
     ref_classes = ref_probs.argmax(axis=1)
-    ref_accuracy = float(np.mean(ref_classes == data.y_test))
+    ref_accuracy = float(np.mean(ref_classes == labels))
     ref_bytes = artifacts[reference[0]].bytes
     rows = []
     for (variant, name), (probs, precision) in probabilities.items():
         classes = probs.argmax(axis=1)
-        accuracy = float(np.mean(classes == data.y_test))
+        accuracy = float(np.mean(classes == labels))
         rows.append({
             "variant": variant,
             "runtime": name,
@@ -67,6 +72,6 @@ def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_
             "delta_points": 100.0 * (accuracy - ref_accuracy),
             "agreement": float(np.mean(classes == ref_classes)),
             "max_abs_diff": float(np.max(np.abs(probs - ref_probs))),
-            "test_images": int(len(data.y_test)),
+            "test_images": int(len(labels)),
         })
     return rows + failed

@@ -159,11 +159,14 @@ STUDY = (
     Option("nets", names(nets.NAMES, "net"), None, "LIST",
            f"Comma-separated nets, of {','.join(nets.NAMES)}.", shown="all"),
     Option("variants", names(defaults.VARIANTS, "variant"), None, "LIST",
-           f"Comma-separated variants, of {','.join(defaults.VARIANTS)}.", shown="all"),
+           f"Comma-separated variants, of {','.join(defaults.VARIANTS)}.",
+           shown=f"all (quantlab run --quick: {','.join(defaults.QUICK_VARIANTS)})"),
     Option("runtimes", names(defaults.RUNTIMES, "runtime"), None, "LIST",
            f"Comma-separated runtimes, of {','.join(defaults.RUNTIMES)}; each runs every "
            "variant whose file it reads.", shown="every one installed and working here"),
-    Option("batch-sizes", positive_ints, defaults.BATCH_SIZES, "LIST", "Comma-separated batch sizes."),
+    Option("batch-sizes", positive_ints, None, "LIST", "Comma-separated batch sizes.",
+           shown=f"{','.join(map(str, defaults.BATCH_SIZES))} (quantlab run --quick: "
+                 f"{','.join(map(str, defaults.QUICK_BATCH_SIZES))})"),
     Option("threads", thread_counts, None, "N[,N...]",
            "Inference thread counts to time every case at ('all': every core); `quantlab run` "
            "also counts the first and measures deployment at it.", shown="1,all",

@@ -51,7 +51,7 @@ class QuantlabSession:
             self.variants = self.variants or tuple(dict.fromkeys(listed["variant"]))
         self._named_runtimes, self._runtimes = option("quantlab_runtimes"), None
         self.dataset = (manifest and manifest["dataset"]) or option("quantlab_dataset")
-        self.batch_sizes = option("quantlab_batch_sizes")
+        self.batch_sizes = option("quantlab_batch_sizes") or defaults.BATCH_SIZES
         self.threads = option("quantlab_threads")
         self.kernels = option("quantlab_kernels")
         self.training = option("quantlab_training")

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 from quantlab import intervals
 
-WINDOW_SECONDS = 0.01  # one case's share of a round; at least MIN_CALLS calls
-MIN_CALLS = 3
+# One case's share of a round: as many calls as fill it, at least one (a call of 10 ms or
+# more is a window by itself; more calls of a slow case would only make the round longer).
+WINDOW_SECONDS = 0.01
+MIN_CALLS = 1
 MAX_CALLS = 1000
 TARGET = 0.05  # stop when every speed-up's interval is within +-5 % of its median
 # At least nine rounds: the fewest whose 95 % interval leaves out the most extreme round at

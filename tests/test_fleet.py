@@ -152,8 +152,10 @@ def test_each_machine_gets_its_own_report_of_every_case_measured_on_itself(fleet
         assert all(c["not_counted"] == ("the quick study counts float32 and int8 on litert at batch 1 only"
                                         if c["threads"] == 1 else "counted at 1 thread(s) only")
                    for c in results["cases"] if not c["counters"])  # (threads: 1 and every core)
-        report = (fleet_study["out"] / "machines" / name / "report.md").read_text()
-        assert "## Latency" in report and results["machine"]["cpu"]["model"] in report
+        folder = fleet_study["out"] / "machines" / name
+        report, details = ((folder / page).read_text() for page in ("report.md", "details.md"))
+        assert results["machine"]["cpu"]["model"] in report and "(details.md)" in report
+        assert "## Latency" in details
 
 
 def test_the_cross_machine_report_puts_both_machines_side_by_side_on_the_same_bytes(fleet_study):

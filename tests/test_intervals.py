@@ -75,18 +75,18 @@ class PatchedTimer:
 
 
 def test_rounds_pair_the_cases_so_that_machine_load_cancels_out():
-    # float32: 4 ms, 3 timed calls + 1 untimed a window; int8: 1 ms, 10 + 2: 16 calls a
-    # round. The load changes from round to round (up to 3x), never inside one.
-    assert rounds.calls_per_window(0.004) == 3 and rounds.calls_per_window(0.001) == 10
-    timer = PatchedTimer(loads=[1.0, 3.0, 1.5, 1.0, 2.0, 1.2], period=16)
-    cases = [rounds.Timed("float32", timer.case("float32", 0.004), 0.004),
+    # float32: 10 ms, a window of its own, 1 timed call + 1 untimed; int8: 1 ms, 10 + 2: 14
+    # calls a round. The load changes from round to round (up to 3x), never inside one.
+    assert rounds.calls_per_window(0.01) == 1 and rounds.calls_per_window(0.001) == 10
+    timer = PatchedTimer(loads=[1.0, 3.0, 1.5, 1.0, 2.0, 1.2], period=14)
+    cases = [rounds.Timed("float32", timer.case("float32", 0.01), 0.01),
              rounds.Timed("int8", timer.case("int8", 0.001), 0.001)]
     seconds, summary = rounds.run(cases, "float32", budget_seconds=60, clock=timer)
     assert summary["stopped"] == "converged" and summary["rounds"] == rounds.MIN_ROUNDS == 9
     assert sorted(seconds["int8"]) == pytest.approx(
         [0.001 * load for load in (1, 1, 1, 1.2, 1.5, 1.5, 2, 3, 3)])
     speedup = intervals.ratio(seconds["float32"], seconds["int8"])
-    assert (speedup.low, speedup.median, speedup.high) == pytest.approx((4.0, 4.0, 4.0))
+    assert (speedup.low, speedup.median, speedup.high) == pytest.approx((10.0, 10.0, 10.0))
 
 
 def test_windows_hold_enough_calls_and_the_order_changes_between_rounds():
@@ -218,7 +218,7 @@ def test_the_stopping_rule_watches_each_case_against_its_own_reference():
     # the first count's reference the second pair's ratios wander.
     calls = []
     loads = [1.0, 1.6, 1.1, 2.0, 1.3]
-    per_round = 4 + 6 + 4 + 6  # 3 + 1 calls of a 4 ms case, 5 + 1 of a 2 ms one, twice
+    per_round = 3 + 6 + 3 + 6  # 2 + 1 calls of a 4 ms case, 5 + 1 of a 2 ms one, twice
     now = [0.0]
 
     def case(name, seconds, loaded):

@@ -98,7 +98,8 @@ class Fleet(Engine):
             raise QuantlabError(f"{net}: evaluation failed: {why}")
 
         key = {"net": net, "artifacts": study.artifact_key(artifacts),
-               "runtimes": self.config.runtimes, "data": self.fingerprint}
+               "runtimes": self.config.runtimes, "data": self.fingerprint,
+               "images": study.test_images(self.config)}
         self.start(Job("evaluate", f"{net}: accuracy", None,
                        (_evaluate, self.config, shipment, self.fingerprint), key,
                        lambda rows: self.evaluated(net, rows), failed))

@@ -112,7 +112,7 @@ def markdown(results, plots):
         parts += ["## Plots", "\n\n".join(_plots(results, plots))]
     parts += ["## Size", f"Each file, and how many times smaller than {REFERENCE} it is.",
               report_tables.size_summary(results),
-              f"## Accuracy on the {data['test']} test images",
+              f"## Accuracy on {scored_images(results)} test images",
               f"{REFERENCE} on {REFERENCE_RUNTIME}: its top-1 accuracy; every other option: the "
               f"change in points and its top-1 agreement with {REFERENCE} (the full table: "
               f"[{DETAILS}]({DETAILS})).", report_tables.accuracy_summary(results),
@@ -129,6 +129,14 @@ def markdown(results, plots):
     return "\n\n".join(parts) + "\n"
 
 
+def scored_images(results):
+    """How many test images the accuracy is on: the whole split, or (the quick study) its
+    first ones."""
+    test = results["dataset"]["test"]
+    scored = {row.get("test_images") for row in results["accuracy"] if row.get("test_images")}
+    return f"the {test}" if scored <= {test} else f"the first {min(scored)} of {test}"
+
+
 def details_markdown(results):
     """details.md: every per-case table and the long lists behind report.md's summary."""
     batches = results["config"]["batch_sizes"]
@@ -138,7 +146,7 @@ def details_markdown(results):
              "The per-case tables behind [report.md](report.md).",
              "## Machine", _machine_details(results) or "- nothing beyond report.md",
              "## Size", report_tables.size_table(results),
-             f"## Accuracy on the {results['dataset']['test']} test images",
+             f"## Accuracy on {scored_images(results)} test images",
              report_tables.accuracy_table(results),
              "## Which runtime",
              f"Median latency of one batch per variant and runtime at "

@@ -20,7 +20,7 @@ from quantlab.output import prepare_output
 from quantlab.progress import Progress
 # What ``quantlab run``, the fleet and the tests reach through ``quantlab.study``, beside
 # what the Study uses itself.
-from quantlab.study.config import StudyConfig, train_config
+from quantlab.study.config import StudyConfig, test_images, train_config
 from quantlab.study.counting import Counting, counter_key, start_counting  # noqa: F401
 from quantlab.study.results import (finish, machine_info, measure_ceilings_again, net_entry,
                                     new_results)
@@ -99,7 +99,8 @@ class Study:
                             f"{net}: per-layer error")
         results["nets"][net] = net_entry(artifacts, layers)
         results["accuracy"] += self.stage(
-            "eval", {**scored, "pairs": studied, "versions": versions()},
+            "eval", {**scored, "pairs": studied, "images": test_images(self.config),
+                     "versions": versions()},
             lambda: self.evaluate(net, artifacts, studied), f"{net}: accuracy")
         timed_runtimes = [r for r in self.runtimes if any(r == name for _, name in studied)]
         counting.wait()  # nothing else runs while a net is timed
@@ -144,11 +145,11 @@ class Study:
         return layer_error.int8_layer_errors(trained.model, self.data, artifacts["int8"].meta)
 
     def evaluate(self, net, artifacts, studied):
-        """Accuracy rows of every studied (variant, runtime) pair on the whole test split."""
+        """Accuracy rows of every studied (variant, runtime) pair on the test images."""
         from quantlab import evaluate
 
         rows = evaluate.accuracies(artifacts, self.data, studied, progress=self.progress,
-                                label=f"{net}: evaluating")
+                                   label=f"{net}: evaluating", images=test_images(self.config))
         return [{"net": net, **row} for row in rows]
 
     def deployment_repeats(self):

@@ -11,9 +11,9 @@ from quantlab.errors import QuantlabError
 class StudyConfig:
     dataset: str = datasets.DEFAULT
     nets: tuple = nets.NAMES
-    variants: tuple = defaults.VARIANTS
+    variants: tuple | None = None  # None: all (the quick study: defaults.QUICK_VARIANTS)
     runtimes: tuple | None = None  # None: every runtime that loads here
-    batch_sizes: tuple = defaults.BATCH_SIZES
+    batch_sizes: tuple | None = None  # None: defaults.BATCH_SIZES (or QUICK_BATCH_SIZES)
     # Inference thread counts: every case is timed at each; the first is the one counted,
     # measured for deployment and drawn on the roofline. None: 1 and every usable core.
     threads: tuple | None = None
@@ -31,6 +31,10 @@ class StudyConfig:
     def __post_init__(self):
         for net in self.nets:
             nets.check_name(net)
+        if self.variants is None:
+            self.variants = defaults.QUICK_VARIANTS if self.quick else defaults.VARIANTS
+        if self.batch_sizes is None:
+            self.batch_sizes = defaults.QUICK_BATCH_SIZES if self.quick else defaults.BATCH_SIZES
         variants.check_variants(self.variants)
         if defaults.REFERENCE not in self.variants:
             self.variants = (defaults.REFERENCE, *self.variants)
@@ -58,3 +62,8 @@ def train_config(config, net):
 
     extra = defaults.QUICK_TRAINING if config.quick else {}
     return TrainConfig(net=net, dataset=config.dataset, seed=config.seed, **extra)
+
+
+def test_images(config):
+    """The test images scored: all (None), or the quick study's first ones."""
+    return defaults.QUICK_TEST_IMAGES if config.quick else None
