@@ -13,7 +13,7 @@ from quantlab.variant_table import quantized
 WHAT_TO_SHIP = (f"The fastest option per net and batch size among those within "
                 f"{ACCURACY_TOLERANCE:g} accuracy point of {REFERENCE} (speed against {REFERENCE} "
                 f"on {REFERENCE_RUNTIME}, the median of per-round ratios with its 95 % interval; "
-                f"accuracy change on the whole test split). Options that the rounds cannot tell "
+                f"accuracy change on the test images scored). Options that the rounds cannot tell "
                 f"apart from the fastest are named as ties, and among ties the one with less to "
                 f"deploy is chosen.")
 
