@@ -201,9 +201,11 @@ def test_a_graph_of_allowed_ops_that_fills_34000_by_34000_is_refused_in_one_line
     line, = result.stderr.splitlines()
     assert line.startswith(f"quantlab: {path}") and message in line
     # The fill is real: TensorFlow alone fails within the same limit, on the 34000 x 34000
-    # tensor (the second graph already while importing, computing the Reshape's shape).
-    plain = load_within_3_gib(path, checked=False)
-    assert plain.returncode != 0 and "34000" in plain.stderr
+    # tensor. Shown on the first graph only: the second holds the same fill (TensorFlow takes
+    # 45 s to fail on it, retrying the allocation, where quantlab refuses it in 3 s).
+    if build is fills_a_square:
+        plain = load_within_3_gib(path, checked=False)
+        assert plain.returncode != 0 and "34000" in plain.stderr
 
 
 @pytest.mark.parametrize("build, message", [

@@ -133,3 +133,13 @@ def test_rows_that_name_no_kernel_are_replaced_or_left_out_and_said_so(written):
     assert len(rows) == len(litert) + len(openvino)
     left_out = 3 * len(NETS) * per_net_and_count
     assert f"Left out: {left_out} case(s) of onnxruntime, tensorflow, whose costliest" in where
+
+
+@pytest.mark.parametrize("scored, said", [(10000, "the 10000"), (2000, "the first 2000 of 10000")])
+def test_the_accuracy_heading_says_how_many_test_images_were_scored(scored, said):
+    from quantlab.report.writer import scored_images
+
+    results = {"dataset": {"test": 10000},
+               "accuracy": [{"variant": "float32", "test_images": scored},
+                            {"variant": "int8", "not_run": "a runtime's reason"}]}
+    assert scored_images(results) == said

@@ -33,7 +33,7 @@ from quantlab import datasets, evaluate, runtime, study, training, variants
 from quantlab.records import read_stamped, stamp
 
 STUDY = ("run", "--dataset", "mnist", "--quick", "--nets", "conv", "--variants", "float32,int8",
-         "--runtimes", "litert", "--batch-sizes", "1", "--counters", "off")
+         "--runtimes", "litert", "--batch-sizes", "1", "--threads", "1", "--counters", "off")
 SAME_FIRST = 64  # images the two sets share at the start of each split
 
 
