@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from quantlab import report, tables
+from quantlab import lookups, tables
 
 TOLERANCE = 0.10
 
@@ -36,15 +36,15 @@ def disagreements(first, second):
     said = []
     for net in first["nets"]:
         for batch in first["config"]["batch_sizes"]:
-            for threads in report.thread_counts(first):
-                _, _, ties = report.pick(first, net, batch, threads)
-                best, _, _ = report.pick(second, net, batch, threads)
+            for threads in lookups.thread_counts(first):
+                _, _, ties = lookups.pick(first, net, batch, threads)
+                best, _, _ = lookups.pick(second, net, batch, threads)
                 if best and ties and _key(best) not in {_key(c) for c in ties}:
                     named = ", ".join(tables.variant_label(c) for c in ties)
                     said.append(f"{net} b{batch} t{threads}: pick {tables.variant_label(best)}, "
                                 f"first run: {named}")
-    before = {_key(c): c for c in report.timed(first)}
-    for case in report.timed(second):
+    before = {_key(c): c for c in lookups.timed(first)}
+    for case in lookups.timed(second):
         earlier = before.get(_key(case))
         if not earlier or not earlier.get("speedup") or not case.get("speedup"):
             continue
@@ -59,7 +59,7 @@ def disagreements(first, second):
 def test_two_quick_studies_in_a_row_agree(tmp_path):
     first = _study(tmp_path / "first")
     second = _study(tmp_path / "second")
-    ratios = sum(1 for c in report.timed(second) if c.get("speedup"))
+    ratios = sum(1 for c in lookups.timed(second) if c.get("speedup"))
     said = disagreements(first, second)
     print(f"\n{len(said)} disagreement(s) in {ratios} ratios and the picks:")
     for line in said:
