@@ -12,64 +12,25 @@ One module per concern:
 - ``npz``: Keras' mnist.npz;
 - ``cifar``: CIFAR-10 batches (binary or python pickles, tar or folder);
 - ``digits``: scikit-learn's digits;
-- ``checks``: the split, label and file checks every format shares.
+- ``checks``: the split, label and file checks every format shares;
+- ``dataset``: the ``Dataset`` every loader returns.
 
-The user's own image folders (one subfolder of PNG/JPEG files per class, the layout Keras'
-``image_dataset_from_directory`` reads) belong in a module ``image_folder`` beside these.
+The user's own images, for studying the user's own model:
+
+- ``image_folder``: a folder of class subfolders of PNG/JPEG files (the layout of Keras'
+  ``image_dataset_from_directory`` and torchvision's ``ImageFolder``), decoded with Pillow;
+- ``user_npz``: an .npz with ``x`` (and ``y``), read without pickles within size limits;
+- ``user``: ``load_user``, which turns either into the model's input (size, channels, layout,
+  scale, mean, std) and cuts it into disjoint calibration, validation and test splits.
 """
-
-import functools
-import hashlib
-from dataclasses import dataclass, replace
 
 import numpy as np
 
 from quantlab.datasets import find
+from quantlab.datasets.dataset import Dataset
 from quantlab.datasets.names import DEFAULT, NAMES  # noqa: F401  (what callers name)
+from quantlab.datasets.user import load_user  # noqa: F401  (the user's own images)
 from quantlab.errors import QuantlabError
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays with == is not a bool
-class Dataset:
-    """Images float32 in [0, 1] shaped N x H x W x C; labels int64 in 0..num_classes-1."""
-
-    name: str
-    class_names: tuple
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: str
-
-    @property
-    def input_shape(self):
-        return tuple(int(d) for d in self.x_train.shape[1:])
-
-    @property
-    def num_classes(self):
-        return len(self.class_names)
-
-    @functools.cached_property
-    def sha256(self):
-        """sha256 of every image and label as loaded, with their shapes: what a model or a
-        result computed from this data is keyed by, so that other files under the same name
-        never pass for these. Computed once per loaded dataset, when first asked (0.16-0.5 s
-        for Fashion-MNIST's 70 000 float32 images); the arrays are not changed in place after."""
-        digest = hashlib.sha256()
-        for split in ("x_train", "y_train", "x_test", "y_test"):
-            array = np.ascontiguousarray(getattr(self, split))
-            # Shapes and types too: the same bytes cut into other splits are other data.
-            digest.update(f"{split} {array.dtype.str} {array.shape}\n".encode())
-            digest.update(array)  # its buffer: no copy
-        return digest.hexdigest()
-
-    def subset(self, limit):
-        """The same dataset with only the first ``limit`` training images (test set kept)."""
-        if limit is None:
-            return self
-        if int(limit) < 1:
-            raise QuantlabError(f"subset limit must be at least 1, got {limit}")
-        return replace(self, x_train=self.x_train[:limit], y_train=self.y_train[:limit])
 
 
 def load(name, data_dir=None):
