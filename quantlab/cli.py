@@ -60,6 +60,12 @@ def _add_seed(parser):
                         help=f"random seed, 0 to {options.MAX_SEED} (default: %(default)s)")
 
 
+def _add_calibration_size(parser):
+    parser.add_argument("--calibration-size", type=_positive, default=defaults.CALIBRATION_SIZE,
+                        metavar="N", help="representative images for int8 calibration; of your "
+                        "own --data, at most a quarter (default: %(default)s)")
+
+
 def _train_config(args):
     from quantlab.training import TrainConfig
 
@@ -138,7 +144,8 @@ def cmd_run(args):
     chosen["cache_geometry"] = chosen.pop("cache")
     config = study.StudyConfig(
         **chosen, quick=args.quick, out=args.out, model=args.model, data_dir=args.data_dir,
-        seed=args.seed, force=args.force, scheduler=args.scheduler, grace=args.grace)
+        seed=args.seed, force=args.force, scheduler=args.scheduler, grace=args.grace,
+        calibration_size=args.calibration_size)
     if config.scheduler is None:
         study.run(config)
         print(config.out / "report.md")
@@ -178,8 +185,7 @@ def parser():
 
     quantize = commands.add_parser("quantize", help="export all variants; size and accuracy tables")
     _add_training_options(quantize)
-    quantize.add_argument("--calibration-size", type=_positive, default=defaults.CALIBRATION_SIZE, metavar="N",
-                          help="representative images for int8 calibration (default: %(default)s)")
+    _add_calibration_size(quantize)
     quantize.add_argument("--json", action="store_true", help="machine-readable output")
     quantize.set_defaults(run=cmd_quantize)
 
@@ -198,7 +204,9 @@ def parser():
     run.add_argument("--out", type=Path, default=Path("quantlab-report"), metavar="DIR",
                      help="where report.md, results.json and the plots go (default: %(default)s)")
     run.add_argument("--model", type=Path, metavar="PATH",
-                     help="study your own saved Keras model (.keras or .h5) instead of training the nets")
+                     help="study your own saved model instead of training the nets (on a built-in "
+                          "dataset, or on your images with --data)")
+    _add_calibration_size(run)
     _add_seed(run)
     run.add_argument("--force", action="store_true",
                      help="write into an --out folder that holds files quantlab did not write")

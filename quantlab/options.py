@@ -13,11 +13,14 @@ parsed (argparse would run a string default through its type at every run).
 """
 
 import argparse
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from quantlab import defaults, nets
 
 CLI, PLUGIN = "", "quantlab-"  # the prefixes of the two surfaces
+LAYOUTS = ("NCHW", "NHWC")  # as quantlab.datasets.user.LAYOUTS, which imports numpy
 # numpy's and Python's generators, which Keras seeds from one number, take seeds below 2**32.
 MAX_SEED = 2**32 - 1
 
@@ -104,6 +107,54 @@ def seconds(text):
     return value
 
 
+def data_source(text):
+    """--data: a built-in dataset's name (as --dataset), else the path of the user's images
+    (a folder of class subfolders, or an .npz), checked when the study is made. A folder that
+    shares a built-in name is given as ./NAME."""
+    from quantlab.datasets.names import NAMES
+
+    return text if text in NAMES else Path(text).expanduser()
+
+
+def _number(text, what):
+    try:
+        if "/" in text:  # a fraction such as 1/255
+            numerator, _, denominator = text.partition("/")
+            value = float(numerator) / float(denominator)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is not a number (e.g. 0.5 or 1/255)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is not a finite number")
+    return value
+
+
+def scale(text):
+    value = _number(text, "scale")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"scale {text!r} must be positive (pixels are multiplied by it)")
+    return value
+
+
+def per_channel(what):
+    """One number, or one per channel, comma-separated (--mean 0.485,0.456,0.406)."""
+    def parse(text):
+        values = tuple(_number(v.strip(), what) for v in text.split(","))
+        if what == "std" and any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"std {text!r}: every value must be positive (pixels "
+                                             "are divided by it)")
+        return values
+    return parse
+
+
+def layout(text):
+    if text.upper() not in LAYOUTS:
+        raise argparse.ArgumentTypeError(f"unknown layout {text!r}: choose NCHW (channels first, as "
+                                         "PyTorch) or NHWC (channels last, as Keras)")
+    return text.upper()
+
+
 def cache_geometry(text):
     from quantlab.counters import parse_cache_geometry
 
@@ -155,6 +206,23 @@ class Option:
 STUDY = (
     Option("dataset", name("quantlab.datasets:NAMES", "dataset"), defaults.DATASET, "NAME",
            "Dataset to train the nets on (list them with `quantlab datasets`)."),
+    # The user's own images for the user's own model (--model); preprocessing applies to them
+    # only (built-in datasets are scaled to 0..1). None: not given.
+    Option("data", data_source, None, "DATA",
+           "Images to study your --model on: a folder with one subfolder of PNG/JPEG images per "
+           "class (class names sorted, as Keras' image_dataset_from_directory and torchvision's "
+           "ImageFolder read it), an .npz with x (N images) and optionally y (N labels), or a "
+           "built-in dataset's name (as --dataset).", shown="--dataset"),
+    Option("scale", scale, None, "S", "Your --data pixels (0-255) are multiplied by S first.",
+           shown="1/255"),
+    Option("mean", per_channel("mean"), None, "M[,M...]",
+           "Subtracted from the scaled pixels, one value or one per channel (torchvision's "
+           "Normalize: 0.485,0.456,0.406).", shown="0"),
+    Option("std", per_channel("std"), None, "S[,S...]",
+           "The scaled pixels less the mean are divided by it, one value or one per channel "
+           "(torchvision's Normalize: 0.229,0.224,0.225).", shown="1"),
+    Option("layout", layout, None, "NCHW|NHWC",
+           "Layout of the model's input, for your --data.", shown="read from the model's input"),
     # Defaults of None mean "all": with --quantlab-artifacts, all that the file lists.
     Option("nets", names(nets.NAMES, "net"), None, "LIST",
            f"Comma-separated nets, of {','.join(nets.NAMES)}.", shown="all"),

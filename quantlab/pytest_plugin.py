@@ -50,7 +50,7 @@ class QuantlabSession:
             self.nets = self.nets or tuple(dict.fromkeys(listed["net"]))
             self.variants = self.variants or tuple(dict.fromkeys(listed["variant"]))
         self._named_runtimes, self._runtimes = option("quantlab_runtimes"), None
-        self.dataset = (manifest and manifest["dataset"]) or option("quantlab_dataset")
+        self.dataset = (manifest and manifest["dataset"]) or _dataset(option)
         self.batch_sizes = option("quantlab_batch_sizes") or defaults.BATCH_SIZES
         self.threads = option("quantlab_threads")
         self.kernels = option("quantlab_kernels")
@@ -252,6 +252,21 @@ class BenchmarkHooks:
 def _case_of(item):
     callspec = getattr(item, "callspec", None)
     return callspec.params.get("quantlab_case") if callspec else None
+
+
+def _dataset(option):
+    """The built-in dataset the suite trains its nets on: --quantlab-data NAME or
+    --quantlab-dataset. A user's images and their preprocessing are what `quantlab run` scores
+    a model on; the suite times models on random inputs of their shape, whatever the pixels."""
+    data = option("quantlab_data")
+    given = [n for n in ("scale", "mean", "std", "layout") if option(f"quantlab_{n}") is not None]
+    if (data is not None and not isinstance(data, str)) or given:
+        flag = f"--quantlab-{given[0]}" if given else f"--quantlab-data {data}"
+        raise pytest.UsageError(
+            f"{flag}: the latency suite times model files on random inputs of their shape; your "
+            "own images are scored by `quantlab run --model M --data PATH`; here give a built-in "
+            "dataset's name, or your model files with --quantlab-artifacts")
+    return data or option("quantlab_dataset")
 
 
 def _usable_runtimes(named):

@@ -27,8 +27,18 @@ class StudyConfig:
     force: bool = False
     scheduler: str | None = None  # a Dask scheduler's address: the study runs on its workers
     grace: int = defaults.GRACE  # seconds a machine of the fleet may be without a worker
+    # The user's own images (a folder or an .npz) for the user's --model; a built-in dataset's
+    # name given here moves to ``dataset``. Their preprocessing, None where not given: scale
+    # 1/255, mean 0, std 1, the layout the model's input has (see quantlab.datasets.user).
+    data: Path | None = None
+    scale: float | None = None
+    mean: tuple | None = None
+    std: tuple | None = None
+    layout: str | None = None
+    calibration_size: int = defaults.CALIBRATION_SIZE  # images int8 ranges are computed from
 
     def __post_init__(self):
+        self._check_data()
         for net in self.nets:
             nets.check_name(net)
         if self.variants is None:
@@ -43,6 +53,43 @@ class StudyConfig:
             raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {options.MAX_SEED}")
         self.out = Path(self.out)
 
+    def _check_data(self):
+        from quantlab.datasets import image_folder, user
+
+        # A name, not a path: the path ./digits is the folder of that name.
+        if isinstance(self.data, str) and self.data in datasets.NAMES:
+            if self.dataset not in (datasets.DEFAULT, self.data):
+                raise QuantlabError(f"both --data {self.data} and --dataset {self.dataset} given; "
+                                    "name the dataset once")
+            self.dataset, self.data = self.data, None
+        if self.data is not None:
+            self.data = Path(self.data).expanduser()
+            if not self.data.exists():
+                raise QuantlabError(f"--data {self.data} does not exist; give a folder of class "
+                                    "subfolders of images, an .npz with x (and y), or one of "
+                                    f"{', '.join(datasets.NAMES)}")
+            if self.model is None:
+                raise QuantlabError(f"--data {self.data} needs --model: quantlab trains its own "
+                                    "nets only on the built-in datasets; give the model to study")
+            if self.data.is_dir():  # a bad file is named now, not after the model is read
+                image_folder.list_files(self.data)
+        given = [n for n in ("scale", "mean", "std", "layout") if getattr(self, n) is not None]
+        if given and self.data is None:
+            raise QuantlabError(f"--{given[0]} applies to your own --data images (built-in datasets "
+                                "are scaled to 0..1); give --data, or leave it out")
+        if self.scale is not None:
+            user.check_scale(self.scale)
+        if self.layout is not None:
+            self.layout = user.check_layout(self.layout)
+        mean, std = (None if v is None else tuple(v) for v in (self.mean, self.std))
+        if mean and std and 1 not in (len(mean), len(std)) and len(mean) != len(std):
+            raise QuantlabError(f"{len(mean)} mean values but {len(std)} std values; give one "
+                                "value, or one per channel, of each")
+        # Finite, std positive; their count against the model's channels once it is read.
+        user.normalization(mean, std, max(len(mean or ()), len(std or ()), 1))
+        if self.calibration_size < 1:
+            raise QuantlabError(f"calibration size {self.calibration_size} must be at least 1")
+
 
 def threads_to_time(threads):
     """The thread counts a study times, each once, in the order given; a single count may be
@@ -55,6 +102,17 @@ def threads_to_time(threads):
     if not counts or min(counts) < 1:
         raise QuantlabError(f"thread counts must be at least 1, got {threads}")
     return counts
+
+
+def load_data(config, image_shape=None, layout=None, num_classes=None):
+    """The study's data: the built-in dataset, or the user's --data as the user's model takes
+    it (``image_shape`` (H, W, C), ``layout`` and ``num_classes`` are read from the model;
+    --layout, when given, wins over ``layout``)."""
+    if config.data is None:
+        return datasets.load(config.dataset, config.data_dir)
+    return datasets.load_user(config.data, image_shape, config.layout or layout, num_classes,
+                              scale=config.scale, mean=config.mean, std=config.std,
+                              calibration_size=config.calibration_size, seed=config.seed)
 
 
 def train_config(config, net):
