@@ -10,7 +10,6 @@ under several names) is said first.
 from pathlib import Path
 
 from quantlab import cache, tables
-from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
 # Every string that comes from a results file (names, versions, reasons, the sentences that
 # quote them) is printed through it: literal text, never Markdown or HTML.
 from quantlab.safe_text import markdown as _literal
@@ -305,8 +304,10 @@ def accuracy_table(comparison):
             return "–"
         if "not_run" in scored:
             return "failed"
-        return (f"{scored['accuracy']:.4f} ({scored['delta_points']:+.2f} points, "
-                f"{100 * scored['agreement']:.1f} % agree)")
+        agree = f"{100 * scored['agreement']:.1f} % agree"
+        if scored.get("accuracy") is None:  # unlabelled images: agreement alone
+            return agree
+        return f"{scored['accuracy']:.4f} ({scored['delta_points']:+.2f} points, {agree})"
 
     return tables.markdown_table(
         ["net", "variant", "runtime"] + [_literal(n) for n in names],
@@ -360,14 +361,15 @@ def markdown(comparison):
         parts += [f"## Does {variant} pay?",
                   f"{variant} against the float32 of the same file format on the same runtime, "
                   f"on each machine (–: not measured there).", int8_table(comparison, variant)]
+    references = " / ".join(dict.fromkeys(m.get("reference") or "?" for m in comparison["machines"]))
     parts += ["## Fastest machine and runtime",
               f"Per net and batch size, each machine's fastest option among those within "
-              f"{comparison['accuracy_tolerance']:g} accuracy point of {REFERENCE} (median latency "
+              f"{comparison['accuracy_tolerance']:g} accuracy point of float32 (median latency "
               f"of one batch), and the fastest machine.", fastest_table(comparison),
               "## Every variant against float32",
               "Median latency of one batch on each machine; in brackets, against the float32 of "
               "the same file format on the same runtime and machine (the reference of the "
-              f"study itself is {REFERENCE} on {REFERENCE_RUNTIME}). –: that machine did not "
+              f"study itself is {references}). –: that machine did not "
               "measure the case; failed: the runtime could not run it there."]
     by_net = {}
     for entry in comparison["cases"]:

@@ -135,7 +135,7 @@ def _arguments(argv):
     parser.add_argument("--runtime", required=True)
     # The file's format decides what the runtime imports; None for a file of no known format,
     # which loading then refuses with its own one-line reason.
-    parser.add_argument("--format", choices=("tflite", "onnx", "graphdef"))
+    parser.add_argument("--format", choices=("tflite", "onnx", "graphdef", "openvino"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--precision")
     parser.add_argument("--sha256")

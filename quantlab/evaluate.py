@@ -1,8 +1,9 @@
 """Compare the (variant, runtime) pairs of one net: bytes on disk, accuracy, agreement.
 
 Every pair is scored on the test split (the quick study: its first images) against the
-reference, TFLite float32 on LiteRT: a quantized file run by two runtimes is two answers,
-and both are shown.
+study's reference (TFLite float32 on LiteRT; a user's ONNX model on ONNX Runtime): a quantized
+file run by two runtimes is two answers, and both are shown. Images without labels have no
+accuracy: agreement with the reference and the largest probability difference stand alone.
 """
 
 import numpy as np
@@ -25,26 +26,28 @@ def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATIO
 
 
 def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BATCH,
-               progress=None, label="evaluating", images=None):
+               progress=None, label="evaluating", images=None,
+               reference=(REFERENCE, REFERENCE_RUNTIME)):
     """Size, accuracy and agreement: one row per (variant, runtime) pair, measured against
-    LiteRT float32.
+    ``reference`` (variant, runtime).
 
     ``pairs`` defaults to each variant on its natural runtime. ``size_ratio`` is reference
     bytes / variant bytes (P17's "SN size / QN size"), ``delta_points`` the accuracy change
     in percentage points, ``agreement`` the share of test images whose top-1 class matches
     the reference, ``max_abs_diff`` the largest absolute difference of any probability.
+    Without labels (``data.y_test`` None) ``accuracy`` and ``delta_points`` are None.
     ``images``: score the first this many test images only (``test_images`` says how many).
     """
-    labels = data.y_test[:images]
+    labels = None if data.y_test is None else data.y_test[:images]
+    scored = len(data.x_test[:images])
     pairs = list(pairs or [(v, natural_reader(v)) for v in artifacts])
-    reference = (REFERENCE, REFERENCE_RUNTIME)
     if reference[0] in artifacts and reference not in pairs:
         pairs.insert(0, reference)
     probabilities, failed = {}, []
     steps = getattr(progress, "steps", None)  # a bar on a terminal, where there is one
-    for variant, name in steps(pairs, f"{label} {len(labels)} test images") if steps else pairs:
+    for variant, name in steps(pairs, f"{label} {scored} test images") if steps else pairs:
         if progress and not steps:
-            progress(f"{label} {variant} on {name}, {len(labels)} test images")
+            progress(f"{label} {variant} on {name}, {scored} test images")
         try:
             probabilities[(variant, name)] = predictions(artifacts[variant], data, name, threads,
                                                          batch_size, images)
@@ -54,12 +57,12 @@ def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_
         reference = pairs[0]
     ref_probs = probabilities[reference][0]
     ref_classes = ref_probs.argmax(axis=1)
-    ref_accuracy = float(np.mean(ref_classes == labels))
+    ref_accuracy = None if labels is None else float(np.mean(ref_classes == labels))
     ref_bytes = artifacts[reference[0]].bytes
     rows = []
     for (variant, name), (probs, precision) in probabilities.items():
         classes = probs.argmax(axis=1)
-        accuracy = float(np.mean(classes == labels))
+        accuracy = None if labels is None else float(np.mean(classes == labels))
         rows.append({
             "variant": variant,
             "runtime": name,
@@ -69,9 +72,11 @@ def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_
             "bytes": artifacts[variant].bytes,
             "size_ratio": ref_bytes / artifacts[variant].bytes,
             "accuracy": accuracy,
-            "delta_points": 100.0 * (accuracy - ref_accuracy),
+            "delta_points": None if labels is None else 100.0 * (accuracy - ref_accuracy),
             "agreement": float(np.mean(classes == ref_classes)),
             "max_abs_diff": float(np.max(np.abs(probs - ref_probs))),
-            "test_images": int(len(labels)),
+            "test_images": scored,
+            # one class for every image: a model fed other pixels than it was trained on
+            "classes_predicted": int(len(np.unique(classes))),
         })
     return rows + failed

@@ -47,13 +47,31 @@ def timed_at(results, threads=None):
     return [case for case in timed(results) if threads_of(case) == threads]
 
 
+def reference(results):
+    """(variant, runtime) that every ratio of this study is against, as results.json records
+    it: the float32 of the studied model on its natural runtime (LiteRT float32 for
+    quantlab's nets, the file itself on ONNX Runtime for a user's ONNX model). A file
+    written before it was recorded had LiteRT float32, the only reference there was."""
+    recorded = results.get("reference") or {}
+    return (recorded.get("variant") or REFERENCE, recorded.get("runtime") or REFERENCE_RUNTIME)
+
+
+def reference_text(results):
+    """``float32 on litert``: the reference as the report names it."""
+    return "{} on {}".format(*reference(results))
+
+
+def is_reference(results, variant, runtime):
+    return (variant, runtime) == reference(results)
+
+
 def reference_case(results, case):
-    """LiteRT float32 on the same net, batch size and thread count: what every speed-up is
+    """The reference on the same net, batch size and thread count: what every speed-up is
     against."""
+    variant, runtime = reference(results)
     return next((c for c in timed(results) if
                  (c["net"], c["variant"], c["runtime"], c["batch_size"], threads_of(c)) ==
-                 (case["net"], REFERENCE, REFERENCE_RUNTIME, case["batch_size"],
-                  threads_of(case))), None)
+                 (case["net"], variant, runtime, case["batch_size"], threads_of(case))), None)
 
 
 def round_seconds(case):
@@ -70,7 +88,7 @@ def ratio(slow, fast):
 
 
 def speedup_interval(results, case):
-    """The speed-up against LiteRT float32 as an Interval, where the rounds give one."""
+    """The speed-up against the reference as an Interval, where the rounds give one."""
     if case.get("speedup"):
         return intervals.Interval(**case["speedup"])
     reference = reference_case(results, case)
@@ -78,7 +96,7 @@ def speedup_interval(results, case):
 
 
 def speedup(results, case):
-    """How many times faster than LiteRT float32 on the same net and batch (None if unknown):
+    """How many times faster than the reference on the same net and batch (None if unknown):
     the median of the per-round ratios where the cases were timed in rounds."""
     interval = speedup_interval(results, case)
     if interval:
@@ -104,7 +122,7 @@ def slower_or_faster(interval):
 
 
 def speedup_text(results, case, digits=1):
-    """The speed-up against LiteRT float32 with its 95 % interval: ``3.1x (2.9-3.3)``."""
+    """The speed-up against the reference with its 95 % interval: ``3.1x (2.9-3.3)``."""
     interval = speedup_interval(results, case)
     if interval:
         return intervals.times_text(interval, digits)
@@ -135,9 +153,31 @@ def lighter(results, case):
             files.get(case["variant"], {}).get("bytes") or case.get("model_bytes") or 0)
 
 
+def labelled(results):
+    """Whether the test images had labels; without them agreement with the reference stands
+    in for accuracy. Files written before unlabelled data was studied always had them."""
+    return (results.get("dataset") or {}).get("labelled") is not False
+
+
+def worst_change(row):
+    """The accuracy change in points, or without labels its worst case: an image whose top-1
+    class differs from the reference's can cost at most that image, so an agreement of 99 %
+    bounds the loss at 1 point."""
+    if row.get("delta_points") is not None:
+        return row["delta_points"]
+    return -100.0 * (1.0 - row["agreement"])
+
+
+def accuracy_words(row):
+    """``+0.12 points`` or, without labels, ``99.4 % top-1 agreement``."""
+    if row.get("delta_points") is not None:
+        return f"{row['delta_points']:+.2f} points"
+    return f"{100 * row['agreement']:.1f} % top-1 agreement"
+
+
 def shippable(results, case):
     row = accuracy_of(results, case["net"], case["variant"], case["runtime"])
-    return row is not None and row["delta_points"] >= -ACCURACY_TOLERANCE
+    return row is not None and worst_change(row) >= -ACCURACY_TOLERANCE
 
 
 def pick(results, net, batch, threads):

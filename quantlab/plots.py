@@ -6,8 +6,7 @@ The one place quantlab imports matplotlib: the other plots (``roofline``,
 """
 
 from quantlab._tf import matplotlib_cache_in_quantlab
-from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
-from quantlab.lookups import speedup, thread_counts, timed, timed_at
+from quantlab.lookups import labelled, reference_text, speedup, thread_counts, timed, timed_at
 
 matplotlib_cache_in_quantlab()  # a study writes nothing outside --out and quantlab's cache
 
@@ -64,7 +63,7 @@ def latency(results, folder):
 
 def speedup_by_runtime(results, folder):
     """Per net: the fastest int8 and float option on each runtime, as times faster than
-    LiteRT float32, per batch size."""
+    the study's reference, per batch size."""
     studied = [net for net in results["nets"] if _timed(results, net)]
     if not studied:
         return None
@@ -88,7 +87,7 @@ def speedup_by_runtime(results, folder):
                      width, label=label)
         axis.axhline(1.0, color="black", linewidth=0.8)
         axis.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-        axis.set(title=net, ylabel=f"x faster than {REFERENCE} on {REFERENCE_RUNTIME}")
+        axis.set(title=net, ylabel=f"x faster than {reference_text(results)}")
         axis.grid(True, axis="y", alpha=0.3)
         axis.legend(fontsize=6)
     return _save(figure, folder / "speedup_by_runtime.png")
@@ -121,6 +120,11 @@ def sizes(results, folder):
 
 
 def accuracy(results, folder):
+    if not labelled(results):  # no labels: the agreement with the reference stands in
+        return _bars(results, folder, "agreement.png",
+                     lambda row: 100 * row["agreement"] if row else 0,
+                     f"top-1 agreement with {reference_text(results)} (%)",
+                     "Agreement on the unlabelled images")
     return _bars(results, folder, "accuracy.png", lambda row: 100 * row["accuracy"] if row else 0,
                  "top-1 accuracy (%)", "Accuracy on the test split")
 

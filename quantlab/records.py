@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path, PurePath
 
 from quantlab import safe_text
-from quantlab.defaults import SCHEMA  # of results.json
+from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
 from quantlab.errors import QuantlabError
 
 # What each schema changed: a file of any of them is read (``upgrade``).
@@ -38,7 +38,11 @@ HISTORY = {
        "host, deployment rows, measured clock, bandwidth, peaks and ceilings, thread_counts, "
        "and per case interleaved, speedup, window_median, threads_busy.",
     3: "Every field of the table is there: what a file of schema 2 lacks is null (not recorded).",
+    4: "A user's own model and images: the reference every ratio is against (it was always "
+       "LiteRT float32), the model file and its sha256, whether the images had labels (without "
+       "them accuracy is null and agreement stands in), calibration count and preprocessing.",
 }
+SCHEMA = max(HISTORY)  # of results.json: the one this quantlab writes
 NOT_RECORDED = None  # the value of a field the writing version did not record
 # The range of each kind of quantity, far wider than any study measures (a nanosecond to an
 # hour per batch, up to a TiB): a number outside it is an edited or damaged file, and would
@@ -65,6 +69,9 @@ TOP = (
     F("dataset", "object", False, 1, "name, source, train and test image counts, input shape"),
     F("machine", "object", True, 1, "the machine the study ran on (MACHINE)"),
     F("runtimes", "names", False, 2, "the runtimes the study used"),
+    F("reference", "reference", True, 4, "{variant, runtime} every ratio is against"),
+    F("model", "object", False, 4, "a user's own model: file, sha256, format, input (null: "
+      "quantlab's nets)"),
     F("nets", "object", True, 1, "per net: artifacts (ARTIFACT), training, per-layer error"),
     F("accuracy", "rows", False, 2, "per net, variant and runtime: top-1 accuracy (ACCURACY)"),
     F("cases", "rows", True, 2, "per net, variant, runtime, batch size, threads: timings (CASE)"),
@@ -101,6 +108,10 @@ DATASET = (
     F("source", "text", False, 1, "where its files came from"),
     F("train", "whole count", False, 1, "training images"),
     F("test", "whole count", False, 1, "test images every accuracy is measured on"),
+    F("labelled", "flag", False, 4, "whether the test images had labels"),
+    F("calibration", "whole count", False, 4, "images int8 calibration read"),
+    F("preprocessing", "object", False, 4, "what each pixel went through: scale, mean, std, "
+      "layout, size"),
 )
 ARTIFACT = (
     F("sha256", "sha256", True, 1, "the exported file's digest: the same bytes everywhere"),
@@ -140,6 +151,9 @@ ACCURACY = (
     F("delta_points", "points", "run", 1, "accuracy change against the reference, in points"),
     F("agreement", "fraction", "run", 1, "share of images with the reference's top-1 class"),
 )
+# Images without labels have no accuracy: only the agreement is required then.
+UNLABELLED = tuple(Field(f.name, f.check, False, f.since, f.meaning)
+                   if f.name in ("accuracy", "delta_points") else f for f in ACCURACY)
 
 
 # --- checking -----------------------------------------------------------------------------
@@ -187,6 +201,12 @@ def _sha256(value, name):
         raise Invalid(f"{name} is not a sha256")
 
 
+def _reference(value, name):
+    _kind(dict, "an object")(value, name)
+    for key in ("variant", "runtime"):
+        _plain(value.get(key), f"{name}.{key}")
+
+
 def _names(value, name):
     _kind(list, "a list")(value, name)
     for item in value:
@@ -205,7 +225,7 @@ def _each(check_one):
 _CHECKS = {
     "text": _text, "plain": _plain, "sha256": _sha256, "names": _names, "rows": _rows,
     "object": _kind(dict, "an object"), "list": _kind(list, "a list"),
-    "words": _kind(str, "text"),  # a reason, as a runtime or a tool said it: shown as text
+    "words": _kind(str, "text"), "flag": _kind(bool, "true or false"), "reference": _reference,  # a reason, as a runtime or a tool said it: shown as text
     "version": _number("count", whole=True),
     "whole count": _number("count", whole=True), "versions": _each(_text),
     "caches": _each(_number("bytes")), **{kind: _number(kind) for kind in PLAUSIBLE},
@@ -239,7 +259,8 @@ def check(results):
         for variant, meta in (entry.get("artifacts") or {}).items():
             _plain(variant, f"nets.{net}.artifacts")
             check_fields(meta, ARTIFACT, f"nets.{net}.artifacts.{variant}.")
-    for table, rows in ((CASE, "cases"), (ACCURACY, "accuracy")):
+    scored = ACCURACY if (results.get("dataset") or {}).get("labelled") is not False else UNLABELLED
+    for table, rows in ((CASE, "cases"), (scored, "accuracy")):
         for number, row in enumerate(results.get(rows) or []):
             check_fields(row, table, f"{rows}[{number}].")
 
@@ -305,7 +326,18 @@ def _from_2(results):
             "cases": cases}
 
 
-_STEPS = {1: _from_1, 2: _from_2}
+def _from_3(results):
+    """3 -> 4: the reference, which every study before was against, is said; the fields of a
+    user's model and images are null (quantlab's own nets on labelled data)."""
+    new = {field.name: NOT_RECORDED for field in TOP if field.since == 4}
+    dataset = results.get("dataset")
+    if isinstance(dataset, dict):
+        dataset = {**{f.name: NOT_RECORDED for f in DATASET if f.since == 4}, **dataset}
+    return {**new, **results, "schema": 4, "dataset": dataset,
+            "reference": {"variant": REFERENCE, "runtime": REFERENCE_RUNTIME}}
+
+
+_STEPS = {1: _from_1, 2: _from_2, 3: _from_3}
 
 
 def upgrade(results):

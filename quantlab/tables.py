@@ -116,9 +116,10 @@ def instructions_table(records):
     return _grid(counted(records), cell)
 
 
-def latency_table(records):
-    """Median per batch and per image; ratio to LiteRT float32 and to the float32 of the
-    same runtime; the precision that executed; achieved MAC/s and % of peak."""
+def latency_table(records, reference=(REFERENCE, REFERENCE_RUNTIME)):
+    """Median per batch and per image; ratio to the study's ``reference`` (variant, runtime)
+    and to the float32 of the same runtime; the precision that executed; achieved MAC/s and %
+    of peak."""
     timed = [r for r in records if r.get("median")]
     medians = {case_key(r): r["median"] for r in timed}
 
@@ -137,13 +138,13 @@ def latency_table(records):
     for r in timed:
         rows.append([r["net"], _row_label(r), r["variant"], r.get("runtime", "–"),
                      r.get("precision", "–"), seconds(r["median"]), seconds(r.get("p90")),
-                     seconds(r.get("per_image")), versus(r, REFERENCE, REFERENCE_RUNTIME),
+                     seconds(r.get("per_image")), versus(r, *reference),
                      versus(r, float_counterpart(r["variant"]), r.get("runtime")),
                      f"{r['macs_per_second'] / 1e9:.1f}" if r.get("macs_per_second") else "–",
                      share(r.get("peak_fraction"))]
                     + ([share(r.get("peak_fraction_measured"))] if measured else []))
     return markdown_table(["net", "batch", "variant", "runtime", "executed in", "median / batch",
-                           "p90", "per image", f"vs {REFERENCE} on {REFERENCE_RUNTIME}",
+                           "p90", "per image", "vs {} on {}".format(*reference),
                            "vs float32 on the same runtime", "GMAC/s", "of nominal peak"]
                           + (["of peak at measured clock"] if measured else []), rows)
 

@@ -15,7 +15,9 @@ import pytest
 from conftest import one_line_error, quantlab
 from quantlab import records
 from quantlab.counters import result as counter_result
-from quantlab.defaults import SCHEMA
+from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
+
+SCHEMA = records.SCHEMA
 
 STORED = Path(__file__).parent / "data" / "results"
 
@@ -31,7 +33,7 @@ def _tables():
 
 
 def test_every_schema_has_its_history_and_an_upgrade_step():
-    assert SCHEMA == 3 and records.SCHEMA == SCHEMA
+    assert SCHEMA == 4
     assert sorted(records.HISTORY) == list(range(1, SCHEMA + 1))
     assert sorted(records._STEPS) == list(range(1, SCHEMA))
     for table in _tables().values():
@@ -77,7 +79,18 @@ def test_schema_2_as_written_last_is_schema_3():
     """Schema 2 gained fields without a bump; its last layout is what schema 3 names."""
     late = _stored(3)
     late["schema"] = 2
-    assert records.upgrade(late) == _stored(3)
+    assert records.upgrade(late) == records.upgrade(_stored(3))
+
+
+def test_schema_3_upgrades_with_litert_float32_as_its_reference_and_no_user_model():
+    """Every study before schema 4 was against LiteRT float32, on quantlab's own nets."""
+    upgraded = records.upgrade(_stored(3))
+    records.check(upgraded)
+    assert upgraded["reference"] == {"variant": REFERENCE, "runtime": REFERENCE_RUNTIME}
+    assert upgraded["model"] is records.NOT_RECORDED
+    assert upgraded["dataset"]["labelled"] is records.NOT_RECORDED
+    assert {k: v for k, v in upgraded.items() if k not in ("schema", "reference", "model", "dataset")} \
+        == {k: v for k, v in _stored(3).items() if k not in ("schema", "dataset")}
 
 
 def test_compare_reads_a_stored_file_of_every_schema_and_two_schemas_together(tmp_path):

@@ -143,3 +143,81 @@ def test_the_accuracy_heading_says_how_many_test_images_were_scored(scored, said
                "accuracy": [{"variant": "float32", "test_images": scored},
                             {"variant": "int8", "not_run": "a runtime's reason"}]}
     assert scored_images(results) == said
+
+
+# A user's ONNX model studied on unlabelled images: no TFLite file, so every ratio is against
+# the model's own float32 on ONNX Runtime; agreement stands in for accuracy.
+USER_OPTIONS = {("onnx_float32", "onnxruntime"): 300, ("onnx_float32", "openvino"): 280,
+                ("onnx_int8", "onnxruntime"): 100, ("onnx_int8", "openvino"): 150,
+                ("openvino_int8", "openvino"): 90}
+USER_SHA = "ab" * 32
+
+
+def user_model_results(agreement=0.995, classes_predicted=10):
+    cases = []
+    for (variant, runtime), micro in USER_OPTIONS.items():
+        case = _case("model", variant, runtime, 1, 1, micro)
+        reference = USER_OPTIONS[("onnx_float32", "onnxruntime")] * 1e-6
+        case["interleaved"]["seconds"] = [reference * f for f in ROUNDS] if (
+            variant, runtime) == ("onnx_float32", "onnxruntime") else [micro * 1e-6 * f for f in ROUNDS]
+        case.pop("speedup")  # the rounds had no LiteRT float32 to take it against
+        cases.append(case)
+    sizes = {"onnx_float32": 4_000_000, "onnx_int8": 1_000_000, "openvino_int8": 1_000_000}
+    accuracy = [{"net": "model", "variant": v, "runtime": r, "precision": "float32",
+                 "reference": "onnx_float32", "reference_runtime": "onnxruntime", "accuracy": None,
+                 "delta_points": None, "agreement": 1.0 if v == "onnx_float32" else agreement,
+                 "max_abs_diff": 0.01, "size_ratio": 4_000_000 / sizes[v], "bytes": sizes[v],
+                 "test_images": 300, "classes_predicted": classes_predicted}
+                for v, r in USER_OPTIONS]
+    return {**quick_study_results(), "cases": cases, "accuracy": accuracy,
+            "config": {"batch_sizes": [1], "quick": True},
+            "nets": {"model": {"artifacts": {v: {"bytes": b} for v, b in sizes.items()}}},
+            "reference": {"variant": "onnx_float32", "runtime": "onnxruntime"},
+            "model": {"file": "model.onnx", "sha256": USER_SHA, "format": "onnx",
+                      "input": "pixels", "input_shape": [1, 3, 28, 28]},
+            "dataset": {"name": "images", "source": "/data/images", "train": 100, "test": 300,
+                        "calibration": 100, "labelled": False, "classes": 10,
+                        "input_shape": [3, 28, 28],
+                        "preprocessing": {"scale": 1 / 255, "mean": [0.5], "std": [0.25],
+                                          "layout": "NCHW"}}}
+
+
+def _user_report(tmp_path, **options):
+    results = user_model_results(**options)
+    results["findings"] = report.findings(results)
+    results["recommendations"] = report.recommendations(results)
+    report.write(results, tmp_path)
+    return results, (tmp_path / "report.md").read_text()
+
+
+def test_a_user_models_report_is_against_its_own_float32_and_says_agreement_stands_in(tmp_path):
+    results, text = _user_report(tmp_path)
+    assert f"Model **model.onnx** (onnx, sha256 `{USER_SHA}`" in text
+    assert "/data/images: 100 for calibration, 300 scored, without labels" in text
+    assert "preprocessing: scale 0.00392157, mean 0.5, std 0.25, layout NCHW." in text
+    assert "P17" not in text.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert "float32 on litert" not in text and "faster than onnx_float32 on onnxruntime" in text
+    # openvino_int8 is 3.3x faster than the reference and agrees on 99.5 %: shipped
+    assert results["recommendations"] == [
+        "model, batch 1: openvino_int8 on openvino: 3.3x (3.3-3.3) faster than onnx_float32 on "
+        "onnxruntime, 99.5 % top-1 agreement"]
+    assert "## Agreement with onnx_float32 on the 300 unlabelled images" in text
+    assert "The images have no labels, so there is no accuracy" in text
+    assert "## Read first" not in text
+    sizes = text.split("## Size", 1)[1].split("\n## ", 1)[0]
+    assert "| model | 4.00 MB | 1.00 MB (4.000x) | 1.00 MB (4.000x) |" in sizes.replace("  ", " ")
+
+
+def test_without_labels_an_option_that_agrees_less_than_99_percent_is_not_shipped(tmp_path):
+    results, text = _user_report(tmp_path, agreement=0.98)
+    assert results["recommendations"] == [
+        "model, batch 1: onnx_float32 on openvino: 1.1x (1.1-1.1) faster than onnx_float32 on "
+        "onnxruntime, 100.0 % top-1 agreement"]
+
+
+def test_a_reference_that_predicts_one_class_for_every_image_is_read_first(tmp_path):
+    _, text = _user_report(tmp_path, classes_predicted=1)
+    first = text.split("## Read first", 1)[1].split("\n## ", 1)[0]
+    assert "model: onnx_float32 on onnxruntime predicts the same class for all 300 images" in first
+    assert "check --scale, --mean, --std and --layout" in first
+    assert text.index("## Read first") < text.index("## What to ship")

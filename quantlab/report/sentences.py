@@ -3,19 +3,52 @@ hand: what to ship, the findings that matter (one line per kind, the per-case re
 merged), and the longer per-option and per-case lines that go to the details."""
 
 from quantlab import tables
-from quantlab.defaults import ACCURACY_TOLERANCE, REFERENCE, REFERENCE_RUNTIME
+from quantlab.defaults import ACCURACY_TOLERANCE
 from quantlab.lookups import (
-    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, pick, scored,
-    slower_or_faster, span, speedup, speedup_interval, speedup_text, thread_counts, threads_of,
-    threads_text, timed, timed_at)
+    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, accuracy_words, deployment_note, is_reference,
+    labelled, pick, reference, reference_text, scored, slower_or_faster, span, speedup,
+    speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed, timed_at)
 from quantlab.variant_table import quantized
 
-WHAT_TO_SHIP = (f"The fastest option per net and batch size among those within "
-                f"{ACCURACY_TOLERANCE:g} accuracy point of {REFERENCE} (speed against {REFERENCE} "
-                f"on {REFERENCE_RUNTIME}, the median of per-round ratios with its 95 % interval; "
-                f"accuracy change on the test images scored). Options that the rounds cannot tell "
-                f"apart from the fastest are named as ties, and among ties the one with less to "
-                f"deploy is chosen.")
+def what_to_ship(results):
+    """The rule the picks of What to ship follow, in the words of this study's reference."""
+    variant = reference(results)[0]
+    kept = (f"accuracy change on the test images scored" if labelled(results) else
+            f"the images have no labels, so an option is kept when its top-1 agreement with "
+            f"{variant} is at least {100 - ACCURACY_TOLERANCE:g} %, which bounds the accuracy "
+            f"it can lose at {ACCURACY_TOLERANCE:g} point")
+    return (f"The fastest option per net and batch size among those within "
+            f"{ACCURACY_TOLERANCE:g} accuracy point of {variant} (speed against "
+            f"{reference_text(results)}, the median of per-round ratios with its 95 % interval; "
+            f"{kept}). Options that the rounds cannot tell apart from the fastest are named as "
+            f"ties, and among ties the one with less to deploy is chosen.")
+
+
+# A float model whose top-1 accuracy is below this many times chance (1 / classes) is not
+# seeing the pixels it was trained on: a trained classifier of 10 classes that scores under
+# 15 % is that, far more often than a bad model.
+NEAR_CHANCE = 1.5
+
+
+def read_first(results):
+    """What makes every other number of the report doubtful: the reference predicting one
+    class for every image, or scoring near chance, which a wrong --scale, --mean, --std or
+    --layout gives (the model then sees other pixels than it was trained on)."""
+    said = []
+    classes = (results.get("dataset") or {}).get("classes")
+    for row in scored(results):
+        if not is_reference(results, row["variant"], row["runtime"]):
+            continue
+        where = f"{row['net']}: {reference_text(results)}"
+        if row.get("classes_predicted") == 1 and (row.get("test_images") or 0) > 1:
+            said.append(f"{where} predicts the same class for all {row['test_images']} images")
+        elif classes and row.get("accuracy") is not None and \
+                row["accuracy"] < NEAR_CHANCE / classes:
+            said.append(f"{where} scores {100 * row['accuracy']:.1f} % top-1, near chance "
+                        f"({100 / classes:.1f} % for {classes} classes)")
+    fix = ("the images are likely not preprocessed as the model expects: check --scale, "
+           "--mean, --std and --layout against the model's own evaluation")
+    return [f"{line}; {fix}." for line in said]
 
 
 def recommendations(results):
@@ -32,8 +65,8 @@ def recommendations(results):
                 row = accuracy_of(results, net, best["variant"], best["runtime"])
                 where = f"{net}, batch {batch}" + (f", {threads_text(threads)}" if len(counts) > 1 else "")
                 line = (f"{where}: {best['variant']} on {best['runtime']}: "
-                        f"{speedup_text(results, best)} faster than {REFERENCE} on "
-                        f"{REFERENCE_RUNTIME}, {row['delta_points']:+.2f} points")
+                        f"{speedup_text(results, best)} faster than {reference_text(results)}, "
+                        f"{accuracy_words(row)}")
                 paid = deployment_note(results, best)
                 if paid:
                     line += f" ({paid})"
@@ -78,24 +111,30 @@ def _signed(values):
 
 def _size_and_accuracy(results):
     by_variant = {}
+    variant_of_reference = reference(results)[0]
     for row in scored(results):
-        if row["variant"] != REFERENCE:
+        if row["variant"] != variant_of_reference:
             by_variant.setdefault(row["variant"], []).append(row)
     if not by_variant:
         return []
     smaller = [f"{v} {span([r['size_ratio'] for r in rows], unit='x')}"
                for v, rows in by_variant.items() if max(r["size_ratio"] for r in rows) >= 1.05]
     same = [v for v, rows in by_variant.items() if max(r["size_ratio"] for r in rows) < 1.05]
-    changed = [f"{v} {_signed([r['delta_points'] for r in rows])} "
-               f"({span([100 * r['agreement'] for r in rows], '{:.1f}')} %)"
-               for v, rows in by_variant.items() if quantized(v)]
+    agreements = {v: f"{span([100 * r['agreement'] for r in rows], '{:.1f}')} %"
+                  for v, rows in by_variant.items() if quantized(v)}
     said = []
     if smaller:
-        said.append(f"Smaller than {REFERENCE}: {', '.join(smaller)}"
+        said.append(f"Smaller than {variant_of_reference}: {', '.join(smaller)}"
                     + (f"; {', '.join(same)} the same size." if same else "."))
-    if changed:
-        said.append(f"Top-1 accuracy change against {REFERENCE} in points (agreement with it "
-                    f"on the test images): {', '.join(changed)}.")
+    if agreements and labelled(results):
+        changed = [f"{v} {_signed([r['delta_points'] for r in by_variant[v]])} ({agreed})"
+                   for v, agreed in agreements.items()]
+        said.append(f"Top-1 accuracy change against {variant_of_reference} in points (agreement "
+                    f"with it on the test images): {', '.join(changed)}.")
+    elif agreements:
+        said.append(f"The test images have no labels, so no accuracy: top-1 agreement with "
+                    f"{variant_of_reference} instead: "
+                    f"{', '.join(f'{v} {agreed}' for v, agreed in agreements.items())}.")
     return said
 
 
@@ -105,13 +144,13 @@ def _gains(results):
     gains = {}
     for case in timed_at(results):
         gain = speedup(results, case)
-        if gain and (case["variant"], case["runtime"]) != (REFERENCE, REFERENCE_RUNTIME):
+        if gain and not is_reference(results, case["variant"], case["runtime"]):
             gains.setdefault((case["variant"], case["runtime"]), []).append((gain, case))
     return gains
 
 
 def speed_lines(results):
-    """Each option against LiteRT float32 over the nets and batch sizes: how often faster,
+    """Each option against the reference over the nets and batch sizes: how often faster,
     its slowest and fastest case with their intervals."""
     said = []
     for (variant, runtime), gains in _gains(results).items():
@@ -124,7 +163,7 @@ def speed_lines(results):
             return (f"{tables.speed_ratio(1, 1 / gain[0])} ({gain[1]['net']}, batch "
                     f"{gain[1]['batch_size']}{around})")
         ends = end(worst) if worst is best else f"from {end(worst)} to {end(best)}"
-        said.append(f"{variant} on {runtime} vs {REFERENCE} on {REFERENCE_RUNTIME}: faster in "
+        said.append(f"{variant} on {runtime} vs {reference_text(results)}: faster in "
                     f"{faster} of {len(gains)} net x batch cases; {ends}.")
     return said
 
@@ -139,7 +178,7 @@ def _speed(results):
         kind = "always" if faster == len(values) else "never" if faster == 0 else "mixed"
         kinds[kind].append(f"{variant} on {runtime} {span(values, '{:.1f}', 'x')}"
                            + (f" ({faster} of {len(values)})" if kind == "mixed" else ""))
-    against = f"{REFERENCE} on {REFERENCE_RUNTIME}"
+    against = reference_text(results)
     at = f"at {threads_text(thread_counts(results)[0])}, over every net and batch size"
     words = {"always": f"Faster than {against} in every case ({at}, times as fast)",
              "mixed": f"Faster than {against} in some cases only (times as fast; cases faster)",
@@ -182,11 +221,11 @@ def _counters(results):
                for c in results["cases"] if c.get("counters")}
     by_runtime = {}
     for (net, variant, runtime, batch), counts in counted.items():
-        reference = counted.get((net, REFERENCE, runtime, batch))
-        if variant != "int8" or not reference:
+        float32 = counted.get((net, reference(results)[0], runtime, batch))
+        if variant != "int8" or not float32:
             continue
-        ours, theirs = counts["per_inference"], reference["per_inference"]
-        lower_rate = (counts["rates"]["total_miss_rate"] or 0) < (reference["rates"]["total_miss_rate"] or 0)
+        ours, theirs = counts["per_inference"], float32["per_inference"]
+        lower_rate = (counts["rates"]["total_miss_rate"] or 0) < (float32["rates"]["total_miss_rate"] or 0)
         more_misses = (ours["cache_misses"] or 0) > (theirs["cache_misses"] or 0)
         by_runtime.setdefault(runtime, []).append(
             (ours["instructions"] / theirs["instructions"], lower_rate, more_misses))
@@ -248,5 +287,6 @@ def _threads(results):
 def findings(results):
     """The findings that matter, at most a dozen lines: one line per kind, merged over the
     nets, batch sizes and options (the per-option lines are in the details)."""
-    return (_size_and_accuracy(results) + _speed(results) + _runtimes(results) + [_p17()]
+    p17 = [] if results.get("model") else [_p17()]  # P17's nets, not a user's model
+    return (_size_and_accuracy(results) + _speed(results) + _runtimes(results) + p17
             + _counters(results) + _threads(results))

@@ -2,9 +2,9 @@
 scaling, compact) and the per-case ones of details.md. They format, they measure nothing."""
 
 from quantlab import tables
-from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME, VARIANTS
+from quantlab.defaults import VARIANTS
 from quantlab.lookups import (
-    accuracy_of, scored, span, speedup_text, thread_counts, threads_of, threads_text,
+    accuracy_of, is_reference, reference, reference_text, scored, span, speedup_text, thread_counts, threads_of, threads_text,
     timed, timed_at, times)
 from quantlab.safe_text import markdown as literal  # text from files and the environment
 from quantlab.tables import markdown_table, megabytes, seconds, variant_label
@@ -12,34 +12,38 @@ from quantlab.variant_table import quantized
 
 
 def _files(results):
-    """{net: {variant: meta}} of the nets whose float32 file is known, file-backed variants only."""
+    """{net: {variant: meta}} of the nets whose reference file is known, file-backed variants
+    only."""
+    float32 = reference(results)[0]
     return {net: {v: meta for v, meta in entry["artifacts"].items() if not meta.get("execute_in")}
-            for net, entry in results["nets"].items() if REFERENCE in entry["artifacts"]}
+            for net, entry in results["nets"].items() if float32 in entry["artifacts"]}
 
 
 def size_table(results):
     """P17: network, standard size, quantized size, ratio; one row per file-backed variant."""
     rows = []
+    float32 = reference(results)[0]
     for net, files in _files(results).items():
         for variant, meta in files.items():
-            if variant != REFERENCE:
-                rows.append([net, variant, megabytes(files[REFERENCE]["bytes"]),
-                             megabytes(meta["bytes"]), f"{files[REFERENCE]['bytes'] / meta['bytes']:.3f}"])
+            if variant != float32:
+                rows.append([net, variant, megabytes(files[float32]["bytes"]),
+                             megabytes(meta["bytes"]), f"{files[float32]['bytes'] / meta['bytes']:.3f}"])
     return markdown_table(["network", "variant", "standard size (float32)", "quantized size",
                            "SN size / QN size"], rows)
 
 
 def size_summary(results):
-    """One row per net: each file's size and how many times smaller than float32 it is."""
+    """One row per net: each file's size and how many times smaller than the reference's."""
     files = _files(results)
+    float32 = reference(results)[0]
     found = {v for by_variant in files.values() for v in by_variant}
-    variants = [REFERENCE] + [v for v in VARIANTS if v in found and v != REFERENCE]
+    variants = [float32] + [v for v in VARIANTS if v in found and v != float32]
     variants += sorted(found - set(variants))  # a variant this quantlab does not know
     rows = []
     for net, by_variant in files.items():
-        base = by_variant[REFERENCE]["bytes"]
+        base = by_variant[float32]["bytes"]
         rows.append([net] + [f"{megabytes(by_variant[v]['bytes'])}" + (
-            f" ({base / by_variant[v]['bytes']:.3f}x)" if v != REFERENCE else "")
+            f" ({base / by_variant[v]['bytes']:.3f}x)" if v != float32 else "")
             if v in by_variant else "–" for v in variants])
     return markdown_table(["network"] + variants, rows)
 
@@ -51,9 +55,13 @@ def accuracy_table(results):
         reference = accuracy_of(results, row["net"], row["reference"], row["reference_runtime"])
         if row is reference or reference is None:
             continue
-        rows.append([row["net"], row["variant"], row["runtime"], row["precision"],
-                     f"{reference['accuracy']:.4f}", f"{row['accuracy']:.4f}",
-                     f"{row['accuracy'] / reference['accuracy']:.3f}", f"{row['delta_points']:+.2f}",
+        if row.get("accuracy") is None:  # no labels: agreement and Δp alone
+            accuracies = ["–"] * 4
+        else:
+            accuracies = [f"{reference['accuracy']:.4f}", f"{row['accuracy']:.4f}",
+                          f"{row['accuracy'] / reference['accuracy']:.3f}",
+                          f"{row['delta_points']:+.2f}"]
+        rows.append([row["net"], row["variant"], row["runtime"], row["precision"], *accuracies,
                      f"{100 * row['agreement']:.2f} %", f"{row['max_abs_diff']:.3f}"])
     return markdown_table(["network", "variant", "runtime", "executed in", "standard accuracy",
                            "quantized accuracy", "QN acc / SN acc", "change (points)",
@@ -62,7 +70,8 @@ def accuracy_table(results):
 
 def accuracy_summary(results):
     """Rows: each option; columns: each net; cells: top-1 accuracy, its change in points
-    against float32 on LiteRT and the agreement with it (the reference: its accuracy)."""
+    against the reference and the agreement with it (the reference: its accuracy; without
+    labels, every option: its agreement and largest probability difference)."""
     nets = list(results["nets"])
     found = {(r["net"], r["variant"], r["runtime"]): r for r in scored(results)}
     options = list(dict.fromkeys((v, rt) for _, v, rt in found))
@@ -73,12 +82,15 @@ def accuracy_summary(results):
             row = found.get((net, variant, runtime))
             if row is None:
                 cells.append("–")
-            elif (variant, runtime) == (REFERENCE, REFERENCE_RUNTIME):
+            elif row.get("accuracy") is None:
+                cells.append("reference" if is_reference(results, variant, runtime) else
+                             f"{100 * row['agreement']:.1f} %, Δp {row['max_abs_diff']:.3f}")
+            elif is_reference(results, variant, runtime):
                 cells.append(f"{100 * row['accuracy']:.2f} %")
             else:
                 cells.append(f"{row['delta_points']:+.2f} ({100 * row['agreement']:.1f} %)")
         rows.append([f"{variant} on {runtime}"] + cells)
-    rows.sort(key=lambda row: row[0] != f"{REFERENCE} on {REFERENCE_RUNTIME}")
+    rows.sort(key=lambda row: row[0] != reference_text(results))
     return markdown_table(["option"] + nets, rows)
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 import quantlab.report.sentences as said
 import quantlab.report.tables as report_tables
 from quantlab import deployment, tables
-from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
-from quantlab.lookups import thread_counts, threads_text, timed
+from quantlab.lookups import labelled, reference, reference_text, thread_counts, threads_text, timed
 from quantlab.safe_text import markdown as literal  # text from files and the environment
 
 DETAILS = "details.md"
@@ -92,15 +91,19 @@ def _plots(results, plots):
 
 def markdown(results, plots):
     """report.md: what a person reads first, in under 250 lines for a quick study."""
-    data = results["dataset"]
-    mode = "quick (small training subset)" if results["config"]["quick"] else "full"
+    float32 = reference(results)[0]
     parts = [
-        "# quantlab report: what 8-bit quantization does to these nets on this CPU",
-        f"Dataset **{data['name']}** ({data['train']} training / {data['test']} test images, "
-        f"{'x'.join(map(str, data['input_shape']))}, from {literal(data['source'])}); training: "
-        f"{mode}. Every per-case table (each net and batch size on every runtime, latency, "
-        f"deployment, threads, counters, where the time goes, P17): [{DETAILS}]({DETAILS}).",
-        "## What to ship", said.WHAT_TO_SHIP,
+        "# quantlab report: what 8-bit quantization does to "
+        + ("this model" if results.get("model") else "these nets") + " on this CPU",
+        f"{studied(results)} Every per-case table (each net and batch size on every runtime, "
+        f"latency, deployment, threads, counters, where the time goes, P17): "
+        f"[{DETAILS}]({DETAILS}).",
+    ]
+    doubts = said.read_first(results)
+    if doubts:
+        parts += ["## Read first", _bullets(f"**{line}**" for line in doubts)]
+    parts += [
+        "## What to ship", said.what_to_ship(results),
         _bullets(results["recommendations"], "- nothing was timed"), said.rounds_line(results),
         "## Machine", machine_section(results),
         "## Findings", _bullets(results["findings"]),
@@ -110,12 +113,10 @@ def markdown(results, plots):
         parts += ["## Could not run", "\n".join(failures)]
     if plots or _plots(results, []):
         parts += ["## Plots", "\n\n".join(_plots(results, plots))]
-    parts += ["## Size", f"Each file, and how many times smaller than {REFERENCE} it is.",
+    parts += ["## Size", f"Each file, and how many times smaller than {float32} it is.",
               report_tables.size_summary(results),
-              f"## Accuracy on {scored_images(results)} test images",
-              f"{REFERENCE} on {REFERENCE_RUNTIME}: its top-1 accuracy; every other option: the "
-              f"change in points and its top-1 agreement with {REFERENCE} (the full table: "
-              f"[{DETAILS}]({DETAILS})).", report_tables.accuracy_summary(results),
+              f"## {accuracy_heading(results)}", accuracy_intro(results),
+              report_tables.accuracy_summary(results),
               "## Best float32 and best int8",
               f"At {threads_text(thread_counts(results)[0])}, the median of one batch; ratios "
               f"with their 95 % interval.", report_tables.best_table(results)]
@@ -127,6 +128,53 @@ def markdown(results, plots):
                   "and the threads seen busy at each count (the pick at each count is under "
                   "What to ship).", scaling]
     return "\n\n".join(parts) + "\n"
+
+
+def studied(results):
+    """What was studied on what: the dataset and training, or the user's model file (its
+    sha256), the images' source, how many calibrated and scored it, and their preprocessing."""
+    data, model = results["dataset"], results.get("model")
+    shape = "x".join(map(str, data["input_shape"]))
+    if not model:
+        mode = "quick (small training subset)" if results["config"]["quick"] else "full"
+        return (f"Dataset **{data['name']}** ({data['train']} training / {data['test']} test "
+                f"images, {shape}, from {literal(data['source'])}); training: {mode}.")
+    return (f"Model **{literal(model['file'])}** ({model['format']}, sha256 "
+            f"`{model['sha256']}`, input {literal(model.get('input') or '?')} "
+            f"{'x'.join(map(str, model.get('input_shape') or []))}); images from "
+            f"{literal(data['source'])}: {data.get('calibration') or '?'} for calibration, "
+            f"{data['test']} scored, {'labelled' if labelled(results) else 'without labels'}, "
+            f"each {shape}; preprocessing: {literal(preprocessing_text(data))}.")
+
+
+def preprocessing_text(data):
+    """``x * 0.00392 then (x - mean) / std, mean 0.485,0.456,0.406, std ..., NCHW``."""
+    applied = data.get("preprocessing") or {}
+    if not applied:
+        return "not recorded"
+    def shown(value):
+        if isinstance(value, list):
+            return ",".join(map(shown, value))
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{key} {shown(value)}" for key, value in applied.items() if value is not None)
+
+
+def accuracy_heading(results):
+    if labelled(results):
+        return f"Accuracy on {scored_images(results)} test images"
+    return f"Agreement with {reference(results)[0]} on {scored_images(results)} unlabelled images"
+
+
+def accuracy_intro(results):
+    float32 = reference(results)[0]
+    if not labelled(results):
+        return (f"The images have no labels, so there is no accuracy: instead, each option's "
+                f"top-1 agreement with {reference_text(results)} and the largest difference of "
+                f"any class probability (Δp) (the full table: [{DETAILS}]({DETAILS})).")
+    return (f"{reference_text(results)}: its top-1 accuracy; every other option: the change in "
+            f"points and its top-1 agreement with {float32} (the full table: "
+            f"[{DETAILS}]({DETAILS})).")
 
 
 def scored_images(results):
@@ -146,12 +194,12 @@ def details_markdown(results):
              "The per-case tables behind [report.md](report.md).",
              "## Machine", _machine_details(results) or "- nothing beyond report.md",
              "## Size", report_tables.size_table(results),
-             f"## Accuracy on {scored_images(results)} test images",
+             f"## {accuracy_heading(results)}",
              report_tables.accuracy_table(results),
              "## Which runtime",
              f"Median latency of one batch per variant and runtime at "
-             f"{threads_text(thread_counts(results)[0])} (x: times faster than {REFERENCE} "
-             f"on {REFERENCE_RUNTIME}, with its 95 % interval; n/a: the runtime cannot run that "
+             f"{threads_text(thread_counts(results)[0])} (x: times faster than "
+             f"{reference_text(results)}, with its 95 % interval; n/a: the runtime cannot run that "
              f"file). {said.rounds_line(results)}", _bullets(said.speed_lines(results))]
     for net in results["nets"]:
         for batch in batches:
@@ -178,7 +226,8 @@ def details_markdown(results):
               "on this CPU."]
     for batch in batches:
         parts += [f"### Batch size {batch}",
-                  tables.latency_table([c for c in cases if c["batch_size"] == batch])]
+                  tables.latency_table([c for c in cases if c["batch_size"] == batch],
+                                       reference(results))]
     if counted:
         parts += ["## Cache behaviour",
                   "Miss rates in %, total / L1d / LLC, as P17 reported them (total = last-level "
