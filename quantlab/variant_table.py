@@ -12,13 +12,15 @@ from quantlab import machine
 
 # Which runtimes read each file format, the natural one first.
 READERS = {"tflite": ("litert", "openvino"), "onnx": ("onnxruntime", "openvino"),
-           "graphdef": ("tensorflow",)}
-SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "graphdef": ".pb"}
+           "graphdef": ("tensorflow",), "openvino": ("openvino",)}
+# An OpenVINO IR is an XML graph and a file of weights: quantlab packs both in one file
+# (quantlab.runtime.ir_file), hashed and checked like every other artifact.
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx", "graphdef": ".pb", "openvino": ".ovir"}
 
 
 @dataclass(frozen=True)
 class Variant:
-    format: str  # of its file: tflite, onnx or graphdef (a frozen TensorFlow graph)
+    format: str  # of its file: tflite, onnx, graphdef (a frozen TensorFlow graph) or openvino
     weights: str  # the precision its weights are computed in ...
     activations: str  # ... and its activations
     # The float32 variant of the same format that it is made from and compared with on one
@@ -45,9 +47,18 @@ TABLE = {
                        p17_pair=True, counted_quick=True),
     "dynamic_int8": Variant("tflite", "int8", "float32", "float32", quantized=True),
     "float16": Variant("tflite", "float16", "float32", "float32", quantized=False),
-    # Full-integer post-training quantization (the TFLite converter's).
+    # Full-integer post-training quantization (the TFLite converter's): int8 weights with a
+    # scale per output channel, int8 activations with one per tensor.
     "int8": Variant("tflite", "int8", "int8", "float32", quantized=True, p17_pair=True,
                     counted_quick=True),
+    # The same with one scale per weight tensor (the converter's setting for older kernels):
+    # a channel of small weights shares the range of the largest.
+    "int8_per_tensor": Variant("tflite", "int8", "int8", "float32", quantized=True),
+    # int16 activations, int8 weights (float32 input and output). LiteRT runs it on its
+    # reference kernels (XNNPACK has none); OpenVINO reads the file but computes it in float32,
+    # which is not this variant's arithmetic.
+    "int16x8": Variant("tflite", "int8", "int16", "float32", quantized=True,
+                       readers=("litert",)),
     # A fake-quantization fine-tune of the float weights, then full-integer.
     "qat_int8": Variant("tflite", "int8", "int8", "float32", quantized=True),
     # The float32 file executed in bfloat16: only OpenVINO does that, and only where the CPU
@@ -57,8 +68,13 @@ TABLE = {
     # The float net exported to ONNX (tf2onnx).
     "onnx_float32": Variant("onnx", "float32", "float32", "onnx_float32", quantized=False,
                             p17_pair=True),
-    # ONNX Runtime's static int8 quantization (QDQ).
+    # ONNX Runtime's static int8 quantization (QDQ), weights per channel ...
     "onnx_int8": Variant("onnx", "int8", "int8", "onnx_float32", quantized=True, p17_pair=True),
+    # ... and per tensor (quantize_static's default, which collapses some nets).
+    "onnx_int8_per_tensor": Variant("onnx", "int8", "int8", "onnx_float32", quantized=True),
+    # OpenVINO's own quantizer (NNCF, its default preset) on the ONNX float32 file read by
+    # OpenVINO, saved as OpenVINO IR: compared with that ONNX file on OpenVINO.
+    "openvino_int8": Variant("openvino", "int8", "int8", "onnx_float32", quantized=True),
 }
 VARIANTS = tuple(TABLE)
 
@@ -82,8 +98,8 @@ def executed_in(variant):
 
 
 def calibrated(variant):
-    """Whether its int8 activations take their ranges from calibration images."""
-    return TABLE[variant].activations == "int8"
+    """Whether its integer activations take their ranges from calibration images."""
+    return TABLE[variant].activations in ("int8", "int16")
 
 
 # These two also read the variants of stored results, which may name one this table does

@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 
 import quantlab
-from quantlab import _tf, cache, datasets, runtime, training, variant_table
+from quantlab import _tf, cache, datasets, nncf_int8, onnx_int8, runtime, training, variant_table
 from quantlab._tf import versions, without_native_noise
+from quantlab.runtime import ir_file
 from quantlab.defaults import CALIBRATION_SIZE, VARIANTS
 from quantlab.errors import QuantlabError
 from quantlab.variant_table import calibrated, file_format, file_name, source_variant
 
-FULL_INTEGER = ("int8", "qat_int8")  # TFLite files with int8 inputs and outputs
+FULL_INTEGER = ("int8", "qat_int8", "int8_per_tensor")  # TFLite files with int8 inputs and outputs
+PER_CHANNEL_ONNX = {"onnx_int8": True, "onnx_int8_per_tensor": False}
 ONNX_OPSET = 17
 
 
@@ -97,15 +99,24 @@ def tflite_converter(model, variant, calibration):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if variant in FULL_INTEGER:
+    if variant in (*FULL_INTEGER, "int16x8"):
         def representative():
             for image in calibration:
                 yield [image[None]]
 
         converter.representative_dataset = representative
+    if variant in FULL_INTEGER:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+    if variant == "int8_per_tensor":
+        # No public setting: the converter's own flag (tf.lite's tests and its
+        # QuantizationDebugger use it) for one scale per weight tensor.
+        converter._experimental_disable_per_channel = True
+    if variant == "int16x8":
+        # Input and output stay float32: LiteRT's own quantize and dequantize at the ends.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     return converter
 
 
@@ -126,38 +137,6 @@ def _onnx_float(model, data):
     return proto.SerializeToString()
 
 
-def _onnx_int8(float_content, calibration):
-    """ONNX Runtime's static quantization: QDQ, per-channel int8 weights, int8 activations,
-    min/max ranges from the same calibration images as the TFLite int8 variant."""
-    import tempfile
-
-    import onnxruntime
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    name = onnxruntime.InferenceSession(float_content).get_inputs()[0].name
-
-    class Images(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 50)))
-
-        def get_next(self):
-            batch = next(self.batches, None)
-            return None if batch is None else {name: np.ascontiguousarray(batch)}
-
-    with tempfile.TemporaryDirectory(prefix="quantlab-onnx-") as folder:
-        source, prepared, target = (Path(folder, name) for name in ("float.onnx", "pre.onnx", "int8.onnx"))
-        source.write_bytes(float_content)
-        # ONNX Runtime's recommended first step: fold and fuse (MatMul + Add -> Gemm) so that
-        # the quantizer sees the graph the kernels will run. The shapes are static but for
-        # the batch, so the symbolic shape inference (which needs sympy) is not needed.
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(prepared, target, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        return target.read_bytes()
-
-
 def export_key(config, data, calibration_size, base_key=None):
     """Everything that determines the artifacts of one net (their folder's name)."""
     return {
@@ -176,12 +155,12 @@ def export_dir(config, data, calibration_size, base_key=None):
 
 
 def _converter_versions():
-    """Versions of the ONNX tools, which make ONNX files beside the TensorFlow stack (whose
-    versions are in the trained models' keys)."""
+    """Versions of the ONNX and OpenVINO tools, which make files beside the TensorFlow stack
+    (whose versions are in the trained models' keys)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("tf2onnx", "onnx", "onnxruntime"):
+    for name in ("tf2onnx", "onnx", "onnxruntime", "openvino", "nncf"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
@@ -244,10 +223,12 @@ def export(config, variants=VARIANTS, data=None, data_dir=None,
 def _content(variant, trained, qat, data, calibration, made):
     """The bytes of one variant's file; ``made`` holds those of files exported already."""
     fmt = file_format(variant)
-    if fmt == "onnx" and calibrated(variant):
+    if fmt in ("onnx", "openvino") and calibrated(variant):  # quantized from the ONNX export
         if "onnx_float32" not in made:
             made["onnx_float32"] = _onnx_float(with_softmax(trained.model), data)
-        return _onnx_int8(made["onnx_float32"], calibration)
+        if fmt == "openvino":
+            return nncf_int8.quantize(made["onnx_float32"], calibration)
+        return onnx_int8.quantize(made["onnx_float32"], calibration, PER_CHANNEL_ONNX[variant])
     source = qat if variant == "qat_int8" else trained
     model = with_softmax(source.model)
     if fmt == "graphdef":
@@ -299,6 +280,7 @@ def export_model(float_model, config, data, variants=VARIANTS,
 
 # The code that decides an artifact's bytes: part of its cache key. This whole module, not a
 # list of its functions: _content, the constants and every helper on the export path count,
-# and a list would miss the next one added. TensorFlow's setup in _tf counts too, and so does
-# the table of variants (file names, formats, which are calibrated).
-RECIPE = (_tf, variant_table, sys.modules[__name__])
+# and a list would miss the next one added. TensorFlow's setup in _tf counts too, and so do
+# the table of variants (file names, formats, which are calibrated), the ONNX and NNCF
+# quantizers and the IR's one-file layout.
+RECIPE = (_tf, variant_table, onnx_int8, nncf_int8, ir_file, sys.modules[__name__])

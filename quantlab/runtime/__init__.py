@@ -5,7 +5,8 @@
     >>> probabilities = predictor.predict(images)                                    # doctest: +SKIP
 
 Runtimes: ``litert`` (TFLite files), ``openvino`` (TFLite and ONNX files: the very bytes the
-other runtime runs), ``onnxruntime`` (ONNX files) and ``tensorflow`` (frozen GraphDefs). The
+other runtime runs; and its own IR, packed in one file by ``quantlab.runtime.ir_file``),
+``onnxruntime`` (ONNX files) and ``tensorflow`` (frozen GraphDefs). The
 format is decided from the file's content, never from its name, and the file is read once:
 the predictor runs exactly the bytes whose sha256 it reports.
 """
@@ -82,14 +83,19 @@ def usable(named=None):
 
 
 def format_of(content):
-    """"tflite", "onnx" or "graphdef", from the first bytes; None for anything else.
+    """"tflite", "onnx", "graphdef" or "openvino" (an IR in quantlab's one-file layout), from
+    the first bytes; None for anything else.
 
     A TFLite flatbuffer carries "TFL3" at offset 4. Both ONNX and GraphDef are protobufs,
     serialized in field order: an ONNX ModelProto starts with field 1 (ir_version, a
     varint: byte 0x08), a GraphDef with field 1 (node, a message: byte 0x0a).
     """
+    from quantlab.runtime import ir_file
+
     if content[4:8] == b"TFL3":
         return "tflite"
+    if ir_file.is_ir(content):
+        return "openvino"
     if content[:1] == b"\x08":
         return "onnx"
     if content[:1] == b"\x0a":

@@ -64,7 +64,8 @@ class LiteRTPredictor(Predictor):
             self.output_quantization = tuple(float(v) for v in out["quantization"])
 
     def _precision(self):
-        """int8 where any convolution or matrix product has int8 weights, else float32.
+        """int8 where any convolution or matrix product has int8 weights (int16x8 where its
+        activations are int16), else float32.
 
         XNNPACK computes float16-weight models in float32 on x86, and dynamic-range models
         quantize activations on the fly and multiply int8 x int8 (its "qd8" kernels).
@@ -72,9 +73,10 @@ class LiteRTPredictor(Predictor):
         details = {t["index"]: t for t in self.interpreter.get_tensor_details()}
         for op in self.interpreter._get_ops_details():
             if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED", "DEPTHWISE_CONV_2D"):
-                weights = details.get(op["inputs"][1]) if len(op["inputs"]) > 1 else None
+                data, weights = ([details.get(i) for i in op["inputs"][:2]] + [None, None])[:2]
                 if weights is not None and weights["dtype"] == np.int8:
-                    return "int8"
+                    int16 = data is not None and data["dtype"] == np.int16
+                    return "int16x8" if int16 else "int8"
         return "float32"
 
     def primitives(self):

@@ -1,4 +1,5 @@
-"""OpenVINO predictor: runs the TFLite artifacts themselves (its TFLite frontend) and ONNX ones.
+"""OpenVINO predictor: runs the TFLite artifacts themselves (its TFLite frontend), ONNX ones,
+and its own IR (NNCF's quantized models; one file, see ``quantlab.runtime.ir_file``).
 
 Float models run in float32 unless asked otherwise: OpenVINO's CPU plugin would otherwise
 execute them in bfloat16 on CPUs with AMX or AVX512-BF16 (measured: 99.85 % top-1 agreement
@@ -58,18 +59,34 @@ def _read(path, content, fmt):
     """Read the model from exactly ``content``: a private copy, not the file at ``path``.
 
     OpenVINO computes constant subgraphs while it reads (a FILL of 400 MB: 400 MB taken),
-    so a TFLite file's computed shapes are checked first, as LiteRT works them out."""
+    so a TFLite file's computed shapes are checked first, as LiteRT works them out. An IR
+    (one file: ``ir_file``) is read from memory, its weights a view of the checked bytes."""
     if fmt == "tflite":
         from quantlab.runtime import litert
 
         litert.check_model(path, content)
-    with tempfile.TemporaryDirectory(prefix="quantlab-ov-") as folder:
-        copy = Path(folder, "model" + _SUFFIX[fmt])
-        copy.write_bytes(content)
-        try:
+    try:
+        if fmt == "openvino":
+            return _read_ir(path, content)
+        with tempfile.TemporaryDirectory(prefix="quantlab-ov-") as folder:
+            copy = Path(folder, "model" + _SUFFIX[fmt])
+            copy.write_bytes(content)
             return core().read_model(str(copy))
-        except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-            raise QuantlabError(f"OpenVINO cannot read {path}: {first_line(error)}") from None
+    except QuantlabError:
+        raise
+    except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+        raise QuantlabError(f"OpenVINO cannot read {path}: {first_line(error)}") from None
+
+
+def _read_ir(path, content):
+    import openvino
+
+    from quantlab.runtime import ir_file
+
+    xml, weights = ir_file.unpack(path, content)
+    # A copy of the weights: the model keeps pointing at them, whatever becomes of ``content``.
+    tensor = openvino.Tensor(np.frombuffer(weights, dtype=np.uint8).copy())
+    return core().read_model(xml.decode("utf-8", "replace"), tensor)
 
 
 class OpenVINOPredictor(Predictor):
