@@ -1,6 +1,7 @@
 """The study's options: one table behind `quantlab run`, the pytest plugin, the timing child's
 command line and the counting worker's."""
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,9 @@ pytest_plugins = ["pytester"]
 # Chosen values other than every default, in the parsed form.
 CHOSEN = {"dataset": "mnist", "nets": ("medium", "dense"), "variants": ("int8", "float32"),
           "runtimes": ("litert",), "batch_sizes": (16, 1), "threads": (2, 1),
-          "counters": "valgrind", "cache": "i7-6500u"}
+          "counters": "valgrind", "cache": "i7-6500u", "data": Path("/srv/my images"),
+          "scale": 1 / 127.5, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+          "layout": "NCHW"}
 
 
 def _run_parser(*argv):
@@ -60,9 +63,38 @@ def test_to_argv_round_trips_through_both_parsers(pytester):
     (("--nets", "medium,resnet"), ("unknown net 'resnet'", "choose from dense,medium,conv")),
     (("--counters", "papi"), ("unknown counters backend 'papi'", "auto, perf, valgrind, off")),
     (("--dataset", "imagenet"), ("unknown dataset 'imagenet'", "fashion_mnist")),
+    (("--layout", "CHW"), ("unknown layout 'CHW'", "NCHW", "NHWC")),
 ])
 def test_an_unknown_value_of_quantlab_run_is_a_one_line_error(argv, fragments):
     one_line_error(quantlab("run", *argv), *fragments)
+
+
+def test_data_names_a_built_in_dataset_or_a_path_and_preprocessing_reads_fractions():
+    args = _run_parser("--data", "digits", "--scale", "1/255", "--layout", "nhwc")
+    assert (args.data, args.scale, args.layout) == ("digits", 1 / 255, "NHWC")
+    assert _run_parser("--data", "./digits").data == Path("digits")  # a folder of that name
+    assert _run_parser("--mean", "0.5").mean == (0.5,)
+    for parse, text, fragment in ((options.per_channel("mean"), "0.5,x", "mean 'x' is not a number"),
+                                  (options.per_channel("std"), "0.2,0", "must be positive"),
+                                  (options.scale, "1/0", "scale '1/0' is not a number"),
+                                  (options.scale, "-2", "scale '-2' must be positive")):
+        with pytest.raises(argparse.ArgumentTypeError, match=fragment):
+            parse(text)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (("--quantlab-data", "/srv/images"), "--quantlab-data /srv/images: the latency suite times"),
+    (("--quantlab-std", "0.25"), "--quantlab-std: the latency suite times"),
+])
+def test_the_plugin_refuses_a_users_images_in_one_line(pytester, argv, fragment):
+    result = pytester.runpytest_subprocess(*argv)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert fragment in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
+def test_the_plugin_takes_a_built_in_data_name_as_its_dataset(pytester):
+    config = pytester.parseconfigure("--quantlab-data", "digits")
+    assert config.pluginmanager.get_plugin("quantlab_session").dataset == "digits"
 
 
 def test_parsing_no_option_imports_nothing_the_option_types_need():
