@@ -117,18 +117,16 @@ def decode(content, where, image_size, channels):
     from PIL import Image
 
     with warnings.catch_warnings():
-        # Pillow only warns up to twice its limit: here its limit is a refusal.
+        # Pillow only warns up to twice its limit: here its limit is a refusal, made when the
+        # header is read, before anything is decoded.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(content), formats=tuple(SIGNATURES.values()))
-            width, height = image.size  # from the header: nothing decoded yet
-            if width * height > Image.MAX_IMAGE_PIXELS:
-                raise fail(where, f"is {width} x {height} = {width * height} pixels, over "
-                                  f"Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}; "
-                                  "resize the image first")
             return conform(image, where, image_size, channels)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as error:  # OSError: UnidentifiedImageError too
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            raise fail(where, f"is over Pillow's decompression-bomb limit ({error}); resize the "
+                              "image first") from None
+        except (OSError, ValueError, SyntaxError) as error:  # OSError: UnidentifiedImageError too
             raise fail(where, f"cannot be decoded as a PNG or JPEG image ({error}); remove it or "
                               "save it again") from None
 
