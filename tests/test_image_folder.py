@@ -269,6 +269,9 @@ def test_study_config_checks_data_and_preprocessing(tmp_path):
     _refused(lambda: StudyConfig(mean=(0.5,)), "--mean applies to your own --data")
     _refused(lambda: StudyConfig(data=root, model=tmp_path / "m.onnx", mean=(0.1, 0.2, 0.3),
                                  std=(0.2, 0.2)), "3 mean values but 2 std values")
+    for elsewhere, fragment in (({"scheduler": "tcp://10.0.0.5:8786"}, "run without --scheduler"),
+                                ({"data_dir": str(tmp_path)}, "--data-dir finds built-in datasets")):
+        _refused(lambda: StudyConfig(data=root, model=tmp_path / "m.onnx", **elsewhere), fragment)
     config = StudyConfig(data=root, model=tmp_path / "m.onnx", layout="nchw", scale=1.0)
     assert config.layout == "NCHW" and config.data == root
 

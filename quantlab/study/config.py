@@ -71,6 +71,12 @@ class StudyConfig:
             if self.model is None:
                 raise QuantlabError(f"--data {self.data} needs --model: quantlab trains its own "
                                     "nets only on the built-in datasets; give the model to study")
+            if self.scheduler is not None:
+                raise QuantlabError(f"--data {self.data} with --scheduler: the fleet's machines "
+                                    "study the built-in datasets only; run without --scheduler")
+            if self.data_dir is not None:
+                raise QuantlabError(f"--data-dir finds built-in datasets; with --data {self.data} "
+                                    "leave it out")
             if self.data.is_dir():  # a bad file is named now, not after the model is read
                 image_folder.list_files(self.data)
         given = [n for n in ("scale", "mean", "std", "layout") if getattr(self, n) is not None]
@@ -110,6 +116,10 @@ def load_data(config, image_shape=None, layout=None, num_classes=None):
     --layout, when given, wins over ``layout``)."""
     if config.data is None:
         return datasets.load(config.dataset, config.data_dir)
+    if image_shape is None or num_classes is None:  # the caller has not read the model
+        raise QuantlabError(f"--data {config.data}: the images are made to {config.model}'s input "
+                            "image shape and class count, which quantlab could not read from it; "
+                            "give a model with a fixed input image size")
     return datasets.load_user(config.data, image_shape, config.layout or layout, num_classes,
                               scale=config.scale, mean=config.mean, std=config.std,
                               calibration_size=config.calibration_size, seed=config.seed)
