@@ -139,6 +139,14 @@ def test_an_npz_reads_as_the_same_images_and_without_y_has_no_labels(tmp_path, p
     assert not unlabelled.labelled and unlabelled.y_train is None and unlabelled.y_val is None
     assert np.array_equal(unlabelled.x_test, labelled.x_test)
     assert unlabelled.sha256 != labelled.sha256 and unlabelled.record["labelled"] is False
+    # Float pixels already of the model's size are taken as they are (before --scale).
+    np.savez(tmp_path / "float.npz", x=x[..., None] / np.float32(255), y=y)
+    floats = datasets.load_user(tmp_path / "float.npz", (28, 28, 1), "NCHW", 3, scale=1.0, seed=1)
+    assert np.allclose(floats.x_test, labelled.x_test, atol=1e-6)
+    broken = x[..., None] / np.float32(255)
+    broken[0, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=broken)
+    _refused(lambda: datasets.load_user(tmp_path / "nan.npz", (28, 28, 1), "NCHW", 3), "NaN")
 
 
 # --- hostile folders and files -----------------------------------------------------------------

@@ -84,7 +84,10 @@ def _images(x, path, image_size, channels):
             raise fail(path, f"x is float {'x'.join(map(str, x.shape))}; float images must be N x "
                              f"{image_size[0]} x {image_size[1]} x {channels} (the model's size, "
                              "channels last); or save uint8 pixels, which quantlab resizes")
-        return x.astype(np.float32)
+        x = x.astype(np.float32)
+        if not np.all(np.isfinite(x)):
+            raise fail(path, "x holds NaN or infinite values; save finite pixel values")
+        return x
     if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3, 4)):
         raise fail(path, f"x is {x.dtype} {'x'.join(map(str, x.shape))}; expected uint8 images "
                          "N x H x W or N x H x W x C (C 1, 3 or 4, channels last)")
