@@ -50,7 +50,8 @@ class QuantlabSession:
             self.nets = self.nets or tuple(dict.fromkeys(listed["net"]))
             self.variants = self.variants or tuple(dict.fromkeys(listed["variant"]))
         self._named_runtimes, self._runtimes = option("quantlab_runtimes"), None
-        self.dataset = (manifest and manifest["dataset"]) or _dataset(option)
+        chosen = _dataset(option)  # checked with a manifest too
+        self.dataset = (manifest and manifest["dataset"]) or chosen
         self.batch_sizes = option("quantlab_batch_sizes") or defaults.BATCH_SIZES
         self.threads = option("quantlab_threads")
         self.kernels = option("quantlab_kernels")
