@@ -1,9 +1,10 @@
 """Standard and quantization-aware training of the P17 nets, cached on disk.
 
-Standard training follows P17: Adam, batch 32, up to 5 epochs, early stopping on validation
-loss with the best weights restored, validation split 0.2. QAT fine-tunes those same float
-weights with tfmot's default 8-bit scheme, so every quantized variant descends from one
-float net. Trained weights are cached under a hash of everything that determines them:
+Standard training follows P17 (Adam, batch 32, early stopping on validation loss with the
+best weights restored, validation split 0.2) for at most ``defaults.EPOCHS`` epochs, fewer
+than P17's 5 (see there). QAT fine-tunes those same float weights with tfmot's default 8-bit
+scheme, on the first ``defaults.QAT_IMAGES`` training images, so every quantized variant
+descends from one float net. Trained weights are cached under a hash of everything that determines them:
 the settings, the full content of the data, and the code (this module, the nets and
 TensorFlow's setup).
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import quantlab
-from quantlab import _tf, cache, datasets, nets
+from quantlab import _tf, cache, datasets, defaults, nets
 from quantlab._tf import versions
 from quantlab.errors import QuantlabError
 
@@ -34,7 +35,7 @@ STEPS_PER_EXECUTION = 32
 class TrainConfig:
     net: str
     dataset: str = datasets.DEFAULT
-    epochs: int = 5
+    epochs: int = defaults.EPOCHS
     batch_size: int = 32
     learning_rate: float = 1e-3
     validation_split: float = 0.2
@@ -43,13 +44,15 @@ class TrainConfig:
     seed: int = 0
     qat_epochs: int = 1
     qat_learning_rate: float = 1e-6
+    qat_images: int | None = defaults.QAT_IMAGES  # None: every image the float net trained on
 
     def __post_init__(self):
         # ``net`` is checked where a net is built: a user's own model has a name of its own.
         if self.epochs < 1 or self.qat_epochs < 1:
             raise QuantlabError("epochs must be at least 1")
-        if self.limit is not None and self.limit < 10:
-            raise QuantlabError(f"--limit {self.limit} is too small: use at least 10 images")
+        for what, images in (("--limit", self.limit), ("qat_images", self.qat_images)):
+            if images is not None and images < 10:
+                raise QuantlabError(f"{what} {images} is too small: use at least 10 images")
         if not 0 < self.validation_split < 1:
             raise QuantlabError("validation split must lie between 0 and 1")
 
@@ -68,12 +71,12 @@ def _key(config, data, qat, base_key=None):
     """Everything that determines a model; ``base_key`` names a float model not trained here."""
     fields = dataclasses.asdict(config)
     if not qat:
-        fields.pop("qat_epochs")
-        fields.pop("qat_learning_rate")
+        for name in ("qat_epochs", "qat_learning_rate", "qat_images"):
+            fields.pop(name)
     if base_key is not None:
         fields = {"base": base_key, "batch_size": config.batch_size,
-                  **{k: fields[k] for k in ("qat_epochs", "qat_learning_rate", "limit", "seed",
-                                            "validation_split", "patience")}}
+                  **{k: fields[k] for k in ("qat_epochs", "qat_learning_rate", "qat_images", "limit",
+                                            "seed", "validation_split", "patience")}}
     return {
         "stage": "qat" if qat else "float",
         "config": fields,
@@ -129,11 +132,21 @@ def _compile(model, learning_rate):
     )
 
 
-def _fit(model, config, data, epochs, learning_rate, progress, label):
+def _images(config, qat):
+    """How many training images a stage fits on: QAT the first ``qat_images`` of the float
+    net's."""
+    if not qat or config.qat_images is None:
+        return config.limit
+    return min(config.limit or config.qat_images, config.qat_images)
+
+
+def _fit(model, config, data, qat, progress, label):
     from quantlab._tf import keras
 
+    epochs, learning_rate = ((config.qat_epochs, config.qat_learning_rate) if qat
+                             else (config.epochs, config.learning_rate))
     _compile(model, learning_rate)
-    train = data.subset(config.limit)
+    train = data.subset(_images(config, qat))
     x, y = train.x_train, train.y_train
     callbacks = [
         keras().callbacks.EarlyStopping(
@@ -172,8 +185,6 @@ def _train_or_load(config, data, qat, progress, use_cache, build, base_key=None,
     """Load the cached model of this key, or ``build`` (then ``prepare``) and fit one."""
     folder = model_dir(config, data, qat, base_key)
     stage = "qat" if qat else "float"
-    epochs, lr = ((config.qat_epochs, config.qat_learning_rate) if qat
-                  else (config.epochs, config.learning_rate))
     with cache.locked(folder, progress) if use_cache else contextlib.nullcontext():
         info = _cached_info(folder, progress) if use_cache else None
         if info is not None:
@@ -181,13 +192,13 @@ def _train_or_load(config, data, qat, progress, use_cache, build, base_key=None,
                 progress(f"{config.net} ({stage}) loaded from cache: {folder}")
             model = build()
             model.load_weights(str(folder / "weights.h5"))
-            _compile(model, lr)
+            _compile(model, config.qat_learning_rate if qat else config.learning_rate)
             return Trained(model, folder, info, from_cache=True)
         _seed(config.seed)
         model = build()
         if prepare:
             prepare(model)
-        info = _fit(model, config, data, epochs, lr, progress, f"{config.net} {stage}")
+        info = _fit(model, config, data, qat, progress, f"{config.net} {stage}")
         info.update(stage=stage, key=_key(config, data, qat, base_key), dataset_source=data.source)
         if use_cache:
             with cache.atomic_dir(folder) as tmp:
