@@ -5,7 +5,10 @@ ONNX operators compute, they do no I/O, but a model can point at tensors stored 
 files (external data: any path, relative to wherever the model is read from) and use
 operators from other domains, which a runtime resolves by loading custom-op libraries. A
 quantlab artifact needs neither, so a model that uses them is refused before any runtime
-sees it.
+sees it; the model is parsed from the bytes read, so nothing it names is ever opened. Its
+IR and operator-set versions must be ones the installed onnx package knows (its checks and
+shape inference follow those versions' rules), and a user's classifier may use only the
+operators an image classifier is built of (``check_classifier_ops``).
 
 Memory: every tensor the graph computes is bounded (``quantlab.tensor_budget``), its shape
 inferred by ONNX shape inference (constant shapes propagated) at batch 1 and 2. For that
@@ -30,6 +33,28 @@ SHAPE_PLUMBING = frozenset({"Gather", "Slice", "Squeeze", "Unsqueeze", "Concat",
 # by the shape check, which sees their outputs at two batch sizes.
 SHAPE_OPERANDS = {"Reshape": 1, "Expand": 1, "ConstantOfShape": 0, "Tile": 1}
 FIX = "export the classifier again from standard layers with a fixed image size"
+ONE_FILE = ("save it as one file: onnx.save_model(model, 'model.onnx', "
+            "save_as_external_data=False)")
+# ONNX Runtime runs operator sets from 7 on (ONNX 1.2); newer than the onnx package knows,
+# no check here knows the operators' rules.
+MIN_OPSET = 7
+# What PyTorch, tf2onnx and Keras exports of image classifiers (CNNs, ViTs) are built of:
+# arithmetic, activations, convolutions, pooling, normalizations, and shape plumbing.
+CLASSIFIER_OPS = frozenset({
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log",
+    "Erf", "Min", "Max", "Sum", "Mean", "Clip", "Floor", "Ceil", "Round", "Sign",
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Tanh", "Softmax", "LogSoftmax", "Softplus", "Softsign", "Gelu", "Mish",
+    "ThresholdedRelu",
+    "Conv", "ConvTranspose", "Gemm", "MatMul",
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+    "BatchNormalization", "LayerNormalization", "InstanceNormalization",
+    "GroupNormalization", "LRN",
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ArgMax",
+    "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice",
+    "Gather", "Shape", "Expand", "Tile", "Pad", "Resize", "DepthToSpace", "SpaceToDepth",
+    "Identity", "Constant", "ConstantOfShape", "Cast", "Dropout", "Equal", "Where",
+})
 
 
 def _graphs(model):
@@ -89,6 +114,7 @@ def check_onnx(path, content):
     except (DecodeError, ValueError, RuntimeError):
         raise QuantlabError(f"{path} is not a readable ONNX model; export it again") from None
     _check_self_contained(path, model)
+    _check_versions(path, model)
     _check_operators(path, model)
     _check_declared_sizes(path, model, len(content))
     _check_shape_arithmetic(path, model.graph)
@@ -103,10 +129,30 @@ def _check_self_contained(path, model):
                 if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data]
     if external:
         raise QuantlabError(f"{path} refers to tensor {external[0]!r:.80} stored in another file "
-                            f"(external data); quantlab runs only self-contained models")
+                            f"(external data), which quantlab never opens: it runs only "
+                            f"self-contained models; {ONE_FILE}")
+
+
+def _check_versions(path, model):
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if model.ir_version > onnx.IR_VERSION:
+        raise QuantlabError(f"{path} is of ONNX IR version {model.ir_version}, newer than the "
+                            f"{onnx.IR_VERSION} quantlab's onnx package reads; export it with "
+                            f"an older IR version or upgrade onnx")
+    opsets = [entry.version for entry in model.opset_import if entry.domain in DOMAINS]
+    if len(opsets) != 1 or not MIN_OPSET <= opsets[0] <= newest:
+        found = f"operator set {opsets[0]}" if len(opsets) == 1 else "no single operator set"
+        raise QuantlabError(f"{path} uses {found} of ONNX; quantlab reads operator sets "
+                            f"{MIN_OPSET} to {newest}: export it again with opset in that range")
 
 
 def _check_operators(path, model):
+    if model.functions:  # checked first: a function's name is what hides the ops it holds
+        raise QuantlabError(f"{path} defines its own functions ({model.functions[0].name!r:.80}), "
+                            f"which can hide any operator; quantlab runs only models of standard "
+                            f"operators: {FIX}")
     for graph in _graphs(model):
         for node in graph.node:
             if node.domain not in DOMAINS:
@@ -117,9 +163,16 @@ def _check_operators(path, model):
                 raise QuantlabError(f"{path} holds control flow ({node.op_type} node "
                                     f"{node.name!r:.80}), which an image classifier does not "
                                     f"need and whose cost no shape shows; {FIX}")
-    if model.functions:
-        raise QuantlabError(f"{path} defines its own functions ({model.functions[0].name!r:.80}); "
-                            f"quantlab runs only models of standard operators")
+
+
+def check_classifier_ops(path, model):
+    """Refuse a user's model that uses an operator image classifiers are not built of."""
+    for graph in _graphs(model):
+        for node in graph.node:
+            if node.op_type not in CLASSIFIER_OPS:
+                raise QuantlabError(f"{path} uses operator {node.op_type!r:.80} (node "
+                                    f"{node.name!r:.80}), which is not one an image classifier "
+                                    f"is built of; {FIX}")
 
 
 def _check_declared_sizes(path, model, file_size):
@@ -167,10 +220,8 @@ def _check_shape_arithmetic(path, graph):
 
 def _batch_dim(path, model):
     """The inputs' batch dimension: a number if fixed, else None; every other one must be fixed."""
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
     fixed = set()
-    for value in inputs:
+    for value in fed_inputs(model):
         dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
         if not dims or any(not d.HasField("dim_value") or d.dim_value < 1 for d in dims[1:]):
             raise QuantlabError(f"{path} input {value.name!r:.80} has no fixed image shape "
@@ -187,10 +238,8 @@ def _inferred_shapes(path, model, batch, data_prop):
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    initializers = {t.name for t in copy.graph.initializer}
-    for value in copy.graph.input:
-        if value.name not in initializers:
-            value.type.tensor_type.shape.dim[0].dim_value = batch
+    for value in fed_inputs(copy):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
     # Shapes the file declares for outputs and intermediates are inferred anew, at this batch.
     del copy.graph.value_info[:]
     for value in copy.graph.output:
@@ -204,7 +253,9 @@ def _inferred_shapes(path, model, batch, data_prop):
         raise QuantlabError(f"{path} does not pass ONNX shape inference ({line}); "
                             f"export it again") from None
     shapes = {}
-    for value in (*inferred.graph.value_info, *inferred.graph.output):
+    # The inputs count too: a runtime holds them, and a declared image of 10^5 x 10^5
+    # pixels that the first node pools away is computed with nowhere else.
+    for value in (*fed_inputs(inferred), *inferred.graph.value_info, *inferred.graph.output):
         kind = value.type.tensor_type
         known = value.type.HasField("tensor_type") and kind.HasField("shape") and all(
             d.HasField("dim_value") for d in kind.shape.dim)
@@ -220,7 +271,7 @@ def _check_memory(path, model):
     # Propagating computed shapes makes ONNX compute small tensors' values, and some ops'
     # values whatever their size (Range): only a graph that reads its input's shape needs
     # it, and it runs only once every tensor known without it is within the budget.
-    data_prop = any(node.op_type in SHAPE_READERS for node in model.graph.node)
+    data_prop = _reads_shapes(model)
     if data_prop:
         first = _inferred_shapes(path, model, batches[0], False)
         tensor_budget.check(path, _computed(model, first, first), FIX, complete=False)
@@ -228,9 +279,26 @@ def _check_memory(path, model):
     tensor_budget.check(path, _computed(model, inferred[0], inferred[-1]), FIX)
 
 
+def _reads_shapes(model):
+    return any(node.op_type in SHAPE_READERS for node in model.graph.node)
+
+
+def shapes_at(path, model, batch):
+    """{input, computed tensor or output name: its dims at ``batch``, None where unknown} of a
+    model ``check_onnx`` passed."""
+    inferred = _inferred_shapes(path, model, batch, _reads_shapes(model))
+    return {name: dims for name, (dims, _) in inferred.items()}
+
+
+def fed_inputs(model):
+    """The graph's inputs that are fed (an initializer may be listed as an input too)."""
+    initializers = {t.name for t in model.graph.initializer}
+    return [value for value in model.graph.input if value.name not in initializers]
+
+
 def _computed(model, at_one, at_two):
-    for node in model.graph.node:
-        for name in filter(None, node.output):
-            (dims, itemsize), (again, _) = (shapes.get(name, (None, 1))
-                                            for shapes in (at_one, at_two))
-            yield name, node.op_type, dims, again, itemsize
+    named = [(value.name, "input") for value in fed_inputs(model)]
+    named += [(name, node.op_type) for node in model.graph.node for name in filter(None, node.output)]
+    for name, op in named:
+        (dims, itemsize), (again, _) = (shapes.get(name, (None, 1)) for shapes in (at_one, at_two))
+        yield name, op, dims, again, itemsize
