@@ -22,6 +22,12 @@ def format_from_bytes(content):
     ModelProto and a GraphDef are both protobufs)."""
     if content[4:8] == b"TFL3":  # a TFLite flatbuffer's file identifier
         return "tflite"
+    if content.startswith(b"QLOVIR1\n"):  # an OpenVINO IR: its XML, then its weights
+        import struct
+        import xml.etree.ElementTree as ElementTree
+
+        (length,) = struct.unpack_from("<Q", content, 8)
+        return "openvino" if ElementTree.fromstring(content[16:16 + length]).tag == "net" else None
     import onnx
 
     from quantlab._tf import tf
@@ -60,7 +66,7 @@ def test_each_file_runs_on_the_runtimes_the_table_names_and_on_no_other(exported
         if artifact.precision:
             assert predictor.precision == artifact.precision
     if variant_table.source_variant(variant) == variant:  # a file of its own: others refuse it
-        for name in set(RUNTIMES) - set(variant_table.readers(variant)):
+        for name in set(RUNTIMES) - set(variant_table.runtimes_reading(artifact.meta["format"])):
             with pytest.raises(QuantlabError, match=f"{name} cannot run"):
                 runtime.load(artifact.path, runtime=name)
 
@@ -77,7 +83,9 @@ def test_each_variant_is_compared_with_a_float32_file_of_its_format_on_each_of_i
     counterpart = variant_table.float_counterpart(variant)
     assert not variant_table.quantized(counterpart)
     assert variant_table.TABLE[counterpart].weights == "float32"
-    assert variant_table.file_format(counterpart) == variant_table.file_format(variant)
+    # NNCF quantizes the ONNX float32 file as OpenVINO reads it: that file is its counterpart.
+    made_from = "onnx" if variant_table.file_format(variant) == "openvino" else variant_table.file_format(variant)
+    assert variant_table.file_format(counterpart) == made_from
     assert set(variant_table.readers(variant)) <= set(variant_table.readers(counterpart))
 
 
@@ -88,3 +96,25 @@ def test_bf16_runs_only_where_the_cpu_multiplies_bfloat16():
     assert variant_table.readers_on("bf16", with_bf16) == ("openvino",)
     assert variant_table.readers_on("bf16", without) == ()
     assert variant_table.readers_on("float32", without) == ("litert", "openvino")
+
+
+def test_the_new_quantizers_are_calibrated_and_run_where_their_arithmetic_runs():
+    for variant in ("int8_per_tensor", "int16x8", "onnx_int8_per_tensor", "openvino_int8"):
+        assert variant_table.calibrated(variant) and variant_table.quantized(variant)
+    # OpenVINO reads a 16x8 file but computes it in float32: not the variant's arithmetic.
+    assert variant_table.readers("int16x8") == ("litert",)
+    assert variant_table.readers("openvino_int8") == ("openvino",)
+    assert variant_table.file_name("openvino_int8") == "openvino_int8.ovir"
+    assert not variant_table.calibrated("dynamic_int8")
+
+
+def test_an_openvino_ir_is_one_file_read_only_by_openvino(exported, digits):
+    artifact = exported["openvino_int8"]
+    content = artifact.path.read_bytes()
+    assert runtime.format_of(content) == "openvino"
+    predictor = runtime.load(artifact.path, sha256=artifact.sha256)
+    assert predictor.runtime == "openvino" and predictor.precision == "int8"
+    float_predictor = runtime.load(exported["onnx_float32"].path, runtime="openvino")
+    agreement = np.mean(predictor.predict(digits.x_test[:200]).argmax(1)
+                        == float_predictor.predict(digits.x_test[:200]).argmax(1))
+    assert agreement >= 0.95
