@@ -87,14 +87,21 @@ def is_onnx(content, path):
 
 
 def load_onnx(path, layout=None):
-    """The user's ONNX classifier at ``path``, checked: a ``CheckedOnnx``.
+    """The user's ONNX classifier at ``path``, read once and checked: a ``CheckedOnnx``.
 
     ``layout``: None to read it from the input's shape, else "NCHW" or "NHWC" (any case).
     """
+    path = Path(path)
+    content, _ = runtime.read(path)
+    return checked(content, path, layout)
+
+
+def checked(content, path, layout=None):
+    """``content``, the bytes read from ``path``, as a ``CheckedOnnx`` once they pass every
+    check (``path`` only names the file in messages)."""
     import onnx
 
     path = Path(path)
-    content, digest = runtime.read(path)
     if not is_onnx(content, path):
         raise QuantlabError(f"{path} is not an ONNX model (an ONNX file starts with its IR "
                             f"version); export it with torch.onnx.export or tf2onnx")
@@ -107,11 +114,11 @@ def load_onnx(path, layout=None):
         raise QuantlabError(f"{path} is not a valid ONNX model ({line}); export it "
                             f"again") from None
     image = _image_input(path, model)
-    shape = _input_shape(image)
-    output, classes = _classes(path, model, shape[0] or 1)
+    shape = _input_shape(path, image)
+    output, classes = _classes(path, model, 1)
     opset = next(entry.version for entry in model.opset_import
                  if entry.domain in onnx_check.DOMAINS)
-    return CheckedOnnx(path, content, digest, image.name, shape,
+    return CheckedOnnx(path, content, hashlib.sha256(content).hexdigest(), image.name, shape,
                        _layout(path, shape, layout), classes, output, opset)
 
 
@@ -136,9 +143,15 @@ def _image_input(path, model):
     return value
 
 
-def _input_shape(value):
-    dims = value.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+def _input_shape(path, value):
+    """The input's shape, None for the batch, which must not be fixed: the study feeds
+    batches of several sizes (check_onnx saw every other dimension fixed)."""
+    batch, *image = value.type.tensor_type.shape.dim
+    if batch.HasField("dim_value"):
+        raise QuantlabError(f"{path} takes a fixed batch of {batch.dim_value} (its input's first "
+                            f"dimension); export it with a variable batch (torch.onnx.export(..., "
+                            f"dynamic_axes={{{value.name!r:.40}: {{0: 'batch'}}}}))")
+    return (None, *(d.dim_value for d in image))
 
 
 def _layout(path, shape, asked):

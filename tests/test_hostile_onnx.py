@@ -90,11 +90,11 @@ def test_a_pytorch_style_classifier_is_read_from_its_checked_bytes(tmp_path, dig
 def test_the_layout_is_read_from_the_input_and_an_ambiguous_one_must_be_named(tmp_path):
     nhwc = byo_onnx.load_onnx(write(tmp_path, tiny(["batch", 32, 32, 3], first="Identity")))
     assert (nhwc.layout, nhwc.image_shape) == ("NHWC", (32, 32, 3))
-    path = write(tmp_path, tiny([1, 3, 8, 3]), "either.onnx")
+    path = write(tmp_path, tiny(["batch", 3, 8, 3]), "either.onnx")
     refusal(path, "could be NCHW or NHWC", "--layout NCHW or --layout NHWC")
     either = byo_onnx.load_onnx(path, layout="nhwc")
     assert (either.layout, either.image_shape, either.input_shape) == ("NHWC", (3, 8, 3),
-                                                                      (1, 3, 8, 3))
+                                                                      (None, 3, 8, 3))
     refusal(write(tmp_path, tiny(["batch", 3, 8, 8]), "nchw.onnx"), "do not have 1 or 3 channels",
             layout="NHWC")
 
@@ -227,7 +227,8 @@ def test_a_crafted_model_is_refused_in_one_line(tmp_path, model, craft, fragment
     (lambda: tiny(["batch", 3, 100000, 100000]),
      ["MiB of tensors per image (the largest: 'image' of shape [1, 3, 100000, 100000])"]),
     (lambda: tiny(["batch", 16, 8, 8]), ["neither the second nor the last dimension is 1 or 3"]),
-], ids=["not-an-image", "a-huge-image", "sixteen-channels"])
+    (lambda: tiny([1, 3, 8, 8]), ["takes a fixed batch of 1", "dynamic_axes={'image': {0: 'batch'}}"]),
+], ids=["not-an-image", "a-huge-image", "sixteen-channels", "fixed-batch"])
 def test_an_input_that_is_not_an_image_quantlab_can_feed_is_refused(tmp_path, built, fragments):
     refusal(write(tmp_path, built()), *fragments)
 
@@ -240,26 +241,76 @@ def test_a_truncated_file_is_refused(tmp_path, model):
 
 # --- what else the bytes could be -----------------------------------------------------------
 
+def varint(number):
+    encoded = bytearray()
+    while True:
+        encoded.append(number & 0x7F | (0x80 if number > 0x7F else 0))
+        number >>= 7
+        if not number:
+            return bytes(encoded)
+
+
+def unknown_field(length):
+    """The start of a field ONNX does not know (number 1000, bytes): onnx keeps it, unread."""
+    return varint(1000 << 3 | 2) + varint(length)
+
+
 def with_zip_appended(model):
-    """The model's bytes, then a ZIP archive in a field ONNX does not know (kept, unread):
-    a valid ONNX model that ZIP readers, which start from the end, open as an archive."""
+    """The model's bytes, then a ZIP archive in an unknown field: a valid ONNX model that
+    ZIP readers, which start from the end, open as an archive."""
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as writer:
         writer.writestr("config.json", '{"class_name": "Sequential"}')
-    payload = archive.getvalue()
-    tag = bytes([(1000 << 3 | 2) & 0x7F | 0x80, (1000 << 3 | 2) >> 7])  # field 1000, bytes
-    length = bytes([len(payload) & 0x7F | 0x80, len(payload) >> 7])
-    return model.SerializeToString() + tag + length + payload, payload
+    content = model.SerializeToString() + unknown_field(len(archive.getvalue()))
+    assert zipfile.ZipFile(io.BytesIO(content + archive.getvalue())).read("config.json")
+    return content + archive.getvalue()
 
 
-def test_an_onnx_model_that_is_also_a_zip_archive_is_refused_whatever_its_name(tmp_path, model):
-    content, archive = with_zip_appended(model)
-    # Both readings are real: onnx reads the model, zipfile the archive.
-    assert len(onnx.load_model_from_string(content).graph.node) == 5
-    assert zipfile.ZipFile(io.BytesIO(content)).read("config.json").startswith(b'{"class_name"')
+def in_an_hdf5_user_block(model):
+    """An HDF5 file whose user block (the 4 kB before its superblock, left to the user) holds
+    the model, and an unknown field that spans the rest: ONNX to onnx, HDF5 to h5py."""
+    import h5py
+
+    stored = io.BytesIO()
+    with h5py.File(stored, "w", userblock_size=4096) as h5:
+        h5["model_config"] = np.arange(3)
+    hdf5 = stored.getvalue()
+    body = model.SerializeToString()
+    width = len(unknown_field(len(hdf5)))  # the field's tag and length, at most this long
+    header = body + unknown_field(len(hdf5) - len(body) - width)
+    assert len(header) == len(body) + width < 4096
+    content = header + hdf5[len(header):]
+    with h5py.File(io.BytesIO(content), "r") as h5:
+        assert list(h5["model_config"]) == [0, 1, 2]
+    return content
+
+
+def named_tfl3(model):
+    """The producer's name at byte 4, where a TFLite flatbuffer has its identifier."""
+    model.producer_name = "TFL3"
+    content = model.SerializeToString()
+    from quantlab import runtime
+
+    assert runtime.format_of(content) == "tflite"  # what runtime.load would read it as
+    return content
+
+
+@pytest.mark.parametrize("craft, other", [
+    (with_zip_appended, "a ZIP archive"), (in_an_hdf5_user_block, "an HDF5 file"),
+    (named_tfl3, "a TFLite model"),
+], ids=["zip", "hdf5", "tflite"])
+def test_an_onnx_model_that_is_also_another_format_is_refused_whatever_its_name(
+        tmp_path, model, craft, other):
+    content = craft(model)
+    assert len(onnx.load_model_from_string(content).graph.node) == 5  # onnx reads the model
     for name in ("model.onnx", "model.keras"):
-        refusal(write(tmp_path, content, name), "is an ONNX model and also a ZIP archive",
+        refusal(write(tmp_path, content, name), f"is an ONNX model and also {other}",
                 "export the ONNX model again")
-    assert byo_onnx.is_onnx(model.SerializeToString(), "model.onnx")
-    assert not byo_onnx.is_onnx(archive, "model.keras")  # the archive alone is left to Keras
 
+
+def test_only_content_that_starts_as_onnx_does_is_taken_for_onnx(model):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as writer:
+        writer.writestr("config.json", "{}")
+    assert byo_onnx.is_onnx(model.SerializeToString(), "model.h5")
+    assert not byo_onnx.is_onnx(archive.getvalue(), "model.onnx")  # left to Keras's checks
