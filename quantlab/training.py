@@ -4,9 +4,9 @@ Standard training follows P17 (Adam, batch 32, early stopping on validation loss
 best weights restored, validation split 0.2) for at most ``defaults.EPOCHS`` epochs, fewer
 than P17's 5 (see there). QAT fine-tunes those same float weights with tfmot's default 8-bit
 scheme, on the first ``defaults.QAT_IMAGES`` training images, so every quantized variant
-descends from one float net. Trained weights are cached under a hash of everything that determines them:
-the settings, the full content of the data, and the code (this module, the nets and
-TensorFlow's setup).
+descends from one float net. Trained weights are cached under a hash of everything that
+determines them: the settings, the full content of the data, and the code (this module, the
+nets and TensorFlow's setup).
 """
 
 import contextlib
@@ -75,8 +75,8 @@ def _key(config, data, qat, base_key=None):
             fields.pop(name)
     if base_key is not None:
         fields = {"base": base_key, "batch_size": config.batch_size,
-                  **{k: fields[k] for k in ("qat_epochs", "qat_learning_rate", "qat_images", "limit",
-                                            "seed", "validation_split", "patience")}}
+                  **{k: fields[k] for k in ("qat_epochs", "qat_learning_rate", "qat_images",
+                                            "limit", "seed", "validation_split", "patience")}}
     return {
         "stage": "qat" if qat else "float",
         "config": fields,

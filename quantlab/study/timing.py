@@ -16,12 +16,15 @@ from quantlab.variant_table import readers_on
 
 QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
                 "--benchmark-warmup-iterations=10"]
-# A quarter of a second per case is still 40 rounds of the slowest one (float32 medium at
-# batch 64, ~7 ms) and thousands of the fast ones.
-FULL_TIMING = ["--benchmark-max-time=0.25", "--benchmark-min-rounds=10"]
+# A tenth of a second per case is still 14 rounds of the slowest one (float32 medium at batch
+# 64, ~7 ms) and hundreds of the fast ones; the rounds after it give each case's median and
+# every ratio's interval.
+FULL_TIMING = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=10"]
 # Then every net and batch size again in interleaved rounds (quantlab.rounds), until every
-# speed-up is known within +-5 % or this many seconds per group are spent.
-QUICK_ROUNDS, FULL_ROUNDS = 3, 15
+# speed-up is known within +-5 % or this many seconds per group are spent. The full study's
+# 15 s per group gave 22-34 rounds (widest interval +-6 % to +-15 %) and a third of its
+# timing; 8 s gives about 12-18 rounds, intervals about a third wider.
+QUICK_ROUNDS, FULL_ROUNDS = 3, 8
 
 
 def pairs(artifacts, runtimes, cpu):
