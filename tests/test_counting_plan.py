@@ -1,0 +1,40 @@
+"""Which cases of the full study are counted, by counter backend (no counting runs here)."""
+
+from quantlab.study import StudyConfig
+from quantlab.study.counting import plan_counts
+from quantlab.variant_table import readers
+
+P17_ON_LITERT = {(variant, "litert", batch) for variant in ("float32", "int8") for batch in (1, 16, 64)}
+# At batch 1, each variant on the runtime that reads its file natively (bf16: not simulated).
+OWN_RUNTIME = {("float32_tf", "tensorflow", 1), ("dynamic_int8", "litert", 1),
+               ("float16", "litert", 1), ("qat_int8", "litert", 1),
+               ("onnx_float32", "onnxruntime", 1), ("onnx_int8", "onnxruntime", 1)}
+OTHER_RUNTIMES = {("float32", "openvino", 1), ("int8", "openvino", 1),
+                  ("onnx_float32", "openvino", 1), ("onnx_int8", "openvino", 1)}
+
+
+VARIANTS = ("float32", "float32_tf", "dynamic_int8", "float16", "int8", "qat_int8", "bf16",
+            "onnx_float32", "onnx_int8")
+
+
+def counted(backend):
+    config = StudyConfig(variants=VARIANTS, threads=(1, 2))  # the full study's batch 1, 16, 64
+    records = [{"variant": variant, "runtime": runtime, "batch_size": batch, "threads": threads}
+               for variant in VARIANTS for runtime in readers(variant)
+               for batch in config.batch_sizes for threads in config.threads]
+    chosen = plan_counts(config, backend, records)
+    assert all(record["not_counted"] for record in records if record not in chosen)
+    return records, {(r["variant"], r["runtime"], r["batch_size"]) for r in chosen}
+
+
+def test_valgrind_counts_p17_s_pair_on_litert_and_each_variant_on_its_own_runtime_at_one_thread():
+    records, chosen = counted("valgrind")
+    assert chosen == P17_ON_LITERT | OWN_RUNTIME
+    openvino = next(r for r in records if r["runtime"] == "openvino" and r["variant"] == "int8"
+                    and r["batch_size"] == 1 and r["threads"] == 1)
+    assert openvino["not_counted"].startswith("counted under valgrind: float32 and int8 at every")
+
+
+def test_perf_at_full_speed_counts_float32_and_int8_on_the_other_runtimes_too():
+    _, chosen = counted("perf")
+    assert chosen == P17_ON_LITERT | OWN_RUNTIME | OTHER_RUNTIMES | {("bf16", "openvino", 1)}
