@@ -12,6 +12,12 @@ names, such as external data, is ever opened), checked by ``runtime.onnx_check``
 data, standard operators only, no functions, versions onnx knows, declared sizes within the
 file, memory bounded), by the allow-list of operators image classifiers are built of and by
 the ONNX checker, and hashed. Those same bytes are what a runtime is given.
+
+External data is refused wherever it points, inside the model's folder too: accepting it
+would mean opening files the model names (today's runtimes refuse an absolute path, ``..``
+or a symlink themselves, but quantlab does not rely on that), while a classifier small
+enough to study fits in one file (ONNX's limit is 2 GB) and ``onnx.save_model(model, path,
+save_as_external_data=False)`` makes that file.
 """
 
 import dataclasses

@@ -157,8 +157,9 @@ def _check_operators(path, model):
         for node in graph.node:
             if node.domain not in DOMAINS:
                 raise QuantlabError(f"{path} uses operator {node.op_type!r:.80} of domain "
-                                    f"{node.domain!r:.80}, outside the standard ONNX operators; "
-                                    f"quantlab will not load it")
+                                    f"{node.domain!r:.80}, outside the standard ONNX operators, "
+                                    f"which a runtime would look for in libraries of custom "
+                                    f"operators; {FIX}")
             if node.op_type in CONTROL_FLOW:
                 raise QuantlabError(f"{path} holds control flow ({node.op_type} node "
                                     f"{node.name!r:.80}), which an image classifier does not "
