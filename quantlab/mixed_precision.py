@@ -1,0 +1,135 @@
+"""Accuracy-aware mixed precision: keep the most sensitive layers in float until the
+accuracy drop on validation images is within a budget (``--max-drop`` points).
+
+``greedy`` is the rule alone, over any ranked groups and any way of measuring accuracy:
+starting from full int8, it tries the next group kept in float, keeps that revert only if
+validation accuracy rose, and stops as soon as the drop is within the budget. ``search``
+runs it for a quantizer of ``quantlab.selective`` over a ``sensitivity.rank`` ranking.
+OpenVINO has its own search (NNCF's ``quantize_with_accuracy_control``, which ranks and
+reverts by itself): ``openvino_accuracy_control`` runs it and records what it reverted.
+"""
+
+import logging
+import time
+
+import numpy as np
+
+MAX_DROP = 1.0  # accuracy points a quantized model may lose against float (--max-drop)
+
+
+def greedy(groups, accuracy_of, float_accuracy, max_drop=MAX_DROP):
+    """Keep groups in float, in the order given, until the drop is within ``max_drop``.
+
+    ``groups``: [(name, nodes)], most sensitive first; ``accuracy_of(nodes)`` the accuracy
+    (0..1) with ``nodes`` kept float and everything else int8. Returns {kept_float, nodes,
+    accuracy, drop_points, met, steps}; ``steps`` has one row per accuracy measured, the
+    first for full int8, each with ``kept``: whether its revert stayed (it helped)."""
+    def drop(accuracy):
+        return 100.0 * (float_accuracy - accuracy)
+
+    nodes, kept = [], []
+    accuracy = accuracy_of([])
+    steps = [{"step": 0, "tried": None, "accuracy": accuracy, "drop_points": drop(accuracy),
+              "kept": True, "float_layers": []}]
+    for name, group in groups:
+        if drop(accuracy) <= max_drop:
+            break
+        trial = accuracy_of([*nodes, *group])
+        helped = trial > accuracy  # a revert that does not help costs speed for nothing
+        if helped:
+            nodes, kept, accuracy = [*nodes, *group], [*kept, name], trial
+        steps.append({"step": len(steps), "tried": name, "accuracy": trial,
+                      "drop_points": drop(trial), "kept": helped, "float_layers": list(kept)})
+    return {"kept_float": kept, "nodes": nodes, "accuracy": accuracy,
+            "drop_points": drop(accuracy), "met": drop(accuracy) <= max_drop, "steps": steps}
+
+
+def search(quantizer, splits, ranking, max_drop=MAX_DROP):
+    """``greedy`` over ``ranking``'s layers for ``quantizer``, measured on the validation
+    images; also {models}: the bytes of full int8 and of each revert that stayed (each a
+    candidate ``int8_mixed`` variant), and {seconds} the search took."""
+    from quantlab.sensitivity import validation_accuracy
+
+    started = time.perf_counter()
+    models = {}
+
+    def accuracy_of(nodes):
+        content = quantizer.quantize(nodes)
+        models[tuple(nodes)] = content
+        return validation_accuracy(quantizer, content, splits)
+
+    groups = [(row["layer"], row["nodes"]) for row in ranking["layers"]]
+    result = greedy(groups, accuracy_of, ranking["float_accuracy"], max_drop)
+    kept_steps = [step for step in result["steps"] if step["kept"]]
+    by_layers = {}
+    nodes = []
+    for step in kept_steps:  # the model of each kept step, keyed by the layers it keeps float
+        if step["tried"] is not None:
+            nodes += dict(groups)[step["tried"]]
+        by_layers[tuple(step["float_layers"])] = models[tuple(nodes)]
+    return {**result, "quantizer": ranking["quantizer"], "max_drop": max_drop,
+            "models": by_layers, "content": models[tuple(result["nodes"])],
+            "seconds": time.perf_counter() - started}
+
+
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size=None):
+    """NNCF's accuracy-controlled int8 of the float model at ``float_path`` (TFLite or
+    ONNX, read by OpenVINO). Returns {model (an openvino.Model), reverted (operation names,
+    as NNCF logged them), float_accuracy, accuracy (validation), drop_points, met, seconds,
+    log}. NNCF returns no list of what it reverted: it is read from NNCF's own log lines."""
+    import nncf
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(float_path))
+    batch = [1, *splits.calibration.shape[1:]]
+    model.reshape({model.inputs[0]: batch})
+    calibration = nncf.Dataset(list(splits.calibration[:, None]))
+    validation = nncf.Dataset(list(zip(splits.validation_x[:, None], splits.validation_y)))
+
+    def validate(compiled, items):
+        output = compiled.outputs[0]
+        hits = [float(np.argmax(compiled(image)[output]) == label) for image, label in items]
+        return float(np.mean(hits)), hits  # per item: NNCF ranks by it
+
+    def accuracy(ov_model):
+        return validate(core.compile_model(ov_model, "CPU"), zip(splits.validation_x[:, None],
+                                                                  splits.validation_y))[0]
+
+    handler = _Messages()
+    logger = logging.getLogger("nncf")
+    logger.addHandler(handler)
+    started = time.perf_counter()
+    try:
+        quantized = nncf.quantize_with_accuracy_control(
+            model, calibration, validation, validation_fn=validate,
+            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=subset_size or len(splits.calibration))
+    finally:
+        logger.removeHandler(handler)
+    seconds = time.perf_counter() - started
+    float_accuracy, mixed_accuracy = accuracy(model), accuracy(quantized)
+    drop = 100.0 * (float_accuracy - mixed_accuracy)
+    return {"model": quantized, "reverted": _reverted(handler.lines),
+            "float_accuracy": float_accuracy, "accuracy": mixed_accuracy,
+            "drop_points": drop, "met": drop <= max_drop, "seconds": seconds,
+            "log": handler.lines}
+
+
+def _reverted(lines):
+    """Operation names from NNCF's "Reverted N operations to the floating-point precision:"
+    messages (one name a line after the first), in the order reverted."""
+    names = []
+    for line in lines:
+        if line.startswith("Reverted "):
+            names += [name.strip() for name in line.splitlines()[1:] if name.strip()]
+    return names

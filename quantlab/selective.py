@@ -1,0 +1,284 @@
+"""Int8 quantizers that can keep chosen layers in float: TFLite and ONNX Runtime.
+
+Each quantizer calibrates once, then makes any number of models that differ only in the
+layers left in float, and measures each layer's own error against float:
+
+- ``TFLiteInt8``: TFLite's quantization debugger. Its statistic is RMSE / scale of each
+  op's output, the op run in int8 and in float on the same quantized inputs (about 0.29 is
+  the floor of uniform rounding). Layers stay float through ``denylisted_nodes``.
+- ``OnnxInt8``: ONNX Runtime's static QDQ quantization. Its statistic is how many dB of
+  signal-to-quantization-noise ratio (``qdq_loss_debug``) the node loses between its inputs
+  and its output, float model against QDQ model on the same images. Nodes stay float
+  through ``nodes_to_exclude``.
+
+Layers are named as the user's Keras model names them (``layer``) beside the node or tensor
+the tool names (``node``), which is what the tool is given back.
+"""
+
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from quantlab.variants import tflite_converter, with_softmax
+
+EVALUATION_BATCH = 500
+
+
+def keras_layer(node, layer_names):
+    """The Keras layer a converter's node or tensor name belongs to (``None``: none of them).
+
+    Converters build names from the Keras scopes, ``model/conv2d_1/BiasAdd;...``: the layer
+    is the scope component that is a layer's name; the longest wins, so ``conv2d_1`` is not
+    taken for ``conv2d``."""
+    parts = {part for name in node.split(";") for part in name.replace(":", "/").split("/")}
+    found = [layer for layer in layer_names if layer in parts]
+    return max(found, key=len) if found else None
+
+
+def accuracy(content, suffix, x, y, runtime=None):
+    """Top-1 accuracy of model ``content`` on images ``x`` with labels ``y``, run by
+    quantlab's own loader (which checks the bytes as it checks any file)."""
+    from quantlab import runtime as runtimes
+
+    with tempfile.TemporaryDirectory(prefix="quantlab-selective-") as folder:
+        path = Path(folder, f"model{suffix}")
+        path.write_bytes(content)
+        predictor = runtimes.load(path, runtime=runtime, threads=None)
+        classes = predictor.predict(x, batch_size=EVALUATION_BATCH).argmax(axis=1)
+    return float(np.mean(classes == y))
+
+
+class TFLiteInt8:
+    """Full-integer TFLite quantization of a Keras model, per-channel weights unless told.
+
+        >>> q = TFLiteInt8(model, calibration)                          # doctest: +SKIP
+        >>> rows = q.layer_errors(validation_images)                    # doctest: +SKIP
+        >>> mixed = q.quantize(excluded=[rows[0]["node"]])              # doctest: +SKIP
+    """
+
+    suffix = ".tflite"
+    runtime = "litert"
+
+    def __init__(self, model, calibration, per_channel=True):
+        from quantlab._tf import tf, without_native_noise
+
+        self._tf = tf()
+        self.float_model = with_softmax(model)
+        self.layer_names = [layer.name for layer in self.float_model.layers]
+        converter = tflite_converter(self.float_model, "int8", calibration)
+        # TFLite's own switch for per-tensor weights; the debugger reads it back when it
+        # re-quantizes, so every model made here shares it.
+        converter._experimental_disable_per_channel = not per_channel
+        self._debug_images = None
+        with without_native_noise():
+            self._debugger = self._tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=self._images)
+
+    def _images(self):
+        for image in self._debug_images if self._debug_images is not None else ():
+            yield [image[None]]
+
+    def float_content(self):
+        from quantlab._tf import without_native_noise
+
+        with without_native_noise():
+            return self._tf.lite.TFLiteConverter.from_keras_model(self.float_model).convert()
+
+    def layer_errors(self, images):
+        """Rows {layer, node, op, elements, rmse_over_scale, max_abs_error, scale}, one per
+        quantized op output, in graph order."""
+        import csv
+        import io
+
+        from quantlab._tf import without_native_noise
+
+        self._debug_images = images
+        with without_native_noise():
+            # Every layer in int8: a model made by ``quantize`` left its layers out.
+            self._debugger.options = self._tf.lite.experimental.QuantizationDebugOptions()
+            self._debugger.run()
+        dump = io.StringIO()
+        self._debugger.layer_statistics_dump(dump)
+        rows = []
+        for row in csv.DictReader(io.StringIO(dump.getvalue())):
+            scale = float(row["scale"])
+            rows.append({
+                "layer": keras_layer(row["tensor_name"], self.layer_names),
+                "node": row["tensor_name"],
+                "op": row["op_name"],
+                "elements": int(float(row["num_elements"])),
+                "rmse_over_scale": (math.sqrt(float(row["mean_squared_error"])) / scale
+                                    if scale else None),
+                "max_abs_error": float(row["max_abs_error"]),
+                "scale": scale,
+            })
+        return rows
+
+    def layers(self, images):
+        """The statistic per Keras layer: rows {layer, nodes, ops, rmse_over_scale} in graph
+        order, ``rmse_over_scale`` the worst of its ops'."""
+        layers = {}
+        for row in self.layer_errors(images):
+            name = row["layer"] or row["op"].lower()
+            entry = layers.setdefault(name, {"layer": name, "nodes": [], "ops": [],
+                                             "rmse_over_scale": None})
+            entry["nodes"].append(row["node"])
+            entry["ops"].append(row["op"])
+            if row["rmse_over_scale"] is not None:
+                entry["rmse_over_scale"] = max(entry["rmse_over_scale"] or 0.0,
+                                               row["rmse_over_scale"])
+        return list(layers.values())
+
+    def quantize(self, excluded=()):
+        """Model bytes with int8 inputs, outputs and ops, but the ops whose output tensors
+        are ``excluded`` (names from ``layer_errors``' ``node``) run in float."""
+        from quantlab._tf import without_native_noise
+
+        options = self._tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=list(excluded) or None, fully_quantize=True)
+        with without_native_noise():
+            self._debugger.options = options
+            return self._debugger.get_nondebug_quantized_model()
+
+
+class OnnxInt8:
+    """ONNX Runtime's static QDQ quantization (int8 weights and activations, min/max) of an
+    ONNX float model, per-channel weights unless told.
+
+        >>> q = OnnxInt8(float_onnx_bytes, calibration, layer_names)    # doctest: +SKIP
+        >>> rows = q.layer_errors(validation_images)                    # doctest: +SKIP
+        >>> mixed = q.quantize(excluded=[rows[0]["node"]])              # doctest: +SKIP
+    """
+
+    suffix = ".onnx"
+    runtime = "onnxruntime"
+
+    def __init__(self, float_content, calibration, layer_names=(), per_channel=True):
+        import onnxruntime
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self._folder = tempfile.TemporaryDirectory(prefix="quantlab-onnx-selective-")
+        folder = Path(self._folder.name)
+        source, self._prepared = folder / "float.onnx", folder / "prepared.onnx"
+        source.write_bytes(float_content)
+        # As the onnx_int8 variant: fold and fuse first, so that nodes are the ones the
+        # kernels run and the names given back to nodes_to_exclude are those of this graph.
+        quant_pre_process(str(source), str(self._prepared), skip_symbolic_shape=True)
+        self._input = onnxruntime.InferenceSession(float_content).get_inputs()[0].name
+        self.calibration = calibration
+        self.per_channel = per_channel
+        self.layer_names = list(layer_names)
+
+    def float_content(self):
+        return self._prepared.read_bytes()
+
+    def _reader(self, images):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        name = self._input
+
+        class Images(CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter(np.array_split(images, max(1, len(images) // 50)))
+
+            def get_next(self):
+                batch = next(self.batches, None)
+                return None if batch is None else {name: np.ascontiguousarray(batch)}
+
+        return Images()
+
+    def _quantize_to(self, target, excluded):
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        quantize_static(self._prepared, target, self._reader(self.calibration),
+                        quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(excluded))
+
+    def quantize(self, excluded=()):
+        """QDQ model bytes with the nodes named in ``excluded`` left in float."""
+        target = Path(self._folder.name, "int8.onnx")
+        self._quantize_to(target, excluded)
+        return target.read_bytes()
+
+    def layer_errors(self, images):
+        """Rows {layer, node, op, sqnr_db, entering_db}, one per node whose output the QDQ
+        model quantizes, in graph order: the SQNR of that output in the QDQ model against the
+        float model, and the SQNR of the signal entering the node (the difference is the
+        node's own share of the error)."""
+        import onnx
+        from onnxruntime.quantization import qdq_loss_debug as debug
+
+        folder = Path(self._folder.name)
+        qdq = folder / "debug_int8.onnx"
+        self._quantize_to(qdq, ())
+        activations = {}
+        for kind, path in (("float", self._prepared), ("qdq", qdq)):
+            augmented = folder / f"augmented_{kind}.onnx"
+            debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
+            activations[kind] = debug.collect_activations(str(augmented), self._reader(images))
+        matched = debug.create_activation_matching(activations["qdq"], activations["float"])
+        sqnr = {name: errors["xmodel_err"]
+                for name, errors in debug.compute_activation_error(matched).items()
+                if "xmodel_err" in errors}
+        graph = onnx.load(str(self._prepared)).graph
+        producer = {out: node for node in graph.node for out in node.output}
+        constants = {init.name for init in graph.initializer}
+
+        def upstream(tensor, seen=()):
+            """SQNR of the float signal reaching ``tensor``: its own where it is matched, else
+            the worst of what its producer read (a fused op's output has no QDQ of its own)."""
+            if tensor in sqnr:
+                return sqnr[tensor]
+            node = producer.get(tensor)
+            if node is None or tensor in seen:
+                return math.inf  # a graph input: as sent
+            found = [upstream(i, (*seen, tensor)) for i in node.input if i and i not in constants]
+            return min(found, default=math.inf)
+
+        rows = []
+        for node in graph.node:
+            if not node.output or node.output[0] not in sqnr:
+                continue
+            entering = [upstream(i) for i in node.input if i and i not in constants]
+            before = min(entering, default=math.inf)
+            layer = (keras_layer(node.name, self.layer_names)
+                     or keras_layer(node.output[0], self.layer_names) or node.name)
+            rows.append({"layer": layer, "node": node.name, "op": node.op_type,
+                         "sqnr_db": sqnr[node.output[0]], "entering_db": before})
+        return rows
+
+    def layers(self, images):
+        """The statistic per Keras layer: rows {layer, nodes, ops, sqnr_db, sqnr_loss_db} in
+        graph order, ``sqnr_loss_db`` the dB lost between the layer's input and output."""
+        layers = {}
+        for row in self.layer_errors(images):
+            entry = layers.setdefault(row["layer"], {"layer": row["layer"], "nodes": [],
+                                                     "ops": [], "entering": row["entering_db"]})
+            entry["nodes"].append(row["node"])
+            entry["ops"].append(row["op"])
+            entry["sqnr_db"] = row["sqnr_db"]
+        for entry in layers.values():
+            entry["sqnr_loss_db"] = _finite(entry.pop("entering") - entry["sqnr_db"])
+            entry["sqnr_db"] = _finite(entry["sqnr_db"])
+        graph_nodes = self._all_nodes_by_layer()
+        for entry in layers.values():  # a layer is kept float whole: every node it made
+            entry["nodes"] = graph_nodes.get(entry["layer"], entry["nodes"])
+        return list(layers.values())
+
+    def _all_nodes_by_layer(self):
+        import onnx
+
+        found = {}
+        for node in onnx.load(str(self._prepared)).graph.node:
+            layer = keras_layer(node.name, self.layer_names)
+            if layer:
+                found.setdefault(layer, []).append(node.name)
+        return found
+
+
+def _finite(value):
+    """A number results.json can hold (an exact match has infinite SQNR: None)."""
+    return float(value) if value is not None and math.isfinite(value) else None
