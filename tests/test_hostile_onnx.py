@@ -142,7 +142,8 @@ def test_external_data_is_refused_and_nothing_outside_the_model_is_opened(tmp_pa
     folder = tmp_path / "user" / "models"
     folder.mkdir(parents=True)
     (folder / "link.bin").symlink_to(secret)
-    locations = {"parent": "../../outside/secret", "absolute": str(secret), "symlink": "link.bin"}
+    locations = {"parent": "../../outside/secret", "absolute": str(secret), "symlink": "link.bin",
+                 "root": "../" * 40 + "etc/passwd"}
     paths = []
     for name, location in locations.items():
         built = onnx.ModelProto()
@@ -154,10 +155,11 @@ def test_external_data_is_refused_and_nothing_outside_the_model_is_opened(tmp_pa
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines[:3]] == ["refused"] * 3
+    assert [line.split()[0] for line in lines[:4]] == ["refused"] * 4
     opened = lines[lines.index("opened") + 1:]
     assert all(str(path) in opened for path in paths)  # the hook saw the models opened
-    assert not [name for name in opened if "outside" in name or "link.bin" in name]
+    assert not [name for name in opened if any(
+        part in name for part in ("outside", "link.bin", "etc/passwd"))]
 
 
 # --- what a file declares -----------------------------------------------------------------
