@@ -41,7 +41,7 @@ class CheckedOnnx:
     """A user's ONNX classifier that passed every check; ``content`` is what was checked."""
 
     path: Path
-    content: bytes
+    content: bytes = dataclasses.field(repr=False)  # kilobytes to megabytes: not for messages
     sha256: str
     input_name: str
     input_shape: tuple  # with the batch dimension first: None where it is not fixed
@@ -111,8 +111,7 @@ def checked(content, path, layout=None):
     if not is_onnx(content, path):
         raise QuantlabError(f"{path} is not an ONNX model (an ONNX file starts with its IR "
                             f"version); export it with torch.onnx.export or tf2onnx")
-    model = onnx_check.check_onnx(path, content)
-    onnx_check.check_classifier_ops(path, model)
+    model = onnx_check.check_onnx(path, content, classifier=True)
     try:
         onnx.checker.check_model(model)  # after check_onnx: external data is refused by then
     except onnx.checker.ValidationError as error:

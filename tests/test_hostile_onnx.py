@@ -208,14 +208,16 @@ def with_second_input(model):
                             "export the classifier again"]),
     (lambda m: with_node(m, "Bernoulli"),
      ["uses operator 'Bernoulli'", "not one an image classifier is built of"]),
+    (lambda m: with_node(m, "DequantizeLinear"),
+     ["is quantized already (DequantizeLinear node", "give quantlab the float32 model"]),
     (lambda m: with_opset(m, onnx.defs.onnx_opset_version() + 1),
      [f"operator set {onnx.defs.onnx_opset_version() + 1}", "export it again with opset in"]),
     (lambda m: with_opset(m, 6), ["operator set 6 of ONNX; quantlab reads operator sets 7 to"]),
     (with_huge_initializer, ["tensor 'huge' of shape [10000000000], more data than the whole "
                              "file holds"]),
     (with_second_input, ["has 2 inputs ('image', 'mask') where quantlab feeds one image tensor"]),
-], ids=["custom-domain", "function", "not-a-classifier-op", "opset-too-new", "opset-too-old",
-        "huge-initializer", "two-inputs"])
+], ids=["custom-domain", "function", "not-a-classifier-op", "quantized", "opset-too-new",
+        "opset-too-old", "huge-initializer", "two-inputs"])
 def test_a_crafted_model_is_refused_in_one_line(tmp_path, model, craft, fragments):
     path = write(tmp_path, craft(model))
     assert path.stat().st_size < 8000

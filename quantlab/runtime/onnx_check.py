@@ -8,7 +8,7 @@ quantlab artifact needs neither, so a model that uses them is refused before any
 sees it; the model is parsed from the bytes read, so nothing it names is ever opened. Its
 IR and operator-set versions must be ones the installed onnx package knows (its checks and
 shape inference follow those versions' rules), and a user's classifier may use only the
-operators an image classifier is built of (``check_classifier_ops``).
+operators an image classifier is built of (``check_onnx(..., classifier=True)``).
 
 Memory: every tensor the graph computes is bounded (``quantlab.tensor_budget``), its shape
 inferred by ONNX shape inference (constant shapes propagated) at batch 1 and 2. For that
@@ -55,6 +55,9 @@ CLASSIFIER_OPS = frozenset({
     "Gather", "Shape", "Expand", "Tile", "Pad", "Resize", "DepthToSpace", "SpaceToDepth",
     "Identity", "Constant", "ConstantOfShape", "Cast", "Dropout", "Equal", "Where",
 })
+# Operators of a model quantized already: quantlab quantizes the float model itself.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                           "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"})
 
 
 def _graphs(model):
@@ -104,8 +107,12 @@ def _itemsize(elem_type):
         return 8
 
 
-def check_onnx(path, content):
-    """The parsed ModelProto, or a one-line QuantlabError naming what is refused."""
+def check_onnx(path, content, classifier=False):
+    """The parsed ModelProto, or a one-line QuantlabError naming what is refused.
+
+    ``classifier``: a user's image classifier, whose operators must be in CLASSIFIER_OPS
+    (checked before shape inference runs any operator's inference code).
+    """
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -116,6 +123,8 @@ def check_onnx(path, content):
     _check_self_contained(path, model)
     _check_versions(path, model)
     _check_operators(path, model)
+    if classifier:
+        _check_classifier_ops(path, model)
     _check_declared_sizes(path, model, len(content))
     _check_shape_arithmetic(path, model.graph)
     _check_memory(path, model)
@@ -166,10 +175,14 @@ def _check_operators(path, model):
                                     f"need and whose cost no shape shows; {FIX}")
 
 
-def check_classifier_ops(path, model):
+def _check_classifier_ops(path, model):
     """Refuse a user's model that uses an operator image classifiers are not built of."""
     for graph in _graphs(model):
         for node in graph.node:
+            if node.op_type in QUANTIZED_OPS:
+                raise QuantlabError(f"{path} is quantized already ({node.op_type} node "
+                                    f"{node.name!r:.80}); give quantlab the float32 model, "
+                                    f"which it quantizes itself")
             if node.op_type not in CLASSIFIER_OPS:
                 raise QuantlabError(f"{path} uses operator {node.op_type!r:.80} (node "
                                     f"{node.name!r:.80}), which is not one an image classifier "
