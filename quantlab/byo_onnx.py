@@ -3,9 +3,10 @@ sees it.
 
 The format is decided from the content, never from the name: an ONNX ModelProto starts with
 its IR version (byte 0x08, as ``runtime.format_of`` reads it). A file that another loader
-would read as something else too (a ZIP archive, which Keras, NumPy's npz and PyTorch open
-from the end of the file whatever its start; an HDF5 superblock; a TFLite identifier) is
-refused whatever its name: no exporter writes one, and each reader would see another model.
+would read as something else too (a ZIP archive, which Python's zipfile, and so Keras, finds
+from the end of the file whatever its start; an HDF5 superblock, which the HDF5 library looks
+for past a user block; a TFLite identifier) is refused whatever its name: no exporter writes
+one, and each reader would see another model.
 
 The file is read once; those bytes are parsed (never from the path, so nothing a model
 names, such as external data, is ever opened), checked by ``runtime.onnx_check`` (no external
@@ -44,7 +45,7 @@ class CheckedOnnx:
     content: bytes = dataclasses.field(repr=False)  # kilobytes to megabytes: not for messages
     sha256: str
     input_name: str
-    input_shape: tuple  # with the batch dimension first: None where it is not fixed
+    input_shape: tuple  # the batch dimension first, always None (variable): (None, 3, 32, 32)
     layout: str  # "NCHW" or "NHWC"
     num_classes: int
     output_name: str
@@ -120,7 +121,7 @@ def checked(content, path, layout=None):
                             f"again") from None
     image = _image_input(path, model)
     shape = _input_shape(path, image)
-    output, classes = _classes(path, model, 1)
+    output, classes = _classes(path, model)
     opset = next(entry.version for entry in model.opset_import
                  if entry.domain in onnx_check.DOMAINS)
     return CheckedOnnx(path, content, hashlib.sha256(content).hexdigest(), image.name, shape,
@@ -180,7 +181,7 @@ def _layout(path, shape, asked):
     return fits[0]
 
 
-def _classes(path, model, batch):
+def _classes(path, model):
     """(output name, number of classes) of the one output, [batch, classes] once inferred."""
     import onnx
 
@@ -189,7 +190,7 @@ def _classes(path, model, batch):
         raise QuantlabError(f"{path} has {len(outputs)} outputs where quantlab reads one, the "
                             f"class scores; {EXPORT}")
     output, = outputs
-    dims = onnx_check.shapes_at(path, model, batch).get(output.name)
+    dims = onnx_check.shapes_at(path, model, 1).get(output.name)
     if (output.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or dims is None
             or len(dims) != 2 or dims[1] < 2):
         raise QuantlabError(f"{path} output {output.name!r:.80} has shape {dims}, not float32 "
