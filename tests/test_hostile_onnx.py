@@ -99,6 +99,34 @@ def test_the_layout_is_read_from_the_input_and_an_ambiguous_one_must_be_named(tm
             layout="NHWC")
 
 
+
+def test_the_flatten_pytorch_writes_for_a_variable_batch_is_accepted(tmp_path, digits, model):
+    """x.view(x.size(0), -1) exports as Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), -1))."""
+    import onnxruntime
+
+    flatten, = [node for node in model.graph.node if node.op_type == "Flatten"]
+    at = list(model.graph.node).index(flatten)
+    viewed = onnx.ModelProto()
+    viewed.CopyFrom(model)
+    del viewed.graph.node[at]
+    for offset, node in enumerate([
+            helper.make_node("Shape", ["pooled"], ["shape"]),
+            helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+            helper.make_node("Unsqueeze", ["batch", "zeros"], ["batch_1d"]),
+            helper.make_node("Concat", ["batch_1d", "minus_one"], ["dims"], axis=0),
+            helper.make_node("Reshape", ["pooled", "dims"], ["flat"])]):
+        viewed.graph.node.insert(at + offset, node)
+    viewed.graph.initializer.extend([numpy_helper.from_array(np.array(v, np.int64), name)
+                                     for name, v in (("zero", 0), ("zeros", [0]),
+                                                     ("minus_one", [-1]))])
+    checked = byo_onnx.load_onnx(write(tmp_path, viewed))
+    assert (checked.input_shape, checked.num_classes) == ((None, 1, 8, 8), 10)
+    images = normalized_nchw(digits[0][:5])
+    outputs = [onnxruntime.InferenceSession(m.SerializeToString(),
+                                            providers=["CPUExecutionProvider"]).run(
+        None, {"image": images})[0] for m in (model, viewed)]
+    np.testing.assert_allclose(*outputs, rtol=1e-6)
+
 # --- files outside the model: never opened --------------------------------------------------
 
 def external(tensor, location):
