@@ -4,7 +4,8 @@ from quantlab.study import StudyConfig
 from quantlab.study.counting import plan_counts
 from quantlab.variant_table import readers
 
-P17_ON_LITERT = {(variant, "litert", batch) for variant in ("float32", "int8") for batch in (1, 16, 64)}
+P17_ON_LITERT = {(variant, "litert", batch) for variant in ("float32", "int8")
+                 for batch in (1, 16, 64)}
 # At batch 1, each variant on the runtime that reads its file natively (bf16: not simulated).
 OWN_RUNTIME = {("float32_tf", "tensorflow", 1), ("dynamic_int8", "litert", 1),
                ("float16", "litert", 1), ("qat_int8", "litert", 1),
@@ -27,12 +28,21 @@ def counted(backend):
     return records, {(r["variant"], r["runtime"], r["batch_size"]) for r in chosen}
 
 
-def test_valgrind_counts_p17_s_pair_on_litert_and_each_variant_on_its_own_runtime_at_one_thread():
+def test_valgrind_counts_p17_s_pair_on_litert_below_batch_64_and_each_variant_on_its_own_runtime():
     records, chosen = counted("valgrind")
-    assert chosen == P17_ON_LITERT | OWN_RUNTIME
+    large = {("float32", "litert", 64), ("int8", "litert", 64)}
+    assert chosen == P17_ON_LITERT - large | OWN_RUNTIME
     openvino = next(r for r in records if r["runtime"] == "openvino" and r["variant"] == "int8"
                     and r["batch_size"] == 1 and r["threads"] == 1)
-    assert openvino["not_counted"].startswith("counted under valgrind: float32 and int8 at every")
+    assert openvino["not_counted"].startswith(
+        "counted under valgrind: float32 and int8 on litert at batch 1 and every batch below 64;")
+
+
+def test_valgrind_counts_a_large_batch_of_the_pair_when_it_is_the_first():
+    config = StudyConfig(variants=("float32", "int8"), batch_sizes=(64, 16), threads=(1,))
+    records = [{"variant": variant, "runtime": "litert", "batch_size": batch, "threads": 1}
+               for variant in ("float32", "int8") for batch in (64, 16)]
+    assert len(plan_counts(config, "valgrind", records)) == 4
 
 
 def test_perf_at_full_speed_counts_float32_and_int8_on_the_other_runtimes_too():
