@@ -233,7 +233,7 @@ def with_second_input(model):
      ["uses operator 'StealFiles' of domain 'com.example.ops', outside the standard ONNX "
       "operators"]),
     (hidden_in_a_function, ["defines its own functions ('Activate'), which can hide any operator",
-                            "export the classifier again"]),
+                            "inline them (onnx.inliner.inline_local_functions)"]),
     (lambda m: with_node(m, "Bernoulli"),
      ["uses operator 'Bernoulli'", "not one an image classifier is built of"]),
     (lambda m: with_node(m, "DequantizeLinear"),
@@ -251,6 +251,13 @@ def test_a_crafted_model_is_refused_in_one_line(tmp_path, model, craft, fragment
     assert path.stat().st_size < 8000
     refusal(path, *fragments)
 
+
+def test_functions_inlined_as_the_refusal_says_leave_a_model_that_is_accepted(tmp_path, model):
+    from onnx import inliner
+
+    inlined = inliner.inline_local_functions(hidden_in_a_function(model))
+    assert not inlined.functions
+    assert byo_onnx.load_onnx(write(tmp_path, inlined)).num_classes == 10
 
 @pytest.mark.parametrize("built, fragments", [
     (lambda: tiny(["batch", 64], first="Identity"),

@@ -160,8 +160,9 @@ def _check_versions(path, model):
 def _check_operators(path, model):
     if model.functions:  # checked first: a function's name is what hides the ops it holds
         raise QuantlabError(f"{path} defines its own functions ({model.functions[0].name!r:.80}), "
-                            f"which can hide any operator; quantlab runs only models of standard "
-                            f"operators: {FIX}")
+                            f"which can hide any operator; quantlab checks only models of standard "
+                            f"operators: inline them (onnx.inliner.inline_local_functions) and "
+                            f"save the model again")
     for graph in _graphs(model):
         for node in graph.node:
             if node.domain not in DOMAINS:
