@@ -16,9 +16,9 @@ from quantlab.variant_table import counted_quick, natural_reader, p17_pair
 # its file natively, and float32 and int8 of either format on the others. Valgrind simulates
 # at a few million instructions a second, and a study has over a hundred cases: there the
 # full study leaves out the pair's batches of valgrind.LARGE_BATCH and more after the first
-# (float32 medium at batch 64 took 114 s of a core, int8 about half that: together more than
-# the rest of the net's counting) and the pair on the other runtimes (OpenVINO: 11-18 s of a
-# core each); the next net's timing waited for all of it. The quick study counts float32 and
+# (float32 medium at batch 64 took 114 s of a core, int8 10 s: as much as the rest of the
+# net's counting) and the pair on the other runtimes (OpenVINO: 11-18 s of a core each); the
+# next net's timing waited for all of it. The quick study counts float32 and
 # int8 on LiteRT at the first batch size. bf16 is never simulated: valgrind's virtual CPU has
 # no bfloat16 arithmetic. Which variants are which: quantlab.variant_table.
 

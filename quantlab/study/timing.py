@@ -23,8 +23,11 @@ FULL_TIMING = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=10"]
 # Then every net and batch size again in interleaved rounds (quantlab.rounds), until every
 # speed-up is known within +-5 % or this many seconds per group are spent. The full study's
 # 15 s per group gave 22-34 rounds (widest interval +-6 % to +-15 %) and a third of its
-# timing; 8 s gives about 12-18 rounds, intervals about a third wider.
-QUICK_ROUNDS, FULL_ROUNDS = 3, 8
+# timing; 8 s gives about 12-18 rounds, intervals about a third wider. The quick study stops
+# at the minimum of 9 rounds (quantlab.rounds.MIN_ROUNDS) unless every interval is narrow by
+# then: 3 s gave 9-12 rounds a group, and in a quick study of the tests' tiny nets, where 9
+# rounds take a few tenths of a second, 3 s of repeated rounds per net and batch size.
+QUICK_ROUNDS, FULL_ROUNDS = 1, 8
 
 
 def pairs(artifacts, runtimes, cpu):
