@@ -27,8 +27,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from quantlab import runtime, tensor_budget, training, variants
+from quantlab import byo_onnx, runtime, tensor_budget, training, variants
 from quantlab.errors import QuantlabError
+from quantlab.keras_names import ACTIVATIONS, ALLOWED_CLASSES, VALUE_TAGS
 
 RESAVE = "save the model again with model.save('model.keras')"
 REBUILD = "rebuild the model from Keras's standard layers"
@@ -45,47 +46,6 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # What tf_keras's model.save("x.keras") writes for a model without assets (assets belong to
 # text and lookup layers, which an image classifier does not use).
 KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
-
-LAYERS = frozenset({
-    "InputLayer", "Dense", "EinsumDense",
-    "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
-    "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D",
-    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-    "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax",
-    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-    "Flatten", "Reshape", "Permute", "RepeatVector",
-    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-    "UpSampling1D", "UpSampling2D", "UpSampling3D",
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
-    "Rescaling", "Normalization", "Resizing", "CenterCrop",
-    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast",
-    "RandomCrop", "RandomBrightness",
-})
-MODELS = frozenset({"Sequential", "Functional", "Model"})
-# Objects a layer's config may hold: its initializers, regularizers, constraints, dtype.
-LAYER_PARTS = frozenset({
-    "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
-    "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal",
-    "VarianceScaling", "Orthogonal", "Identity",
-    "L1", "L2", "L1L2", "OrthogonalRegularizer",
-    "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "RadialConstraint",
-    "Policy",
-})
-ALLOWED_CLASSES = LAYERS | MODELS | LAYER_PARTS
-# Plain values Keras writes as tagged dicts; they build arrays or bytes, never code.
-VALUE_TAGS = frozenset({"__numpy__", "__tensor__", "__bytes__"})
-# Activations are named by string and looked up among a module's globals: allow the names.
-ACTIVATIONS = frozenset({
-    "elu", "exponential", "gelu", "hard_sigmoid", "leaky_relu", "linear", "log_softmax",
-    "mish", "relu", "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign",
-    "swish", "tanh",
-})
-
 
 def read_model_file(path):
     """The bytes of the model file at ``path``, or a one-line error saying why not."""
@@ -131,7 +91,10 @@ def _hdf5_offsets(content):
 
 
 def model_format(content, path):
-    """``"keras"`` (a ZIP archive) or ``"h5"`` (legacy HDF5), decided from ``content``."""
+    """``"onnx"``, ``"keras"`` (a ZIP archive) or ``"h5"`` (legacy HDF5), decided from
+    ``content``. ONNX first: a file that is ONNX and also a ZIP or HDF5 file is refused there."""
+    if byo_onnx.is_onnx(content, path):
+        return "onnx"
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
     except zipfile.BadZipFile:
@@ -148,7 +111,8 @@ def model_format(content, path):
         return "keras"
     if hdf5:
         return "h5"
-    raise QuantlabError(f"{path} is neither a .keras archive nor an HDF5 model; {RESAVE}")
+    raise QuantlabError(f"{path} is neither a .keras archive nor an HDF5 model, nor ONNX; "
+                        f"{RESAVE}, or export it with torch.onnx.export or tf2onnx")
 
 
 def _keras_config(content, path):
@@ -319,6 +283,9 @@ def check_stored_weights(content, fmt, path):
 def checked(content, path):
     """The format of ``content`` (``"keras"`` or ``"h5"``) once it passed every check."""
     fmt = model_format(content, path)
+    if fmt == "onnx":  # the study reads an ONNX model through open_model, never as Keras
+        raise QuantlabError(f"{path} is an ONNX model, not a Keras one; study it with "
+                            f"quantlab run --model {path.name} --data IMAGES")
     check_config(_keras_config(content, path) if fmt == "keras" else _h5_config(content, path),
                  path)
     check_stored_weights(content, fmt, path)
@@ -408,6 +375,21 @@ def _activations(model):
                 known = all(d is not None for d in shape[1:])
                 yield (layer.name, type(layer).__name__,
                        [1, *shape[1:]] if known else None, [2, *shape[1:]] if known else None, 4)
+
+
+def open_model(path, layout=None):
+    """The user's model at ``path``, its format decided from its content: an ONNX model
+    checked now (a ``byo_onnx.CheckedOnnx``, whose bytes are all that is used from then on),
+    or None for a Keras model, which ``export`` checks and loads."""
+    path = Path(path)
+    content = read_model_file(path)
+    if model_format(content, path) != "onnx":
+        return None
+    model = byo_onnx.load_onnx(path, layout)
+    if model.sha256 != hashlib.sha256(content).hexdigest():
+        raise QuantlabError(f"{path} changed while quantlab read it; give a file nothing "
+                            f"else is writing")
+    return model
 
 
 def load(path, data):

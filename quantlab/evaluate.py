@@ -76,7 +76,20 @@ def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_
             "agreement": float(np.mean(classes == ref_classes)),
             "max_abs_diff": float(np.max(np.abs(probs - ref_probs))),
             "test_images": scored,
-            # one class for every image: a model fed other pixels than it was trained on
-            "classes_predicted": int(len(np.unique(classes))),
+            # one class for every image, or for most: a model fed other pixels than it was
+            # trained on (report.sentences.read_first)
+            **_dominance(classes, labels),
         })
     return rows + failed
+
+
+def _dominance(classes, labels):
+    """How many classes the top-1 answers name, the share of the most named one and, with
+    labels, that class's share among the labels."""
+    counts = np.bincount(classes)
+    top = int(counts.argmax())
+    found = {"classes_predicted": int(np.count_nonzero(counts)),
+             "top_class_share": float(counts[top] / len(classes))}
+    if labels is not None:
+        found["top_class_label_share"] = float(np.mean(labels == top))
+    return found

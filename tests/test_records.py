@@ -3,7 +3,9 @@
 tests/data/results/v3.json is a real quick study's results.json (digits, dense, float32 and
 int8 on LiteRT, batch 1, one thread); v2.json and v1.json are the same results in the layouts
 quantlab wrote them in before (schema 2 as it was first written, and the first layout, which
-had no schema key), made by the inverse of each upgrade step.
+had no schema key), made by the inverse of each upgrade step. v4.json is a real quick study
+of a user's ONNX model on a folder of PNG images (tests/test_user_model.py's Keras net,
+exported channels first with its normalization folded in).
 """
 
 import copy
@@ -43,7 +45,7 @@ def test_every_schema_has_its_history_and_an_upgrade_step():
 
 def test_each_stored_file_holds_only_what_its_schema_wrote():
     """What the table says came later is absent from an older file (and present in v3)."""
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         results = _stored(version)
         assert records.version(results) == version
         later = {f.name for f in records.TOP if f.since > version}
@@ -82,6 +84,40 @@ def test_schema_2_as_written_last_is_schema_3():
     assert records.upgrade(late) == records.upgrade(_stored(3))
 
 
+def test_a_stored_user_model_study_reads_as_schema_4_with_its_own_reference():
+    """v4.json: a quick study of an ONNX classifier (channels first, normalized input) on a
+    folder of PNG images: its reference is its own float32 on ONNX Runtime."""
+    stored = _stored(4)
+    assert records.upgrade(stored) == stored
+    records.check(stored)
+    assert stored["reference"] == {"variant": "onnx_float32", "runtime": "onnxruntime"}
+    assert stored["model"]["format"] == "onnx" and len(stored["model"]["sha256"]) == 64
+    assert stored["dataset"]["labelled"] is True and stored["dataset"]["calibration"] >= 1
+
+
+def test_accuracy_may_be_null_only_where_the_images_had_no_labels():
+    unlabelled = copy.deepcopy(_stored(4))
+    for row in unlabelled["accuracy"]:
+        row.update(accuracy=None, delta_points=None)
+    with pytest.raises(records.Invalid, match=r"accuracy\[0\]\.accuracy is not a number"):
+        records.check(unlabelled)
+    unlabelled["dataset"]["labelled"] = False
+    records.check(unlabelled)
+    unlabelled["accuracy"][0]["agreement"] = None  # agreement stands in: it must be there
+    with pytest.raises(records.Invalid, match=r"accuracy\[0\]\.agreement is not a number"):
+        records.check(unlabelled)
+
+
+def test_a_reference_that_is_not_a_variant_and_runtime_is_refused():
+    edited = copy.deepcopy(_stored(4))
+    edited["reference"] = {"variant": "onnx float32", "runtime": "onnxruntime"}
+    with pytest.raises(records.Invalid, match="reference.variant is not a plain name"):
+        records.check(edited)
+    del edited["reference"]
+    with pytest.raises(records.Invalid, match="reference is missing"):
+        records.check(edited)
+
+
 def test_schema_3_upgrades_with_litert_float32_as_its_reference_and_no_user_model():
     """Every study before schema 4 was against LiteRT float32, on quantlab's own nets."""
     upgraded = records.upgrade(_stored(3))
@@ -94,7 +130,7 @@ def test_schema_3_upgrades_with_litert_float32_as_its_reference_and_no_user_mode
 
 
 def test_compare_reads_a_stored_file_of_every_schema_and_two_schemas_together(tmp_path):
-    files = [str(STORED / f"v{version}.json") for version in (1, 2, 3)]
+    files = [str(STORED / f"v{version}.json") for version in (1, 2, 3, 4)]
     for number, given in enumerate([*[[f] for f in files], [files[0], files[2]]]):
         out = tmp_path / f"out{number}"
         done = quantlab("compare", *given, "--out", str(out))
@@ -103,8 +139,8 @@ def test_compare_reads_a_stored_file_of_every_schema_and_two_schemas_together(tm
         stored = [records.upgrade(json.loads(Path(f).read_text())) for f in given]
         for machine, results in zip(comparison["machines"], stored):
             for case in results["cases"]:
-                entry = next(e for e in comparison["cases"] if (e["net"], e["variant"], e["batch_size"])
-                             == (case["net"], case["variant"], case["batch_size"]))
+                key = ("net", "variant", "runtime", "batch_size")
+                entry = next(e for e in comparison["cases"] if [e[k] for k in key] == [case[k] for k in key])
                 assert entry["machines"][machine["name"]]["median"] == case["median"]
     assert [m["name"] for m in comparison["machines"]] == ["AMD EPYC (v1.json)", "vm (AMD EPYC)"]
 

@@ -8,13 +8,14 @@ continues where it stopped. Latency is measured by the same pytest-benchmark sui
 
 Here: ``run`` and the ``Study`` (the order of the nets and the work of each). Its parts:
 ``config`` (what was asked), ``stages`` (the stored-state rule), ``timing``, ``counting``
-(which cases are counted, in which workers) and ``results`` (results.json and the report).
+(which cases are counted, in which workers), ``results`` (results.json and the report) and
+``user_model`` (a user's model and images: format, data, reference, what results.json says).
 The fleet (``quantlab.fleet``) runs the same work and rule as Dask tasks.
 """
 
 from dataclasses import dataclass, field
 
-from quantlab import cache, datasets, variants
+from quantlab import cache, variants
 from quantlab._tf import versions
 from quantlab.output import prepare_output
 from quantlab.progress import Progress
@@ -26,6 +27,7 @@ from quantlab.study.results import (finish, machine_info, measure_ceilings_again
                                     new_results)
 from quantlab.study.stages import _cached_stage, artifact_key, state_path, well_formed  # noqa: F401
 from quantlab.study.timing import pairs, rounds_budget, time_net
+from quantlab.study import user_model
 
 
 def run(config, progress=None):
@@ -37,13 +39,17 @@ def run(config, progress=None):
     prepare_output(config.out, config.force)
     cache.check_writable(cache.cache_root(), "cache folder",
                          "set QUANTLAB_CACHE to a folder you can write")
-    data = datasets.load(config.dataset, config.data_dir)
+    onnx_model = user_model.open_model(config)  # checked before anything else is done
+    data = user_model.load_data(config, onnx_model)
     runtimes, skipped = runtime.usable(config.runtimes)
     for name, why in skipped.items():
         progress(f"runtime {name} left out: {why}")
     backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
-    study = Study(config, data, progress, runtimes, backend, machine.cpu_info())
-    study.results = new_results(config, data, machine_info(config, backend, skipped), runtimes)
+    study = Study(config, data, progress, runtimes, backend, machine.cpu_info(),
+                  onnx_model=onnx_model)
+    study.results = user_model.describe(
+        new_results(config, data, machine_info(config, backend, skipped), runtimes), config,
+        data, onnx_model)
     try:
         return study.run()
     finally:
@@ -65,6 +71,13 @@ class Study:
     cpu: dict | None = None
     results: dict | None = None
     background: list = field(default_factory=list)  # each net's counting, beside the next net
+    onnx_model: object = None  # a user's ONNX model, checked (byo_onnx.CheckedOnnx)
+
+    @property
+    def reference(self):
+        """(variant, runtime) every ratio is against: LiteRT float32, or the float32 of a
+        user's ONNX model on ONNX Runtime."""
+        return user_model.reference(self.onnx_model)
 
     def stage(self, stage, key, compute, label):
         return _cached_stage(self.config, stage, key, compute, self.progress, label)
@@ -102,6 +115,7 @@ class Study:
             "eval", {**scored, "pairs": studied, "images": test_images(self.config),
                      "versions": versions()},
             lambda: self.evaluate(net, artifacts, studied), f"{net}: accuracy")
+        self.warn_of_preprocessing(net)
         timed_runtimes = [r for r in self.runtimes if any(r == name for _, name in studied)]
         counting.wait()  # nothing else runs while a net is timed
         host = machine.identity(self.cpu)["host"]
@@ -124,8 +138,16 @@ class Study:
 
     def export(self, net):
         """{variant: Artifact} of one net (or of the user's own model): trained and exported,
-        cached."""
+        cached. A user's ONNX model: the file as given and every int8 variant quantlab makes
+        from ONNX (ONNX Runtime's per-channel and per-tensor, OpenVINO's NNCF), calibrated on
+        the calibration images."""
         config, train = self.config, train_config(self.config, net)
+        if self.onnx_model is not None:
+            from quantlab import onnx_variants
+
+            return onnx_variants.export(self.onnx_model.content,
+                                        user_model.calibration(config, self.data), name=net,
+                                        variants=onnx_variants.VARIANTS, progress=self.progress)
         if config.model is not None:
             from quantlab import byo
 
@@ -135,7 +157,8 @@ class Study:
                                progress=self.progress)
 
     def layer_errors(self, net, artifacts):
-        """Per-layer error of the int8 variant (quantlab's own nets only)."""
+        """Per-layer error of the int8 variant (quantlab's own nets only: it runs TFLite's
+        quantization debugger on the Keras model they were trained as)."""
         if "int8" not in artifacts or self.config.model is not None:
             return []
         from quantlab import layer_error, training
@@ -149,8 +172,18 @@ class Study:
         from quantlab import evaluate
 
         rows = evaluate.accuracies(artifacts, self.data, studied, progress=self.progress,
-                                   label=f"{net}: evaluating", images=test_images(self.config))
+                                   label=f"{net}: evaluating", images=test_images(self.config),
+                                   reference=self.reference)
         return [{"net": net, **row} for row in rows]
+
+    def warn_of_preprocessing(self, net):
+        """Say now, not only in the report, when the float model's answers look like the
+        images were not preprocessed as it expects (one class for all, or near chance)."""
+        from quantlab.report.sentences import read_first
+
+        for doubt in read_first(self.results):
+            if doubt.startswith(f"{net}: "):
+                self.progress(f"warning: {doubt}")
 
     def deployment_repeats(self):
         """Fresh processes per (variant, runtime) for load time, first inference and memory:

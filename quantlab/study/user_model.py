@@ -1,0 +1,99 @@
+"""A user's own model in the study: the file (its format decided from its content), the
+images it is studied on, in its layout and preprocessing, the reference every ratio of it is
+against, and what results.json says of both.
+
+An ONNX model is checked once (``byo.open_model``); from then on only those checked bytes are
+used: its variants are made from them and it is reported by their sha256. It has no TFLite
+float32, so its reference is its own float32 on ONNX Runtime, the runtime it was exported
+for. A Keras model is checked and exported by ``byo.export`` as before, against LiteRT
+float32 like quantlab's own nets.
+"""
+
+import hashlib
+
+from quantlab import defaults
+from quantlab.errors import QuantlabError
+
+ONNX_REFERENCE = ("onnx_float32", "onnxruntime")
+
+
+def open_model(config):
+    """The user's ONNX model, checked (a ``byo_onnx.CheckedOnnx``); None for quantlab's own
+    nets and for a Keras model."""
+    if config.model is None:
+        return None
+    from quantlab import byo
+
+    return byo.open_model(config.model, config.layout)
+
+
+def load_data(config, onnx_model):
+    """The images the study runs on: the user's --data in the layout, size and channels the
+    ONNX model takes; else the built-in dataset (which an ONNX model must take as it is)."""
+    from quantlab.study.config import load_data as load
+
+    if onnx_model is None:
+        return load(config)
+    data = load(config, onnx_model.image_shape, onnx_model.layout, onnx_model.num_classes)
+    fixed = [d for d in onnx_model.input_shape[1:]]
+    if config.data is None and (list(data.input_shape) != fixed
+                                or data.num_classes != onnx_model.num_classes):
+        raise QuantlabError(
+            f"{onnx_model.path.name} takes {'x'.join(map(str, fixed))} inputs ({onnx_model.layout}) "
+            f"and gives {onnx_model.num_classes} classes, but {data.name} images are "
+            f"{'x'.join(map(str, data.input_shape))} of {data.num_classes} classes; give your "
+            f"own images with --data FOLDER (and --mean/--std as the model was trained with)")
+    return data
+
+
+def reference(onnx_model):
+    """(variant, runtime) every ratio of the study is against."""
+    return ONNX_REFERENCE if onnx_model is not None else (defaults.REFERENCE,
+                                                          defaults.REFERENCE_RUNTIME)
+
+
+def calibration(config, data):
+    """The images int8 calibration reads: the user's calibration split (all of it), or a
+    seeded sample of a built-in training set."""
+    from quantlab import variants
+
+    return variants.calibration_images(data, config.calibration_size, config.seed)
+
+
+def describe(results, config, data, onnx_model):
+    """``results`` with what schema 4 records of the study: its reference, the user's model
+    (file, sha256, format, input), and the images (labels or not, calibration count,
+    preprocessing, classes)."""
+    from quantlab import records
+
+    variant, runtime = reference(onnx_model)
+    record = getattr(data, "record", None) or {}
+    labelled = getattr(data, "labelled", True)
+    dataset = {**results["dataset"], "labelled": labelled, "classes": data.num_classes,
+               "calibration": min(config.calibration_size, len(data.x_train))}
+    if record:
+        dataset.update(source=record.get("source") or dataset["source"],
+                       preprocessing={key: record.get(key) for key in (
+                           "scale", "mean", "std", "layout", "image_size", "color", "resize")},
+                       splits=record.get("splits"), seed=record.get("seed"),
+                       files_per_class=record.get("files_per_class"))
+    return {**results, "schema": records.SCHEMA, "dataset": dataset,
+            "reference": {"variant": variant, "runtime": runtime},
+            "model": _model_entry(config, onnx_model)}
+
+
+def _model_entry(config, onnx_model):
+    if config.model is None:
+        return None
+    if onnx_model is not None:
+        return {"file": onnx_model.path.name, "path": str(onnx_model.path),
+                "sha256": onnx_model.sha256, "format": "onnx", "bytes": len(onnx_model.content),
+                "input": onnx_model.input_name, "input_shape": list(onnx_model.input_shape),
+                "layout": onnx_model.layout, "classes": onnx_model.num_classes,
+                "opset": onnx_model.opset}
+    from quantlab import byo
+
+    content = byo.read_model_file(config.model)  # byo.export checks these bytes again
+    return {"file": config.model.name, "path": str(config.model),
+            "sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content),
+            "format": byo.model_format(content, config.model)}
