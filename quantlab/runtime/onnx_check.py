@@ -191,13 +191,16 @@ def _check_classifier_ops(path, model):
 
 
 def _check_declared_sizes(path, model, file_size):
-    for tensor in _tensors(model):
-        # A stored tensor holds its data in the file, at least half a byte per element
-        # (4-bit types): one that declares more is a lie a runtime might allocate for.
-        if elements(tensor.dims) > 2 * file_size:
-            raise QuantlabError(f"{path} declares tensor {tensor.name!r:.80} of shape "
-                                f"{list(tensor.dims)}, more data than the whole file holds; "
-                                f"export it again")
+    # A stored tensor holds its data in the file, at least half a byte per element (4-bit
+    # types): tensors that declare more, each or all together (a thousand tensors of a
+    # few bytes each declaring the file's size), are a lie a runtime might allocate for.
+    declared = [(elements(t.dims), t.name, list(t.dims)) for t in _tensors(model)]
+    total = sum(count for count, _, _ in declared)
+    if total > 2 * file_size:
+        count, name, dims = max(declared, key=lambda entry: entry[0])
+        others = "" if count > 2 * file_size else f" and {len(declared) - 1:,} others"
+        raise QuantlabError(f"{path} declares tensor {name!r:.80} of shape {dims}{others}, more "
+                            f"data than the whole file holds; export it again")
     dense = sum(elements(s.dims) * _itemsize(s.values.data_type) for s in _sparse_tensors(model))
     if dense > FIXED_BYTES:  # runtimes make sparse tensors dense, whatever few values they hold
         raise QuantlabError(f"{path} declares sparse tensors of {dense / 2**20:,.0f} MiB once made "
