@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from quantlab.sensitivity import validation_accuracy, within
+
 MAX_DROP = 1.0  # accuracy points a quantized model may lose against float (--max-drop)
 
 
@@ -32,7 +34,7 @@ def greedy(groups, accuracy_of, float_accuracy, max_drop=MAX_DROP):
     steps = [{"step": 0, "tried": None, "accuracy": accuracy, "drop_points": drop(accuracy),
               "kept": True, "float_layers": []}]
     for name, group in groups:
-        if drop(accuracy) <= max_drop:
+        if within(drop(accuracy), max_drop):
             break
         trial = accuracy_of([*nodes, *group])
         helped = trial > accuracy  # a revert that does not help costs speed for nothing
@@ -41,15 +43,13 @@ def greedy(groups, accuracy_of, float_accuracy, max_drop=MAX_DROP):
         steps.append({"step": len(steps), "tried": name, "accuracy": trial,
                       "drop_points": drop(trial), "kept": helped, "float_layers": list(kept)})
     return {"kept_float": kept, "nodes": nodes, "accuracy": accuracy,
-            "drop_points": drop(accuracy), "met": drop(accuracy) <= max_drop, "steps": steps}
+            "drop_points": drop(accuracy), "met": within(drop(accuracy), max_drop), "steps": steps}
 
 
 def search(quantizer, splits, ranking, max_drop=MAX_DROP):
     """``greedy`` over ``ranking``'s layers for ``quantizer``, measured on the validation
     images; also {models}: the bytes of full int8 and of each revert that stayed (each a
     candidate ``int8_mixed`` variant), and {seconds} the search took."""
-    from quantlab.sensitivity import validation_accuracy
-
     started = time.perf_counter()
     models = {}
 
@@ -121,7 +121,7 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
     drop = 100.0 * (float_accuracy - mixed_accuracy)
     return {"model": quantized, "reverted": _reverted(handler.lines),
             "float_accuracy": float_accuracy, "accuracy": mixed_accuracy,
-            "drop_points": drop, "met": drop <= max_drop, "seconds": seconds,
+            "drop_points": drop, "met": within(drop, max_drop), "seconds": seconds,
             "log": handler.lines}
 
 

@@ -252,17 +252,20 @@ class OnnxInt8:
 
     def layers(self, images):
         """The statistic per Keras layer: rows {layer, nodes, ops, sqnr_db, sqnr_loss_db} in
-        graph order, ``sqnr_loss_db`` the dB lost between the layer's input and output."""
+        graph order: ``sqnr_db`` of the layer's last output, ``sqnr_loss_db`` the dB its nodes
+        lose between what enters each and what leaves it, summed. A node fed by the graph's
+        own input (exact) has no finite loss and adds nothing; the quantization of that
+        input is the next node's loss."""
         layers = {}
         for row in self.layer_errors(images):
             entry = layers.setdefault(row["layer"], {"layer": row["layer"], "nodes": [],
-                                                     "ops": [], "entering": row["entering_db"]})
+                                                     "ops": [], "sqnr_loss_db": None})
             entry["nodes"].append(row["node"])
             entry["ops"].append(row["op"])
-            entry["sqnr_db"] = row["sqnr_db"]
-        for entry in layers.values():
-            entry["sqnr_loss_db"] = _finite(entry.pop("entering") - entry["sqnr_db"])
-            entry["sqnr_db"] = _finite(entry["sqnr_db"])
+            entry["sqnr_db"] = _finite(row["sqnr_db"])
+            loss = _finite(row["entering_db"] - row["sqnr_db"])
+            if loss is not None:
+                entry["sqnr_loss_db"] = (entry["sqnr_loss_db"] or 0.0) + loss
         graph_nodes = self._all_nodes_by_layer()
         for entry in layers.values():  # a layer is kept float whole: every node it made
             entry["nodes"] = graph_nodes.get(entry["layer"], entry["nodes"])

@@ -165,3 +165,8 @@ def test_the_front_keeps_what_nothing_beats_and_ships_the_fastest_within_budget(
     assert "int8 on litert (1 ms, -2.50 points)" in pareto.describe_front(OPTIONS)
     name = pareto.plot(OPTIONS, tmp_path / "pareto.png", "tiny, batch 1")
     assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_drop_equal_to_the_budget_meets_it():
+    assert sensitivity.within(100 * (0.834 - 0.832), 0.2)  # 0.2000000000000002
+    assert not sensitivity.within(0.201, 0.2)
