@@ -37,7 +37,7 @@ def list_files(root):
     if not root.is_dir():
         raise fail(root, "is not a folder; give a folder with one subfolder of images per class")
     inside = root.resolve()
-    classes = sorted(entry for entry in _entries(root, inside))
+    classes = sorted(_entries(root, inside))
     found = []
     for index, name in enumerate(classes):
         folder = root / name
@@ -62,7 +62,11 @@ def list_files(root):
 
 def _entries(folder, inside):
     """The visible names in ``folder``, each checked not to lead outside ``inside``."""
-    for entry in os.scandir(folder):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as error:
+        raise fail(folder, f"cannot be listed ({error.strerror}); make it readable") from None
+    for entry in entries:
         if entry.name.startswith("."):
             continue
         if entry.is_symlink():
@@ -90,8 +94,11 @@ def _walk(folder, inside, seen):
 
 
 def _check_image_file(path):
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as error:
+        raise fail(path, f"cannot be read ({error.strerror}); make it readable") from None
     if not any(head.startswith(signature) for signature in SIGNATURES):
         raise fail(path, "is not a PNG or JPEG image (by its content); remove it from the "
                          "folder or convert it")
