@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from quantlab import byo_onnx
 from quantlab.errors import QuantlabError
+from conftest import one_line_error, quantlab
 from onnx_models import classifier, normalized_nchw, write
 
 
@@ -365,3 +366,18 @@ def test_only_content_that_starts_as_onnx_does_is_taken_for_onnx(model):
         writer.writestr("config.json", "{}")
     assert byo_onnx.is_onnx(model.SerializeToString(), "model.h5")
     assert not byo_onnx.is_onnx(archive.getvalue(), "model.onnx")  # left to Keras's checks
+
+
+# --- from the command line ------------------------------------------------------------------
+
+def test_hostile_onnx_models_are_refused_by_quantlab_run_with_exit_2(tmp_path, model):
+    built = onnx.ModelProto()
+    built.CopyFrom(model)
+    custom = write(tmp_path, with_node(built, "StealFiles", "com.example.ops", 1), "custom.onnx")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    passwd = write(tmp_path / "a" / "b", pointing_at(model, "../" * 40 + "etc/passwd"))
+    for path, fragment in ((custom, "of domain 'com.example.ops'"),
+                           (passwd, "stored in another file (external data)")):
+        one_line_error(quantlab("run", "--model", str(path), "--quick", "--counters", "off",
+                                "--out", str(tmp_path / f"report-{path.stem}")),
+                       str(path), fragment)
