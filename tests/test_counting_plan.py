@@ -28,14 +28,17 @@ def counted(backend):
     return records, {(r["variant"], r["runtime"], r["batch_size"]) for r in chosen}
 
 
-def test_valgrind_counts_p17_s_pair_on_litert_below_batch_64_and_each_variant_on_its_own_runtime():
+def test_valgrind_counts_the_p17_pair_below_batch_64_and_each_variant_on_its_own_runtime_but_tf():
     records, chosen = counted("valgrind")
     large = {("float32", "litert", 64), ("int8", "litert", 64)}
-    assert chosen == P17_ON_LITERT - large | OWN_RUNTIME
+    assert chosen == P17_ON_LITERT - large | OWN_RUNTIME - {("float32_tf", "tensorflow", 1)}
     openvino = next(r for r in records if r["runtime"] == "openvino" and r["variant"] == "int8"
                     and r["batch_size"] == 1 and r["threads"] == 1)
     assert openvino["not_counted"].startswith(
         "counted under valgrind: float32 and int8 on litert at batch 1 and every batch below 64;")
+    graph = next(r for r in records if r["runtime"] == "tensorflow" and r["batch_size"] == 1
+                 and r["threads"] == 1)
+    assert "TensorFlow's start alone" in graph["not_counted"]
 
 
 def test_valgrind_counts_a_large_batch_of_the_pair_when_it_is_the_first():

@@ -17,8 +17,9 @@ from quantlab.variant_table import counted_quick, natural_reader, p17_pair
 # at a few million instructions a second, and a study has over a hundred cases: there the
 # full study leaves out the pair's batches of valgrind.LARGE_BATCH and more after the first
 # (float32 medium at batch 64 took 114 s of a core, int8 10 s: as much as the rest of the
-# net's counting) and the pair on the other runtimes (OpenVINO: 11-18 s of a core each); the
-# next net's timing waited for all of it. The quick study counts float32 and
+# net's counting), the pair on the other runtimes (OpenVINO: 11-18 s of a core each) and
+# TensorFlow's frozen graph (50 s of a core, most of it TensorFlow's start); the next net's
+# timing waited for all of it. The quick study counts float32 and
 # int8 on LiteRT at the first batch size. bf16 is never simulated: valgrind's virtual CPU has
 # no bfloat16 arithmetic. Which variants are which: quantlab.variant_table.
 
@@ -42,12 +43,14 @@ def count_reason(config, backend, record):
     if backend == "valgrind":
         from quantlab.counters.valgrind import LARGE_BATCH
 
+        if name == "tensorflow":
+            return "not simulated in the full study: TensorFlow's start alone takes 50 s there"
         if (pair and name == reference and (batch < LARGE_BATCH or batch == first)
                 or batch == first and natural):
             return None
         return (f"counted under valgrind: float32 and int8 on {reference} at batch {first} and "
                 f"every batch below {LARGE_BATCH}; at batch {first}, every variant on its own "
-                f"runtime")
+                f"runtime but TensorFlow")
     if (pair and name == reference) or (batch == first and (natural or pair)):
         return None
     return (f"counted: float32 and int8 at every batch size on {reference}; at batch {first}, "
