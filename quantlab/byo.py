@@ -392,6 +392,15 @@ def open_model(path, layout=None):
     return model
 
 
+def keras_input(path):
+    """(image shape (H, W, C), classes) of the user's Keras model at ``path``, checked and
+    loaded as ``export`` does: the shape the user's own images are read in."""
+    path = Path(path)
+    content = read_model_file(path)
+    model = _keras_model(content, checked(content, path), path)
+    return tuple(model.input_shape[1:]), int(model.output_shape[-1])
+
+
 def load(path, data):
     """The user's model, checked against ``data``; returns a ``training.Trained``."""
     path = Path(path)

@@ -6,6 +6,8 @@ file run by two runtimes is two answers, and both are shown. Images without labe
 accuracy: agreement with the reference and the largest probability difference stand alone.
 """
 
+import warnings
+
 import numpy as np
 
 from quantlab import runtime
@@ -20,9 +22,15 @@ def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATIO
                 images=None):
     """Class probabilities of ``artifact`` run by ``runtime_name`` on the test split (its
     first ``images``, if given)."""
+    from quantlab.runtime.base import PixelRangeWarning
+
     predictor = runtime.load(artifact.path, runtime=runtime_name, threads=threads,
                              precision=artifact.precision, sha256=artifact.sha256)
-    return predictor.predict(data.x_test[:images], batch_size=batch_size), predictor.precision
+    with warnings.catch_warnings():
+        if getattr(data, "record", None):  # the user's own preprocessing, explicit and
+            # recorded: normalized pixels are what the model takes, not a mistake in [0, 1]
+            warnings.simplefilter("ignore", PixelRangeWarning)
+        return predictor.predict(data.x_test[:images], batch_size=batch_size), predictor.precision
 
 
 def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BATCH,

@@ -141,7 +141,7 @@ def studied(results):
                 f"images, {shape}, from {literal(data['source'])}); training: {mode}.")
     return (f"Model **{literal(model['file'])}** ({model['format']}, sha256 "
             f"`{model['sha256']}`, input {literal(model.get('input') or '?')} "
-            f"{'x'.join(map(str, model.get('input_shape') or []))}); images from "
+            f"{'x'.join(str(d or 'N') for d in model.get('input_shape') or [])}); images from "
             f"{literal(data['source'])}: {data.get('calibration') or '?'} for calibration, "
             f"{data['test']} scored, {'labelled' if labelled(results) else 'without labels'}, "
             f"each {shape}; preprocessing: {literal(preprocessing_text(data))}.")

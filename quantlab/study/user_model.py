@@ -29,9 +29,15 @@ def open_model(config):
 
 def load_data(config, onnx_model):
     """The images the study runs on: the user's --data in the layout, size and channels the
-    ONNX model takes; else the built-in dataset (which an ONNX model must take as it is)."""
+    user's model takes (a Keras model: channels last); else the built-in dataset (which an
+    ONNX model must take as it is)."""
     from quantlab.study.config import load_data as load
 
+    if onnx_model is None and config.model is not None and config.data is not None:
+        from quantlab import byo
+
+        image_shape, classes = byo.keras_input(config.model)
+        return load(config, image_shape, "NHWC", classes)
     if onnx_model is None:
         return load(config)
     data = load(config, onnx_model.image_shape, onnx_model.layout, onnx_model.num_classes)
