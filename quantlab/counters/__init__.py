@@ -64,15 +64,18 @@ def measure(artifact, batch_size, backend="auto", threads=1, kernels="xnnpack", 
 
 def _check_model_file(artifact):
     """A one-line error for a missing, unreadable, special or folder path, and for a TFLite
-    file or GraphDef the worker would refuse: here, in seconds, not after valgrind has
-    started and imported TensorFlow (see quantlab.runtime.tflite_check, quantlab.graph_check)."""
+    file, ONNX model or GraphDef the worker would refuse: here, in seconds, not after valgrind
+    has started and imported TensorFlow (see quantlab.runtime.tflite_check, onnx_check,
+    quantlab.graph_check)."""
     from quantlab import graph_check, runtime
-    from quantlab.runtime import tflite_check
+    from quantlab.runtime import onnx_check, tflite_check
 
     content, _ = runtime.read(artifact)
     fmt = runtime.format_of(content)
     if fmt == "tflite":
         tflite_check.check(artifact, content)
+    elif fmt == "onnx":
+        onnx_check.check_onnx(artifact, content)
     elif fmt == "graphdef":
         graph_check.check_graph_def(content, str(artifact))
 
