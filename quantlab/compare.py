@@ -19,6 +19,7 @@ import quantlab
 from quantlab import cache, defaults, records, variant_table
 from quantlab.defaults import RUNTIMES, VARIANTS
 from quantlab.errors import QuantlabError
+from quantlab.lookups import worst_change
 
 SCHEMA = 1  # of compare.json
 READS = records.SCHEMA  # the newest results.json schema this module reads (and every older one)
@@ -225,12 +226,7 @@ def _case_entries(machines):
 def _keeps_accuracy(machine, case):
     """Within the tolerance; on unlabelled images, an agreement that bounds the loss within it."""
     row = machine["accuracy"].get((case.net, case.variant, case.runtime))
-    if row is None or row.get("not_run"):
-        return True
-    change = row.get("delta_points")
-    if change is None:
-        change = -100.0 * (1.0 - row["agreement"])
-    return change >= -ACCURACY_TOLERANCE
+    return row is None or row.get("not_run") or worst_change(row) >= -ACCURACY_TOLERANCE
 
 
 def _fastest_entries(machines):
