@@ -103,8 +103,8 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
         return float(np.mean(hits)), hits  # per item: NNCF ranks by it
 
     def accuracy(ov_model):
-        # float32 asked for: by default OpenVINO runs float parts in bf16 on CPUs that have
-        # it, and NNCF's own validation does so (its "initial metric" is then bf16's).
+        # float32 asked for, as NNCF's own engine does: by default OpenVINO runs float parts
+        # in bf16 on CPUs that have it, and the drop would be against bf16.
         compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         return validate(compiled, zip(splits.validation_x[:, None], splits.validation_y))[0]
 
