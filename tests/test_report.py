@@ -221,3 +221,12 @@ def test_a_reference_that_predicts_one_class_for_every_image_is_read_first(tmp_p
     assert "model: onnx_float32 on onnxruntime predicts the same class for all 300 images" in first
     assert "check --scale, --mean, --std and --layout" in first
     assert text.index("## Read first") < text.index("## What to ship")
+
+
+def test_a_keras_models_report_names_its_file_without_an_input_it_did_not_read(tmp_path):
+    results = user_model_results()
+    results["model"] = {"file": "m.keras", "sha256": USER_SHA, "format": "keras"}
+    results["findings"], results["recommendations"] = [], []
+    report.write(results, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert f"Model **m.keras** (keras, sha256 `{USER_SHA}`); images from /data/images" in text

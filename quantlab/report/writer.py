@@ -139,9 +139,11 @@ def studied(results):
         mode = "quick (small training subset)" if results["config"]["quick"] else "full"
         return (f"Dataset **{data['name']}** ({data['train']} training / {data['test']} test "
                 f"images, {shape}, from {literal(data['source'])}); training: {mode}.")
+    given = (f", input {literal(model['input'])} "
+             f"{'x'.join(str(d or 'N') for d in model.get('input_shape') or [])}"
+             if model.get("input") else "")  # read from an ONNX graph; Keras's is the images'
     return (f"Model **{literal(model['file'])}** ({model['format']}, sha256 "
-            f"`{model['sha256']}`, input {literal(model.get('input') or '?')} "
-            f"{'x'.join(str(d or 'N') for d in model.get('input_shape') or [])}); images from "
+            f"`{model['sha256']}`{given}); images from "
             f"{literal(data['source'])}: {data.get('calibration') or '?'} for calibration, "
             f"{data['test']} scored, {'labelled' if labelled(results) else 'without labels'}, "
             f"each {shape}; preprocessing: {literal(preprocessing_text(data))}.")
