@@ -6,10 +6,10 @@ layers left in float, and measures each layer's own error against float:
 - ``TFLiteInt8``: TFLite's quantization debugger. Its statistic is RMSE / scale of each
   op's output, the op run in int8 and in float on the same quantized inputs (about 0.29 is
   the floor of uniform rounding). Layers stay float through ``denylisted_nodes``.
-- ``OnnxInt8``: ONNX Runtime's static QDQ quantization. Its statistic is how many dB of
-  signal-to-quantization-noise ratio (``qdq_loss_debug``) the node loses between its inputs
-  and its output, float model against QDQ model on the same images. Nodes stay float
-  through ``nodes_to_exclude``.
+- ``OnnxInt8``: ONNX Runtime's static QDQ quantization. Its statistic is the quantization
+  noise a layer adds (as a share of the signal's power) between its inputs and its output,
+  from the signal-to-quantization-noise ratios of ``qdq_loss_debug``, float model against
+  QDQ model on the same images. Nodes stay float through ``nodes_to_exclude``.
 
 Layers are named as the user's Keras model names them (``layer``) beside the node or tensor
 the tool names (``node``), which is what the tool is given back.
@@ -251,21 +251,19 @@ class OnnxInt8:
         return rows
 
     def layers(self, images):
-        """The statistic per Keras layer: rows {layer, nodes, ops, sqnr_db, sqnr_loss_db} in
-        graph order: ``sqnr_db`` of the layer's last output, ``sqnr_loss_db`` the dB its nodes
-        lose between what enters each and what leaves it, summed. A node fed by the graph's
-        own input (exact) has no finite loss and adds nothing; the quantization of that
-        input is the next node's loss."""
+        """The statistic per Keras layer: rows {layer, nodes, ops, sqnr_db, noise_added} in
+        graph order: ``sqnr_db`` of the layer's last output; ``noise_added`` the noise power,
+        as a share of the signal's, that its nodes add to what enters them (summed). A share,
+        not a difference of dB: after an exactly quantized input (pixels of k/255 are), any
+        layer would lose a hundred dB."""
         layers = {}
         for row in self.layer_errors(images):
             entry = layers.setdefault(row["layer"], {"layer": row["layer"], "nodes": [],
-                                                     "ops": [], "sqnr_loss_db": None})
+                                                     "ops": [], "noise_added": 0.0})
             entry["nodes"].append(row["node"])
             entry["ops"].append(row["op"])
             entry["sqnr_db"] = _finite(row["sqnr_db"])
-            loss = _finite(row["entering_db"] - row["sqnr_db"])
-            if loss is not None:
-                entry["sqnr_loss_db"] = (entry["sqnr_loss_db"] or 0.0) + loss
+            entry["noise_added"] += _noise(row["sqnr_db"]) - _noise(row["entering_db"])
         graph_nodes = self._all_nodes_by_layer()
         for entry in layers.values():  # a layer is kept float whole: every node it made
             entry["nodes"] = graph_nodes.get(entry["layer"], entry["nodes"])
@@ -280,6 +278,11 @@ class OnnxInt8:
             if layer:
                 found.setdefault(layer, []).append(node.name)
         return found
+
+
+def _noise(sqnr_db):
+    """Noise power over signal power for an SQNR in dB (an exact tensor's infinity: 0)."""
+    return 10.0 ** (-sqnr_db / 10.0)
 
 
 def _finite(value):

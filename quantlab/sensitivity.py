@@ -3,7 +3,7 @@
 Two measures per layer, named as the user's Keras model names it:
 
 - the quantizer's own cheap statistic, for every layer at once (TFLite: RMSE / scale of its
-  output; ONNX Runtime: dB of SQNR it loses, see ``quantlab.selective``);
+  output; ONNX Runtime: the quantization noise it adds, see ``quantlab.selective``);
 - the accuracy regained when that layer alone is kept in float, on validation images. It
   costs a quantization and an evaluation per layer, so only the ``top_k`` layers worst by
   the cheap statistic are measured; the others say ``None``.
@@ -21,7 +21,7 @@ from quantlab.errors import QuantlabError
 
 VALIDATION_SIZE = 500  # training images (never calibration ones) that choose the layers
 TOP_K = 4  # layers measured by accuracy, worst first by the cheap statistic
-STATISTICS = {"TFLiteInt8": "rmse_over_scale", "OnnxInt8": "sqnr_loss_db"}  # higher: worse
+STATISTICS = {"TFLiteInt8": "rmse_over_scale", "OnnxInt8": "noise_added"}  # higher: worse
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing arrays with == is not a bool
