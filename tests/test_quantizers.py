@@ -121,7 +121,8 @@ def _rewritten(content, xml=None, weights=None):
     (lambda c: _rewritten(c, weights=ir_file.unpack("x", c)[1][:1000]), "outside the"),
     (lambda c: _rewritten(c, xml=b'<?xml version="1.0"?><!DOCTYPE net [<!ENTITY a "aaaa">]>'
                                  + ir_file.unpack("x", c)[0].split(b"?>", 1)[1]), "DTD"),
-    (lambda c: _rewritten(c, xml=ir_file.unpack("x", c)[0].replace(b"<dim>28</dim>", b"<dim>28000000</dim>", 1)),
+    (lambda c: _rewritten(c, xml=ir_file.unpack("x", c)[0].replace(b"<dim>28</dim>",
+                                                                   b"<dim>28000000</dim>", 1)),
      "MiB per image"),
     (lambda c: _rewritten(c, xml=ir_file.unpack("x", c)[0][:-50]), "not well-formed"),
 ])

@@ -84,7 +84,8 @@ def test_each_variant_is_compared_with_a_float32_file_of_its_format_on_each_of_i
     assert not variant_table.quantized(counterpart)
     assert variant_table.TABLE[counterpart].weights == "float32"
     # NNCF quantizes the ONNX float32 file as OpenVINO reads it: that file is its counterpart.
-    made_from = "onnx" if variant_table.file_format(variant) == "openvino" else variant_table.file_format(variant)
+    own = variant_table.file_format(variant)
+    made_from = "onnx" if own == "openvino" else own
     assert variant_table.file_format(counterpart) == made_from
     assert set(variant_table.readers(variant)) <= set(variant_table.readers(counterpart))
 
