@@ -57,6 +57,5 @@ QUICK_BATCH_SIZES = (1, 64)
 COUNT_WARMUP = 10
 PERF_ITERATIONS, VALGRIND_ITERATIONS = 50, 2
 
-SCHEMA = 3  # of results.json; bumped whenever its layout changes (quantlab.records.HISTORY)
 # A quantized option is recommended only if it loses at most this many accuracy points.
 ACCURACY_TOLERANCE = 1.0

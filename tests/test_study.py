@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import DIGITS_STUDY, LAPTOP, one_line_error, quantlab
-from quantlab import tables
+from quantlab import records, tables
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def _case(results, net, variant, runtime, batch):
 def test_the_json_holds_the_numbers_the_markdown_shows(study):
     out, _, results = study
     report = (out / "report.md").read_text() + (out / "details.md").read_text()
-    assert results["schema"] == 3
+    assert results["schema"] == records.SCHEMA
     for net in ("conv", "medium"):
         int8 = next(r for r in results["accuracy"] if (r["net"], r["variant"], r["runtime"]) == (net, "int8", "litert"))
         assert f"| {net} | int8 | litert | int8 | " in report

@@ -9,8 +9,7 @@ from pathlib import Path
 import quantlab
 from quantlab import defaults
 from quantlab._tf import versions
-
-SCHEMA = defaults.SCHEMA
+from quantlab.records import SCHEMA  # the newest layout, the one quantlab writes
 
 
 def machine_info(config, backend, skipped):
