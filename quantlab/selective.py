@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quantlab.onnx_int8 import fixed_batch, input_batches
 from quantlab.variants import tflite_converter, with_softmax
 
 EVALUATION_BATCH = 500
@@ -67,10 +68,10 @@ class TFLiteInt8:
         self._tf = tf()
         self.float_model = with_softmax(model)
         self.layer_names = [layer.name for layer in self.float_model.layers]
-        converter = tflite_converter(self.float_model, "int8", calibration)
-        # TFLite's own switch for per-tensor weights; the debugger reads it back when it
-        # re-quantizes, so every model made here shares it.
-        converter._experimental_disable_per_channel = not per_channel
+        # The int8 variants' own recipes; the debugger reads the per-tensor switch back from
+        # the converter whenever it re-quantizes, so every model made here shares it.
+        converter = tflite_converter(self.float_model,
+                                     "int8" if per_channel else "int8_per_tensor", calibration)
         self._debug_images = None
         with without_native_noise():
             self._debugger = self._tf.lite.experimental.QuantizationDebugger(
@@ -145,7 +146,8 @@ class TFLiteInt8:
 
 class OnnxInt8:
     """ONNX Runtime's static QDQ quantization (int8 weights and activations, min/max) of an
-    ONNX float model, per-channel weights unless told.
+    ONNX float model, per-channel weights unless told, as ``quantlab.onnx_int8`` makes the
+    onnx_int8 variants (a fixed batch dimension is calibrated in batches of that size).
 
         >>> q = OnnxInt8(float_onnx_bytes, calibration, layer_names)    # doctest: +SKIP
         >>> rows = q.layer_errors(validation_images)                    # doctest: +SKIP
@@ -166,7 +168,8 @@ class OnnxInt8:
         # As the onnx_int8 variant: fold and fuse first, so that nodes are the ones the
         # kernels run and the names given back to nodes_to_exclude are those of this graph.
         quant_pre_process(str(source), str(self._prepared), skip_symbolic_shape=True)
-        self._input = onnxruntime.InferenceSession(float_content).get_inputs()[0].name
+        first = onnxruntime.InferenceSession(float_content).get_inputs()[0]
+        self._input, self._batch = first.name, fixed_batch(first.shape[0])
         self.calibration = calibration
         self.per_channel = per_channel
         self.layer_names = list(layer_names)
@@ -177,11 +180,11 @@ class OnnxInt8:
     def _reader(self, images):
         from onnxruntime.quantization import CalibrationDataReader
 
-        name = self._input
+        name, batch = self._input, self._batch
 
         class Images(CalibrationDataReader):
             def __init__(self):
-                self.batches = iter(np.array_split(images, max(1, len(images) // 50)))
+                self.batches = iter(input_batches(images, batch))
 
             def get_next(self):
                 batch = next(self.batches, None)
