@@ -44,7 +44,8 @@ def count_reason(config, backend, record):
         from quantlab.counters.valgrind import LARGE_BATCH
 
         if name == "tensorflow":
-            return "not simulated in the full study: TensorFlow's start alone takes 50 s there"
+            return ("not counted under valgrind in the full study: TensorFlow's start is most "
+                    "of the 50 s of a core its simulation takes")
         if (pair and name == reference and (batch < LARGE_BATCH or batch == first)
                 or batch == first and natural):
             return None
