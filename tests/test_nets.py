@@ -72,5 +72,5 @@ def test_the_dense_net_has_by_far_the_most_parameters_and_conv_the_fewest():
 
 
 def test_an_unknown_net_name_lists_the_valid_ones():
-    with pytest.raises(QuantlabError, match="unknown net 'resnet'.*dense, medium, conv"):
+    with pytest.raises(QuantlabError, match="unknown net 'resnet'.*dense, medium, conv, mobilenet, vit"):
         nets.build("resnet", (28, 28, 1), 10)
