@@ -122,7 +122,8 @@ def _machine(results, number):
         "quick": config.get("quick") is True,
         "quantlab": results.get("quantlab"),
         # every ratio of that study is against it (schema 4 records it; upgrade fills older files)
-        "reference": "{variant} on {runtime}".format(**results["reference"]),
+        "reference": "{variant} on {runtime}".format(**results.get("reference") or {
+            "variant": defaults.REFERENCE, "runtime": defaults.REFERENCE_RUNTIME}),
         "artifacts": {(net, variant): {"sha256": meta["sha256"], "bytes": meta.get("bytes")}
                       for net, entry in results["nets"].items()
                       for variant, meta in (entry.get("artifacts") or {}).items()},

@@ -168,13 +168,6 @@ def worst_change(row):
     return -100.0 * (1.0 - row["agreement"])
 
 
-def accuracy_words(row):
-    """``+0.12 points`` or, without labels, ``99.4 % top-1 agreement``."""
-    if row.get("delta_points") is not None:
-        return f"{row['delta_points']:+.2f} points"
-    return f"{100 * row['agreement']:.1f} % top-1 agreement"
-
-
 def shippable(results, case):
     row = accuracy_of(results, case["net"], case["variant"], case["runtime"])
     return row is not None and worst_change(row) >= -ACCURACY_TOLERANCE

@@ -69,7 +69,8 @@ TOP = (
     F("dataset", "object", False, 1, "name, source, train and test image counts, input shape"),
     F("machine", "object", True, 1, "the machine the study ran on (MACHINE)"),
     F("runtimes", "names", False, 2, "the runtimes the study used"),
-    F("reference", "reference", True, 4, "{variant, runtime} every ratio is against"),
+    F("reference", "reference", False, 4, "{variant, runtime} every ratio is against (null: "
+      "LiteRT float32, quantlab's nets' reference)"),
     F("model", "object", False, 4, "a user's own model: file, sha256, format, input (null: "
       "quantlab's nets)"),
     F("nets", "object", True, 1, "per net: artifacts (ARTIFACT), training, per-layer error"),

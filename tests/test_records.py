@@ -113,8 +113,8 @@ def test_a_reference_that_is_not_a_variant_and_runtime_is_refused():
     edited["reference"] = {"variant": "onnx float32", "runtime": "onnxruntime"}
     with pytest.raises(records.Invalid, match="reference.variant is not a plain name"):
         records.check(edited)
-    del edited["reference"]
-    with pytest.raises(records.Invalid, match="reference is missing"):
+    edited["reference"] = ["onnx_float32", "onnxruntime"]
+    with pytest.raises(records.Invalid, match="reference is not an object"):
         records.check(edited)
 
 

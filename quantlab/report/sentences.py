@@ -5,7 +5,7 @@ merged), and the longer per-option and per-case lines that go to the details."""
 from quantlab import tables
 from quantlab.defaults import ACCURACY_TOLERANCE
 from quantlab.lookups import (
-    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, accuracy_words, deployment_note, is_reference,
+    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, is_reference,
     labelled, pick, reference, reference_text, scored, slower_or_faster, span, speedup,
     speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed, timed_at)
 from quantlab.variant_table import quantized
@@ -60,6 +60,13 @@ def read_first(results):
     fix = ("the images are likely not preprocessed as the model expects: check --scale, "
            "--mean, --std and --layout against the model's own evaluation")
     return [f"{line}; {fix}." for line in said]
+
+
+def accuracy_words(row):
+    """``+0.12 points`` or, without labels, ``99.4 % top-1 agreement``."""
+    if row.get("delta_points") is not None:
+        return f"{row['delta_points']:+.2f} points"
+    return f"{100 * row['agreement']:.1f} % top-1 agreement"
 
 
 def recommendations(results):
