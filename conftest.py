@@ -63,11 +63,15 @@ GROUPS = {
     "test_fleet": ("test_fleet",),  # ~85
     "test_reuse": ("test_reuse",),  # ~125 beside other work on both cores; three quick studies
     "test_graph_check": ("test_graph_check",),  # ~100: TensorFlow alone failing within 3 GiB
+    # ~40 of its own variants, once the quick nets it shares (as cached files) with
+    # "fashion-nets" are trained: after the groups above, it finds them made
+    "test_quantizers": ("test_quantizers",),
     "test_hostile_tflite": ("test_hostile_tflite",),  # ~60
     "test_cli": ("test_cli",),  # ~60
     "test_counters_valgrind": ("test_counters_valgrind",),  # ~50
     "test_hostile_models": ("test_hostile_models",),  # ~40
     "test_byo": ("test_byo",),  # ~40
+    "test_user_model": ("test_user_model",),  # ~20
 }
 SHARED = {"quick_variants": "fashion-nets", "digits_study": "digits-studies",
           "resumed_study": "digits-studies"}
