@@ -226,7 +226,8 @@ def _each(check_one):
 _CHECKS = {
     "text": _text, "plain": _plain, "sha256": _sha256, "names": _names, "rows": _rows,
     "object": _kind(dict, "an object"), "list": _kind(list, "a list"),
-    "words": _kind(str, "text"), "flag": _kind(bool, "true or false"), "reference": _reference,  # a reason, as a runtime or a tool said it: shown as text
+    "words": _kind(str, "text"),  # a reason, as a runtime or a tool said it: shown as text
+    "flag": _kind(bool, "true or false"), "reference": _reference,
     "version": _number("count", whole=True),
     "whole count": _number("count", whole=True), "versions": _each(_text),
     "caches": _each(_number("bytes")), **{kind: _number(kind) for kind in PLAUSIBLE},

@@ -11,7 +11,6 @@ the same file on the same images with plain ONNX Runtime and Pillow, no quantlab
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

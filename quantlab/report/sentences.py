@@ -13,7 +13,7 @@ from quantlab.variant_table import quantized
 def what_to_ship(results):
     """The rule the picks of What to ship follow, in the words of this study's reference."""
     variant = reference(results)[0]
-    kept = (f"accuracy change on the test images scored" if labelled(results) else
+    kept = ("accuracy change on the test images scored" if labelled(results) else
             f"the images have no labels, so an option is kept when its top-1 agreement with "
             f"{variant} is at least {100 - ACCURACY_TOLERANCE:g} %, which bounds the accuracy "
             f"it can lose at {ACCURACY_TOLERANCE:g} point")
