@@ -21,13 +21,13 @@ from quantlab.output import prepare_output
 from quantlab.progress import Progress
 # What ``quantlab run``, the fleet and the tests reach through ``quantlab.study``, beside
 # what the Study uses itself.
+from quantlab.study import user_model
 from quantlab.study.config import StudyConfig, test_images, train_config
 from quantlab.study.counting import Counting, counter_key, start_counting  # noqa: F401
 from quantlab.study.results import (finish, machine_info, measure_ceilings_again, net_entry,
                                     new_results)
 from quantlab.study.stages import _cached_stage, artifact_key, state_path, well_formed  # noqa: F401
 from quantlab.study.timing import pairs, rounds_budget, time_net
-from quantlab.study import user_model
 
 
 def run(config, progress=None):
