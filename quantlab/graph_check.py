@@ -39,6 +39,7 @@ INFERENCE_OPS = frozenset({
     "Mean", "Max", "Min", "Sum", "Prod",
     "Transpose", "Squeeze", "ExpandDims", "ConcatV2", "Pack", "Shape", "StridedSlice",
     "Slice", "Pad", "Fill", "Cast", "ResizeNearestNeighbor", "ResizeBilinear", "IdentityN",
+    "StopGradient", "SquaredDifference",
 })
 ALLOWED_OPS = QUANTLAB_OPS | INFERENCE_OPS
 

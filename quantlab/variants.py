@@ -120,6 +120,18 @@ def tflite_converter(model, variant, calibration):
     return converter
 
 
+def _erfc_to_onnx(ctx, node, name, args):
+    """erfc(x) as 1 - erf(x): TensorFlow computes the exact GELU with erfc, which ONNX lacks
+    and tf2onnx does not translate (ONNX has Erf)."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    negated = ctx.insert_new_node_on_output("Neg", node.output[0], name=utils.make_name(node.name))
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.ones((), np.float32))
+    ctx.insert_new_node_on_output("Add", negated.output[0], name=utils.make_name(node.name),
+                                  inputs=[negated.output[0], one.output[0]])
+
+
 def _onnx_float(model, data):
     """The float net in ONNX (tf2onnx), with its batch dimension named ``batch``."""
     import logging
@@ -131,7 +143,8 @@ def _onnx_float(model, data):
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     spec = tf.TensorSpec([None, *data.input_shape], tf.float32, name="image")
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET,
+                                          custom_op_handlers={"Erfc": (_erfc_to_onnx, ())})
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     return proto.SerializeToString()

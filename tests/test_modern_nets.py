@@ -181,9 +181,6 @@ def test_every_export_runs_and_agrees_with_the_float_net(trained, digits, name, 
         assert np.max(np.abs(probabilities - expected)) <= (0.02 if variant == "float16" else 0.3)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the frozen-graph check to accept StopGradient and "
-                   "SquaredDifference (Keras's LayerNormalization) and tf2onnx to translate "
-                   "Erfc (TensorFlow's exact GELU)")
 @pytest.mark.parametrize("variant", ["float32_tf", "onnx_float32"])
 def test_the_vit_exports_to_a_frozen_graph_and_onnx(trained, digits, variant):
     config = quick_config("vit", "digits")
