@@ -19,6 +19,10 @@ from typing import NamedTuple
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_fp16",
          "avx512_bf16")
 DTYPES = ("float32", "float16", "int8", "bf16")
+# Precisions a runtime computes without any vector unit this module models: LiteRT runs 16x8
+# files (int16 activations) on its reference kernels, which XNNPACK does not replace, so a
+# "share of the peak" would compare them with units they never use.
+UNMODELLED = {"int16x8": "LiteRT's reference kernels (no vector-unit peak is modelled)"}
 
 _CPUINFO = Path("/proc/cpuinfo")
 _SYSFS_CPU = Path("/sys/devices/system/cpu")
@@ -197,6 +201,8 @@ def peak_macs_per_second(dtype, threads=1, info=None, ghz=None, measured=None):
     XNNPACK, by default, also computes fp16-weight models in float32 on x86, so quantlab
     rates the float16 *variant* against the float32 peak (see ``quantlab.macs``).
     """
+    if dtype in UNMODELLED:
+        return Peak(None, None, max(1, int(threads or 1)), ghz, f"{dtype}: {UNMODELLED[dtype]}")
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     info = info or cpu_info()

@@ -100,7 +100,8 @@ def add_measured_peaks(results):
         if ghz and case.get("macs_per_second"):
             peak = machine.peak_macs_per_second(case["arithmetic"], case["threads"], info["cpu"],
                                                 ghz=ghz, measured=info.get("peaks"))
-            case["peak_fraction_measured"] = case["macs_per_second"] / peak.macs_per_second
+            if peak.macs_per_second:  # None where no peak is modelled (machine.UNMODELLED)
+                case["peak_fraction_measured"] = case["macs_per_second"] / peak.macs_per_second
             case["peak_measured"] = peak.description
 
 
