@@ -176,12 +176,14 @@ def quantlab(*args, env=None):
                           text=True, env=environment, timeout=900)
 
 
-def within_3_gib(script, *args):
-    """Run ``script`` (Python source) with ``args`` in a process that cannot take more than
-    3 GiB: a memory bomb fails there instead of taking the machine."""
+def within_3_gib(script, *args, env=None):
+    """Run ``script`` (Python source) with ``args`` (and ``env`` added to the environment) in
+    a process that cannot take more than 3 GiB: a memory bomb fails there instead of taking
+    the machine."""
     limit = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
     return subprocess.run([sys.executable, "-c", limit + script, *map(str, args)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
 
 
 def one_line_error(result, *fragments):
