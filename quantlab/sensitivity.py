@@ -14,8 +14,6 @@ validation images, and what it costs or regains is reported on the test images.
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from quantlab.defaults import CALIBRATION_SIZE, SEED
 from quantlab.errors import QuantlabError
 
@@ -28,13 +26,15 @@ STATISTICS = {"TFLiteInt8": "rmse_over_scale", "OnnxInt8": "noise_added"}  # hig
 class Splits:
     """Images and labels of the three uses; the indices say which training images."""
 
-    calibration: np.ndarray
-    calibration_indices: np.ndarray
-    validation_x: np.ndarray
-    validation_y: np.ndarray
-    validation_indices: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
+    # numpy arrays (numpy is imported where they are made: --max-drop's default is read here
+    # by the option table, which must stay cheap to import)
+    calibration: object
+    calibration_indices: object
+    validation_x: object
+    validation_y: object
+    validation_indices: object
+    test_x: object
+    test_y: object
 
 
 def splits(data, calibration_size=CALIBRATION_SIZE, validation_size=VALIDATION_SIZE, seed=SEED,
@@ -42,6 +42,8 @@ def splits(data, calibration_size=CALIBRATION_SIZE, validation_size=VALIDATION_S
     """Calibration images exactly as the int8 variants' (``variants.calibration_images``),
     validation images drawn from the other training images, test images from the test split
     (its first ``test_images``)."""
+    import numpy as np
+
     count = len(data.x_train)
     calibration = np.sort(np.random.default_rng(seed).choice(
         count, min(calibration_size, count), replace=False))
