@@ -6,6 +6,7 @@ run. The table is part of the export's cache key (``variants.RECIPE``): a file's
 how it is made follow from it.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 from quantlab import machine
@@ -76,7 +77,13 @@ TABLE = {
     # OpenVINO, saved as OpenVINO IR: compared with that ONNX file on OpenVINO.
     "openvino_int8": Variant("openvino", "int8", "int8", "onnx_float32", quantized=True),
 }
-VARIANTS = tuple(TABLE)
+VARIANTS = tuple(TABLE)  # what export makes
+# Made by the study's mixed-precision search (quantlab.mixed_precision), not by export: the
+# quantizer's own file with its most sensitive layers kept in float, read by the same
+# runtimes and compared with the same float32 file as the variant it starts from.
+MIXED = {f"{base}_mixed": dataclasses.replace(TABLE[base], p17_pair=False, counted_quick=False)
+         for base in ("int8", "int8_per_tensor", "onnx_int8", "onnx_int8_per_tensor")}
+TABLE.update(MIXED)
 
 
 def file_format(variant):
