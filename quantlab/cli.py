@@ -15,7 +15,7 @@ from quantlab import datasets, defaults, nets, options
 from quantlab.errors import QuantlabError
 
 EXIT_USER_ERROR = 2
-_NET = options.name(nets.NAMES, "net")
+_NET = options.name(nets.ALL, "net")
 
 
 def _progress(message):
@@ -45,7 +45,7 @@ def _threads(text):
 
 
 def _add_training_options(parser):
-    parser.add_argument("net", type=_NET, metavar="NET", help=f"one of {', '.join(nets.NAMES)}")
+    parser.add_argument("net", type=_NET, metavar="NET", help=f"one of {', '.join(nets.ALL)}")
     options.add_options(parser.add_argument, [options.BY_DEST["dataset"]], options.CLI)
     parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
     parser.add_argument("--epochs", type=_positive, default=defaults.EPOCHS, metavar="N",

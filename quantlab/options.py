@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantlab import defaults, nets
+from quantlab import defaults, mixed_precision, nets, variant_table
 
 CLI, PLUGIN = "", "quantlab-"  # the prefixes of the two surfaces
 LAYOUTS = ("NCHW", "NHWC")  # as quantlab.datasets.user.LAYOUTS, which imports numpy
@@ -63,6 +63,18 @@ def seed(text):
         raise argparse.ArgumentTypeError(f"seed {text!r} is not a whole number") from None
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"seed {value} is out of range: give 0 to {MAX_SEED}")
+    return value
+
+
+def points(text):
+    """Accuracy points: a finite number, at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of accuracy points") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give accuracy points from 0 up (1 is one "
+                                         "percentage point of top-1 accuracy)")
     return value
 
 
@@ -170,7 +182,8 @@ def manifest(text):
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     for _, variant in found:  # any net name: a manifest may list a user's own model
-        name(defaults.VARIANTS, "variant")(variant)
+        # A study's manifest lists its mixed-precision variants beside the exported ones.
+        name(tuple(variant_table.TABLE), "variant")(variant)
     return {"dataset": dataset, "artifacts": found}
 
 
@@ -224,8 +237,9 @@ STUDY = (
     Option("layout", layout, None, "NCHW|NHWC",
            "Layout of the model's input, for your --data.", shown="read from the model's input"),
     # Defaults of None mean "all": with --quantlab-artifacts, all that the file lists.
-    Option("nets", names(nets.NAMES, "net"), None, "LIST",
-           f"Comma-separated nets, of {','.join(nets.NAMES)}.", shown="all"),
+    Option("nets", names(nets.ALL, "net"), None, "LIST",
+           f"Comma-separated nets, of {','.join(nets.ALL)}.",
+           shown=f"P17's {','.join(nets.NAMES)}"),
     Option("variants", names(defaults.VARIANTS, "variant"), None, "LIST",
            f"Comma-separated variants, of {','.join(defaults.VARIANTS)}.",
            shown=f"all (quantlab run --quick: {','.join(defaults.QUICK_VARIANTS)})"),
@@ -245,6 +259,11 @@ STUDY = (
            "valgrind's simulation otherwise), perf, valgrind or off; valgrind takes 5-30 s a case.",
            # The plugin loads in every pytest run: a benchmark run times only, unless asked.
            differs={PLUGIN: {"default": "off"}}),
+    # The study's accuracy budget; the plugin declares it as every study option, unused.
+    Option("max-drop", points, mixed_precision.MAX_DROP, "POINTS",
+           "Accuracy points a quantized model may lose against float32 (on validation images): "
+           "beyond it, the study keeps int8's most sensitive layers in float until it is "
+           "within, and What to ship recommends only options within it."),
     Option("cache", cache_geometry, defaults.CACHE, "GEOMETRY",
            "Caches valgrind simulates: host, i7-6500u (the P17 laptop) or a spec "
            "I1=size,assoc,line:D1=...:LL=..."),

@@ -18,7 +18,7 @@ CHOSEN = {"dataset": "mnist", "nets": ("medium", "dense"), "variants": ("int8", 
           "runtimes": ("litert",), "batch_sizes": (16, 1), "threads": (2, 1),
           "counters": "valgrind", "cache": "i7-6500u", "data": Path("/srv/my images"),
           "scale": 1 / 127.5, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-          "layout": "NCHW"}
+          "layout": "NCHW", "max_drop": 0.5}
 
 
 def _run_parser(*argv):
@@ -60,7 +60,8 @@ def test_to_argv_round_trips_through_both_parsers(pytester):
 
 
 @pytest.mark.parametrize("argv, fragments", [
-    (("--nets", "medium,resnet"), ("unknown net 'resnet'", "choose from dense,medium,conv")),
+    (("--nets", "medium,resnet"), ("unknown net 'resnet'", "choose from dense,medium,conv,mobilenet,vit")),
+    (("--max-drop", "-0.1"), ("--max-drop", "'-0.1': give accuracy points from 0 up")),
     (("--counters", "papi"), ("unknown counters backend 'papi'", "auto, perf, valgrind, off")),
     (("--dataset", "imagenet"), ("unknown dataset 'imagenet'", "fashion_mnist")),
     (("--layout", "CHW"), ("unknown layout 'CHW'", "NCHW", "NHWC")),
@@ -127,3 +128,13 @@ def test_the_counting_worker_parses_what_its_command_line_was_built_from(tmp_pat
     with pytest.raises(ValueError, match="no option 'thread'"):
         _process.worker_argv("m", thread=1)
     assert Path(argv[3]).name == "model.tflite"
+
+
+def test_nets_take_the_modern_ones_too_but_the_default_stays_p17s():
+    from quantlab import nets
+    from quantlab.study import StudyConfig
+
+    assert _run_parser("--nets", "vit,medium").nets == ("vit", "medium")
+    assert _run_parser().nets is None  # StudyConfig's own default then: P17's three
+    assert StudyConfig().nets == nets.NAMES
+    assert options.BY_DEST["max_drop"].on(options.CLI) == (1.0, "1.0")

@@ -1,9 +1,10 @@
 """What a study is asked to do, checked when it is made."""
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantlab import datasets, defaults, nets, options, variants
+from quantlab import datasets, defaults, mixed_precision, nets, options, variants
 from quantlab.errors import QuantlabError
 
 
@@ -36,6 +37,9 @@ class StudyConfig:
     std: tuple | None = None
     layout: str | None = None
     calibration_size: int = defaults.CALIBRATION_SIZE  # images int8 ranges are computed from
+    # Accuracy points a quantized model may lose: the mixed-precision search's budget and
+    # What to ship's.
+    max_drop: float = mixed_precision.MAX_DROP
 
     def __post_init__(self):
         self._check_data()
@@ -52,6 +56,10 @@ class StudyConfig:
         if not 0 <= self.seed <= options.MAX_SEED:
             raise QuantlabError(f"seed {self.seed} is out of range: give 0 to {options.MAX_SEED}")
         self.out = Path(self.out)
+        if not (isinstance(self.max_drop, (int, float)) and math.isfinite(self.max_drop)
+                and self.max_drop >= 0):
+            raise QuantlabError(f"max drop {self.max_drop!r} is not accuracy points from 0 up: "
+                                "give --max-drop 0 or more (1 is one point of top-1 accuracy)")
 
     def _check_data(self):
         from quantlab.datasets import image_folder, user
