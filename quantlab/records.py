@@ -38,9 +38,9 @@ HISTORY = {
        "host, deployment rows, measured clock, bandwidth, peaks and ceilings, thread_counts, "
        "and per case interleaved, speedup, window_median, threads_busy.",
     3: "Every field of the table is there: what a file of schema 2 lacks is null (not recorded).",
-    4: "A user's own model and images: the reference every ratio is against (it was always "
-       "LiteRT float32), the model file and its sha256, whether the images had labels (without "
-       "them accuracy is null and agreement stands in), calibration count and preprocessing.",
+    4: "A user's own model and images: the reference of every ratio (LiteRT float32 before), "
+       "the model file and sha256, whether images had labels (else accuracy is null, agreement "
+       "stands in), calibration count, preprocessing; per-layer sensitivity, mixed precision.",
 }
 SCHEMA = max(HISTORY)  # of results.json: the one this quantlab writes
 NOT_RECORDED = None  # the value of a field the writing version did not record
@@ -78,6 +78,7 @@ TOP = (
     F("cases", "rows", True, 2, "per net, variant, runtime, batch size, threads: timings (CASE)"),
     F("deployment", "rows", False, 2, "load time, first inference and memory of each model"),
     F("roofline", "object", False, 2, "ceilings and each counted case's bound"),
+    F("sensitivity", "object", False, 4, "per net and quantizer: layers ranked, search (SENSITIVITY)"),
     F("findings", "list", False, 1, "sentences the report leads with"),
     F("recommendations", "list", False, 2, "what to ship, per net and batch size"),
 )
@@ -152,6 +153,16 @@ ACCURACY = (
     F("delta_points", "points", "run", 1, "accuracy change against the reference, in points"),
     F("agreement", "fraction", "run", 1, "share of images with the reference's top-1 class"),
 )
+SENSITIVITY = (  # one quantizer of one net (NNCF's accuracy control: only its own field)
+    F("ranking", "object", False, 4, "sensitivity.rank: statistic, drop_points, layers"),
+    F("fallback", "words", False, 4, "why layers are kept in float, or why not"),
+    F("search", "object", False, 4, "mixed_precision.search: kept_float, steps, accuracy"),
+    F("mixed", "object", False, 4, "the mixed variant made: variant, file, sha256, bytes"),
+    F("accuracy_control", "object", False, 4, "NNCF's: reverted operations, accuracy, drop"))
+RANKING = (F("drop_points", "points", True, 4, "int8's loss on validation images"),
+           F("statistic", "plain", True, 4, "the cheap per-layer statistic"),
+           F("layers", "rows", True, 4, "most sensitive first: layer, statistic, points regained"))
+MIXED_FILE = (F("variant", "plain", True, 4, ""), F("sha256", "sha256", True, 4, ""))
 # Images without labels have no accuracy: only the agreement is required then.
 UNLABELLED = tuple(Field(f.name, f.check, False, f.since, f.meaning)
                    if f.name in ("accuracy", "delta_points") else f for f in ACCURACY)
@@ -261,6 +272,12 @@ def check(results):
         for variant, meta in (entry.get("artifacts") or {}).items():
             _plain(variant, f"nets.{net}.artifacts")
             check_fields(meta, ARTIFACT, f"nets.{net}.artifacts.{variant}.")
+    for net, quantizers in (results.get("sensitivity") or {}).items():
+        for name, entry in _object(quantizers, f"sensitivity.{net}").items():
+            check_fields(entry, SENSITIVITY, f"sensitivity.{net}.{name}.")
+            for part, table in (("ranking", RANKING), ("mixed", MIXED_FILE)):  # where made
+                check_fields(entry.get(part) or {}, table if entry.get(part) else (),
+                             f"sensitivity.{net}.{name}.{part}.")
     scored = ACCURACY if (results.get("dataset") or {}).get("labelled") is not False else UNLABELLED
     for table, rows in ((CASE, "cases"), (scored, "accuracy")):
         for number, row in enumerate(results.get(rows) or []):

@@ -123,9 +123,11 @@ def test_schema_3_upgrades_with_litert_float32_as_its_reference_and_no_user_mode
     upgraded = records.upgrade(_stored(3))
     records.check(upgraded)
     assert upgraded["reference"] == {"variant": REFERENCE, "runtime": REFERENCE_RUNTIME}
-    assert upgraded["model"] is records.NOT_RECORDED
+    new = {field.name for field in records.TOP if field.since == 4} - {"reference"}
+    assert new >= {"model", "sensitivity"}
+    assert all(upgraded[name] is records.NOT_RECORDED for name in new)
     assert upgraded["dataset"]["labelled"] is records.NOT_RECORDED
-    assert {k: v for k, v in upgraded.items() if k not in ("schema", "reference", "model", "dataset")} \
+    assert {k: v for k, v in upgraded.items() if k not in ("schema", "reference", "dataset", *new)} \
         == {k: v for k, v in _stored(3).items() if k not in ("schema", "dataset")}
 
 
