@@ -38,6 +38,11 @@ class Variant:
     executed_in: str | None = None  # the precision a runtime is asked to run that file in
     readers: tuple | None = None  # when fewer runtimes than its format's can run it
     needs: str | None = None  # the CPU feature it needs
+    # Where it cannot be made: quantlab's nets by name, and any model holding a layer of these
+    # Keras kinds (a user's own), with the reason said when it is skipped.
+    not_for: tuple = ()
+    not_with_layers: tuple = ()
+    why_not: str | None = None
 
 
 TABLE = {
@@ -60,8 +65,12 @@ TABLE = {
     # which is not this variant's arithmetic.
     "int16x8": Variant("tflite", "int8", "int16", "float32", quantized=True,
                        readers=("litert",)),
-    # A fake-quantization fine-tune of the float weights, then full-integer.
-    "qat_int8": Variant("tflite", "int8", "int8", "float32", quantized=True),
+    # A fake-quantization fine-tune of the float weights, then full-integer. tfmot's
+    # quantize_model refuses a model with LayerNormalization (the vit's).
+    "qat_int8": Variant("tflite", "int8", "int8", "float32", quantized=True, not_for=("vit",),
+                        not_with_layers=("LayerNormalization",),
+                        why_not="tfmot's quantization-aware training has no 8-bit scheme for "
+                                "LayerNormalization layers"),
     # The float32 file executed in bfloat16: only OpenVINO does that, and only where the CPU
     # multiplies bfloat16.
     "bf16": Variant("tflite", "bf16", "bf16", "float32", quantized=True, file_of="float32",
@@ -140,6 +149,16 @@ def readers(variant):
 
 def natural_reader(variant):
     return readers(variant)[0]
+
+
+def not_applicable(variant, net, layer_kinds=()):
+    """Why ``variant`` cannot be made of net ``net`` whose layers are of ``layer_kinds``
+    (Keras class names; empty: unknown yet), or None where it can."""
+    fact = TABLE[variant]
+    held = [kind for kind in fact.not_with_layers if kind in layer_kinds]
+    if net in fact.not_for or held:
+        return f"{variant} does not apply to {net}: {fact.why_not}"
+    return None
 
 
 def readers_on(variant, cpu):

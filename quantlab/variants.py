@@ -264,6 +264,8 @@ def export_model(float_model, config, data, variants=VARIANTS,
         raise QuantlabError("calibration size must be at least 1 image")
     key = export_key(config, data, calibration_size, base_key)
     folder = export_dir(config, data, calibration_size, base_key)
+    skipped = {}
+    variants = _applicable(variants, config.net, (), skipped, progress)
     # A variant executed from another's file needs that file first.
     needed = tuple(dict.fromkeys([*map(source_variant, variants), *variants]))
     with cache.locked(folder, progress):  # one process makes them, others wait and read
@@ -271,6 +273,9 @@ def export_model(float_model, config, data, variants=VARIANTS,
         missing = [v for v, a in artifacts.items() if a is None]
         if missing:
             trained = float_model()
+            # A user's model is known by its layers only once it is loaded.
+            kinds = {type(layer).__name__ for layer in trained.model.submodules}
+            missing = _applicable(missing, config.net, kinds, skipped, progress)
             qat = (training.train_qat(config, data, progress=progress, base=trained,
                                       base_key=base_key) if "qat_int8" in missing else None)
             calibration = calibration_images(data, calibration_size, config.seed)
@@ -288,7 +293,31 @@ def export_model(float_model, config, data, variants=VARIANTS,
                                  _sidecar(path, variant, config, data, calibration_size,
                                           source.path, key))
                 artifacts[variant] = _cached(folder, variant)  # exactly what a later run will read
-    return {v: artifacts[v] for v in variants}
+    return Exported({v: artifacts[v] for v in variants if v not in skipped}, skipped)
+
+
+class Exported(dict):
+    """{variant: Artifact}; ``skipped`` says {variant: why} for those asked for that cannot
+    be made of this net (``variant_table.not_applicable``)."""
+
+    def __init__(self, artifacts, skipped):
+        super().__init__(artifacts)
+        self.skipped = skipped
+
+
+def _applicable(variants, net, layer_kinds, skipped, progress):
+    """``variants`` but those that cannot be made of ``net``, each of which is added to
+    ``skipped`` with its reason and said once."""
+    kept = []
+    for variant in variants:
+        why = variant_table.not_applicable(variant, net, layer_kinds)
+        if why is None:
+            kept.append(variant)
+        elif variant not in skipped:
+            skipped[variant] = why
+            if progress:
+                progress(f"{net}: skipping {why}")
+    return tuple(kept)
 
 
 # The code that decides an artifact's bytes: part of its cache key. This whole module, not a
