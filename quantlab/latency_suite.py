@@ -163,7 +163,7 @@ def describe(case, model, predictor, num_classes, cpu, dataset, stats=None):
         "num_classes": num_classes,
         # Known for quantlab's own nets; a user's model has no layer plan to count from.
         "macs_per_image": (macs.macs_per_image(case.net, predictor.input_shape, num_classes)
-                           if case.net in nets.NAMES else None),
+                           if case.net in nets.ALL else None),
         "arithmetic": arithmetic,
         "peak_macs_per_second": peak.macs_per_second,
         "peak": peak.description,

@@ -24,7 +24,7 @@ the model runs (``STORAGE``).
     3752904
 """
 
-from quantlab import machine, macs, nets
+from quantlab import machine, macs, modern_sizes, nets
 from quantlab.errors import QuantlabError
 
 # (weight type, bytes per weight, bytes per activation) of each variant while it runs.
@@ -59,7 +59,13 @@ def storage(variant, arithmetic=None):
 
 
 def layer_sizes(net, input_shape, num_classes):
-    """(weights, biases, activation elements per image) of ``net``, from its layer plan."""
+    """(weights, biases, activation elements per image) of ``net``, from its layer plan.
+    Biases are every per-channel vector: a convolution's bias (batch norm folded into it),
+    LayerNorm's scale and offset."""
+    if net in nets.MODERN:
+        weights, biases, activations, features = modern_sizes.sizes(net, input_shape)
+        return (weights + features * num_classes, biases + num_classes,
+                activations + 2 * num_classes)
     height, width, channels = input_shape
     weights = biases = 0
     activations = height * width * channels  # the input image
@@ -387,7 +393,7 @@ def summarize(points, clock, bandwidth, folder, info=None, threads=1, peaks=None
 
     found = ceilings(clock, bandwidth, info, threads, peaks=peaks)
     timed = [p for p in points if p.get("median") and p.get("macs_per_image")
-             and p.get("net") in nets.NAMES]
+             and p.get("net") in nets.ALL]
     cases = []
     for point in timed:
         result = bound(point, found)

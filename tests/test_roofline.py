@@ -1,9 +1,10 @@
 import json
 import struct
 
+import numpy as np
 import pytest
 
-from quantlab import machine, roofline
+from quantlab import machine, macs, nets, roofline
 from quantlab.errors import QuantlabError
 
 FASHION = ((28, 28, 1), 10)
@@ -269,3 +270,36 @@ def test_a_studys_roofline_summary_is_json_with_its_plot_beside_it(tmp_path):
     measured = roofline.summarize(points, CLOCK, BANDWIDTH, tmp_path, info=ZEN, peaks=ZEN4_PEAKS)
     assert measured["ceilings"]["peaks"] == "measured"
     assert measured["cases"][1]["attainable"] == 230.4e9  # dense int8 batch 64: compute-bound
+
+
+FUSED_OR_MOVING_NOTHING = ("BatchNormalization", "ReLU", "Reshape", "Concatenate")
+
+
+@pytest.mark.parametrize("net", nets.MODERN)
+@pytest.mark.parametrize("shape", [(28, 28, 1), (8, 8, 1)])
+def test_the_modern_nets_sizes_are_the_built_models_with_batch_norm_folded(net, shape):
+    """Counted from the built Keras model, not the plan: its parameters less batch norm's
+    three folded away per channel (scale, mean and variance go into the kernel and bias),
+    and the output of every layer that writes a tensor once batch norm and ReLU6 are fused
+    into the convolution before them, plus the softmax the exports append."""
+    model = nets.build(net, shape, 10)
+    batch_norm = sum(layer.output_shape[-1] for layer in model.layers
+                     if type(layer).__name__ == "BatchNormalization")
+    written = sum(np.prod(_shape(layer)[1:]) for layer in model.layers
+                  if type(layer).__name__ not in FUSED_OR_MOVING_NOTHING)
+    weights, biases, activations = roofline.layer_sizes(net, shape, 10)
+    assert weights + biases == model.count_params() - 3 * batch_norm
+    assert activations == written + 10
+
+
+def _shape(layer):
+    shape = layer.output_shape
+    return shape[0] if isinstance(shape, list) else shape
+
+
+def test_the_roofline_places_the_modern_nets_beside_p17s():
+    """Their MACs and bytes give an intensity (the roofline used to skip them)."""
+    for net in nets.MODERN:
+        moved = roofline.traffic(net, "int8", (28, 28, 1), 10)
+        assert moved["macs_per_image"] == macs.macs_per_image(net, (28, 28, 1), 10)
+        assert moved["intensity"] == moved["macs_per_image"] / moved["bytes"]
