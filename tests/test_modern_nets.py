@@ -1,15 +1,21 @@
 """The mobilenet and vit nets: their layers, their MACs, their training and their exports,
-on the 8x8 digits (real data, quick training: a few seconds each), through every runtime."""
+on the 8x8 digits (real data, the quick training: 2 epochs of 36 steps, the fewest that
+show batch norm's moving statistics catching up: after 20 or 40 steps the mobilenet still
+scores near chance in inference mode), each format on one runtime that reads it."""
 
 import numpy as np
 import pytest
 
 from conftest import quick_config
-from quantlab import evaluate, macs, nets, runtime, variants
+from quantlab import evaluate, macs, nets, runtime, training, variants
 
-TFLITE = ("float32", "int8", "dynamic_int8", "float16")
-EXPORTED = {"mobilenet": (*TFLITE, "qat_int8", "float32_tf", "onnx_float32", "onnx_int8"),
-            "vit": TFLITE}
+# (variant, the runtime that checks it): each file format and each converter path once
+# (float16 and dynamic_int8 take the TFLite converter's float32 and int8 path; QAT's is
+# P17's nets' in test_variants), each runtime at least once. The vit's TFLite int8 is checked
+# by its own test below.
+CASES = {"mobilenet": (("float32", "openvino"), ("int8", "litert"), ("float32_tf", "tensorflow"),
+                       ("onnx_float32", "onnxruntime"), ("onnx_int8", "onnxruntime")),
+         "vit": (("float32_tf", "tensorflow"), ("onnx_float32", "openvino"))}
 
 
 def _kinds(model):
@@ -107,23 +113,17 @@ def test_macs_against_a_hand_count_on_digits():
     assert macs.macs_per_image("vit", (8, 8, 1), 10) == vit == 1_685_120
 
 
-def test_vit_cannot_be_quantization_aware_trained_and_says_why():
-    from quantlab._tf import tfmot
-
-    with pytest.raises(RuntimeError, match="LayerNormalization"):
-        tfmot().quantization.keras.quantize_model(nets.build("vit", (8, 8, 1), 10))
+def _config(name):
+    return quick_config(name, "digits")
 
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    """{net: (Trained, {variant: Artifact})}, quick-trained on digits."""
-    from quantlab import training
-
+    """{net: (Trained, {variant: Artifact})}, trained briefly on digits."""
     done = {}
     for name in nets.MODERN:
-        config = quick_config(name, "digits")
-        done[name] = (training.train(config, digits),
-                      variants.export(config, EXPORTED[name], data=digits))
+        done[name] = (training.train(_config(name), digits),
+                      variants.export(_config(name), [v for v, _ in CASES[name]], data=digits))
     return done
 
 
@@ -131,10 +131,9 @@ def trained(digits):
 def test_inference_scores_as_training_did(trained, digits, name):
     """Batch norm's moving statistics must have caught up with the weights: in inference
     mode, the training images score at least as well as the last epoch did while training."""
-    model = trained[name][0].model
-    info = trained[name][0].info
+    model, info = trained[name][0].model, trained[name][0].info
     last_epoch = info["history"]["accuracy"][-1]
-    train = digits.subset(quick_config(name, "digits").limit)
+    train = digits.subset(_config(name).limit)
     _, inference = model.evaluate(train.x_train, train.y_train, batch_size=256, verbose=0)
     assert inference >= last_epoch - 0.03, (inference, last_epoch)
     assert info["test_accuracy"] >= 0.7
@@ -149,22 +148,10 @@ def test_batch_norm_is_folded_into_the_convolutions_of_the_exported_mobilenet(tr
     assert ops["CONV_2D"] + ops["DEPTHWISE_CONV_2D"] == 22  # one op per convolution
 
 
-# Full-integer vit files score far below the float net (digits 78.6 -> 68.9 %, Fashion-MNIST
-# 74.7 -> 56.7 % after quick training; LiteRT and ONNX Runtime alike; dynamic-range loses
-# nothing): open, to be found layer by layer (quantlab.layer_error).
-VIT_INT8 = pytest.mark.xfail(strict=True, reason="full-int8 vit loses 10-18 points: open")
-
-
-def _runs(name):
-    for variant in EXPORTED[name]:
-        for reader in variants.variant_table.readers(variant):
-            marks = VIT_INT8 if (name, variant) == ("vit", "int8") else ()
-            yield pytest.param(name, variant, reader, marks=marks)
-
-
-@pytest.mark.parametrize("name, variant, reader", [case for name in nets.MODERN
-                                                    for case in _runs(name)])
-def test_every_export_runs_and_agrees_with_the_float_net(trained, digits, name, variant, reader):
+@pytest.mark.parametrize("name, variant, reader", [(name, variant, reader)
+                                                    for name in nets.MODERN
+                                                    for variant, reader in CASES[name]])
+def test_each_export_runs_and_agrees_with_the_float_net(trained, digits, name, variant, reader):
     model, artifact = trained[name][0].model, trained[name][1][variant]
     keras = model.predict(digits.x_test, batch_size=256, verbose=0)
     expected = np.exp(keras - keras.max(1, keepdims=True))
@@ -178,14 +165,60 @@ def test_every_export_runs_and_agrees_with_the_float_net(trained, digits, name, 
         assert agreement >= 0.9 and accuracy >= np.mean(expected.argmax(1) == digits.y_test) - 0.03
     else:
         assert agreement >= 0.95, agreement
-        assert np.max(np.abs(probabilities - expected)) <= (0.02 if variant == "float16" else 0.3)
+        assert np.max(np.abs(probabilities - expected)) <= 0.3
 
 
-@pytest.mark.parametrize("variant", ["float32_tf", "onnx_float32"])
-def test_the_vit_exports_to_a_frozen_graph_and_onnx(trained, digits, variant):
-    config = quick_config("vit", "digits")
-    artifact = variants.export(config, [variant], data=digits)[variant]
-    for reader in variants.variant_table.readers(variant):
-        probabilities, _ = evaluate.predictions(artifact, digits, reader)
-        reference, _ = evaluate.predictions(trained["vit"][1]["float32"], digits, "litert")
-        assert np.mean(probabilities.argmax(1) == reference.argmax(1)) >= 0.95
+def test_the_vits_int8_loss_is_its_layer_norms_and_keeping_them_float_recovers_it(trained,
+                                                                                    digits):
+    """A finding, not a bug: full-int8 loses ~10 points (digits 78.6 -> 68.9 %); with the
+    LayerNormalization ops alone in float it scores as float does (78.9 %), while softmax,
+    GELU or the residual adds in float regain under a point. The normalized tokens' range is
+    wide (per-token statistics in one per-tensor scale): see README's vit findings."""
+    from quantlab.selective import TFLiteInt8, accuracy
+
+    model = trained["vit"][0].model
+    float_accuracy = np.mean(model.predict(digits.x_test, batch_size=256, verbose=0).argmax(1)
+                             == digits.y_test)
+    quantizer = TFLiteInt8(model, variants.calibration_images(digits, 500, 0))
+    rows = quantizer.layer_errors(digits.x_train[:100])
+    norms = [row["node"] for row in rows if "LayerNormalization" in _kind_of(model, row["layer"])]
+    assert norms
+    int8 = accuracy(quantizer.quantize(), ".tflite", digits.x_test, digits.y_test)
+    norms_float = accuracy(quantizer.quantize(norms), ".tflite", digits.x_test, digits.y_test)
+    assert float_accuracy - int8 >= 0.05, (float_accuracy, int8)
+    assert norms_float >= float_accuracy - 0.01, (float_accuracy, norms_float)
+
+
+def _kind_of(model, layer_name):
+    return type(model.get_layer(layer_name)).__name__ if layer_name else ""
+
+
+def test_qat_int8_of_the_vit_is_skipped_with_its_reason_said_once(digits):
+    said = []
+    exported = variants.export(_config("vit"), ["qat_int8"], data=digits, progress=said.append)
+    assert dict(exported) == {}
+    assert list(exported.skipped) == ["qat_int8"]
+    assert "LayerNormalization" in exported.skipped["qat_int8"]
+    assert [line for line in said if "skipping" in line] == [f"vit: skipping {exported.skipped['qat_int8']}"]
+
+
+def test_a_users_model_with_layer_normalization_is_not_quantization_aware_trained(digits):
+    """Known by its layers, not its name: the model is loaded (here: built), never trained."""
+    from quantlab._tf import keras
+
+    layers = keras().layers
+    image = layers.Input(digits.input_shape)
+    x = layers.LayerNormalization()(layers.Flatten()(image))
+    model = keras().Model(image, layers.Dense(digits.num_classes)(x), name="mine")
+    loaded = []
+
+    def float_model():
+        loaded.append(model)
+        return training.Trained(model, None, {}, from_cache=True)
+
+    said = []
+    exported = variants.export_model(float_model, _config("mine"), digits, ["qat_int8"],
+                                     progress=said.append, base_key="user-model-with-layer-norm")
+    assert loaded and dict(exported) == {}
+    assert "LayerNormalization" in exported.skipped["qat_int8"]
+    assert sum("skipping qat_int8" in line for line in said) == 1
