@@ -168,9 +168,16 @@ def worst_change(row):
     return -100.0 * (1.0 - row["agreement"])
 
 
+def max_drop(results):
+    """Accuracy points an option may lose (``--max-drop``; a file written before it was an
+    option had the fixed tolerance of the same value)."""
+    chosen = (results.get("config") or {}).get("max_drop")
+    return ACCURACY_TOLERANCE if chosen is None else chosen
+
+
 def shippable(results, case):
     row = accuracy_of(results, case["net"], case["variant"], case["runtime"])
-    return row is not None and worst_change(row) >= -ACCURACY_TOLERANCE
+    return row is not None and worst_change(row) >= -max_drop(results)
 
 
 def pick(results, net, batch, threads):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from quantlab import latency_suite, report
+from quantlab import latency_suite, report, variant_table
 
 NETS = ("dense", "medium", "conv")
 BATCHES = (1, 16, 64)
@@ -230,3 +230,65 @@ def test_a_keras_models_report_names_its_file_without_an_input_it_did_not_read(t
     report.write(results, tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert f"Model **m.keras** (keras, sha256 `{USER_SHA}`); images from /data/images" in text
+
+
+def _with_a_fallback(results, mixed_delta):
+    """conv's quantized options lose 3 points; its int8_mixed (scored and timed on LiteRT) loses
+    ``mixed_delta`` and runs at 150 µs at batch 1, between int8's 100 and float32's 300."""
+    for row in results["accuracy"]:
+        if row["net"] == "conv" and variant_table.quantized(row["variant"]):
+            row["delta_points"] = -3.0
+    int8 = next(row for row in results["accuracy"]
+                if (row["net"], row["variant"], row["runtime"]) == ("conv", "int8", "litert"))
+    results["accuracy"].append({**int8, "variant": "int8_mixed", "delta_points": mixed_delta,
+                                "bytes": 1_200_000, "size_ratio": 4 / 1.2})
+    results["cases"] += [_case("conv", "int8_mixed", "litert", batch, threads, 150)
+                         for batch in BATCHES for threads in THREADS]
+    results["nets"]["conv"]["artifacts"]["int8_mixed"] = {"bytes": 1_200_000}
+    steps = [{"step": 0, "tried": None, "accuracy": 0.80, "drop_points": 3.0, "kept": True,
+              "float_layers": []},
+             {"step": 1, "tried": "conv1", "accuracy": 0.825, "drop_points": 0.5, "kept": True,
+              "float_layers": ["conv1"]}]
+    layers = [{"layer": "conv1", "nodes": ["n1"], "ops": ["CONV_2D"], "rmse_over_scale": 2.5,
+               "points_regained": 2.5},
+              {"layer": "dense", "nodes": ["n2"], "ops": ["FULLY_CONNECTED"],
+               "rmse_over_scale": 0.4, "points_regained": None}]
+    results["sensitivity"] = {"conv": {"int8": {
+        "ranking": {"quantizer": "int8", "statistic": "rmse_over_scale", "top_k": 1,
+                    "validation_images": 500, "float_accuracy": 0.83, "int8_accuracy": 0.80,
+                    "drop_points": 3.0, "layers": layers},
+        "fallback": "int8 loses 3.00 points, more than 1: layers are kept in float, most "
+                    "sensitive first",
+        "search": {"kept_float": ["conv1"], "accuracy": 0.825, "drop_points": 0.5, "met": True,
+                   "steps": steps, "max_drop": 1.0},
+        "mixed": {"variant": "int8_mixed", "file": "int8_mixed.tflite", "sha256": "a" * 64,
+                  "bytes": 1_200_000}}}}
+    results["findings"] = report.findings(results)
+    results["recommendations"] = report.recommendations(results)
+    return results
+
+
+def test_the_sensitivity_section_and_the_front_name_the_float_layers_and_their_cost(tmp_path):
+    results = _with_a_fallback(quick_study_results(), mixed_delta=-0.5)
+    report.write(results, tmp_path)
+    text, details = (tmp_path / "report.md").read_text(), (tmp_path / "details.md").read_text()
+    assert len(text.splitlines()) < 250
+    section = text.split("## Sensitivity", 1)[1].split("\n## ", 1)[0]
+    assert "conv1 (rmse_over_scale 2.5, +2.50 points kept float)" in section
+    assert "int8_mixed: layers kept in float: conv1; 0.50 points lost" in section
+    assert "batch 1 on litert: 0.15 ms against int8 0.1 ms and float32 0.3 ms" in section
+    # conv at batch 1: int8 options lose 3 points; the mixed model is the fastest within 1.
+    ship = next(line for line in text.splitlines() if line.startswith("- conv, batch 1: ship"))
+    assert "ship int8_mixed on litert: 0.15 ms, -0.50 points" in ship
+    assert "layers kept in float: conv1" in ship and "[plot](pareto_conv_b1.png)" in ship
+    assert "x the time of the fastest" in ship  # the speed given up
+    assert len(list(tmp_path.glob("pareto_*_b*.png"))) == len(NETS) * len(BATCHES)
+    assert "| 1 | conv1 | conv1 | 82.50 % | 0.50 | yes |" in details
+
+
+def test_where_nothing_quantized_meets_the_budget_the_best_float_option_is_named(tmp_path):
+    results = _with_a_fallback(quick_study_results(), mixed_delta=-1.5)
+    report.write(results, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    ship = next(line for line in text.splitlines() if line.startswith("- conv, batch 1: "))
+    assert "no quantized option loses at most 1 points; the best float option: " in ship

@@ -3,22 +3,21 @@ hand: what to ship, the findings that matter (one line per kind, the per-case re
 merged), and the longer per-option and per-case lines that go to the details."""
 
 from quantlab import tables
-from quantlab.defaults import ACCURACY_TOLERANCE
 from quantlab.lookups import (
     DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, is_reference,
-    labelled, pick, reference, reference_text, scored, slower_or_faster, span, speedup,
+    labelled, max_drop, pick, reference, reference_text, scored, slower_or_faster, span, speedup,
     speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed, timed_at)
 from quantlab.variant_table import quantized
 
 def what_to_ship(results):
     """The rule the picks of What to ship follow, in the words of this study's reference."""
-    variant = reference(results)[0]
+    variant, budget = reference(results)[0], max_drop(results)
     kept = ("accuracy change on the test images scored" if labelled(results) else
             f"the images have no labels, so an option is kept when its top-1 agreement with "
-            f"{variant} is at least {100 - ACCURACY_TOLERANCE:g} %, which bounds the accuracy "
-            f"it can lose at {ACCURACY_TOLERANCE:g} point")
+            f"{variant} is at least {100 - budget:g} %, which bounds the accuracy "
+            f"it can lose at {budget:g} point")
     return (f"The fastest option per net and batch size among those within "
-            f"{ACCURACY_TOLERANCE:g} accuracy point of {variant} (speed against "
+            f"{budget:g} accuracy point (--max-drop) of {variant} (speed against "
             f"{reference_text(results)}, the median of per-round ratios with its 95 % interval; "
             f"{kept}). Options that the rounds cannot tell apart from the fastest are named as "
             f"ties, and among ties the one with less to deploy is chosen.")

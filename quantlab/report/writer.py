@@ -5,8 +5,9 @@ from pathlib import Path
 
 import quantlab.report.sentences as said
 import quantlab.report.tables as report_tables
+import quantlab.report.trade_off as trade_off
 from quantlab import deployment, tables
-from quantlab.lookups import labelled, reference, reference_text, thread_counts, threads_text, timed
+from quantlab.lookups import labelled, max_drop, reference, reference_text, thread_counts, threads_text, timed
 from quantlab.safe_text import markdown as literal  # text from files and the environment
 
 DETAILS = "details.md"
@@ -105,12 +106,22 @@ def markdown(results, plots):
     parts += [
         "## What to ship", said.what_to_ship(results),
         _bullets(results["recommendations"], "- nothing was timed"), said.rounds_line(results),
+        "On the accuracy / speed front of each net and batch size (no option both more "
+        "accurate and faster), the fastest within the budget, and what it gives up:",
+        _bullets(trade_off.ship_lines(results), "- nothing was both timed and scored"),
         "## Machine", machine_section(results),
         "## Findings", _bullets(results["findings"]),
     ]
     failures = report_tables.not_run_lines(results)
     if failures:
         parts += ["## Could not run", "\n".join(failures)]
+    if results.get("sensitivity"):
+        parts += ["## Sensitivity",
+                  f"Per int8 quantizer, the layers it hurts most on validation images (never "
+                  f"the test images scored above), and where it loses more than "
+                  f"{max_drop(results):g} point (--max-drop), the layers kept in float until it "
+                  f"does not. Every layer and search step: [{DETAILS}]({DETAILS}).",
+                  trade_off.section(results)]
     if plots or _plots(results, []):
         parts += ["## Plots", "\n\n".join(_plots(results, plots))]
     parts += ["## Size", f"Each file, and how many times smaller than {float32} it is.",
@@ -271,6 +282,11 @@ def details_markdown(results):
                   "Error of each layer's int8 output against float on the same inputs, in "
                   "quantization steps (uniform rounding alone gives about 0.29).",
                   report_tables.layers_table(results)]
+    if results.get("sensitivity"):
+        parts += ["## Sensitivity and mixed-precision search",
+                  "Each quantizer's layers on validation images, and each step of the search "
+                  "that keeps the worst in float (a step stays only if accuracy rose).",
+                  trade_off.details(results)]
     sizes, accuracy, speed, misses, ipc = report_tables.p17_tables()
     parts += ["## P17 (2018) side by side",
               "P17 quantized CIFAR-10 nets with TensorFlow 1 graph transforms and timed whole "
@@ -287,7 +303,7 @@ def write(results, folder):
 
     folder = Path(folder)
     names = plots.all_plots(results, folder)
-    results["plots"] = names
+    results["plots"] = names + trade_off.plot_all(results, folder)  # linked from What to ship
     cache.write_json(folder / "results.json", results)
     for name, text in ((DETAILS, details_markdown(results)), ("report.md", markdown(results, names))):
         with cache.atomic_file(folder / name) as tmp:

@@ -21,12 +21,13 @@ from quantlab.output import prepare_output
 from quantlab.progress import Progress
 # What ``quantlab run``, the fleet and the tests reach through ``quantlab.study``, beside
 # what the Study uses itself.
-from quantlab.study import user_model
+from quantlab.study import mixed, user_model
 from quantlab.study.config import StudyConfig, test_images, train_config
 from quantlab.study.counting import Counting, counter_key, start_counting  # noqa: F401
 from quantlab.study.results import (finish, machine_info, measure_ceilings_again, net_entry,
                                     new_results)
-from quantlab.study.stages import _cached_stage, artifact_key, state_path, well_formed  # noqa: F401
+from quantlab.study.stages import (_cached_stage, artifact_key, state_path,  # noqa: F401
+                                   well_formed, write_state)
 from quantlab.study.timing import pairs, rounds_budget, time_net
 
 
@@ -104,6 +105,7 @@ class Study:
         config, data, progress, results = self.config, self.data, self.progress, self.results
         progress(f"== {net} ==")
         artifacts = self.export(net)
+        artifacts.update(self.mixed_variants(net, artifacts))
         studied = pairs(artifacts, self.runtimes, self.cpu)
         keys = {"net": net, "artifacts": artifact_key(artifacts)}
         # What is scored on the test images depends on them, not only on the files scored.
@@ -131,7 +133,7 @@ class Study:
             lambda: self.deployment(net, artifacts, studied), f"{net}: deployment costs")
         counting = start_counting(config, net, artifacts, records, self.backend, progress)
         self.background.append(counting)
-        results["cases"] += records
+        results["cases"] += mixed.off_the_roofline(records)
         return counting
 
     # -- the stages of one net: each computes one result; study_net keeps them
@@ -155,6 +157,46 @@ class Study:
                               progress=self.progress)
         return variants.export(train, variants=config.variants, data=self.data,
                                progress=self.progress)
+
+    def mixed_variants(self, net, artifacts):
+        """The sensitivity stage (results.json's ``sensitivity[net]``) and {variant: Artifact}
+        of the mixed models it made. Quantlab's nets and a user's Keras model: a user's ONNX
+        model has no Keras layers to name and keep in float."""
+        from quantlab import mixed_precision, selective, sensitivity
+
+        config = self.config
+        if self.onnx_model is not None or not mixed.studied_quantizers(artifacts):
+            return {}
+        key = {"net": net, "artifacts": artifact_key(artifacts), "data": self.data.sha256,
+               "max_drop": config.max_drop, "quick": config.quick, "seed": config.seed,
+               "calibration": config.calibration_size, "images": test_images(config),
+               "code": cache.code_digest(selective, sensitivity, mixed_precision, mixed),
+               "versions": versions()}
+        out = mixed.folder(net, key)
+
+        def compute():
+            return mixed.recall_or_analyse(out, lambda: mixed.analyse(
+                config, self.data, net, self.keras_model(net), artifacts, out, self.progress))
+
+        rows = self.stage("sensitivity", key, compute, f"{net}: sensitivity")
+        found = mixed.artifacts_of(rows, out)
+        if found is None:  # a mixed file gone from the cache, or changed: made again
+            self.progress(f"{net}: a mixed-precision file is missing or changed; searching again")
+            rows = compute()
+            write_state(state_path(config, "sensitivity", key), rows)
+            found = mixed.artifacts_of(rows, out)
+        self.results.setdefault("sensitivity", {})[net] = mixed.by_quantizer(rows)
+        return found
+
+    def keras_model(self, net):
+        """The float Keras model the variants were made of: trained (cached), or the user's."""
+        if self.config.model is not None:
+            from quantlab import byo
+
+            return byo.load(self.config.model, self.data).model
+        from quantlab import training
+
+        return training.train(train_config(self.config, net), self.data).model
 
     def layer_errors(self, net, artifacts):
         """Per-layer error of the int8 variant (quantlab's own nets only: it runs TFLite's
