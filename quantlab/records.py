@@ -73,7 +73,7 @@ TOP = (
       "LiteRT float32, quantlab's nets' reference)"),
     F("model", "object", False, 4, "a user's own model: file, sha256, format, input (null: "
       "quantlab's nets)"),
-    F("nets", "object", True, 1, "per net: artifacts (ARTIFACT), training, per-layer error"),
+    F("nets", "object", True, 1, "per net: artifacts (ARTIFACT), training, per-layer error, variants skipped and why"),
     F("accuracy", "rows", False, 2, "per net, variant and runtime: top-1 accuracy (ACCURACY)"),
     F("cases", "rows", True, 2, "per net, variant, runtime, batch size, threads: timings (CASE)"),
     F("deployment", "rows", False, 2, "load time, first inference and memory of each model"),

@@ -74,6 +74,9 @@ def net_entry(artifacts, layers):
                       for v, a in artifacts.items()},
         "training": _training_summary(artifacts),
         "layers": layers,
+        # Variants asked for that cannot be made of this net, and why
+        # (variant_table.not_applicable: the vit has no qat_int8).
+        "variants_skipped": dict(getattr(artifacts, "skipped", {})),
     }
 
 
