@@ -27,8 +27,9 @@ def test_quantize_json_reports_every_variant_with_sizes_and_accuracy(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     rows = {row["variant"]: row for row in report["variants"]}
-    assert set(rows) == {"float32_tf", "float32", "dynamic_int8", "float16", "int8", "qat_int8", "bf16",
-                         "onnx_float32", "onnx_int8"}
+    assert set(rows) == {"float32_tf", "float32", "dynamic_int8", "float16", "int8", "int8_per_tensor",
+                         "int16x8", "qat_int8", "bf16", "onnx_float32", "onnx_int8",
+                         "onnx_int8_per_tensor", "openvino_int8"}
     assert rows["int8"]["size_ratio"] > 3
     assert all(os.path.isfile(path) for path in report["artifacts"].values())
     tables = quantlab("quantize", "conv", "--dataset", "digits", "--epochs", "1",
