@@ -278,7 +278,8 @@ def test_the_sensitivity_section_and_the_front_name_the_float_layers_and_their_c
     assert "int8_mixed: layers kept in float: conv1; 0.50 points lost" in section
     assert "batch 1 on litert: 0.15 ms against int8 0.1 ms and float32 0.3 ms" in section
     # conv at batch 1: int8 options lose 3 points; the mixed model is the fastest within 1.
-    ship = next(line for line in text.splitlines() if line.startswith("- conv, batch 1: ship"))
+    ship = next(line for line in text.splitlines()
+                if line.startswith("- on the front of conv at batch 1: ship"))
     assert "ship int8_mixed on litert: 0.15 ms, -0.50 points" in ship
     assert "layers kept in float: conv1" in ship and "[plot](pareto_conv_b1.png)" in ship
     assert "x the time of the fastest" in ship  # the speed given up
@@ -290,5 +291,6 @@ def test_where_nothing_quantized_meets_the_budget_the_best_float_option_is_named
     results = _with_a_fallback(quick_study_results(), mixed_delta=-1.5)
     report.write(results, tmp_path)
     text = (tmp_path / "report.md").read_text()
-    ship = next(line for line in text.splitlines() if line.startswith("- conv, batch 1: "))
+    ship = next(line for line in text.splitlines()
+                if line.startswith("- on the front of conv at batch 1: "))
     assert "no quantized option loses at most 1 points; the best float option: " in ship

@@ -57,8 +57,8 @@ def ship_lines(results):
             if not rows:
                 continue
             _, sentence = pareto.what_to_ship(rows, budget, float_layers(results, net))
-            lines.append(f"{literal(net)}, batch {batch}: {sentence}; {pareto.describe_front(rows)} "
-                         f"([plot]({plot_name(net, batch)}))")
+            lines.append(f"on the front of {literal(net)} at batch {batch}: {sentence}; "
+                         f"{pareto.describe_front(rows)} ([plot]({plot_name(net, batch)}))")
     return lines
 
 
