@@ -39,7 +39,12 @@ STORAGE = {
     "qat_int8": ("int8", 1, 1),
     "onnx_float32": ("float32", 4, 4),
     "onnx_int8": ("int8", 1, 1),  # QDQ pairs fuse into int8 kernels (QLinearConv, QGemm)
+    "int8_per_tensor": ("int8", 1, 1),
+    "onnx_int8_per_tensor": ("int8", 1, 1),
+    "openvino_int8": ("int8", 1, 1),  # NNCF's FakeQuantize pairs run as int8 primitives
 }
+# Not on the roofline: int16x8 runs on LiteRT's reference kernels, with no compute ceiling
+# measured for them, and a mixed model (``*_mixed``) moves int8 and float layers at once.
 BF16 = ("bf16", 2, 2)
 # Biases: int32 in full-integer models (TFLite's int8 scheme), float32 otherwise, bf16 in bf16.
 BIAS_BYTES = {"bf16": 2}
@@ -393,7 +398,8 @@ def summarize(points, clock, bandwidth, folder, info=None, threads=1, peaks=None
 
     found = ceilings(clock, bandwidth, info, threads, peaks=peaks)
     timed = [p for p in points if p.get("median") and p.get("macs_per_image")
-             and p.get("net") in nets.ALL]
+             and p.get("net") in nets.ALL
+             and (p.get("variant") in STORAGE or p.get("arithmetic") == "bf16")]
     cases = []
     for point in timed:
         result = bound(point, found)

@@ -272,6 +272,20 @@ def test_a_studys_roofline_summary_is_json_with_its_plot_beside_it(tmp_path):
     assert measured["cases"][1]["attainable"] == 230.4e9  # dense int8 batch 64: compute-bound
 
 
+def test_the_newer_int8_files_are_placed_and_16x8_and_mixed_models_are_left_off(tmp_path):
+    """Per-tensor, ONNX per-tensor and NNCF files move int8 like int8; a 16x8 file runs on
+    LiteRT's reference kernels (no ceiling of theirs is measured) and a mixed model moves
+    int8 and float layers at once, so neither gets a bound that would mean nothing."""
+    points = [_point("dense", variant, 1, 1e-4) for variant in
+              ("int8", "int8_per_tensor", "onnx_int8_per_tensor", "openvino_int8")]
+    points += [{**_point("dense", "int8", 1, 1e-3), "variant": "int16x8", "arithmetic": "int16x8"},
+               {**_point("dense", "int8", 1, 1e-4), "variant": "int8_mixed"}]
+    summary = roofline.summarize(points, CLOCK, BANDWIDTH, tmp_path, info=ZEN)
+    placed = [case["variant"] for case in summary["cases"]]
+    assert placed == ["int8", "int8_per_tensor", "onnx_int8_per_tensor", "openvino_int8"]
+    assert len({case["bytes"] for case in summary["cases"]}) == 1
+
+
 FUSED_OR_MOVING_NOTHING = ("BatchNormalization", "ReLU", "Reshape", "Concatenate")
 
 
