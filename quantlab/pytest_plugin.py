@@ -96,7 +96,7 @@ class QuantlabSession:
     def cases(self):
         from quantlab import latency_suite
 
-        found = latency_suite.cases(self.nets or nets.NAMES, self.variants or defaults.VARIANTS,
+        found = latency_suite.cases(self.nets or nets.NAMES, self.variants or defaults.STUDY_VARIANTS,
                                     self.runtimes, self.batch_sizes, self.threads, self.cpu)
         if self.manifest:  # a manifest may hold fewer variants for some nets: only those
             found = [c for c in found if (c.net, c.variant) in self.manifest]
@@ -106,7 +106,7 @@ class QuantlabSession:
         from quantlab import latency_suite
 
         return latency_suite.Artifacts(self.manifest, self.dataset, self.training,
-                                       self.variants or defaults.VARIANTS)
+                                       self.variants or defaults.STUDY_VARIANTS)
 
     def _sampling(self):
         """The perf record sampler of this process, started once; None where perf cannot."""

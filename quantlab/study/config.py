@@ -12,7 +12,7 @@ from quantlab.errors import QuantlabError
 class StudyConfig:
     dataset: str = datasets.DEFAULT
     nets: tuple = nets.NAMES
-    variants: tuple | None = None  # None: all (the quick study: defaults.QUICK_VARIANTS)
+    variants: tuple | None = None  # None: defaults.STUDY_VARIANTS (quick: QUICK_VARIANTS)
     runtimes: tuple | None = None  # None: every runtime that loads here
     batch_sizes: tuple | None = None  # None: defaults.BATCH_SIZES (or QUICK_BATCH_SIZES)
     # Inference thread counts: every case is timed at each; the first is the one counted,
@@ -46,7 +46,7 @@ class StudyConfig:
         for net in self.nets:
             nets.check_name(net)
         if self.variants is None:
-            self.variants = defaults.QUICK_VARIANTS if self.quick else defaults.VARIANTS
+            self.variants = defaults.QUICK_VARIANTS if self.quick else defaults.STUDY_VARIANTS
         if self.batch_sizes is None:
             self.batch_sizes = defaults.QUICK_BATCH_SIZES if self.quick else defaults.BATCH_SIZES
         variants.check_variants(self.variants)
