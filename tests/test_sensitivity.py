@@ -170,3 +170,26 @@ def test_the_front_keeps_what_nothing_beats_and_ships_the_fastest_within_budget(
 def test_a_drop_equal_to_the_budget_meets_it():
     assert sensitivity.within(100 * (0.834 - 0.832), 0.2)  # 0.2000000000000002
     assert not sensitivity.within(0.201, 0.2)
+
+
+def test_the_search_tries_helping_layers_then_each_kind_at_once_then_the_rest():
+    """A kind (layers of the same operations, e.g. every LayerNorm) is tried at once, the
+    noisiest kind first, after the layers measured to help and before the lone layers, and
+    the layers kept are named one by one."""
+    def row(layer, ops, statistic, regained=None):
+        return {"layer": layer, "nodes": [f"{layer}/out"], "ops": ops,
+                "rmse_over_scale": statistic, "points_regained": regained}
+
+    norm = ["MEAN", "SQUARED_DIFFERENCE", "RSQRT", "MUL"]
+    ranking = {"statistic": "rmse_over_scale", "layers": [
+        row("head", ["FULLY_CONNECTED"], 0.3, regained=0.4),
+        row("scores1", ["BATCH_MATMUL"], 9.0), row("norm2", norm, 30.0),
+        row("norm1", norm, 2.0), row("scores2", ["BATCH_MATMUL"], 5.0),
+        row("stem", ["CONV_2D"], 50.0)]}
+    order = mixed_precision.search_order(ranking)
+    assert [name for name, _ in order] == [
+        "head", "norm2 + norm1", "scores1 + scores2", "scores1", "norm2", "norm1", "scores2",
+        "stem"]
+    assert order[1][1] == ["norm2/out", "norm1/out"]
+    assert mixed_precision.float_layers(["head", "norm2 + norm1", "norm1"]) == [
+        "head", "norm2", "norm1"]
