@@ -41,10 +41,15 @@ def splits(data, calibration_size=CALIBRATION_SIZE, validation_size=VALIDATION_S
            test_images=None):
     """Calibration images exactly as the int8 variants' (``variants.calibration_images``),
     validation images drawn from the other training images, test images from the test split
-    (its first ``test_images``)."""
+    (its first ``test_images``). A user's images come with their own validation split
+    (``quantlab.datasets.user``), and their training images are the calibration images."""
     import numpy as np
 
     count = len(data.x_train)
+    if data.x_val is not None:  # a user's images: split once, disjointly, when they were read
+        return Splits(data.x_train, np.arange(count), data.x_val[:validation_size],
+                      data.y_val[:validation_size], None, data.x_test[:test_images],
+                      data.y_test[:test_images])
     calibration = np.sort(np.random.default_rng(seed).choice(
         count, min(calibration_size, count), replace=False))
     rest = np.setdiff1d(np.arange(count), calibration)

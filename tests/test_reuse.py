@@ -263,8 +263,8 @@ def test_a_change_to_any_function_on_the_export_path_gives_a_new_export_key(tmp_
                 same_key.append(f"{module}.{function}")
     assert not same_key  # e.g. variants._content, which converts every TFLite variant
     # A constant counts too: which variants get int8 inputs and outputs.
-    planted = sources["quantlab.variants"].replace('FULL_INTEGER = ("int8", "qat_int8")',
-                                                   'FULL_INTEGER = ("qat_int8",)')
+    planted = sources["quantlab.variants"].replace('FULL_INTEGER = ("int8", "qat_int8"',
+                                                   'FULL_INTEGER = ("qat_int8"')
     assert planted != sources["quantlab.variants"]
     assert export_key({**sources, "quantlab.variants": planted}, tmp_path, monkeypatch, config,
                       digits) != unchanged

@@ -51,6 +51,10 @@ def analyse(config, data, net, model, artifacts, out, progress):
     from quantlab import mixed_precision, sensitivity
     from quantlab.study.config import test_images
 
+    unmeasurable = why_not_measured(config, data)
+    if unmeasurable:
+        progress(f"{net}: no per-layer sensitivity: {unmeasurable}")
+        return []
     splits = sensitivity.splits(data, config.calibration_size, seed=config.seed,
                                 test_images=test_images(config))
     onnx_path = artifacts["onnx_float32"].path if "onnx_float32" in artifacts else None
@@ -92,6 +96,17 @@ def analyse(config, data, net, model, artifacts, out, progress):
         rows.append({"quantizer": "openvino_int8", "accuracy_control": {
             k: v for k, v in control.items() if k not in ("model", "log")}})
     return rows
+
+
+def why_not_measured(config, data):
+    """Why no layer's sensitivity can be measured on ``data`` (None: it can): accuracy needs
+    labels, and validation images that neither calibrate nor are scored."""
+    if not data.labelled:
+        return "the images have no labels to measure accuracy with"
+    if data.x_val is None and len(data.x_train) <= config.calibration_size:
+        return (f"all {len(data.x_train)} training images calibrate int8 and none is left to "
+                "choose layers on (give a smaller --calibration-size)")
+    return None
 
 
 def recall_or_analyse(out, analyse):
