@@ -68,12 +68,17 @@ GROUPS = {
     # "fashion-nets" are trained: after that group, it finds them made
     "test_quantizers": ("test_quantizers",),
     "test_reuse": ("test_reuse",),  # ~125: three quick studies
+    # ~150-230 cold under load: a quick vit study on digits, its per-layer error most of it
+    "test_mixed_study": ("test_mixed_study",),
+    "test_modern_nets": ("test_modern_nets",),  # ~115 cold: mobilenet and vit on digits
     "test_counters_valgrind": ("test_counters_valgrind",),  # ~70
     "test_cli": ("test_cli",),  # ~70
     "test_user_model": ("test_user_model",),  # ~50
     "test_graph_check": ("test_graph_check",),  # ~30
     "test_byo": ("test_byo",),  # ~20
     "test_hostile_tflite": ("test_hostile_tflite",),  # ~20
+    "test_sensitivity": ("test_sensitivity",),  # ~17: a small digits net with a planted outlier
+    "test_hostile_onnx": ("test_hostile_onnx",),  # ~15
 }
 SHARED = {"quick_variants": "fashion-nets", "digits_study": "digits-studies",
           "resumed_study": "digits-studies"}
