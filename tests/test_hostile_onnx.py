@@ -381,3 +381,4 @@ def test_hostile_onnx_models_are_refused_by_quantlab_run_with_exit_2(tmp_path, m
         one_line_error(quantlab("run", "--model", str(path), "--quick", "--counters", "off",
                                 "--out", str(tmp_path / f"report-{path.stem}")),
                        str(path), fragment)
+        assert not (tmp_path / f"report-{path.stem}").exists()  # nothing written for it

@@ -290,3 +290,4 @@ def test_quantlab_run_with_a_bad_folder_exits_2_with_one_line(tmp_path):
     one_line_error(quantlab("run", "--model", str(tmp_path / "model.onnx"), "--data", str(root),
                             "--mean", "0.5", "--std", "0.25", "--out", str(tmp_path / "out")),
                    str(root / "a" / "readme.txt"), "not a PNG or JPEG")
+    assert not (tmp_path / "out").exists()  # refused before any report folder is made

@@ -37,11 +37,13 @@ def run(config, progress=None):
     from quantlab import counters, machine, runtime
 
     progress = progress or Progress()
+    # The user's files are checked before anything is written: a refused model or image
+    # folder leaves no report folder behind.
+    onnx_model = user_model.open_model(config)
+    data = user_model.load_data(config, onnx_model)
     prepare_output(config.out, config.force)
     cache.check_writable(cache.cache_root(), "cache folder",
                          "set QUANTLAB_CACHE to a folder you can write")
-    onnx_model = user_model.open_model(config)  # checked before anything else is done
-    data = user_model.load_data(config, onnx_model)
     runtimes, skipped = runtime.usable(config.runtimes)
     for name, why in skipped.items():
         progress(f"runtime {name} left out: {why}")
