@@ -9,6 +9,8 @@ OpenVINO has its own search (NNCF's ``quantize_with_accuracy_control``, which ra
 reverts by itself): ``openvino_accuracy_control`` runs it and records what it reverted.
 """
 
+import contextlib
+import io
 import logging
 import time
 
@@ -142,11 +144,12 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
     logger = logging.getLogger("nncf")
     logger.addHandler(handler)
     started = time.perf_counter()
-    try:
-        quantized = nncf.quantize_with_accuracy_control(
-            model, calibration, validation, validation_fn=validate,
-            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE,
-            subset_size=subset_size or len(splits.calibration))
+    try:  # its progress bars are drawn on sys.stdout: the study says what it does
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize_with_accuracy_control(
+                model, calibration, validation, validation_fn=validate,
+                max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE,
+                subset_size=subset_size or len(splits.calibration))
     finally:
         logger.removeHandler(handler)
     seconds = time.perf_counter() - started
