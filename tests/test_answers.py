@@ -20,6 +20,7 @@ import pytest
 
 from quantlab import report, roofline, tables
 from quantlab.counters import perf
+from quantlab.report import sentences
 
 # --- one hand-made study: net medium, batch sizes 1 and 16 ----------------------------------------
 # Median seconds per batch. The reference of every ratio is float32 on LiteRT: 600 µs at
@@ -147,11 +148,32 @@ def test_the_report_prints_what_to_ship_under_its_heading(results):
     section = text.split("## What to ship\n", 1)[1].split("\n## ", 1)[0]
     assert "within 1 accuracy point (--max-drop) of float32" in section
     fronts = [line for line in section.splitlines() if line.startswith("- on the front of ")]
+    each = [line for line in section.splitlines() if line.startswith("- each quantizer of ")]
     items = [line[2:] for line in section.splitlines()
-             if line.startswith("- ") and line not in fronts]
+             if line.startswith("- ") and line not in fronts + each]
+    assert [line.split(" at its best")[0] for line in each] == ["- each quantizer of medium"]
     assert [item.split(": ")[1] for item in items] == ["int8 on openvino", "int8 on openvino"]
     assert [line.split(": ")[1] for line in fronts] == ["ship int8 on openvino"] * 2
     assert [first_ratio(item) for item in items] == ["4.0", "5.0"]
+
+
+def test_each_quantizer_is_weighed_at_its_best_whether_picked_or_not(results):
+    # At batch 16, the largest: qat_int8 on litert 8 ms / 1 ms = 8.0x but -3.00 points, over
+    # the budget of 1; int8 fastest on openvino, 8 / 1.6 ms = 5.0x (litert: 2.0x), -0.20
+    # points; dynamic_int8 8 / 32 ms = 0.25x, shown to one digit as 0.2x. Every int8 file is
+    # 1,025,641 bytes against float32's 4,000,000: 3.90x smaller.
+    [line] = sentences.each_quantizer(results)
+    assert line.startswith("each quantizer of medium at its best (batch 16): ")
+    parts = line.split(": ", 1)[1].split("; ")
+    assert [part.split(" ", 3)[:3] for part in parts] == [
+        ["qat_int8", "on", "litert"], ["int8", "on", "openvino"], ["dynamic_int8", "on", "litert"]]
+    assert [first_ratio(part) for part in parts] == ["8.0", "5.0", "0.2"]
+    assert [part.split(", ")[1:] for part in parts] == [
+        ["-3.00 points", "loses more than --max-drop", "3.90x smaller"],
+        ["-0.20 points", "within the budget", "3.90x smaller"],
+        ["-0.10 points", "within the budget", "3.90x smaller"]]
+    results["config"]["max_drop"] = 3.0  # a wider budget keeps qat_int8 too
+    assert "-3.00 points, within the budget" in sentences.each_quantizer(results)[0]
 
 
 @pytest.mark.parametrize("variant, runtime, batch, ratio", [

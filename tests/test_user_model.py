@@ -11,6 +11,7 @@ the same file on the same images with plain ONNX Runtime and Pillow, no quantlab
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -157,6 +158,12 @@ def test_each_int8_variant_is_over_3_5_times_smaller_and_is_in_the_report(studie
     options = {(c["variant"], c["runtime"]) for c in results["cases"] if c.get("median")}
     assert {v for v, _ in options} == {"onnx_float32", *INT8}
     assert any(f"batch 1: {v} on {r}" in ship for v, r in options)
+    # Every int8 variant is weighed there, picked or not, with its size against the float file.
+    [each] = [line for line in ship.splitlines() if line.startswith(f"- each quantizer of {RECIPE}")]
+    for variant in INT8:
+        ratio = files["onnx_float32"]["bytes"] / files[variant]["bytes"]
+        [part] = [p for p in each.split(": ", 1)[1].split("; ") if p.startswith(f"{variant} on ")]
+        assert part.endswith(f", {ratio:.2f}x smaller"), part
 
 
 def test_the_report_names_the_model_its_sha256_the_images_and_their_preprocessing(studied,
@@ -164,7 +171,7 @@ def test_the_report_names_the_model_its_sha256_the_images_and_their_preprocessin
                                                                                  folder):
     import hashlib
 
-    results, text, _, _ = studied
+    results, text, _, said = studied
     digest = hashlib.sha256(keras_onnx.read_bytes()).hexdigest()
     assert results["model"]["sha256"] == digest and results["model"]["layout"] == "NCHW"
     data = results["dataset"]
@@ -176,6 +183,7 @@ def test_the_report_names_the_model_its_sha256_the_images_and_their_preprocessin
     assert f"mean {MEAN:g}, std {STD:g}, layout NCHW" in text
     assert text.index("## What to ship") < text.index("## Machine")
     assert "## Read first" not in text
+    assert "warning: " not in said  # the first batch is checked, and found as it should be
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +225,11 @@ def test_a_wrong_scale_is_named_as_a_likely_preprocessing_mismatch(unlabelled_an
     line = f"predicts one class for {100 * share:.0f} % of the {results['dataset']['test']} images"
     assert line in first and "check --scale, --mean, --std and --layout" in first
     assert f"warning: {RECIPE_HELPER}: onnx_float32 on onnxruntime {line}" in said
+    # ... and said first on the first test images, before the model is exported or calibrated
+    first = min(64, results["dataset"]["test"])
+    early = re.search(rf"warning: {RECIPE_HELPER}: onnx_float32 on onnxruntime, on the first "
+                      rf"{first} test images before the study goes on, predicts (one class for "
+                      rf"\d+ % of the|the same class for all) {first} images; the images are likely "
+                      rf"not preprocessed as the model expects: check --scale", said)
+    assert early, said[:3000]
+    assert early.start() < said.index(f"== {RECIPE_HELPER} ==") < said.index(line)

@@ -4,9 +4,10 @@ merged), and the longer per-option and per-case lines that go to the details."""
 
 from quantlab import tables
 from quantlab.lookups import (
-    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, is_reference,
-    labelled, max_drop, pick, reference, reference_text, scored, slower_or_faster, span, speedup,
-    speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed, timed_at)
+    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, is_reference, labelled,
+    max_drop, pick, reference, reference_text, scored, shippable, slower_or_faster, span,
+    speedup, speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed,
+    timed_at)
 from quantlab.variant_table import quantized
 
 def what_to_ship(results):
@@ -33,32 +34,37 @@ NEAR_CHANCE = 1.5
 DOMINANT, DOMINANT_IMAGES = 0.6, 20
 
 
+PREPROCESSING_FIX = ("the images are likely not preprocessed as the model expects: check "
+                     "--scale, --mean, --std and --layout against the model's own evaluation")
+
+
+def doubt(row, classes):
+    """What is wrong with a float model's answers on ``row["test_images"]`` images (the
+    fields of an accuracy row: classes_predicted, top_class_share, top_class_label_share,
+    accuracy), in words, or None; ``classes``: how many the model has (None: unknown). The
+    one rule of the report's Read first and of the study's check of the first batch."""
+    images, share = row.get("test_images") or 0, row.get("top_class_share") or 0
+    if row.get("classes_predicted") == 1 and images > 1:
+        return f"predicts the same class for all {images} images"
+    if classes and row.get("accuracy") is not None and row["accuracy"] < NEAR_CHANCE / classes:
+        return (f"scores {100 * row['accuracy']:.1f} % top-1, near chance "
+                f"({100 / classes:.1f} % for {classes} classes)")
+    if images >= DOMINANT_IMAGES and share >= DOMINANT and (
+            row.get("top_class_label_share") or 0) < share / 2:
+        labels = ("" if row.get("top_class_label_share") is None else
+                  f" (the labels: {100 * row['top_class_label_share']:.0f} %)")
+        return f"predicts one class for {100 * share:.0f} % of the {images} images{labels}"
+    return None
+
+
 def read_first(results):
     """What makes every other number of the report doubtful: the reference predicting one
     class for every image, or scoring near chance, which a wrong --scale, --mean, --std or
     --layout gives (the model then sees other pixels than it was trained on)."""
-    said = []
     classes = (results.get("dataset") or {}).get("classes")
-    for row in scored(results):
-        if not is_reference(results, row["variant"], row["runtime"]):
-            continue
-        where = f"{row['net']}: {reference_text(results)}"
-        images, share = row.get("test_images") or 0, row.get("top_class_share") or 0
-        if row.get("classes_predicted") == 1 and images > 1:
-            said.append(f"{where} predicts the same class for all {images} images")
-        elif classes and row.get("accuracy") is not None and \
-                row["accuracy"] < NEAR_CHANCE / classes:
-            said.append(f"{where} scores {100 * row['accuracy']:.1f} % top-1, near chance "
-                        f"({100 / classes:.1f} % for {classes} classes)")
-        elif images >= DOMINANT_IMAGES and share >= DOMINANT and (
-                row.get("top_class_label_share") or 0) < share / 2:
-            labels = ("" if row.get("top_class_label_share") is None else
-                      f" (the labels: {100 * row['top_class_label_share']:.0f} %)")
-            said.append(f"{where} predicts one class for {100 * share:.0f} % of the {images} "
-                        f"images{labels}")
-    fix = ("the images are likely not preprocessed as the model expects: check --scale, "
-           "--mean, --std and --layout against the model's own evaluation")
-    return [f"{line}; {fix}." for line in said]
+    return [f"{row['net']}: {reference_text(results)} {found}; {PREPROCESSING_FIX}."
+            for row in scored(results) if is_reference(results, row["variant"], row["runtime"])
+            and (found := doubt(row, classes))]
 
 
 def accuracy_words(row):
@@ -100,6 +106,37 @@ def recommendations(results):
                              + (f"; chosen for less to deploy: {why or 'the smaller file'}"
                                 if best is not fastest else ""))
                 said.append(line)
+    return said
+
+
+def each_quantizer(results):
+    """Per net, every quantized variant on its fastest runtime at the largest batch size
+    (first thread count): its speed-up on the reference, accuracy, how many times smaller
+    its file is than the reference's, and whether it keeps within --max-drop; in one line,
+    so that a quantizer that is never the pick is still weighed here."""
+    said, float_variant = [], reference(results)[0]
+    for net, entry in results["nets"].items():
+        files = entry.get("artifacts") or {}
+        cases = [c for c in timed_at(results) if c["net"] == net and quantized(c["variant"])]
+        if not cases:
+            continue
+        batch = max(c["batch_size"] for c in cases)
+        best = {}
+        for case in sorted((c for c in cases if c["batch_size"] == batch),
+                           key=lambda c: c["median"]):
+            best.setdefault(case["variant"], case)  # the first is the fastest
+        parts = []
+        for variant, case in best.items():
+            row = accuracy_of(results, net, variant, case["runtime"])
+            ratio = ((files.get(float_variant) or {}).get("bytes") or 0) / (
+                (files.get(variant) or {}).get("bytes") or float("inf"))
+            size = f"{ratio:.2f}x smaller" if ratio >= 1.05 else "no smaller"
+            kept = ("not scored" if row is None else
+                    f"{accuracy_words(row)}, " + ("within the budget" if shippable(results, case)
+                                                  else "loses more than --max-drop"))
+            parts.append(f"{variant} on {case['runtime']} {speedup_text(results, case) or '?'}, "
+                         f"{kept}, {size}")
+        said.append(f"each quantizer of {net} at its best (batch {batch}): " + "; ".join(parts))
     return said
 
 

@@ -106,6 +106,11 @@ def markdown(results, plots):
     parts += [
         "## What to ship", said.what_to_ship(results),
         _bullets(results["recommendations"], "- nothing was timed"), said.rounds_line(results),
+        f"Each quantizer at its best, picked or not: on its fastest runtime at the largest "
+        f"batch size, times as fast as {reference_text(results)} (95 % interval), its accuracy, "
+        f"how many times smaller its file is than {float32}'s, and whether it stays within "
+        f"{max_drop(results):g} point (--max-drop):",
+        _bullets(said.each_quantizer(results), "- no quantized option was timed"),
         "On the accuracy / speed front of each net and batch size (no option both more "
         "accurate and faster), the fastest within the budget, and what it gives up:",
         _bullets(trade_off.ship_lines(results), "- nothing was both timed and scored"),

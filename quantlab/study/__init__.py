@@ -53,6 +53,7 @@ def run(config, progress=None):
     study.results = user_model.describe(
         new_results(config, data, machine_info(config, backend, skipped), runtimes), config,
         data, onnx_model)
+    study.warn_of_preprocessing()  # seconds, before the minutes a wrong --scale would spoil
     try:
         return study.run()
     finally:
@@ -220,11 +221,18 @@ class Study:
                                    reference=self.reference)
         return [{"net": net, **row} for row in rows]
 
-    def warn_of_preprocessing(self, net):
+    def warn_of_preprocessing(self, net=None):
         """Say now, not only in the report, when the float model's answers look like the
-        images were not preprocessed as it expects (one class for all, or near chance)."""
+        images were not preprocessed as it expects (one class for all, or near chance): with
+        no ``net``, a user's model on its first test images, before anything is exported;
+        then each net's reference on every test image scored."""
         from quantlab.report.sentences import read_first
 
+        if net is None:
+            early = user_model.first_batch_doubt(self.config, self.data, self.onnx_model)
+            if early:
+                self.progress(f"warning: {early}")
+            return
         for doubt in read_first(self.results):
             if doubt.startswith(f"{net}: "):
                 self.progress(f"warning: {doubt}")

@@ -58,6 +58,44 @@ def reference(onnx_model):
                                                           defaults.REFERENCE_RUNTIME)
 
 
+# The float model's answers on this many test images are checked before the long work.
+FIRST_BATCH = 64
+
+
+def first_batch_doubt(config, data, onnx_model, images=FIRST_BATCH):
+    """What looks wrong with the user's float model's answers on the first test images (one
+    class for most, or near chance: report.sentences.doubt) in a warning's words, or None;
+    None for quantlab's own nets. Seconds, against minutes of export, calibration and timing
+    that a wrong --scale, --mean, --std or --layout would spoil."""
+    if config.model is None or not len(data.x_test):
+        return None
+    import numpy as np
+
+    from quantlab.evaluate import _dominance as dominance  # the statistics the report reads
+    from quantlab.report.sentences import PREPROCESSING_FIX, doubt
+
+    x = np.ascontiguousarray(data.x_test[:images], dtype=np.float32)
+    if onnx_model is not None:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(onnx_model.content,
+                                               providers=["CPUExecutionProvider"])
+        [scores] = session.run([onnx_model.output_name], {onnx_model.input_name: x})
+        which = "{} on {}".format(*ONNX_REFERENCE)
+    else:
+        from quantlab import byo
+
+        scores = np.asarray(byo.load(config.model, data).model(x, training=False))
+        which = "the Keras model"
+    classes = scores.reshape(len(x), -1).argmax(axis=1)
+    labels = None if data.y_test is None else data.y_test[:images]
+    row = {"test_images": len(x), **dominance(classes, labels),
+           "accuracy": None if labels is None else float(np.mean(classes == labels))}
+    found = doubt(row, data.num_classes)
+    return found and (f"{config.model.stem}: {which}, on the first {len(x)} test images before "
+                      f"the study goes on, {found}; {PREPROCESSING_FIX}.")
+
+
 def calibration(config, data):
     """The images int8 calibration reads: the user's calibration split (all of it), or a
     seeded sample of a built-in training set."""
