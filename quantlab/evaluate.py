@@ -86,12 +86,12 @@ def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_
             "test_images": scored,
             # one class for every image, or for most: a model fed other pixels than it was
             # trained on (report.sentences.read_first)
-            **_dominance(classes, labels),
+            **dominance(classes, labels),
         })
     return rows + failed
 
 
-def _dominance(classes, labels):
+def dominance(classes, labels):
     """How many classes the top-1 answers name, the share of the most named one and, with
     labels, that class's share among the labels."""
     counts = np.bincount(classes)

@@ -71,7 +71,7 @@ def first_batch_doubt(config, data, onnx_model, images=FIRST_BATCH):
         return None
     import numpy as np
 
-    from quantlab.evaluate import _dominance as dominance  # the statistics the report reads
+    from quantlab.evaluate import dominance  # the statistics the report reads
     from quantlab.report.sentences import PREPROCESSING_FIX, doubt
 
     x = np.ascontiguousarray(data.x_test[:images], dtype=np.float32)
