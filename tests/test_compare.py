@@ -140,7 +140,7 @@ def test_a_case_that_a_machine_did_not_measure_is_a_dash(three):
     server = _medians(inputs["server"])[("conv", "int8", "litert", 4, 1)]
     cells = _row(conv, "4", "litert", "int8")
     assert cells[3] == "–" and cells[5] == "–" and cells[4].startswith(tables.seconds(server) + " (")
-    assert _row(conv, "8", "openvino", "qat_int8")[4:] == ["–", "–"]
+    assert _row(conv, "8", "openvino", "dynamic_int8")[4:] == ["–", "–"]
     assert "Not every machine measured the same batch sizes: 1, 8 on laptop; 1, 4 on server; " \
            "1 on desktop" in "\n".join(comparison["findings"])
 
@@ -211,12 +211,12 @@ def test_findings_give_what_int8_buys_on_each_machine_from_the_inputs(three):
     assert "(conv at batch 1)" in line
     # A variant that only one machine ran on this runtime: its range over its own cases.
     medians = _medians(inputs["laptop"])
-    keys = sorted((k for k in medians if k[1:3] == ("qat_int8", "openvino")),
+    keys = sorted((k for k in medians if k[1:3] == ("dynamic_int8", "openvino")),
                   key=lambda k: (("conv", "medium").index(k[0]), k[3], k[4]))
     own = [medians[(k[0], "float32", *k[2:])] / medians[k] for k in keys]
     where = " and ".join(f"{net} at batch " + ", ".join(_batch(k) for k in keys if k[0] == net)
                          for net in ("conv", "medium"))
-    assert (f"qat_int8 on openvino against float32 on openvino: {_worded(own)} on laptop "
+    assert (f"dynamic_int8 on openvino against float32 on openvino: {_worded(own)} on laptop "
             f"({where}).") in comparison["findings"]
 
 
