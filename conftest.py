@@ -59,14 +59,14 @@ def pytest_collection_modifyitems(items):
 # every other group takes under 20 s.
 GROUPS = {
     "fashion-nets": ("test_plugin", "test_variants", "test_runtimes", "test_training",
-                     "test_runtime"),  # ~175
+                     "test_runtime"),  # ~90: the quick nets (qat_int8 of medium only), their variants
     # ~290, a third of it waiting on its Dask processes; its run without a scheduler reads
     # the quick medium net that "digits-studies" trains, or trains it for it
     "test_fleet": ("test_fleet",),
     # ~140; 180 s of CPU cold, the laptop study 73 of it, the server study about 45
     "digits-studies": ("test_compare", "test_study"),
-    # ~40 of its own variants, once the quick nets it shares (as cached files) with
-    # "fashion-nets" are trained: after that group, it finds them made
+    # ~15, once the quick nets and variants it shares (as cached files) with "fashion-nets"
+    # are made: after that group, it finds them made
     "test_quantizers": ("test_quantizers",),
     "test_reuse": ("test_reuse",),  # ~100 (58 s of CPU cold): three quick studies
     # ~150-230 cold under load: a quick vit study on digits, its per-layer error most of it
@@ -142,12 +142,27 @@ def quick_config(net, dataset="fashion_mnist", **overrides):
     return TrainConfig(net=net, dataset=dataset, **{**QUICK, **overrides})
 
 
+# The nets whose quick_variants include qat_int8. A QAT fine-tune costs about as much as the
+# net's quick training (20-25 CPU-seconds each); medium's conv and dense layers are the two
+# kinds tfmot wraps, so its qat_int8 stands for the other two nets'.
+QAT_NETS = ("medium",)
+
+
+def quick_variant_names(net):
+    """The variants quick_variants exports for ``net``: every one, qat_int8 only on QAT_NETS."""
+    from quantlab import variants
+
+    return tuple(v for v in variants.VARIANTS if v != "qat_int8" or net in QAT_NETS)
+
+
 @pytest.fixture(scope="session")
 def quick_variants(fashion):
-    """{net: {variant: Artifact}} for all three nets, quick-trained on Fashion-MNIST."""
+    """{net: {variant: Artifact}} for all three nets, quick-trained on Fashion-MNIST: every
+    variant, qat_int8 only of the QAT_NETS."""
     from quantlab import nets, variants
 
-    return {net: variants.export(quick_config(net), data=fashion) for net in nets.NAMES}
+    return {net: variants.export(quick_config(net), variants=quick_variant_names(net), data=fashion)
+            for net in nets.NAMES}
 
 
 @pytest.fixture(scope="session")
