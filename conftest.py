@@ -69,9 +69,9 @@ GROUPS = {
     # are made: after that group, it finds them made
     "test_quantizers": ("test_quantizers",),
     "test_reuse": ("test_reuse",),  # ~100 (58 s of CPU cold): three quick studies
-    # ~150-230 cold under load: a quick vit study on digits, its per-layer error most of it
-    "test_mixed_study": ("test_mixed_study",),
-    "test_modern_nets": ("test_modern_nets",),  # ~115 cold: mobilenet and vit on digits
+    # ~200 cold (load 4.5, ~145 s of CPU): a quick vit study on digits (~110), mobilenet and
+    # the vit on digits (~110), the vit and its float32 and int8 files made once for both
+    "modern-nets": ("test_mixed_study", "test_modern_nets"),
     "test_counters_valgrind": ("test_counters_valgrind",),  # ~70
     "test_cli": ("test_cli",),  # ~70
     "test_user_model": ("test_user_model",),  # ~50

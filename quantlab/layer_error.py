@@ -19,7 +19,7 @@ def int8_layer_errors(model, data, int8_meta):
     order; ``layer`` is the Keras layer's name, ``tensor`` the first name TFLite gives."""
     calibration = calibration_images(data, int8_meta["calibration_size"],
                                       int8_meta["train_config"]["seed"])
-    rows = TFLiteInt8(model, calibration).layer_errors(data.x_test[:DEBUG_IMAGES])
+    rows = TFLiteInt8.shared(model, calibration).layer_errors(data.x_test[:DEBUG_IMAGES])
     return [{"op": row["op"], "tensor": row["node"].split(";")[0], "layer": row["layer"],
              **{key: row[key] for key in ("elements", "rmse_over_scale", "max_abs_error",
                                           "scale")}}

@@ -66,6 +66,7 @@ class TFLiteInt8:
         from quantlab._tf import tf, without_native_noise
 
         self._tf = tf()
+        self._float_content = None
         self.float_model = with_softmax(model)
         self.layer_names = [layer.name for layer in self.float_model.layers]
         # The int8 variants' own recipes; the debugger reads the per-tensor switch back from
@@ -81,11 +82,38 @@ class TFLiteInt8:
         for image in self._debug_images if self._debug_images is not None else ():
             yield [image[None]]
 
+    @classmethod
+    def shared(cls, model, calibration, per_channel=True):
+        """The quantizer of these weights and calibration images made in this process (for
+        the last model asked about), or a new one: a study's sensitivity and per-layer error
+        stages both need it, and making one converts the model (tens of seconds of CPU for
+        the vit)."""
+        import hashlib
+
+        digest = hashlib.sha256(model.to_json().encode())
+        for array in [*model.get_weights(), np.ascontiguousarray(calibration)]:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        if _SHARED_TFLITE.get("digest") != digest.hexdigest():  # another model: let it go
+            _SHARED_TFLITE.clear()
+            _SHARED_TFLITE["digest"] = digest.hexdigest()
+        if per_channel not in _SHARED_TFLITE:
+            _SHARED_TFLITE[per_channel] = cls(model, calibration, per_channel)
+        return _SHARED_TFLITE[per_channel]
+
     def float_content(self):
+        """The float model's bytes: those given to ``use_float``, else converted once."""
         from quantlab._tf import without_native_noise
 
-        with without_native_noise():
-            return self._tf.lite.TFLiteConverter.from_keras_model(self.float_model).convert()
+        if self._float_content is None:
+            with without_native_noise():
+                self._float_content = self._tf.lite.TFLiteConverter.from_keras_model(
+                    self.float_model).convert()
+        return self._float_content
+
+    def use_float(self, content):
+        """Take ``content`` as the float model (the float32 variant exported of the same
+        model by the same converter) instead of converting it again."""
+        self._float_content = content
 
     def layer_errors(self, images):
         """Rows {layer, node, op, elements, rmse_over_scale, max_abs_error, scale}, one per
@@ -99,6 +127,10 @@ class TFLiteInt8:
         with without_native_noise():
             # Every layer in int8: a model made by ``quantize`` left its layers out.
             self._debugger.options = self._tf.lite.experimental.QuantizationDebugOptions()
+            # Only the statistics read below, each as the debugger defines it (per image,
+            # averaged over images): its default five, std and mean error too, cost 5 numpy
+            # calls per op and image (10 s of CPU for the vit's 200 ops on 700 images).
+            self._debugger._layer_debug_metrics = _LAYER_METRICS
             self._debugger.run()
         dump = io.StringIO()
         self._debugger.layer_statistics_dump(dump)
@@ -142,6 +174,13 @@ class TFLiteInt8:
         with without_native_noise():
             self._debugger.options = options
             return self._debugger.get_nondebug_quantized_model()
+
+
+_LAYER_METRICS = {"num_elements": lambda diffs: diffs.size,
+                  "max_abs_error": lambda diffs: np.abs(diffs).max(),
+                  "mean_squared_error": lambda diffs: np.square(diffs).mean()}
+# TFLiteInt8.shared's quantizers (per channel and per tensor) of the last model's weights
+_SHARED_TFLITE = {}
 
 
 class OnnxInt8:

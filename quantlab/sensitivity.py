@@ -88,19 +88,31 @@ def rank(quantizer, splits, top_k=TOP_K, name=None):
     layers = quantizer.layers(splits.validation_x)
     float_accuracy = validation_accuracy(quantizer, quantizer.float_content(), splits)
     int8_accuracy = validation_accuracy(quantizer, quantizer.quantize(), splits)
-    worst = sorted(layers, key=lambda row: -(row[statistic] or 0.0))
     for row in layers:
         row["points_regained"] = None
+    ranking = {"quantizer": name or type(quantizer).__name__, "statistic": statistic,
+               "top_k": 0, "validation_images": int(len(splits.validation_y)),
+               "float_accuracy": float_accuracy, "int8_accuracy": int8_accuracy,
+               "drop_points": 100.0 * (float_accuracy - int8_accuracy), "layers": layers}
+    return measure_worst(quantizer, splits, ranking, top_k)
+
+
+def measure_worst(quantizer, splits, ranking, top_k=TOP_K):
+    """``ranking`` with the accuracy regained measured for its ``top_k`` layers worst by the
+    statistic, ranked again: what ``rank`` with that ``top_k`` returns, without measuring the
+    statistic and the float and int8 accuracies a second time (on a transformer, the
+    statistic alone costs seconds and the float model a conversion)."""
+    statistic, int8_accuracy = ranking["statistic"], ranking["int8_accuracy"]
+    layers = [dict(row) for row in ranking["layers"]]
+    worst = sorted(layers, key=lambda row: -(row[statistic] or 0.0))
     for row in worst[:top_k]:
-        mixed = validation_accuracy(quantizer, quantizer.quantize(row["nodes"]), splits)
-        row["points_regained"] = 100.0 * (mixed - int8_accuracy)
+        if row["points_regained"] is None:
+            mixed = validation_accuracy(quantizer, quantizer.quantize(row["nodes"]), splits)
+            row["points_regained"] = 100.0 * (mixed - int8_accuracy)
     ranked = sorted(layers, key=lambda row: (row["points_regained"] is None,
                                              -(row["points_regained"] or 0.0),
                                              -(row[statistic] or 0.0)))
-    return {"quantizer": name or type(quantizer).__name__, "statistic": statistic,
-            "top_k": top_k, "validation_images": int(len(splits.validation_y)),
-            "float_accuracy": float_accuracy, "int8_accuracy": int8_accuracy,
-            "drop_points": 100.0 * (float_accuracy - int8_accuracy), "layers": ranked}
+    return {**ranking, "top_k": max(top_k, ranking["top_k"]), "layers": ranked}
 
 
 def fallback_needed(ranking, max_drop):

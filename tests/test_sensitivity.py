@@ -71,8 +71,27 @@ def quantizers(planted):
     model, splits = planted
     names = [layer.name for layer in model.layers]
     onnx_float = _onnx_float(with_softmax(model), _Shape(splits))
-    return {"int8": TFLiteInt8(model, splits.calibration),
+    return {"int8": TFLiteInt8.shared(model, splits.calibration),
             "onnx_int8": OnnxInt8(onnx_float, splits.calibration, names)}
+
+
+def test_a_quantizer_is_shared_by_the_same_weights_and_images_only(quantizers, planted):
+    """The study's stages share one quantizer (making it converts the model): the same
+    weights loaded again find it; other images or weights, or per-tensor, do not."""
+    from quantlab._tf import keras
+    from quantlab.selective import TFLiteInt8
+
+    model, splits = planted
+    again = keras().models.clone_model(model)
+    again.set_weights(model.get_weights())
+    assert TFLiteInt8.shared(again, splits.calibration) is quantizers["int8"]
+    assert TFLiteInt8.shared(model, splits.calibration[:100]) is not quantizers["int8"]
+    per_tensor = TFLiteInt8.shared(model, splits.calibration, per_channel=False)
+    assert per_tensor is not quantizers["int8"]
+    assert per_tensor._debugger.converter._experimental_disable_per_channel
+    weights = [w + 1e-3 for w in model.get_weights()]
+    again.set_weights(weights)
+    assert TFLiteInt8.shared(again, splits.calibration) is not quantizers["int8"]
 
 
 class _Shape:

@@ -27,13 +27,21 @@ def folder(net, key):
     return cache.cache_root() / "mixed" / f"{net}-{cache.config_hash(key)}"
 
 
-def _quantizers(model, onnx_float, calibration, wanted):
+def _quantizers(model, onnx_float, tflite_float, calibration, wanted):
     from quantlab.selective import OnnxInt8, TFLiteInt8
     from quantlab.variants import with_softmax
 
+    def tflite(per_channel):
+        # Shared with the per-layer error stage (int8's), and given the float32 variant's
+        # file: the same converter made it of the same model, so it need not be made again.
+        quantizer = TFLiteInt8.shared(model, calibration, per_channel)
+        if tflite_float is not None:
+            quantizer.use_float(tflite_float())
+        return quantizer
+
     names = [layer.name for layer in with_softmax(model).layers]
-    makers = {"int8": lambda: TFLiteInt8(model, calibration),
-              "int8_per_tensor": lambda: TFLiteInt8(model, calibration, per_channel=False),
+    makers = {"int8": lambda: tflite(True),
+              "int8_per_tensor": lambda: tflite(False),
               "onnx_int8": lambda: OnnxInt8(onnx_float(), calibration, names),
               "onnx_int8_per_tensor": lambda: OnnxInt8(onnx_float(), calibration, names,
                                                        per_channel=False)}
@@ -59,23 +67,25 @@ def analyse(config, data, net, model, artifacts, out, progress):
                                 test_images=test_images(config))
     onnx_path = artifacts["onnx_float32"].path if "onnx_float32" in artifacts else None
 
-    def onnx_float():  # the bytes checked against the export's sha256, then used
-        content = onnx_path.read_bytes()
-        if hashlib.sha256(content).hexdigest() != artifacts["onnx_float32"].sha256:
-            raise QuantlabError(f"{onnx_path} changed since it was exported; run the study "
+    def exported(variant):  # the bytes checked against the export's sha256, then used
+        path = artifacts[variant].path
+        content = path.read_bytes()
+        if hashlib.sha256(content).hexdigest() != artifacts[variant].sha256:
+            raise QuantlabError(f"{path} changed since it was exported; run the study "
                                 "again to export it anew")
         return content
 
+    tflite_float = (lambda: exported("float32")) if "float32" in artifacts else None
     rows, needed_any = [], False
-    for name, make in _quantizers(model, onnx_float, splits.calibration,
-                                  studied_quantizers(artifacts)).items():
+    for name, make in _quantizers(model, lambda: exported("onnx_float32"), tflite_float,
+                                  splits.calibration, studied_quantizers(artifacts)).items():
         progress(f"{net}: per-layer sensitivity of {name}")
         quantizer = make()
         top_k = QUICK_TOP_K if config.quick else sensitivity.TOP_K
         ranking = sensitivity.rank(quantizer, splits, top_k=top_k, name=name)
         needed, why = sensitivity.fallback_needed(ranking, config.max_drop)
         if needed and top_k < sensitivity.TOP_K:  # worth measuring what the worst regain
-            ranking = sensitivity.rank(quantizer, splits, name=name)
+            ranking = sensitivity.measure_worst(quantizer, splits, ranking)
         row = {"quantizer": name, "ranking": ranking, "fallback": why, "search": None,
                "mixed": None}
         if needed:
