@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -52,11 +53,25 @@ def test_a_second_request_loads_from_the_cache_without_training(digits, tmp_path
     np.testing.assert_allclose(first.model.predict(probe, verbose=0), second.model.predict(probe, verbose=0))
 
 
+@pytest.fixture(scope="module")
+def digits_conv_cache(digits, tmp_path_factory):
+    """A cache folder that holds a digits conv net trained for one epoch, trained once: each
+    test below damages a copy of it."""
+    folder = tmp_path_factory.mktemp("conv-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QUANTLAB_CACHE", str(folder))
+        training.train(quick_config("conv", dataset="digits", limit=None, epochs=1), digits)
+    return folder
+
+
 @pytest.mark.parametrize("damage", ["truncated weights", "same-size other weights", "torn info"])
-def test_a_damaged_cached_model_is_trained_again_with_a_notice(digits, tmp_path, monkeypatch, damage):
-    monkeypatch.setenv("QUANTLAB_CACHE", str(tmp_path))
+def test_a_damaged_cached_model_is_trained_again_with_a_notice(digits, digits_conv_cache, tmp_path,
+                                                               monkeypatch, damage):
+    shutil.copytree(digits_conv_cache, tmp_path / "cache")
+    monkeypatch.setenv("QUANTLAB_CACHE", str(tmp_path / "cache"))
     config = quick_config("conv", dataset="digits", limit=None, epochs=1)
     first = training.train(config, digits)
+    assert first.from_cache and str(first.path).startswith(str(tmp_path / "cache"))  # the copy
     weights, info = first.path / "weights.h5", first.path / "info.json"
     if damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[:1000])
