@@ -69,8 +69,8 @@ GROUPS = {
     # are made: after that group, it finds them made
     "test_quantizers": ("test_quantizers",),
     "test_reuse": ("test_reuse",),  # ~100 (58 s of CPU cold): three quick studies
-    # ~200 cold (load 4.5, ~145 s of CPU): a quick vit study on digits (~110), mobilenet and
-    # the vit on digits (~110), the vit and its float32 and int8 files made once for both
+    # ~135 cold at load 1.5, ~220 at 4.5 (~135 s of CPU): a quick vit study on digits (60 %),
+    # then mobilenet and the vit on digits, the vit and its float32 and int8 made once for both
     "modern-nets": ("test_mixed_study", "test_modern_nets"),
     "test_counters_valgrind": ("test_counters_valgrind",),  # ~70
     "test_cli": ("test_cli",),  # ~70
@@ -78,7 +78,7 @@ GROUPS = {
     "test_graph_check": ("test_graph_check",),  # ~30
     "test_byo": ("test_byo",),  # ~20
     "test_hostile_tflite": ("test_hostile_tflite",),  # ~20
-    "test_sensitivity": ("test_sensitivity",),  # ~17: a small digits net with a planted outlier
+    "test_sensitivity": ("test_sensitivity",),  # ~12: a small digits net with a planted outlier
     "test_hostile_onnx": ("test_hostile_onnx",),  # ~15
 }
 SHARED = {"quick_variants": "fashion-nets", "digits_study": "digits-studies",

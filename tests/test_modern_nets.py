@@ -130,8 +130,11 @@ def trained(digits):
     """{net: (Trained, {variant: Artifact})}, trained briefly on digits."""
     done = {}
     for name in nets.MODERN:
-        done[name] = (training.train(_config(name), digits),
-                      variants.export(_config(name), [v for v, _ in CASES[name]], data=digits))
+        net = training.train(_config(name), digits)
+        # as variants.export, but given the net just trained (building and loading the vit
+        # again costs seconds)
+        done[name] = (net, variants.export_model(lambda net=net: net, _config(name), digits,
+                                                 [v for v, _ in CASES[name]]))
     return done
 
 
