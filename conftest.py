@@ -60,8 +60,9 @@ def pytest_collection_modifyitems(items):
 GROUPS = {
     "fashion-nets": ("test_plugin", "test_variants", "test_runtimes", "test_training",
                      "test_runtime"),  # ~90: the quick nets (qat_int8 of medium only), their variants
-    # ~290, a third of it waiting on its Dask processes; its run without a scheduler reads
-    # the quick medium net that "digits-studies" trains, or trains it for it
+    # ~105-245 (105-125 s of CPU cold), most of it waiting on its Dask processes; its run
+    # without a scheduler reads the quick medium net that "digits-studies" trains, or trains
+    # it for it
     "test_fleet": ("test_fleet",),
     # ~140; 180 s of CPU cold, the laptop study 73 of it, the server study about 45
     "digits-studies": ("test_compare", "test_study"),
