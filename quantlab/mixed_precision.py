@@ -142,6 +142,14 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
 
     handler = _Messages()
     logger = logging.getLogger("nncf")
+    # NNCF's own handler writes its notes to the sys.stdout of its import (redirecting
+    # sys.stdout misses it), where quantlab's machine-readable output goes: silenced while
+    # ours reads the lines that name what was reverted.
+    theirs = [(h, h.level) for h in logger.handlers]
+    for own, _ in theirs:
+        own.setLevel(logging.CRITICAL)
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     started = time.perf_counter()
     try:  # its progress bars are drawn on sys.stdout: the study says what it does
@@ -152,6 +160,9 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
                 subset_size=subset_size or len(splits.calibration))
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
+        for own, was in theirs:
+            own.setLevel(was)
     seconds = time.perf_counter() - started
     float_accuracy, mixed_accuracy = accuracy(model), accuracy(quantized)
     drop = 100.0 * (float_accuracy - mixed_accuracy)
