@@ -81,8 +81,14 @@ def tied(seconds_a, seconds_b, confidence=CONFIDENCE):
     return ratio(seconds_a, seconds_b, confidence).contains(1.0)
 
 
+def times_digits(value, digits=1):
+    """Decimals that keep a ratio's second significant digit below 1: a slow-down of 0.25x
+    shown as 0.2x would be a fifth off."""
+    return digits if value >= 1 else max(digits, 2)
+
+
 def times_text(interval, digits=1):
-    """``3.1x (2.9-3.3)``: a speed-up with its interval."""
-    fmt = f"{{:.{digits}f}}"
+    """``3.1x (2.9-3.3)``, ``0.25x (0.24-0.26)``: a speed-up with its interval."""
+    fmt = f"{{:.{times_digits(interval.median, digits)}f}}"
     return (f"{fmt.format(interval.median)}x ({fmt.format(interval.low)}-"
             f"{fmt.format(interval.high)})")

@@ -110,7 +110,8 @@ def times(slow, fast, digits=1):
     interval = ratio(slow, fast)
     if interval:
         return intervals.times_text(interval, digits)
-    return f"{slow['median'] / fast['median']:.{digits}f}x"
+    gain = slow["median"] / fast["median"]
+    return f"{gain:.{intervals.times_digits(gain, digits)}f}x"
 
 
 def slower_or_faster(interval):
@@ -127,7 +128,7 @@ def speedup_text(results, case, digits=1):
     if interval:
         return intervals.times_text(interval, digits)
     gain = speedup(results, case)
-    return f"{gain:.{digits}f}x" if gain else None
+    return f"{gain:.{intervals.times_digits(gain, digits)}f}x" if gain else None
 
 
 # Among options that cannot be told apart, the one with less to deploy: LiteRT is one small

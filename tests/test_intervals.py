@@ -238,3 +238,12 @@ def test_the_stopping_rule_watches_each_case_against_its_own_reference():
     calls.clear()
     _, against_one = rounds.run(cases, "ref1", budget_seconds=0.5, clock=lambda: now[0])
     assert against_one["stopped"] == "budget" and against_one["widest"] > 0.05
+
+
+@pytest.mark.parametrize("median, low, high, text", [
+    (3.14, 2.94, 3.36, "3.1x (2.9-3.4)"),
+    (0.25, 0.244, 0.262, "0.25x (0.24-0.26)"),  # one decimal would say 0.2x, a fifth off
+    (0.96, 0.9, 1.02, "0.96x (0.90-1.02)"),
+])
+def test_a_ratio_below_one_keeps_its_second_significant_digit(median, low, high, text):
+    assert intervals.times_text(intervals.Interval(median, low, high, 10, 0.979)) == text
