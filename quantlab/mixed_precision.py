@@ -9,8 +9,6 @@ OpenVINO has its own search (NNCF's ``quantize_with_accuracy_control``, which ra
 reverts by itself): ``openvino_accuracy_control`` runs it and records what it reverted.
 """
 
-import contextlib
-import io
 import logging
 import time
 
@@ -122,6 +120,8 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
     import numpy as np
     import openvino as ov
 
+    from quantlab import nncf_int8
+
     core = ov.Core()
     model = core.read_model(str(float_path))
     batch = [1, *splits.calibration.shape[1:]]
@@ -141,28 +141,12 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
         return validate(compiled, zip(splits.validation_x[:, None], splits.validation_y))[0]
 
     handler = _Messages()
-    logger = logging.getLogger("nncf")
-    # NNCF's own handler writes its notes to the sys.stdout of its import (redirecting
-    # sys.stdout misses it), where quantlab's machine-readable output goes: silenced while
-    # ours reads the lines that name what was reverted.
-    theirs = [(h, h.level) for h in logger.handlers]
-    for own, _ in theirs:
-        own.setLevel(logging.CRITICAL)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
     started = time.perf_counter()
-    try:  # its progress bars are drawn on sys.stdout: the study says what it does
-        with contextlib.redirect_stdout(io.StringIO()):
-            quantized = nncf.quantize_with_accuracy_control(
-                model, calibration, validation, validation_fn=validate,
-                max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE,
-                subset_size=subset_size or len(splits.calibration))
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        for own, was in theirs:
-            own.setLevel(was)
+    with nncf_int8.quiet(reader=handler):
+        quantized = nncf.quantize_with_accuracy_control(
+            model, calibration, validation, validation_fn=validate,
+            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE,
+            subset_size=subset_size or len(splits.calibration))
     seconds = time.perf_counter() - started
     float_accuracy, mixed_accuracy = accuracy(model), accuracy(quantized)
     drop = 100.0 * (float_accuracy - mixed_accuracy)

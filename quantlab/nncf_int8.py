@@ -26,7 +26,7 @@ def quantize(float_content, calibration):
         batch = fixed_batch(dim.get_length() if dim.is_static else None)
         # One image a call where the batch is free: NNCF collects statistics per item.
         items = input_batches(calibration, batch) if batch else [image[None] for image in calibration]
-        with _quiet():
+        with quiet():
             quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items))
         target = Path(folder, "int8.xml")
         # Float constants (biases, scales) stay float32, as in the other variants' files;
@@ -36,19 +36,29 @@ def quantize(float_content, calibration):
 
 
 @contextlib.contextmanager
-def _quiet():
-    """Without NNCF's notes and progress bars (rich, drawn on sys.stdout) on the terminal: the
-    export says what it does."""
+def quiet(reader=None):
+    """Without NNCF's notes and progress bars on the terminal: the study says what it does.
+    Its progress bars (rich) are drawn on sys.stdout; its notes go through a handler that
+    holds the sys.stdout of NNCF's import, which redirecting sys.stdout misses, so that
+    handler is silenced (and restored after). ``reader``, a logging handler, gets the notes
+    meanwhile (NNCF's accuracy control says only there what it reverted)."""
     import io
     import logging
 
-    import nncf
-
     logger = logging.getLogger("nncf")
+    theirs = [(handler, handler.level) for handler in logger.handlers]
     level = logger.level
-    nncf.set_log_level(logging.ERROR)
+    for handler, _ in theirs:
+        handler.setLevel(logging.CRITICAL)
+    if reader is not None:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(reader)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
+        if reader is not None:
+            logger.removeHandler(reader)
         logger.setLevel(level)
+        for handler, was in theirs:
+            handler.setLevel(was)

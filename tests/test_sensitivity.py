@@ -165,6 +165,25 @@ def test_openvino_accuracy_control_reverts_the_planted_layer(planted, quantizers
     assert any(PLANTED in name for name in found["reverted"]), found["log"]
 
 
+
+def test_nncfs_own_quantizer_prints_nothing_and_leaves_its_log_as_it_found_it(planted, quantizers,
+                                                                              capfd):
+    """The openvino_int8 export says nothing of its own, and NNCF's handlers get their levels
+    back: a later NNCF call in the same process (the accuracy control) is read as before."""
+    import logging
+
+    import nncf  # noqa: F401  (its handlers exist once it is imported)
+    from quantlab import nncf_int8
+
+    _, splits = planted
+    handlers = logging.getLogger("nncf").handlers
+    levels = [handler.level for handler in handlers]
+    capfd.readouterr()
+    content = nncf_int8.quantize(quantizers["onnx_int8"].float_content(), splits.calibration)
+    printed = capfd.readouterr()
+    assert content and "nncf" not in (printed.out + printed.err).lower(), printed
+    assert [handler.level for handler in logging.getLogger("nncf").handlers] == levels
+
 def _option(variant, runtime, delta, ms, megabytes, precision="int8"):
     return {"variant": variant, "runtime": runtime, "delta_points": delta, "latency": ms / 1e3,
             "bytes": megabytes * 1e6, "precision": precision}
