@@ -53,7 +53,10 @@ def run(config, progress=None):
     study.results = user_model.describe(
         new_results(config, data, machine_info(config, backend, skipped), runtimes), config,
         data, onnx_model)
-    study.warn_of_preprocessing()  # seconds, before the minutes a wrong --scale would spoil
+    # Seconds, before the minutes of export and timing that a wrong --scale would spoil.
+    early = user_model.first_batch_doubt(config, data, onnx_model)
+    if early:
+        progress(f"warning: {early}")
     try:
         return study.run()
     finally:
@@ -221,18 +224,11 @@ class Study:
                                    reference=self.reference)
         return [{"net": net, **row} for row in rows]
 
-    def warn_of_preprocessing(self, net=None):
+    def warn_of_preprocessing(self, net):
         """Say now, not only in the report, when the float model's answers look like the
-        images were not preprocessed as it expects (one class for all, or near chance): with
-        no ``net``, a user's model on its first test images, before anything is exported;
-        then each net's reference on every test image scored."""
+        images were not preprocessed as it expects (one class for all, or near chance)."""
         from quantlab.report.sentences import read_first
 
-        if net is None:
-            early = user_model.first_batch_doubt(self.config, self.data, self.onnx_model)
-            if early:
-                self.progress(f"warning: {early}")
-            return
         for doubt in read_first(self.results):
             if doubt.startswith(f"{net}: "):
                 self.progress(f"warning: {doubt}")
