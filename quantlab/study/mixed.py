@@ -76,7 +76,7 @@ def analyse(config, data, net, model, artifacts, out, progress):
         return content
 
     tflite_float = (lambda: exported("float32")) if "float32" in artifacts else None
-    rows, needed_any = [], False
+    rows = []
     for name, make in _quantizers(model, lambda: exported("onnx_float32"), tflite_float,
                                   splits.calibration, studied_quantizers(artifacts)).items():
         progress(f"{net}: per-layer sensitivity of {name}")
@@ -89,7 +89,6 @@ def analyse(config, data, net, model, artifacts, out, progress):
         row = {"quantizer": name, "ranking": ranking, "fallback": why, "search": None,
                "mixed": None}
         if needed:
-            needed_any = True
             progress(f"{net}: {why}")
             found = mixed_precision.search(quantizer, splits, ranking, config.max_drop)
             variant = f"{name}_mixed"
@@ -100,7 +99,10 @@ def analyse(config, data, net, model, artifacts, out, progress):
                             "bytes": len(found["content"])}
             row["search"] = {k: v for k, v in found.items() if k not in ("content", "models")}
         rows.append(row)
-    if onnx_path is not None and (needed_any or not config.quick):
+    # NNCF's accuracy control evaluates the model again for every group it reverts: 8-43 s
+    # on P17's nets, 130 s on the vit, whose int8 needs it; the quick study has no
+    # openvino_int8 variant to compare it with and leaves it to the full study.
+    if onnx_path is not None and not config.quick:
         progress(f"{net}: OpenVINO's accuracy-controlled int8 (NNCF)")
         control = mixed_precision.openvino_accuracy_control(onnx_path, splits, config.max_drop)
         rows.append({"quantizer": "openvino_int8", "accuracy_control": {
