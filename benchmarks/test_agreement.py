@@ -35,7 +35,7 @@ def disagreements(first, second):
     """Lines naming every pick and ratio of ``second`` that ``first`` does not back."""
     said = []
     for net in first["nets"]:
-        for batch in first["config"]["batch_sizes"]:
+        for batch in lookups.batch_sizes(first, net):
             for threads in lookups.thread_counts(first):
                 _, _, ties = lookups.pick(first, net, batch, threads)
                 best, _, _ = lookups.pick(second, net, batch, threads)

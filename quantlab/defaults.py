@@ -51,6 +51,10 @@ QUICK_TEST_IMAGES = 2000
 # fine-tune was a third of the quick study's training.
 QUICK_VARIANTS = ("float32", "int8", "bf16", "onnx_float32", "onnx_int8")
 QUICK_BATCH_SIZES = (1, 64)
+# ... but today's nets (nets.MODERN) at batch 1 alone: a vit or a mobilenet call at batch 64
+# takes ten times a P17 net's, and in a quick study of the two their batch-64 cases took
+# more than half of their timing. The full study times them at every batch size.
+QUICK_MODERN_BATCH_SIZES = (1,)
 
 # Counting (quantlab.counters): uncounted warm-up runs before the windows, then the measured
 # runs. perf counts at full speed, so many runs average out the noise. Valgrind simulates at

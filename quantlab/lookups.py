@@ -28,6 +28,13 @@ def timed(results):
     return [case for case in results["cases"] if case.get("median")]
 
 
+def batch_sizes(results, net):
+    """The batch sizes ``net`` was studied at: the study's, or the net's own (the quick study
+    times today's nets at batch 1 alone)."""
+    config = results["config"]
+    return (config.get("batch_sizes_by_net") or {}).get(net, config["batch_sizes"])
+
+
 def threads_of(case):
     return case.get("threads") or 1
 

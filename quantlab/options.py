@@ -239,7 +239,7 @@ STUDY = (
     # Defaults of None mean "all": with --quantlab-artifacts, all that the file lists.
     Option("nets", names(nets.ALL, "net"), None, "LIST",
            f"Comma-separated nets, of {','.join(nets.ALL)}.",
-           shown=f"P17's {','.join(nets.NAMES)}"),
+           shown=f"all {len(nets.ALL)} (a benchmark run: P17's {','.join(nets.NAMES)})"),
     Option("variants", names(defaults.VARIANTS, "variant"), None, "LIST",
            f"Comma-separated variants, of {','.join(defaults.VARIANTS)}.",
            shown=f"all but int16x8 (quantlab run --quick: {','.join(defaults.QUICK_VARIANTS)})"),

@@ -130,11 +130,11 @@ def test_the_counting_worker_parses_what_its_command_line_was_built_from(tmp_pat
     assert Path(argv[3]).name == "model.tflite"
 
 
-def test_nets_take_the_modern_ones_too_but_the_default_stays_p17s():
+def test_a_study_takes_all_five_nets_and_a_benchmark_run_p17s():
     from quantlab import nets
     from quantlab.study import StudyConfig
 
     assert _run_parser("--nets", "vit,medium").nets == ("vit", "medium")
-    assert _run_parser().nets is None  # StudyConfig's own default then: P17's three
-    assert StudyConfig().nets == nets.NAMES
+    assert _run_parser().nets is None  # StudyConfig's own default then: all five
+    assert StudyConfig().nets == nets.ALL == (*nets.NAMES, *nets.MODERN)
     assert options.BY_DEST["max_drop"].on(options.CLI) == (1.0, "1.0")

@@ -156,7 +156,7 @@ class Fleet(Engine):
         studied = study.pairs(artifacts, machine.found["runtimes"], cpu)
         timed = [r for r in machine.found["runtimes"] if any(r == n for _, n in studied)]
         key = {"net": net, "artifacts": study.artifact_key(artifacts), "runtimes": timed,
-               "batch": self.config.batch_sizes, "threads": self.config.threads,
+               "batch": self.config.batch_sizes_of(net), "threads": self.config.threads,
                "quick": self.config.quick, "machine": name, "hosts": machine.hosts,
                "versions": machine.found["info"]["versions"]}
 
@@ -164,7 +164,7 @@ class Fleet(Engine):
             from quantlab import latency_suite
 
             self.missing(machine, "latency", net, why)
-            cases = latency_suite.cases([net], list(artifacts), timed, self.config.batch_sizes,
+            cases = latency_suite.cases([net], list(artifacts), timed, self.config.batch_sizes_of(net),
                                         list(self.config.threads), cpu)
             machine.timed[net] = [{"net": net, "variant": case.variant, "runtime": case.runtime,
                                    "batch_size": case.batch_size, "threads": case.threads,

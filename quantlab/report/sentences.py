@@ -4,7 +4,7 @@ merged), and the longer per-option and per-case lines that go to the details."""
 
 from quantlab import tables
 from quantlab.lookups import (
-    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, is_reference, labelled,
+    batch_sizes,     DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, is_reference, labelled,
     max_drop, pick, reference, reference_text, scored, shippable, slower_or_faster, span,
     speedup, speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed,
     timed_at)
@@ -80,7 +80,7 @@ def recommendations(results):
     said = []
     counts = thread_counts(results)
     for net in results["nets"]:
-        for batch in results["config"]["batch_sizes"]:
+        for batch in batch_sizes(results, net):
             for threads in counts:
                 best, fastest, ties = pick(results, net, batch, threads)
                 if best is None:
@@ -248,7 +248,7 @@ def _runtimes(results):
     """The same int8 file on different runtimes: which is faster, how often, by how much."""
     pairs = {}
     for net in results["nets"]:
-        for batch in results["config"]["batch_sizes"]:
+        for batch in batch_sizes(results, net):
             int8 = [c for c in timed_at(results) if c["net"] == net and c["batch_size"] == batch
                     and c["variant"] == "int8"]
             if len(int8) > 1:
@@ -303,7 +303,7 @@ def thread_findings(results):
     counts = thread_counts(results)
     said = []
     for net in results["nets"]:
-        for batch in results["config"]["batch_sizes"]:
+        for batch in batch_sizes(results, net):
             picks = {n: pick(results, net, batch, n) for n in counts}
             first, _, first_ties = picks[counts[0]]
             for n in counts[1:]:
@@ -325,7 +325,7 @@ def _threads(results):
     counts = thread_counts(results)
     if len(counts) < 2:
         return []
-    groups = [(net, batch) for net in results["nets"] for batch in results["config"]["batch_sizes"]]
+    groups = [(net, batch) for net in results["nets"] for batch in batch_sizes(results, net)]
     lines = thread_findings(results)
     changed = sum(any(line.startswith(f"{net}, batch {batch}: with ") for line in lines)
                   for net, batch in groups)

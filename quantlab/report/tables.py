@@ -4,7 +4,7 @@ scaling, compact) and the per-case ones of details.md. They format, they measure
 from quantlab import tables
 from quantlab.defaults import VARIANTS
 from quantlab.lookups import (
-    accuracy_of, is_reference, reference, reference_text, scored, span, speedup_text,
+    batch_sizes,     accuracy_of, is_reference, reference, reference_text, scored, span, speedup_text,
     thread_counts, threads_of, threads_text, timed, timed_at, times)
 from quantlab.safe_text import markdown as literal  # text from files and the environment
 from quantlab.tables import markdown_table, megabytes, seconds, variant_label
@@ -120,7 +120,7 @@ def best_table(results):
     """Per net and batch: the best float32 and the best int8, and what each buys."""
     rows = []
     for net in results["nets"]:
-        for batch in results["config"]["batch_sizes"]:
+        for batch in batch_sizes(results, net):
             cases = [c for c in timed_at(results) if c["net"] == net and c["batch_size"] == batch]
             floats = [c for c in cases if not quantized(c["variant"]) and c["precision"] == "float32"]
             ints = [c for c in cases if c["precision"] == "int8"]

@@ -7,7 +7,8 @@ import quantlab.report.sentences as said
 import quantlab.report.tables as report_tables
 import quantlab.report.trade_off as trade_off
 from quantlab import deployment, tables
-from quantlab.lookups import labelled, max_drop, reference, reference_text, thread_counts, threads_text, timed
+from quantlab.lookups import (batch_sizes, labelled, max_drop, reference, reference_text,
+                              thread_counts, threads_text, timed)
 from quantlab.safe_text import markdown as literal  # text from files and the environment
 
 DETAILS = "details.md"
@@ -205,7 +206,6 @@ def scored_images(results):
 
 def details_markdown(results):
     """details.md: every per-case table and the long lists behind report.md's summary."""
-    batches = results["config"]["batch_sizes"]
     cases = timed(results)
     counted = tables.counted(results["cases"])
     parts = ["# quantlab report: the details",
@@ -220,7 +220,7 @@ def details_markdown(results):
              f"{reference_text(results)}, with its 95 % interval; n/a: the runtime cannot run that "
              f"file). {said.rounds_line(results)}", _bullets(said.speed_lines(results))]
     for net in results["nets"]:
-        for batch in batches:
+        for batch in batch_sizes(results, net):
             parts += [f"### {net}, batch {batch}", report_tables.runtime_table(results, net, batch)]
     if results.get("deployment"):
         parts += ["## What a deployment also pays",
@@ -242,7 +242,7 @@ def details_markdown(results):
               "'executed in' is the arithmetic the runtime reports it ran; GMAC/s is the "
               "arithmetic achieved, 'of peak' its share of the nominal peak of that arithmetic "
               "on this CPU."]
-    for batch in batches:
+    for batch in results["config"]["batch_sizes"]:
         parts += [f"### Batch size {batch}",
                   tables.latency_table([c for c in cases if c["batch_size"] == batch],
                                        reference(results))]

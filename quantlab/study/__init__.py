@@ -128,7 +128,7 @@ class Study:
         counting.wait()  # nothing else runs while a net is timed
         host = machine.identity(self.cpu)["host"]
         records = self.stage(
-            "latency", {**keys, "batch": config.batch_sizes, "runtimes": timed_runtimes,
+            "latency", {**keys, "batch": config.batch_sizes_of(net), "runtimes": timed_runtimes,
                         "threads": config.threads, "quick": config.quick,
                         "rounds": rounds_budget(config), "host": host, "versions": versions()},
             lambda: time_net(config, net, artifacts, timed_runtimes, progress), f"{net}: latency")

@@ -11,7 +11,7 @@ from quantlab.errors import QuantlabError
 @dataclass
 class StudyConfig:
     dataset: str = datasets.DEFAULT
-    nets: tuple = nets.NAMES
+    nets: tuple = nets.ALL  # P17's three and today's two
     variants: tuple | None = None  # None: defaults.STUDY_VARIANTS (quick: QUICK_VARIANTS)
     runtimes: tuple | None = None  # None: every runtime that loads here
     batch_sizes: tuple | None = None  # None: defaults.BATCH_SIZES (or QUICK_BATCH_SIZES)
@@ -40,6 +40,9 @@ class StudyConfig:
     # Accuracy points a quantized model may lose: the mixed-precision search's budget and
     # What to ship's.
     max_drop: float = mixed_precision.MAX_DROP
+    # The nets timed at other batch sizes than ``batch_sizes``: {net: batch sizes}. None: the
+    # quick study's modern nets at defaults.QUICK_MODERN_BATCH_SIZES, unless batch sizes are given.
+    batch_sizes_by_net: dict | None = None
 
     def __post_init__(self):
         self._check_data()
@@ -47,6 +50,9 @@ class StudyConfig:
             nets.check_name(net)
         if self.variants is None:
             self.variants = defaults.QUICK_VARIANTS if self.quick else defaults.STUDY_VARIANTS
+        if self.batch_sizes_by_net is None:
+            self.batch_sizes_by_net = {net: defaults.QUICK_MODERN_BATCH_SIZES for net in self.nets
+                                       if net in nets.MODERN and self.quick and not self.batch_sizes}
         if self.batch_sizes is None:
             self.batch_sizes = defaults.QUICK_BATCH_SIZES if self.quick else defaults.BATCH_SIZES
         variants.check_variants(self.variants)
@@ -60,6 +66,10 @@ class StudyConfig:
                 and self.max_drop >= 0):
             raise QuantlabError(f"max drop {self.max_drop!r} is not accuracy points from 0 up: "
                                 "give --max-drop 0 or more (1 is one point of top-1 accuracy)")
+
+    def batch_sizes_of(self, net):
+        """The batch sizes ``net`` is timed (and counted) at."""
+        return self.batch_sizes_by_net.get(net, self.batch_sizes)
 
     def _check_data(self):
         from quantlab.datasets import image_folder, user

@@ -50,7 +50,7 @@ def time_net(config, net, artifacts, runtimes, progress):
     process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
     from quantlab import machine
 
-    cases = (len(pairs(artifacts, runtimes, machine.cpu_info())) * len(config.batch_sizes)
+    cases = (len(pairs(artifacts, runtimes, machine.cpu_info())) * len(config.batch_sizes_of(net))
              * len(config.threads))
     label = f"{net}: timing {cases} cases on {', '.join(runtimes)} with pytest-benchmark"
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,7 +69,7 @@ def time_net(config, net, artifacts, runtimes, progress):
             f"--benchmark-json={report}",
             *options.to_argv(dict(
                 artifacts=_manifest(config, net, artifacts, tmp), runtimes=runtimes,
-                batch_sizes=config.batch_sizes, threads=config.threads, counters="off",
+                batch_sizes=config.batch_sizes_of(net), threads=config.threads, counters="off",
                 profile="native", rounds=rounds_budget(config))),
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
