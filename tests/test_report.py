@@ -116,6 +116,28 @@ def test_details_md_holds_every_per_case_table(written):
     assert len(re.findall(r"^\| (dense|medium|conv) \|", latency, re.M)) == len(results["cases"])
 
 
+def test_a_net_studied_at_fewer_batch_sizes_is_reported_at_those_alone(tmp_path):
+    """The quick study times today's nets at batch 1 alone: no pick, table or thread finding
+    of theirs at a batch size they were not timed at, and the others' as before."""
+    results = quick_study_results()
+    results["cases"] += [_case("vit", variant, runtime, 1, threads, micro)
+                         for (variant, runtime), micro in OPTIONS.items() for threads in THREADS]
+    results["accuracy"] += [{**row, "net": "vit"} for row in results["accuracy"]
+                            if row["net"] == "dense"]
+    results["nets"]["vit"] = results["nets"]["dense"]
+    results["config"]["batch_sizes_by_net"] = {"vit": [1]}
+    results["findings"] = report.findings(results)
+    results["recommendations"] = report.recommendations(results)
+    report.write(results, tmp_path)
+    details = (tmp_path / "details.md").read_text()
+    assert "### vit, batch 1\n" in details and "### vit, batch 16" not in details
+    assert len(results["recommendations"]) == (len(NETS) * len(BATCHES) + 1) * len(THREADS)
+    assert [line for line in results["recommendations"] if line.startswith("vit")] == [
+        line for line in results["recommendations"] if line.startswith("vit, batch 1,")]
+    assert f"in 0 of {len(NETS) * len(BATCHES) + 1} net x batch cases" in " ".join(
+        results["findings"])
+
+
 def test_rows_that_name_no_kernel_are_replaced_or_left_out_and_said_so(written):
     _, text, details = written
     for page in (text, details):
