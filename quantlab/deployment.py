@@ -9,8 +9,10 @@ first ``run`` on a prepared batch (the call the latency suite times), then the s
 for comparison. Memory is the peak resident set (``VmHWM`` of ``/proc/self/status``), reset
 to the current resident set just before loading (``/proc/self/clear_refs``), so it shows
 what loading and the first inference hold at most; the figures are that peak minus the same
-reading in an empty process that imported the same runtime (the baseline, one fresh process
-per runtime and file format). Where the reset is not permitted, both readings are peaks
+reading in an empty process that imported the same runtime (the baseline, one per runtime
+and file format: taken in the first measuring process of that runtime and format just before
+it loads, where it is still exactly such an empty process, so no process is started for it
+alone). Where the reset is not permitted, both readings are peaks
 since the process started (``peak_reset`` says which).
 
     >>> records = measure_net("dense", artifacts, [("int8", "litert")], threads=1)  # doctest: +SKIP
@@ -99,11 +101,12 @@ def empty_process(name, fmt):
 
 
 def measured_process(path, name, fmt, threads=1, precision=None, sha256=None, batch_size=1):
-    """One model loaded and run once in this (fresh) process: seconds and peak bytes."""
+    """One model loaded and run once in this (fresh) process: seconds and peak bytes, and
+    (``empty``) the baseline's reading, taken where loading starts."""
     from quantlab import runtime
 
-    imported = _start_runtime(name, fmt)
-    reset = _reset_peak()
+    empty = empty_process(name, fmt)
+    imported, reset = empty["import_seconds"], empty["peak_reset"]
     started = time.perf_counter()
     predictor = runtime.load(path, runtime=name, threads=threads, precision=precision,
                              sha256=sha256)
@@ -124,7 +127,8 @@ def measured_process(path, name, fmt, threads=1, precision=None, sha256=None, ba
             "precision": predictor.precision, "threads": threads, "batch_size": batch_size,
             "import_seconds": imported, "load_seconds": loaded, "first_inference_seconds": first,
             "steady_seconds": statistics.median(steady[3:]), "peak_reset": reset,
-            "peak_after_load_bytes": peak_after_load, "peak_after_first_bytes": peak_after_first}
+            "peak_after_load_bytes": peak_after_load, "peak_after_first_bytes": peak_after_first,
+            "empty": empty}
 
 
 def _arguments(argv):
@@ -184,8 +188,11 @@ def _fresh_process(arguments, what):
     return json.loads(reports[-1])
 
 
-def baseline(name, fmt):
-    """The empty process of runtime ``name`` for ``fmt`` files, measured once per process."""
+def baseline(name, fmt, reading=None):
+    """The empty process of runtime ``name`` for ``fmt`` files, measured once per process:
+    ``reading`` (a measuring process's ``empty``) where given, else a fresh process of its own."""
+    if (name, fmt) not in _baselines and reading is not None:
+        _baselines[(name, fmt)] = reading
     if (name, fmt) not in _baselines:
         _baselines[(name, fmt)] = _fresh_process(
             ["--runtime", name, "--format", fmt], f"an empty process importing {name}")
@@ -231,7 +238,8 @@ def measure(path, runtime_name, threads=1, precision=None, sha256=None, repeats=
                   + (["--sha256", sha256] if sha256 else []))
     samples = [_fresh_process(arguments, f"loading {path.name} on {runtime_name}")
                for _ in range(repeats)]
-    record = summarize(samples, baseline(runtime_name, samples[0]["format"]))
+    record = summarize(samples, baseline(runtime_name, samples[0]["format"],
+                                         samples[0].get("empty")))
     record["file_bytes"] = file_bytes
     return record
 
