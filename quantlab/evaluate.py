@@ -16,10 +16,16 @@ from quantlab.errors import QuantlabError
 from quantlab.variant_table import natural_reader
 
 EVALUATION_BATCH = 500  # large batches: evaluation is not timed, so throughput is what counts
+# One thread: in a study the previous net's counting runs beside it, and on a busy machine the
+# runtimes' thread pools spent more CPU spinning and waiting than they saved (a vit's 13 pairs
+# at a load of 5-9 on 2 cores: 26 CPU-s instead of 30; the ONNX Runtime pairs 0.9-1.5 instead
+# of 1.6-2.9); the probabilities of every pair of the vit and the mobilenet were
+# bit-identical to those of the runtimes' default thread counts.
+EVALUATION_THREADS = 1
 
 
-def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATION_BATCH,
-                images=None):
+def predictions(artifact, data, runtime_name, threads=EVALUATION_THREADS,
+                batch_size=EVALUATION_BATCH, images=None):
     """Class probabilities of ``artifact`` run by ``runtime_name`` on the test split (its
     first ``images``, if given)."""
     from quantlab.runtime.base import PixelRangeWarning
@@ -33,8 +39,8 @@ def predictions(artifact, data, runtime_name, threads=None, batch_size=EVALUATIO
         return predictor.predict(data.x_test[:images], batch_size=batch_size), predictor.precision
 
 
-def accuracies(artifacts, data, pairs=None, threads=None, batch_size=EVALUATION_BATCH,
-               progress=None, label="evaluating", images=None,
+def accuracies(artifacts, data, pairs=None, threads=EVALUATION_THREADS,
+               batch_size=EVALUATION_BATCH, progress=None, label="evaluating", images=None,
                reference=(REFERENCE, REFERENCE_RUNTIME)):
     """Size, accuracy and agreement: one row per (variant, runtime) pair, measured against
     ``reference`` (variant, runtime).

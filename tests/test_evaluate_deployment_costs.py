@@ -1,11 +1,13 @@
 """What scoring accuracy and measuring deployments cost, without changing what they give:
-evaluation loads each model for the batch it runs (OpenVINO compiles per batch size), and the
-deployment baseline is read in the first measuring process, not in a process of its own."""
+evaluation loads each model for the batch it runs (OpenVINO compiles per batch size) and runs
+it on one thread, and the deployment baseline is read in the first measuring process, not in
+a process of its own."""
 
 import hashlib
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from quantlab import deployment, evaluate, runtime
 from quantlab.variants import Artifact
@@ -31,14 +33,17 @@ def small_onnx(path):
                                            "execute_in": None, "file": path.name})
 
 
-def test_openvino_scores_the_same_probabilities_when_loaded_for_the_evaluation_batch(tmp_path):
+@pytest.mark.parametrize("runtime_name", ["openvino", "onnxruntime"])
+def test_evaluation_scores_what_a_default_load_predicts(tmp_path, runtime_name):
+    """Loaded for the evaluation batch and run on one thread, the probabilities are those of
+    a model loaded for batch 1 on the runtime's default threads, bit for bit."""
     artifact = small_onnx(tmp_path / "small.onnx")
     x = np.random.default_rng(1).random((10, 4, 4, 1), dtype=np.float32)
     data = SimpleNamespace(x_test=x, y_test=None, record=None)
     # Batches of 4, 4 and 2: the last one is a second compiled shape, as before.
-    scored, _ = evaluate.predictions(artifact, data, "openvino", batch_size=4)
-    loaded_for_one = runtime.load(artifact.path, runtime="openvino").predict(x, batch_size=4)
-    assert np.array_equal(scored, loaded_for_one)
+    scored, _ = evaluate.predictions(artifact, data, runtime_name, batch_size=4)
+    default = runtime.load(artifact.path, runtime=runtime_name).predict(x, batch_size=4)
+    assert np.array_equal(scored, default)
     assert scored.shape == (10, 3) and np.allclose(scored.sum(axis=1), 1, atol=1e-5)
 
 
