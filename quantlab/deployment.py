@@ -26,14 +26,11 @@ import importlib
 import json
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from quantlab.errors import QuantlabError
-from quantlab.orphans import dying_with_parent
 
 REPEATS = 3  # fresh processes per (variant, runtime): the median and the spread of three
 STEADY_CALLS = 20  # timed calls after the first, for the steady latency beside it
@@ -167,7 +164,12 @@ def main(argv=None):
 
 def _fresh_process(arguments, what):
     """The JSON line of ``python -m quantlab.deployment ARGUMENTS``, or a one-line error."""
+    # Imported here: the measuring process never needs them (7 ms of its start, not measured).
+    import subprocess
+    import tempfile
+
     from quantlab.counters._process import worker_env  # this very quantlab, no pytest options
+    from quantlab.orphans import dying_with_parent
 
     command = dying_with_parent([sys.executable, "-m", "quantlab.deployment", *arguments])
     # Its own empty folder: a folder named quantlab in the caller's one is not imported.
