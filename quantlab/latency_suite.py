@@ -203,7 +203,7 @@ def test_latency(benchmark, quantlab_case, quantlab_artifacts, quantlab_session)
     try:
         predictor = runtime.load(model.path, runtime=case.runtime, threads=case.threads,
                                  kernels=quantlab_session.kernels, precision=model.precision,
-                                 sha256=model.sha256)
+                                 sha256=model.sha256, batch=case.batch_size)
         prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape, case.batch_size))
     except QuantlabError as error:  # e.g. a runtime that cannot compile this model: n/a
         quantlab_session.not_run(case, str(error))

@@ -155,15 +155,19 @@ def _check_regular(path, status, limit, what):
                             f"{limit >> 20} MiB quantlab reads as a {what}")
 
 
-def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sha256=None):
+def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sha256=None,
+         batch=None):
     """A predictor for the model file at ``path`` on ``runtime`` (its natural one if None).
 
     ``threads``: None for the runtime's default (every core), else at least 1.
     ``kernels``: LiteRT only, ``xnnpack`` or ``builtin``. ``precision``: ``bf16`` asks
     OpenVINO to run a float model in bfloat16. ``sha256``: the digest the caller expects;
     a file whose bytes differ is refused, so a changed file is never measured by mistake.
+    ``batch``: the batch size the caller runs first (None: 1); OpenVINO compiles the model
+    for it while loading, and compiles each other batch size anew when it first comes.
     """
     threads = check_threads(threads)
+    batch = 1 if batch is None else whole_number(batch, "batch size")
     path = Path(path)
     content, digest = read(path)
     if sha256 is not None and digest != sha256:
@@ -192,7 +196,7 @@ def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sh
     module = importlib.import_module(f"quantlab.runtime.{runtime}")
     options = dict(threads=threads, kernels=kernels, precision=precision)
     if runtime == "openvino":
-        options["fmt"] = fmt
+        options.update(fmt=fmt, batch=batch)
     predictor = module.load(path, content, digest, runtime_version(runtime), **options)
     predictor.format = fmt
     return predictor
