@@ -30,13 +30,17 @@ def predictions(artifact, data, runtime_name, threads=EVALUATION_THREADS,
     first ``images``, if given)."""
     from quantlab.runtime.base import PixelRangeWarning
 
+    x = data.x_test[:images]
+    # Loaded for the batch it runs first: OpenVINO compiles a model per batch size, and the
+    # batch-1 compilation a load makes otherwise was thrown away here (seconds for an int8 vit).
     predictor = runtime.load(artifact.path, runtime=runtime_name, threads=threads,
-                             precision=artifact.precision, sha256=artifact.sha256)
+                             precision=artifact.precision, sha256=artifact.sha256,
+                             batch=max(1, min(batch_size, len(x))))
     with warnings.catch_warnings():
         if getattr(data, "record", None):  # the user's own preprocessing, explicit and
             # recorded: normalized pixels are what the model takes, not a mistake in [0, 1]
             warnings.simplefilter("ignore", PixelRangeWarning)
-        return predictor.predict(data.x_test[:images], batch_size=batch_size), predictor.precision
+        return predictor.predict(x, batch_size=batch_size), predictor.precision
 
 
 def accuracies(artifacts, data, pairs=None, threads=EVALUATION_THREADS,
