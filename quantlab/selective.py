@@ -67,6 +67,8 @@ class TFLiteInt8:
 
         self._tf = tf()
         self._float_content = None
+        self._models = {}  # {excluded nodes: model bytes}
+        self.validation_scores = {}  # sensitivity.validation_accuracy's, by model and images
         self.float_model = with_softmax(model)
         self.layer_names = [layer.name for layer in self.float_model.layers]
         # The int8 variants' own recipes; the debugger reads the per-tensor switch back from
@@ -169,11 +171,17 @@ class TFLiteInt8:
         are ``excluded`` (names from ``layer_errors``' ``node``) run in float."""
         from quantlab._tf import without_native_noise
 
-        options = self._tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=list(excluded) or None, fully_quantize=True)
-        with without_native_noise():
-            self._debugger.options = options
-            return self._debugger.get_nondebug_quantized_model()
+        key = tuple(excluded)
+        if key not in self._models:  # a search asks again for what ranking made
+            options = self._tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=list(excluded) or None, fully_quantize=True)
+            with without_native_noise():
+                # Not the ``options`` setter: it also re-makes and loads the instrumented
+                # debug model (a second quantization of the vit, 1 s), which only
+                # ``layer_errors`` reads, and which it makes anew through the setter.
+                self._debugger._debug_options = options
+                self._models[key] = self._debugger.get_nondebug_quantized_model()
+        return self._models[key]
 
 
 _LAYER_METRICS = {"num_elements": lambda diffs: diffs.size,
@@ -212,6 +220,12 @@ class OnnxInt8:
         self.calibration = calibration
         self.per_channel = per_channel
         self.layer_names = list(layer_names)
+        # The calibration ranges do not depend on the nodes excluded: computed by the first
+        # quantization, kept here and read back by the others (ONNX Runtime's own cache, which
+        # stores float32 ranges exactly), instead of the vit's calibration of 2-3 s each time.
+        self._ranges = folder / "calibration.json"
+        self._models = {}  # {excluded nodes: model bytes}
+        self.validation_scores = {}  # sensitivity.validation_accuracy's, by model and images
 
     def float_content(self):
         return self._prepared.read_bytes()
@@ -231,19 +245,19 @@ class OnnxInt8:
 
         return Images()
 
-    def _quantize_to(self, target, excluded):
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-        quantize_static(self._prepared, target, self._reader(self.calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=list(excluded))
-
     def quantize(self, excluded=()):
         """QDQ model bytes with the nodes named in ``excluded`` left in float."""
-        target = Path(self._folder.name, "int8.onnx")
-        self._quantize_to(target, excluded)
-        return target.read_bytes()
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        key = tuple(excluded)
+        if key not in self._models:  # a search asks again for what ranking made
+            target = Path(self._folder.name, "int8.onnx")
+            quantize_static(self._prepared, target, self._reader(self.calibration),
+                            quant_format=QuantFormat.QDQ, per_channel=self.per_channel,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=list(excluded), calibration_cache_path=self._ranges)
+            self._models[key] = target.read_bytes()
+        return self._models[key]
 
     def layer_errors(self, images):
         """Rows {layer, node, op, sqnr_db, entering_db}, one per node whose output the QDQ
@@ -255,16 +269,19 @@ class OnnxInt8:
 
         folder = Path(self._folder.name)
         qdq = folder / "debug_int8.onnx"
-        self._quantize_to(qdq, ())
+        qdq.write_bytes(self.quantize())  # full int8, which ranking scores next
         activations = {}
         for kind, path in (("float", self._prepared), ("qdq", qdq)):
             augmented = folder / f"augmented_{kind}.onnx"
             debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
             activations[kind] = debug.collect_activations(str(augmented), self._reader(images))
         matched = debug.create_activation_matching(activations["qdq"], activations["float"])
-        sqnr = {name: errors["xmodel_err"]
-                for name, errors in debug.compute_activation_error(matched).items()
-                if "xmodel_err" in errors}
+        # ONNX Runtime's SQNR of the QDQ model's output against float's ("xmodel_err" of its
+        # compute_activation_error, which also computes one against the tensor before its own
+        # QDQ pair, unread here, as long again)
+        sqnr = {name: debug.compute_signal_to_quantization_noice_ratio(match["float"],
+                                                                       match["post_qdq"])
+                for name, match in matched.items() if match.get("float")}
         graph = onnx.load(str(self._prepared)).graph
         producer = {out: node for node in graph.node for out in node.output}
         constants = {init.name for init in graph.initializer}

@@ -73,9 +73,21 @@ def within(drop_points, max_drop):
 
 
 def validation_accuracy(quantizer, content, splits):
+    """The accuracy of model ``content`` on the validation images, scored once per model and
+    images (kept by the quantizer): a search asks again for full int8, which ranking scored,
+    and for the layer it tries first, which ``measure_worst`` scored."""
+    import hashlib
+
     from quantlab.selective import accuracy
 
-    return accuracy(content, quantizer.suffix, splits.validation_x, splits.validation_y)
+    digest = hashlib.sha256(content)
+    for array in (splits.validation_x, splits.validation_y):
+        digest.update(array.tobytes())
+    key, scores = digest.digest(), quantizer.validation_scores
+    if key not in scores:
+        scores[key] = accuracy(content, quantizer.suffix, splits.validation_x,
+                               splits.validation_y)
+    return scores[key]
 
 
 def rank(quantizer, splits, top_k=TOP_K, name=None):
