@@ -13,7 +13,9 @@ and the converters' versions, so a change to any of them never returns an old fi
 
 import dataclasses
 import json
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,12 +91,46 @@ def _frozen_graph(model, data):
     return convert_variables_to_constants_v2(function).graph.as_graph_def().SerializeToString()
 
 
-def tflite_converter(model, variant, calibration):
-    """A TFLite converter set up for ``variant``; int8 variants get int8 inputs and outputs."""
+def saved_model(model, folder):
+    """Save ``model`` into ``folder`` as a SavedModel holding its variables and one inference
+    function, for the TFLite converter; returns the folder.
+
+    Not Keras's own SavedModel (what ``from_keras_model`` saves and loads again for every
+    conversion): that one traces each layer's functions, most of a conversion's cost (the
+    vit's float32 took 13 CPU-s that way, 3.4 this way). The converter makes the same file
+    of either (but for the model type in its metadata, which ``tflite_converter`` sets).
+    """
     from quantlab._tf import tf
 
     tf = tf()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    module = tf.Module()
+    # Its variables only: tracking the Keras model would serialize all its layers again.
+    module.weights = list(model.weights)
+    # The names Keras's own signature gives: the input's, and the output by the model's
+    # output name (the converter copies them into the file's signature).
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], model.inputs[0].dtype,
+                         name=model.input_names[0])
+    module.serve = tf.function(lambda image: {model.output_names[0]: model(image, training=False)},
+                               input_signature=[spec])
+    tf.saved_model.save(module, str(folder), signatures=module.serve)
+    return folder
+
+
+def tflite_converter(model, variant, calibration):
+    """A TFLite converter of a Keras ``model`` (or a folder ``saved_model`` wrote) set up for
+    ``variant``; int8 variants get int8 inputs and outputs."""
+    from quantlab._tf import tf
+
+    tf = tf()
+    if isinstance(model, Path):
+        from tensorflow.lite.python.conversion_metadata_schema_py_generated import ModelType
+
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(model))
+        # The model is a Keras one: the file's metadata says so, as from_keras_model's did,
+        # so the file is byte for byte the one that converter makes.
+        converter._metadata.environment.modelType = ModelType.KERAS_MODEL
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
@@ -143,8 +179,25 @@ def _onnx_float(model, data):
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     spec = tf.TensorSpec([None, *data.input_shape], tf.float32, name="image")
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET,
-                                          custom_op_handlers={"Erfc": (_erfc_to_onnx, ())})
+
+    def convert():
+        return tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET,
+                                          custom_op_handlers={"Erfc": (_erfc_to_onnx, ())})[0]
+
+    # tf2onnx copies the whole graph before each of its optimizers, to go on without one
+    # that fails: a third of the vit's conversion. Told not to catch, it makes the same file;
+    # only if an optimizer does fail is the model converted again, tf2onnx's way.
+    if "TF2ONNX_CATCH_ERRORS" in os.environ:  # the user's own choice
+        proto = convert()
+    else:
+        os.environ["TF2ONNX_CATCH_ERRORS"] = "FALSE"
+        try:
+            proto = convert()
+        except Exception:  # noqa: BLE001 (whatever an optimizer raises)
+            os.environ["TF2ONNX_CATCH_ERRORS"] = "TRUE"
+            proto = convert()
+        finally:
+            del os.environ["TF2ONNX_CATCH_ERRORS"]
     for value in (*proto.graph.input, *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     return proto.SerializeToString()
@@ -233,8 +286,9 @@ def export(config, variants=VARIANTS, data=None, data_dir=None,
                         variants, calibration_size, progress)
 
 
-def _content(variant, trained, qat, data, calibration, made):
-    """The bytes of one variant's file; ``made`` holds those of files exported already."""
+def _content(variant, trained, qat, data, calibration, made, scratch):
+    """The bytes of one variant's file; ``made`` holds those of files exported already, and
+    the SavedModel of each model the TFLite variants are converted from (in ``scratch``)."""
     fmt = file_format(variant)
     if fmt in ("onnx", "openvino") and calibrated(variant):  # quantized from the ONNX export
         if "onnx_float32" not in made:
@@ -242,14 +296,16 @@ def _content(variant, trained, qat, data, calibration, made):
         if fmt == "openvino":
             return nncf_int8.quantize(made["onnx_float32"], calibration)
         return onnx_int8.quantize(made["onnx_float32"], calibration, PER_CHANNEL_ONNX[variant])
-    source = qat if variant == "qat_int8" else trained
-    model = with_softmax(source.model)
+    source = "qat" if variant == "qat_int8" else "float"
+    model = with_softmax((qat if source == "qat" else trained).model)
     if fmt == "graphdef":
         return _frozen_graph(model, data)
     if fmt == "onnx":
         return _onnx_float(model, data)
+    if ("SavedModel", source) not in made:  # saved once, converted to each TFLite variant
+        made["SavedModel", source] = saved_model(model, Path(scratch) / source)
     with without_native_noise():
-        return tflite_converter(model, variant, calibration).convert()
+        return tflite_converter(made["SavedModel", source], variant, calibration).convert()
 
 
 def export_model(float_model, config, data, variants=VARIANTS,
@@ -268,7 +324,9 @@ def export_model(float_model, config, data, variants=VARIANTS,
     variants = _applicable(variants, config.net, (), skipped, progress)
     # A variant executed from another's file needs that file first.
     needed = tuple(dict.fromkeys([*map(source_variant, variants), *variants]))
-    with cache.locked(folder, progress):  # one process makes them, others wait and read
+    # One process makes them, others wait and read; the scratch folder holds SavedModels.
+    with (cache.locked(folder, progress),
+          tempfile.TemporaryDirectory(prefix="quantlab-export-") as scratch):
         artifacts = {v: _cached(folder, v, progress) for v in needed}
         missing = [v for v, a in artifacts.items() if a is None]
         if missing:
@@ -285,7 +343,8 @@ def export_model(float_model, config, data, variants=VARIANTS,
                 if source_variant(variant) == variant:
                     if progress:
                         progress(f"{config.net}: exporting {variant}")
-                    made[variant] = _content(variant, trained, qat, data, calibration, made)
+                    made[variant] = _content(variant, trained, qat, data, calibration, made,
+                                             scratch)
                     cache.write_bytes(path, made[variant])
                 source = qat if variant == "qat_int8" else trained
                 # The sidecar is written last: an artifact without one is never trusted.
