@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from quantlab.onnx_int8 import fixed_batch, input_batches
-from quantlab.variants import tflite_converter, with_softmax
+from quantlab.variants import saved_model, tflite_converter, with_softmax
 
 EVALUATION_BATCH = 500
 
@@ -71,9 +71,17 @@ class TFLiteInt8:
         self.validation_scores = {}  # sensitivity.validation_accuracy's, by model and images
         self.float_model = with_softmax(model)
         self.layer_names = [layer.name for layer in self.float_model.layers]
+        # Converted from one lean SavedModel of the net, as the export converts its variants:
+        # from_keras_model saves and loads Keras's own, tracing every layer (making the vit's
+        # quantizer took 12 CPU-s that way, 5 this way), for the same bytes. The debugger
+        # converts once, here, the float model (unless given) later: the folder lives as
+        # long as the quantizer.
+        self._folder = tempfile.TemporaryDirectory(prefix="quantlab-tflite-selective-")
+        with without_native_noise():
+            self._saved = saved_model(self.float_model, Path(self._folder.name, "net"))
         # The int8 variants' own recipes; the debugger reads the per-tensor switch back from
         # the converter whenever it re-quantizes, so every model made here shares it.
-        converter = tflite_converter(self.float_model,
+        converter = tflite_converter(self._saved,
                                      "int8" if per_channel else "int8_per_tensor", calibration)
         self._debug_images = None
         with without_native_noise():
@@ -88,8 +96,7 @@ class TFLiteInt8:
     def shared(cls, model, calibration, per_channel=True):
         """The quantizer of these weights and calibration images made in this process (for
         the last model asked about), or a new one: a study's sensitivity and per-layer error
-        stages both need it, and making one converts the model (tens of seconds of CPU for
-        the vit)."""
+        stages both need it, and making one converts the model (5 CPU-s for the vit)."""
         import hashlib
 
         digest = hashlib.sha256(model.to_json().encode())
@@ -108,8 +115,7 @@ class TFLiteInt8:
 
         if self._float_content is None:
             with without_native_noise():
-                self._float_content = self._tf.lite.TFLiteConverter.from_keras_model(
-                    self.float_model).convert()
+                self._float_content = tflite_converter(self._saved, "float32", None).convert()
         return self._float_content
 
     def use_float(self, content):
