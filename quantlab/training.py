@@ -124,8 +124,11 @@ def _compile(model, learning_rate):
     from quantlab._tf import keras
 
     k = keras()
+    # Keras's older Adam: one fused ApplyAdam op per variable, where the newer one stages a
+    # chain of small ops per variable (a longer trace, more ops per step). The same update
+    # rule, rounded differently: test accuracies moved by at most 0.3 points either way.
     model.compile(
-        optimizer=k.optimizers.Adam(learning_rate),
+        optimizer=k.optimizers.legacy.Adam(learning_rate),
         loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=STEPS_PER_EXECUTION,
@@ -142,7 +145,8 @@ def _create_variables(model, x, y):
     and the model is called in inference mode, so the weights are the same, bit for bit."""
     from quantlab._tf import tf
 
-    model.optimizer.build(model.trainable_variables)
+    # The older Adam's equivalent of ``build``: its step counter, hyperparameters and slots.
+    model.optimizer._create_all_weights(model.trainable_variables)
     logits = model(x[:1])
     model.compiled_loss.build(logits)
     model.compiled_metrics.build(logits, tf().constant(y[:1]))
