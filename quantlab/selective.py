@@ -17,6 +17,7 @@ the tool names (``node``), which is what the tool is given back.
 
 import math
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,19 @@ from quantlab.onnx_int8 import fixed_batch, input_batches
 from quantlab.variants import saved_model, tflite_converter, with_softmax
 
 EVALUATION_BATCH = 500
+
+
+class Recent(OrderedDict):
+    """The models a quantizer made last, by the nodes kept float. A search asks again for what
+    the ranking made just before it (full int8, the worst layers measured alone); keeping
+    every step's model would hold a search's worth of copies of a user's large model."""
+
+    KEEP = 8  # full int8 and the top layers measured (sensitivity.TOP_K), with room
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > self.KEEP:
+            self.popitem(last=False)
 
 
 def keras_layer(node, layer_names):
@@ -67,7 +81,7 @@ class TFLiteInt8:
 
         self._tf = tf()
         self._float_content = None
-        self._models = {}  # {excluded nodes: model bytes}
+        self._models = Recent()  # {excluded nodes: model bytes}
         self.validation_scores = {}  # sensitivity.validation_accuracy's, by model and images
         self.float_model = with_softmax(model)
         self.layer_names = [layer.name for layer in self.float_model.layers]
@@ -230,7 +244,7 @@ class OnnxInt8:
         # quantization, kept here and read back by the others (ONNX Runtime's own cache, which
         # stores float32 ranges exactly), instead of the vit's calibration of 2-3 s each time.
         self._ranges = folder / "calibration.json"
-        self._models = {}  # {excluded nodes: model bytes}
+        self._models = Recent()  # {excluded nodes: model bytes}
         self.validation_scores = {}  # sensitivity.validation_accuracy's, by model and images
 
     def float_content(self):

@@ -63,3 +63,14 @@ def test_a_model_is_scored_once_and_as_the_loader_scores_it(quantizers, planted)
     assert sensitivity.validation_accuracy(quantizer, content, fewer) == accuracy(
         content, ".onnx", *other)
     assert len(quantizer.validation_scores) == scored + 1
+
+
+def test_a_quantizer_keeps_only_its_latest_models():
+    """A search of a large model must not hold every step's copy: the oldest goes first."""
+    from quantlab.selective import Recent
+
+    made = Recent()
+    for step in range(Recent.KEEP + 3):
+        made[(f"layer{step}",)] = b"model"
+    assert len(made) == Recent.KEEP
+    assert ("layer0",) not in made and (f"layer{Recent.KEEP + 2}",) in made
