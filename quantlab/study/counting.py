@@ -27,7 +27,7 @@ from quantlab.variant_table import counted_quick, natural_reader, p17_pair
 def count_reason(config, backend, record):
     """Why this timed case is not counted, or None when it is (see above)."""
     variant, name, batch = record["variant"], record["runtime"], record["batch_size"]
-    first, reference = config.batch_sizes_of(record["net"])[0], defaults.REFERENCE_RUNTIME
+    first, reference = config.batch_sizes_of(record.get("net"))[0], defaults.REFERENCE_RUNTIME
     if backend is None:
         return "counters are off"
     if (record.get("threads") or 1) != config.threads[0]:
