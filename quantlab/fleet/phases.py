@@ -164,7 +164,8 @@ class Fleet(Engine):
             from quantlab import latency_suite
 
             self.missing(machine, "latency", net, why)
-            cases = latency_suite.cases([net], list(artifacts), timed, self.config.batch_sizes_of(net),
+            cases = latency_suite.cases([net], list(artifacts), timed,
+                                        self.config.batch_sizes_of(net),
                                         list(self.config.threads), cpu)
             machine.timed[net] = [{"net": net, "variant": case.variant, "runtime": case.runtime,
                                    "batch_size": case.batch_size, "threads": case.threads,

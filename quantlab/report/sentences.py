@@ -4,8 +4,8 @@ merged), and the longer per-option and per-case lines that go to the details."""
 
 from quantlab import tables
 from quantlab.lookups import (
-    batch_sizes,     DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, deployment_note, is_reference, labelled,
-    max_drop, pick, reference, reference_text, scored, shippable, slower_or_faster, span,
+    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, batch_sizes, deployment_note, is_reference,
+    labelled, max_drop, pick, reference, reference_text, scored, shippable, slower_or_faster, span,
     speedup, speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed,
     timed_at)
 from quantlab.variant_table import quantized

@@ -4,8 +4,8 @@ scaling, compact) and the per-case ones of details.md. They format, they measure
 from quantlab import tables
 from quantlab.defaults import VARIANTS
 from quantlab.lookups import (
-    batch_sizes,     accuracy_of, is_reference, reference, reference_text, scored, span, speedup_text,
-    thread_counts, threads_of, threads_text, timed, timed_at, times)
+    accuracy_of, batch_sizes, is_reference, reference, reference_text, scored, span,
+    speedup_text, thread_counts, threads_of, threads_text, timed, timed_at, times)
 from quantlab.safe_text import markdown as literal  # text from files and the environment
 from quantlab.tables import markdown_table, megabytes, seconds, variant_label
 from quantlab.variant_table import quantized

@@ -51,8 +51,9 @@ class StudyConfig:
         if self.variants is None:
             self.variants = defaults.QUICK_VARIANTS if self.quick else defaults.STUDY_VARIANTS
         if self.batch_sizes_by_net is None:
+            fewer = self.quick and self.batch_sizes is None  # none given: the quick defaults
             self.batch_sizes_by_net = {net: defaults.QUICK_MODERN_BATCH_SIZES for net in self.nets
-                                       if net in nets.MODERN and self.quick and not self.batch_sizes}
+                                       if fewer and net in nets.MODERN}
         if self.batch_sizes is None:
             self.batch_sizes = defaults.QUICK_BATCH_SIZES if self.quick else defaults.BATCH_SIZES
         variants.check_variants(self.variants)
