@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quantlab import defaults, mixed_precision, nets, variant_table
+from quantlab import defaults, mixed_precision, nets, rounds, variant_table
 
 CLI, PLUGIN = "", "quantlab-"  # the prefixes of the two surfaces
 LAYOUTS = ("NCHW", "NHWC")  # as quantlab.datasets.user.LAYOUTS, which imports numpy
@@ -284,8 +284,8 @@ BENCHMARK = (
            "After pytest-benchmark's window, time the cases of each net and batch size again "
            "in interleaved rounds (every case once per round, in a shuffled order) until "
            "every speed-up against LiteRT float32 is known within +-5 %% (95 %% interval) "
-           "or SECONDS are spent (at least 6 rounds); each case's median is then the median "
-           "over rounds and its speed-up carries its interval.", shown="0 (off)"),
+           f"or SECONDS are spent (at least {rounds.MIN_ROUNDS} rounds); each case's median is "
+           "then the median over rounds and its speed-up carries its interval.", shown="0 (off)"),
     Option("artifacts", manifest, None, "FILE",
            'Benchmark these model files: JSON {"dataset": ..., "artifacts": [{"net", '
            '"variant", "path"}, ...]}; its dataset, nets and variants are then the defaults.',
