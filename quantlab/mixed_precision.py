@@ -12,6 +12,7 @@ reverts by itself): ``openvino_accuracy_control`` runs it and records what it re
 import logging
 import time
 
+from quantlab import telemetry
 from quantlab.sensitivity import validation_accuracy, within
 
 MAX_DROP = 1.0  # accuracy points a quantized model may lose against float (--max-drop)
@@ -116,6 +117,7 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
     as NNCF logged them), float_accuracy, accuracy (validation), drop_points, met, seconds,
     log}; both accuracies on the validation images in float32 arithmetic. NNCF returns no
     list of what it reverted: it is read from NNCF's own log lines."""
+    telemetry.off()
     import nncf
     import numpy as np
     import openvino as ov

@@ -18,12 +18,15 @@ import stat
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from quantlab import telemetry
 from quantlab.defaults import KERNELS, RUNTIMES  # noqa: F401
 from quantlab.errors import QuantlabError
 from quantlab.runtime.base import (  # noqa: F401  (the public names of the runtime API)
     PixelRangeWarning, Predictor, check_images, check_threads, dequantize, quantize,
     sample_batch, whole_number)
 from quantlab.variant_table import runtimes_reading
+
+telemetry.off()  # before any runtime is imported
 
 PACKAGES = {"litert": "ai-edge-litert", "openvino": "openvino", "onnxruntime": "onnxruntime",
             "tensorflow": "tensorflow"}
