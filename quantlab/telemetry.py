@@ -2,8 +2,9 @@
 sends a usage event: ONNX Runtime a device id and a database under
 ``~/.cache/Microsoft/DeveloperTools``, OpenVINO a client id and usage counts under ``~/intel``
 (unless a consent file there says no). quantlab writes nothing in the user's home and sends
-nothing, so ``off()`` runs before either is imported: the modules that import them import
-this first (``quantlab.runtime``, ``quantlab.onnx_int8``).
+nothing, so ``off()`` runs before either is imported: at the import of ``quantlab.runtime``
+and ``quantlab.onnx_int8`` (which every path to them passes through) and before NNCF's
+accuracy control.
 """
 
 import os
