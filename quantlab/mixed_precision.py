@@ -117,7 +117,7 @@ def openvino_accuracy_control(float_path, splits, max_drop=MAX_DROP, subset_size
     as NNCF logged them), float_accuracy, accuracy (validation), drop_points, met, seconds,
     log}; both accuracies on the validation images in float32 arithmetic. NNCF returns no
     list of what it reverted: it is read from NNCF's own log lines."""
-    telemetry.off()
+    telemetry.openvino_off()
     import nncf
     import numpy as np
     import openvino as ov

@@ -7,11 +7,13 @@ import contextlib
 import tempfile
 from pathlib import Path
 
+from quantlab import telemetry
 from quantlab.onnx_int8 import fixed_batch, input_batches
 
 
 def quantize(float_content, calibration):
     """The quantized model as the bytes of one IR file."""
+    telemetry.openvino_off()
     import openvino
 
     import nncf

@@ -12,7 +12,7 @@ from pathlib import Path
 from quantlab import telemetry
 from quantlab.errors import QuantlabError
 
-telemetry.off()  # before ONNX Runtime, OpenVINO or NNCF is imported
+telemetry.onnxruntime_off()  # before ONNX Runtime is imported
 
 CALIBRATION_BATCH = 50  # images per calibration call where the model's batch is symbolic
 

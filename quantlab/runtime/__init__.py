@@ -26,7 +26,7 @@ from quantlab.runtime.base import (  # noqa: F401  (the public names of the runt
     sample_batch, whole_number)
 from quantlab.variant_table import runtimes_reading
 
-telemetry.off()  # before any runtime is imported
+telemetry.onnxruntime_off()  # before ONNX Runtime is imported (OpenVINO: where it is)
 
 PACKAGES = {"litert": "ai-edge-litert", "openvino": "openvino", "onnxruntime": "onnxruntime",
             "tensorflow": "tensorflow"}
@@ -57,6 +57,8 @@ def require(name):
                             f"(or leave it out of --runtimes)")
     if name == "tensorflow":
         return  # imported lazily and quietly by quantlab._tf
+    if name == "openvino":
+        telemetry.openvino_off()
     try:
         importlib.import_module(_IMPORTS[name])
     except Exception as error:  # a broken install or a CPU the wheel was not built for

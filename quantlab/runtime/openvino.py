@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from quantlab import telemetry
 from quantlab.errors import QuantlabError
 from quantlab.runtime.base import Predictor, dequantize, ranked, runtime_failure
+
+telemetry.openvino_off()  # every import of openvino below comes after it
 
 PACKAGE = "openvino"
 MODULE = "openvino"
