@@ -57,9 +57,9 @@ def require(name):
                             f"(or leave it out of --runtimes)")
     if name == "tensorflow":
         return  # imported lazily and quietly by quantlab._tf
-    if name == "openvino":
-        telemetry.openvino_off()
     try:
+        if name == "openvino":  # its telemetry package is part of what must import
+            telemetry.openvino_off()
         importlib.import_module(_IMPORTS[name])
     except Exception as error:  # a broken install or a CPU the wheel was not built for
         line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
