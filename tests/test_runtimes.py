@@ -151,6 +151,7 @@ def test_a_runtime_that_cannot_load_here_is_one_line_and_exit_status_2(tmp_path)
                       env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
     line = one_line_error(result, "runtime openvino cannot load on this machine", "libopenvino.so")
     assert "--runtimes" in line
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_onnx_runtime_and_openvino_run_under_the_benchmark_suite_with_their_runtime_in_the_id(tmp_path):

@@ -37,17 +37,18 @@ def run(config, progress=None):
     from quantlab import counters, machine, runtime
 
     progress = progress or Progress()
-    # The user's files are checked before anything is written: a refused model or image
-    # folder leaves no report folder behind.
+    # The user's files, the runtimes and the counters are checked before anything is
+    # written: a refused model or image folder, or a runtime or counter backend that cannot
+    # work here, leaves no report folder behind.
     onnx_model = user_model.open_model(config)
     data = user_model.load_data(config, onnx_model)
+    runtimes, skipped = runtime.usable(config.runtimes)
+    backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
     prepare_output(config.out, config.force)
     cache.check_writable(cache.cache_root(), "cache folder",
                          "set QUANTLAB_CACHE to a folder you can write")
-    runtimes, skipped = runtime.usable(config.runtimes)
     for name, why in skipped.items():
         progress(f"runtime {name} left out: {why}")
-    backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
     study = Study(config, data, progress, runtimes, backend, machine.cpu_info(),
                   onnx_model=onnx_model)
     study.results = user_model.describe(
