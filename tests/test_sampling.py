@@ -279,3 +279,27 @@ def test_importing_the_sampling_module_imports_neither_tensorflow_nor_numpy():
             "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'numpy', 'matplotlib')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+_SAMPLE_THEN_WAIT = """
+import sys, time
+from quantlab.counters import sampling
+sampler = sampling.Sampler().start()
+print(sampler._folder, flush=True)
+time.sleep(600)
+"""
+
+
+@needs_perf
+def test_a_sampled_process_killed_before_its_stop_leaves_no_perf_files_behind():
+    # perf runs in a session of its own and outlives a killed process; its perf.data must not.
+    child = subprocess.Popen([sys.executable, "-c", _SAMPLE_THEN_WAIT], stdout=subprocess.PIPE,
+                             text=True)
+    folder = Path(child.stdout.readline().strip())
+    assert folder.is_dir() and folder.name.startswith("quantlab-sampling-")
+    child.kill()
+    child.wait()
+    deadline = time.monotonic() + 30
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists()

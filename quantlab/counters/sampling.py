@@ -26,6 +26,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -159,6 +160,32 @@ def refusal(text, pid):
     return f"perf record could not sample cpu-clock of process {pid} ({detail}); no native kernel attribution"
 
 
+# Deletes a folder once a process has ended. perf runs in a session of its own and outlives
+# a sampler whose process is killed (a killed Dask worker takes its timing run with it):
+# nobody else would delete that process's perf.data.
+_JANITOR = (
+    "import os, select, shutil, sys, time\n"
+    "folder, pid = sys.argv[1], int(sys.argv[2])\n"
+    "if os.fork():  # the caller waits for this one only; the child goes on alone\n"
+    "    os._exit(0)\n"
+    "try:\n"
+    "    select.select([os.pidfd_open(pid)], [], [])\n"
+    "except ProcessLookupError:\n"
+    "    pass\n"
+    "except (AttributeError, OSError):  # no pidfd: ask every second\n"
+    "    while os.path.exists(f'/proc/{pid}'):\n"
+    "        time.sleep(1)\n"
+    "shutil.rmtree(folder, ignore_errors=True)\n")
+
+
+def _remove_when_gone(folder, pid):
+    """``folder`` deleted once process ``pid`` has ended, however it ends (a stop() deletes
+    it before that; this is for a process killed before its stop())."""
+    subprocess.run([sys.executable, "-c", _JANITOR, folder, str(pid)], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                   check=False)
+
+
 class Sampler:
     """``perf record -e cpu-clock`` attached to one process from ``start`` to ``stop``.
 
@@ -202,6 +229,7 @@ class Sampler:
                                 "native kernel attribution; carrying on without it")
         started = time.perf_counter()
         self._folder = tempfile.mkdtemp(prefix="quantlab-sampling-")
+        _remove_when_gone(self._folder, os.getpid())
         ctl_read, self._fds["ctl"] = os.pipe()
         self._fds["ack"], ack_write = os.pipe()
         try:
