@@ -253,10 +253,10 @@ def digits_study(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def resumed_study(tmp_path_factory):
-    """``SERVER_STUDY`` interrupted with SIGINT as soon as its second net starts (its first is
-    studied by then), then run again with the same --out: {"out", "nets": the two in the
-    order studied, "interrupted": (status, whether a report was written), "rerun": the
-    finished process}."""
+    """``SERVER_STUDY`` interrupted with SIGINT as soon as its second net's deployment costs
+    are measured (both nets are timed by then, and the first net's costs are in), then run
+    again with the same --out: {"out", "nets": the two in the order studied, "interrupted":
+    (status, whether a report was written), "rerun": the finished process}."""
     out = tmp_path_factory.mktemp("server") / "report"
     # Ctrl-C as at a terminal, even where this session ignores SIGINT (a background job).
     process = subprocess.Popen([sys.executable, "-m", "quantlab.cli", *SERVER_STUDY, "--out", str(out)],
@@ -266,9 +266,9 @@ def resumed_study(tmp_path_factory):
     for line in process.stderr:
         if "] == " in line:
             nets.append(line.split("== ")[1].split()[0])
-            if len(nets) == 2:
-                process.send_signal(signal.SIGINT)
-                break
+        if len(nets) == 2 and f"] {nets[1]}: deployment costs" in line:
+            process.send_signal(signal.SIGINT)
+            break
     process.wait(timeout=120)
     process.stderr.close()
     interrupted = (process.returncode, (out / "report.md").exists())

@@ -75,14 +75,16 @@ class Model:
     path: Path
     sha256: str | None = None
     precision: str | None = None
+    batch_sizes: tuple | None = None  # the batch sizes to time it at; None: every one chosen
 
 
 def read_manifest(path):
     """{(net, variant): Model} and the dataset name from a ``quantlab run`` manifest.
 
     Format: ``{"dataset": "fashion_mnist", "artifacts": [{"net", "variant", "path",
-    "sha256", "precision"}, ...]}`` (sha256 and precision optional); relative paths are
-    taken from the manifest's folder. Raises ValueError with one line.
+    "sha256", "precision", "batch_sizes"}, ...]}`` (sha256, precision and batch_sizes
+    optional); relative paths are taken from the manifest's folder. Raises ValueError with
+    one line.
     """
     path = Path(path)
     try:
@@ -93,8 +95,9 @@ def read_manifest(path):
             model = Path(path.parent, entry["path"])
             if not model.is_file():
                 raise ValueError(f"{path}: no model file at {model}")
-            found[(entry["net"], entry["variant"])] = Model(model, entry.get("sha256"),
-                                                            entry.get("precision"))
+            found[(entry["net"], entry["variant"])] = Model(
+                model, entry.get("sha256"), entry.get("precision"),
+                _batch_sizes(path, entry.get("batch_sizes")))
     except OSError as error:
         raise ValueError(f"cannot read {path}: {error.strerror}") from None
     except json.JSONDecodeError as error:
@@ -127,6 +130,17 @@ class Artifacts:
             self._exported[net] = variants.export(config, variants=self.variants)
         artifact = self._exported[net][variant]
         return Model(artifact.path, artifact.sha256, artifact.precision)
+
+
+def _batch_sizes(path, given):
+    """A manifest entry's batch sizes: None, or a list of positive whole numbers."""
+    if given is None:
+        return None
+    if (not isinstance(given, list) or not given
+            or not all(type(b) is int and b > 0 for b in given)):
+        raise ValueError(f"{path}: batch_sizes must be a list of whole numbers of at least 1, "
+                         f"not {json.dumps(given)[:60]}")
+    return tuple(given)
 
 
 def percentiles(data):

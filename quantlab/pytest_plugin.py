@@ -21,6 +21,9 @@ from quantlab import defaults, nets, options
 
 PROFILE_RUNS = 10  # inferences under a runtime's own per-layer profiler
 WARMUP_ITERATIONS = 100  # per case, unless --benchmark-warmup-iterations says otherwise
+# Cases whose rounds wait for the ones after them, so that many groups take their rounds in
+# turn: each holds its model, loaded (a quick study's 152 cases of five nets: about 3 GB).
+MAX_LIVE_CASES = 300
 
 
 def pytest_addoption(parser):
@@ -98,9 +101,14 @@ class QuantlabSession:
 
         found = latency_suite.cases(self.nets or nets.NAMES, self.variants or defaults.STUDY_VARIANTS,
                                     self.runtimes, self.batch_sizes, self.threads, self.cpu)
-        if self.manifest:  # a manifest may hold fewer variants for some nets: only those
-            found = [c for c in found if (c.net, c.variant) in self.manifest]
+        if self.manifest:  # a manifest may hold fewer variants, or batch sizes, for some nets
+            found = [c for c in found if self._listed(c)]
         return found
+
+    def _listed(self, case):
+        model = self.manifest.get((case.net, case.variant))
+        return model is not None and (model.batch_sizes is None
+                                      or case.batch_size in model.batch_sizes)
 
     def artifacts(self):
         from quantlab import latency_suite
@@ -150,31 +158,52 @@ class QuantlabSession:
             self.live.setdefault(case.round_group, []).append((case, predictor, prepared, extra_info))
 
     def pytest_runtest_teardown(self, item, nextitem):
-        """After the last case of a round group: time the group in rounds."""
+        """After the last case of a round group, once enough cases wait or none follow: time
+        the waiting groups in rounds, taken in turn (quantlab.rounds.run_groups)."""
         case, following = _case_of(item), _case_of(nextitem)
-        if case and case.round_group in self.live and (
-                following is None or following.round_group != case.round_group):
-            self.time_in_rounds(case.round_group)
+        if case is None or not self.live or (
+                following is not None and (following.round_group == case.round_group
+                                           or sum(map(len, self.live.values())) < MAX_LIVE_CASES)):
+            return
+        self.time_in_rounds()
 
-    def time_in_rounds(self, group):
+    def time_in_rounds(self):
         from quantlab import latency_suite, rounds
 
-        members = self.live.pop(group)
-        timed = [rounds.Timed(case, lambda p=predictor, x=prepared: p.run(x), info["median"])
-                 for case, predictor, prepared, info in members]
-        references = {c.threads: c for c, *_ in members if c.is_reference}
-        fallback = next(iter(references.values()), members[0][0])
+        groups, references = {}, {}
+        for group, members in self.live.items():
+            groups[group] = [rounds.Timed(case, lambda p=predictor, x=prepared: p.run(x),
+                                          info["median"])
+                             for case, predictor, prepared, info in members]
+            references[group] = {c.threads: c for c, *_ in members if c.is_reference}
+        fallback = {group: next(iter(refs.values()), self.live[group][0][0])
+                    for group, refs in references.items()}
         # Rounds go on until the speed-ups the report gives, each against the reference at
         # its own thread count, are narrow enough.
-        seconds, summary = rounds.run(timed, lambda case: references.get(case.threads, fallback),
-                                      self.rounds_budget)
-        for case, _, _, info in members:
-            reference = references.get(case.threads)
-            latency_suite.apply_rounds(info, seconds[case], summary,
-                                       seconds[reference] if reference else None)
-        self.said.append(f"quantlab: rounds of {group}: {summary['rounds']} rounds of "
-                         f"{len(members)} cases, {summary['stopped']} (widest speed-up "
-                         f"interval +-{100 * summary['widest']:.1f} %)")
+        timed = rounds.run_groups(
+            groups, lambda case: references[case.round_group].get(case.threads,
+                                                                   fallback[case.round_group]),
+            self.rounds_budget, said=lambda line: self._say_now(f"quantlab: rounds: {line}"))
+        for group, members in self.live.items():
+            seconds, summary = timed[group]
+            for case, _, _, info in members:
+                reference = references[group].get(case.threads)
+                latency_suite.apply_rounds(info, seconds[case], summary,
+                                           seconds[reference] if reference else None)
+            self.said.append(f"quantlab: rounds of {group}: {summary['rounds']} rounds of "
+                             f"{len(members)} cases, {summary['stopped']} (widest speed-up "
+                             f"interval +-{100 * summary['widest']:.1f} %)")
+        self.live = {}
+
+    def _say_now(self, line):
+        """A line on the terminal now, past pytest's capture of the test's teardown (the
+        rounds run there)."""
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            reporter.write_line(line)
 
     def pytest_runtest_logfinish(self):
         """Say what the rounds did: here, not in the teardown that ran them, where pytest

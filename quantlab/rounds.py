@@ -71,23 +71,71 @@ def run(cases, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf
     speed-ups; at least ``min_rounds`` rounds run whatever the budget, so that every
     interval exists.
     """
+    return run_groups({None: cases}, reference, budget_seconds, target, seed, clock,
+                      min_rounds)[None]
+
+
+def run_groups(groups, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf_counter,
+               min_rounds=MIN_ROUNDS, said=lambda line: None):
+    """Time several groups ({name: [Timed]}) in rounds taken in turn: one round of each
+    group still going, in a shuffled order, then the next. Returns {name: (seconds, how it
+    stopped)} as ``run`` does for one group.
+
+    A neighbour's burst of a few seconds shifts every case timed during it; a group whose
+    rounds all ran in one second can lie wholly inside one, and its intervals, narrow, do
+    not show it. Taken in turn, each group's rounds spread over the time of all of them, so
+    that a burst lands in a few rounds of each and the median over rounds leaves it out.
+    ``budget_seconds`` is per group: the time spent in its own rounds. ``said`` gets a line
+    every few seconds while groups are still going.
+    """
     reference_of = reference if callable(reference) else lambda key: reference
-    order = list(cases)
-    calls = {case.key: calls_per_window(case.guess_seconds) for case in order}
-    seconds = {case.key: [] for case in order}
     shuffle = random.Random(seed).shuffle
-    started = clock()
-    while True:
-        shuffle(order)
-        for case in order:
-            seconds[case.key].append(window(case.call, calls[case.key], clock))
-        rounds = len(seconds[order[0].key])
+    going = {name: _Group(list(cases)) for name, cases in groups.items()}
+    done, cycles, last_said = {}, 0, clock()
+    while going:
+        cycles += 1
+        names = list(going)
+        shuffle(names)
+        for name in names:
+            group = going[name]
+            started = clock()
+            group.one_round(shuffle, clock)
+            group.spent += clock() - started
+            how = group.stopped(reference_of, budget_seconds, target, min_rounds)
+            if how:
+                done[name] = (group.seconds, how)
+                del going[name]
+        if going and clock() - last_said >= SAY_EVERY:
+            last_said = clock()
+            said(f"{cycles} rounds, {len(going)} of {len(groups)} groups still going")
+    return done
+
+
+SAY_EVERY = 5.0  # seconds between progress lines while groups are timed in turn
+
+
+class _Group:
+    """One group's cases, their windows so far, and the time its rounds took."""
+
+    def __init__(self, cases):
+        self.cases = cases
+        self.calls = {case.key: calls_per_window(case.guess_seconds) for case in cases}
+        self.seconds = {case.key: [] for case in cases}
+        self.spent = 0.0
+
+    def one_round(self, shuffle, clock):
+        shuffle(self.cases)
+        for case in self.cases:
+            self.seconds[case.key].append(window(case.call, self.calls[case.key], clock))
+
+    def stopped(self, reference_of, budget_seconds, target, min_rounds):
+        """How the group stopped ({rounds, stopped, widest, target}), or None to go on."""
+        rounds = len(self.seconds[self.cases[0].key])
         if rounds < min_rounds:
-            continue
-        spread = widest(seconds, reference_of)
+            return None
+        spread = widest(self.seconds, reference_of)
         if spread <= target:
-            return seconds, {"rounds": rounds, "stopped": "converged", "widest": spread,
-                             "target": target}
-        if clock() - started >= budget_seconds:
-            return seconds, {"rounds": rounds, "stopped": "budget", "widest": spread,
-                             "target": target}
+            return {"rounds": rounds, "stopped": "converged", "widest": spread, "target": target}
+        if self.spent >= budget_seconds:
+            return {"rounds": rounds, "stopped": "budget", "widest": spread, "target": target}
+        return None

@@ -396,7 +396,7 @@ def test_the_timed_window_runs_the_model_and_never_prepares_its_input(benchmark,
     assert "run" in inside
     assert "prepare" not in inside and "checked_input" not in inside, inside
     runs = [name for name, _ in calls].count("run")
-    session.time_in_rounds(case.round_group)
+    session.time_in_rounds()
     names = [name for name, _ in calls]
     assert names.count("run") > runs  # the rounds ran the call again ...
     assert names.count("prepare") == names.count("checked_input") == 1  # ... on the one prepared batch

@@ -1,7 +1,7 @@
 """Which cases of the full study are counted, by counter backend (no counting runs here)."""
 
 from quantlab.study import StudyConfig
-from quantlab.study.counting import plan_counts
+from quantlab.study.counting import counts_into, plan_counts, planned_cases
 from quantlab.variant_table import readers
 
 P17_ON_LITERT = {(variant, "litert", batch) for variant in ("float32", "int8")
@@ -51,3 +51,24 @@ def test_valgrind_counts_a_large_batch_of_the_pair_when_it_is_the_first():
 def test_perf_at_full_speed_counts_float32_and_int8_on_the_other_runtimes_too():
     _, chosen = counted("perf")
     assert chosen == P17_ON_LITERT | OWN_RUNTIME | OTHER_RUNTIMES | {("bf16", "openvino", 1)}
+
+
+def test_counts_planned_before_timing_reach_the_timed_records_and_a_case_not_run_gets_none():
+    config = StudyConfig(variants=("float32", "int8"), threads=(1, 2), batch_sizes=(1, 8))
+    planned = planned_cases(config, "medium", [("float32", "litert"), ("int8", "litert"),
+                                                ("int8", "openvino")])
+    assert len(planned) == 3 * 2 * 2 and {p["net"] for p in planned} == {"medium"}
+    chosen = plan_counts(config, "valgrind", planned)
+    assert {(c["variant"], c["runtime"], c["batch_size"], c["threads"]) for c in chosen} == {
+        ("float32", "litert", 1, 1), ("float32", "litert", 8, 1), ("int8", "litert", 1, 1),
+        ("int8", "litert", 8, 1)}
+    for case in chosen:  # as Counting.wait puts them in
+        case["counters"], case["not_counted"] = {"instructions": case["batch_size"]}, None
+    timed = [{"variant": "int8", "runtime": "litert", "batch_size": 8, "threads": 1, "median": 1.0},
+             {"variant": "int8", "runtime": "litert", "batch_size": 8, "threads": 2, "median": 0.6},
+             {"variant": "int8", "runtime": "openvino", "batch_size": 1, "threads": 1,
+              "not_run": "OpenVINO could not compile it"}]
+    counts_into(timed, planned)
+    assert timed[0]["counters"] == {"instructions": 8} and timed[0]["not_counted"] is None
+    assert timed[1]["counters"] is None and timed[1]["not_counted"] == "counted at 1 thread(s) only"
+    assert "counters" not in timed[2] and timed[2]["not_run"]

@@ -247,3 +247,34 @@ def test_the_stopping_rule_watches_each_case_against_its_own_reference():
 ])
 def test_a_ratio_below_one_keeps_its_second_significant_digit(median, low, high, text):
     assert intervals.times_text(intervals.Interval(median, low, high, 10, 0.979)) == text
+
+
+def test_groups_taken_in_turn_outlast_a_burst_that_would_fill_one_group_timed_alone():
+    # Three groups, each a reference of 4 ms and an option of 2 ms: 2.0x. A neighbour's burst
+    # slows the option 1.5x for the first 0.22 s. Timed one group after the other, the first
+    # group's nine rounds (24 ms each) all fall inside the burst and it reads 1.33x, with a
+    # narrow interval; taken in turn, the burst holds three rounds of each group, and the
+    # median over rounds leaves them out.
+    now = [0.0]
+
+    def case(seconds, bursts):
+        def call():
+            now[0] += seconds * (1.5 if bursts and now[0] < 0.22 else 1.0)
+        return call
+
+    def groups():
+        return {name: [rounds.Timed("ref", case(0.004, False), 0.004),
+                       rounds.Timed("int8", case(0.002, True), 0.002)] for name in "abc"}
+
+    def speedup(seconds):
+        return intervals.ratio(seconds["ref"], seconds["int8"]).median
+
+    in_turn = rounds.run_groups(groups(), "ref", budget_seconds=60, clock=lambda: now[0])
+    assert {name: speedup(seconds) for name, (seconds, _) in in_turn.items()} == pytest.approx(
+        {"a": 2.0, "b": 2.0, "c": 2.0})
+    assert all(how["stopped"] == "converged" for _, how in in_turn.values())
+    now[0] = 0.0
+    alone = {name: rounds.run(cases, "ref", budget_seconds=60, clock=lambda: now[0])
+             for name, cases in groups().items()}
+    assert speedup(alone["a"][0]) == pytest.approx(2.0 / 1.5)
+    assert alone["a"][1]["stopped"] == "converged"  # and nothing in it shows the burst

@@ -72,6 +72,39 @@ def test_a_manifest_without_the_selected_net_is_a_usage_error(pytester, manifest
     result.stderr.fnmatch_lines(["*--quantlab-artifacts lists no net 'conv' (it has medium)*"])
 
 
+def _with_batch_sizes(manifest, folder, sizes):
+    """``manifest`` with ``batch_sizes`` set on each entry: {variant: its value}."""
+    content = json.loads(manifest.read_text())
+    for entry in content["artifacts"]:
+        entry["batch_sizes"] = sizes[entry["variant"]]
+    path = folder / "sized.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def test_a_manifest_entry_is_timed_at_its_own_batch_sizes_only(pytester, manifest):
+    # How a study times nets of different batch sizes in one run (the quick study's modern
+    # nets at batch 1 only).
+    pytester.makepyfile(test_tiny=TINY)
+    sized = _with_batch_sizes(manifest, pytester.path, {"float32": [1, 4], "int8": [4]})
+    result = pytester.runpytest_subprocess(
+        "--collect-only", "-q", f"--quantlab-artifacts={sized}", "--quantlab-runtimes=litert",
+        "--quantlab-batch-sizes=1,4")
+    ids = [line.split("[")[1].rstrip("]") for line in result.outlines if "::test_latency[" in line]
+    assert sorted(ids) == ["medium-float32-litert-b1", "medium-float32-litert-b4",
+                           "medium-int8-litert-b4"]
+
+
+@pytest.mark.parametrize("sizes", [[], [0], ["1"], [True], 4, [1.5]])
+def test_a_manifest_with_bad_batch_sizes_is_a_one_line_usage_error(pytester, manifest, sizes):
+    pytester.makepyfile(test_tiny=TINY)
+    sized = _with_batch_sizes(manifest, pytester.path, {"float32": sizes, "int8": [1]})
+    result = pytester.runpytest_subprocess(f"--quantlab-artifacts={sized}")
+    assert result.ret == USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --quantlab-artifacts: *sized.json: batch_sizes must be "
+                                 "a list of whole numbers of at least 1, not *"])
+
+
 def test_options_select_the_cases_named_net_variant_runtime_batch_in_the_order_given(pytester):
     pytester.makepyfile(test_tiny=TINY)
     result = pytester.runpytest_subprocess(

@@ -103,9 +103,13 @@ def test_plots_are_written_as_png_files(study):
 
 def test_progress_is_shown_for_every_stage(study):
     _, result, _ = study
-    for fragment in ("conv: evaluating 360 test images", "conv: timing",
+    for fragment in ("conv: evaluating 360 test images", "rounds of conv-b1:",
                      "counting int8 on litert, batch 1, with valgrind", "report:"):
         assert fragment in result.stderr or fragment in result.stdout, fragment
+    # Both nets in one timing run, so that their rounds are taken in turn.
+    timings = {line.split("] ", 1)[1].split(": timing")[0]
+               for line in result.stderr.splitlines() if ": timing " in line}
+    assert len(timings) == 1 and set(timings.pop().split(", ")) == {"conv", "medium"}
 
 
 def test_a_second_run_redoes_only_a_stored_result_that_cannot_be_read_with_a_notice(study,
@@ -130,9 +134,11 @@ def test_an_interrupted_run_continues_where_it_stopped(resumed_study):
     assert status != 0 and not reported
     first, second = resumed_study["nets"]
     rerun = resumed_study["rerun"].stderr
-    assert f"{first}: accuracy: done earlier" in rerun and f"{first}: latency: done earlier" in rerun
-    assert f"{first} float epoch" not in rerun  # trained before
-    assert f"{second}: timing" in rerun
+    for done in (f"{first}: accuracy", f"{first}: latency", f"{second}: latency",
+                 f"{first}: deployment costs"):
+        assert f"{done}: done earlier" in rerun
+    assert f"{first} float epoch" not in rerun and "timing" not in rerun  # done before
+    assert f"{second}: deployment costs, " in rerun  # measured again: it was cut short
     assert (resumed_study["out"] / "report.md").is_file()
 
 

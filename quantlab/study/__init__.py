@@ -4,7 +4,8 @@ Every stage keeps its result: trained nets and variants in the quantlab cache (k
 configuration and code), evaluations, timings and counts in ``OUT/.state`` (keyed by the
 artifacts' sha256 and the settings), so a run that is interrupted and started again
 continues where it stopped. Latency is measured by the same pytest-benchmark suite as
-``benchmarks/``, in a child process, one net at a time.
+``benchmarks/``, in one child process for all the nets, once every net is trained, exported,
+scored and counted (counting runs beside the next net's training, never beside timing).
 
 Here: ``run`` and the ``Study`` (the order of the nets and the work of each). Its parts:
 ``config`` (what was asked), ``stages`` (the stored-state rule), ``timing``, ``counting``
@@ -23,12 +24,13 @@ from quantlab.progress import Progress
 # what the Study uses itself.
 from quantlab.study import mixed, user_model
 from quantlab.study.config import StudyConfig, test_images, train_config
-from quantlab.study.counting import Counting, counter_key, start_counting  # noqa: F401
+from quantlab.study.counting import (Counting, counter_key, counts_into,  # noqa: F401
+                                     planned_cases, start_counting)
 from quantlab.study.results import (finish, machine_info, measure_ceilings_again, net_entry,
                                     new_results)
-from quantlab.study.stages import (_cached_stage, artifact_key, state_path,  # noqa: F401
-                                   well_formed, write_state)
-from quantlab.study.timing import pairs, rounds_budget, time_net
+from quantlab.study.stages import (_cached_stage, artifact_key, recall,  # noqa: F401
+                                   state_path, well_formed, write_state)
+from quantlab.study.timing import pairs, rounds_budget, time_net, time_nets  # noqa: F401
 
 
 def run(config, progress=None):
@@ -66,6 +68,16 @@ def run(config, progress=None):
 
 
 @dataclass
+class Ready:
+    """One net made ready for timing: its files, the (variant, runtime) pairs studied, the
+    keys of its stored stages, and the cases planned for timing and counting."""
+    artifacts: dict
+    studied: list
+    keys: dict
+    planned: list
+
+
+@dataclass
 class Study:
     """One study on this machine: what it was asked, on which data, runtimes and counter
     backend, and the results as they come in."""
@@ -91,25 +103,29 @@ class Study:
         return _cached_stage(self.config, stage, key, compute, self.progress, label)
 
     def run(self):
-        """Every net, then the ceilings again and the report; the results dict."""
-        counting = Counting()
+        """Every net made ready (trained, exported, scored, counted beside the next), then all
+        of them timed together, their deployment costs, the ceilings again and the report;
+        the results dict."""
+        counting, ready = Counting(), {}
         for net in self.order():
-            counting = self.study_net(net, counting)
-        counting.wait()
+            ready[net], counting = self.prepare(net, counting)
+        counting.wait()  # nothing else runs while the nets are timed
+        timed = self.time_all(ready)
+        for net, this in ready.items():
+            self.finish_net(net, this, timed[net])
         results, chosen = self.results, self.config.nets
-        measure_ceilings_again(results)  # with nothing else running: the last net's counts are in
+        measure_ceilings_again(results)
         in_order = [net for net in chosen if net in results["nets"]] or list(results["nets"])
         results["nets"] = {net: results["nets"][net] for net in in_order}
         for rows in (results["accuracy"], results["cases"], results["deployment"]):
             rows.sort(key=lambda row: in_order.index(row["net"]))
         return finish(results, self.config.out, self.progress)
 
-    def study_net(self, net, counting):
-        """Every stage of one net, once the previous net's ``counting`` is over where it
-        must be; returns this net's counting, going on in the background."""
-        from quantlab import machine
-
-        config, data, progress, results = self.config, self.data, self.progress, self.results
+    def prepare(self, net, counting):
+        """Every stage of one net but its timing and deployment costs, once the previous
+        net's ``counting`` is over; returns what the rest needs (``Ready``) and this net's
+        counting, going on in the background."""
+        data, progress, results = self.data, self.progress, self.results
         progress(f"== {net} ==")
         artifacts = self.export(net)
         artifacts.update(self.mixed_variants(net, artifacts))
@@ -125,23 +141,50 @@ class Study:
                      "versions": versions()},
             lambda: self.evaluate(net, artifacts, studied), f"{net}: accuracy")
         self.warn_of_preprocessing(net)
-        timed_runtimes = [r for r in self.runtimes if any(r == name for _, name in studied)]
-        counting.wait()  # nothing else runs while a net is timed
+        ready = Ready(artifacts, studied, keys, planned_cases(self.config, net, studied))
+        counting.wait()  # one net's counting at a time: its workers take every core
+        counting = start_counting(self.config, net, artifacts, ready.planned, self.backend,
+                                  progress)
+        self.background.append(counting)
+        return ready, counting
+
+    def time_all(self, ready):
+        """{net: timed records}: each net's stored timing, and the nets without one timed
+        together in one run, so that their rounds are taken in turn (quantlab.study.timing)."""
+        from quantlab import machine
+
+        config, host = self.config, machine.identity(self.cpu)["host"]
+        runtimes = {net: [r for r in self.runtimes if any(r == name for _, name in this.studied)]
+                    for net, this in ready.items()}
+        paths = {net: state_path(config, "latency", {
+            **this.keys, "batch": config.batch_sizes_of(net), "runtimes": runtimes[net],
+            "threads": config.threads, "quick": config.quick, "rounds": rounds_budget(config),
+            "host": host, "versions": versions()}) for net, this in ready.items()}
+        timed = {net: recall(paths[net], "latency", f"{net}: latency", self.progress)
+                 for net in ready}
+        missing = [net for net, records in timed.items() if records is None]
+        if missing:
+            union = [r for r in self.runtimes if any(r in runtimes[net] for net in missing)]
+            for net, records in time_nets(config, {net: ready[net].artifacts for net in missing},
+                                          union, self.progress).items():
+                write_state(paths[net], records)
+                timed[net] = records
+        return timed
+
+    def finish_net(self, net, ready, records):
+        """A timed net's deployment costs (alone on the machine), and its cases with their
+        counts into the results."""
+        from quantlab import machine
+
         host = machine.identity(self.cpu)["host"]
-        records = self.stage(
-            "latency", {**keys, "batch": config.batch_sizes_of(net), "runtimes": timed_runtimes,
-                        "threads": config.threads, "quick": config.quick,
-                        "rounds": rounds_budget(config), "host": host, "versions": versions()},
-            lambda: time_net(config, net, artifacts, timed_runtimes, progress), f"{net}: latency")
-        results["deployment"] += self.stage(
-            "deployment", {**keys, "pairs": studied, "threads": config.threads[0],
+        self.results["deployment"] += self.stage(
+            "deployment", {**ready.keys, "pairs": ready.studied, "threads": self.config.threads[0],
                            "repeats": self.deployment_repeats(), "host": host,
                            "versions": versions()},
-            lambda: self.deployment(net, artifacts, studied), f"{net}: deployment costs")
-        counting = start_counting(config, net, artifacts, records, self.backend, progress)
-        self.background.append(counting)
-        results["cases"] += mixed.off_the_roofline(records)
-        return counting
+            lambda: self.deployment(net, ready.artifacts, ready.studied),
+            f"{net}: deployment costs")
+        counts_into(records, ready.planned)
+        self.results["cases"] += mixed.off_the_roofline(records)
 
     # -- the stages of one net: each computes one result; study_net keeps them
 

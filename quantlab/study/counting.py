@@ -123,6 +123,29 @@ def plan_workers(chosen, backend):
     return sorted(models, key=lambda model: -sum(r["batch_size"] for r in model[2]))
 
 
+def planned_cases(config, net, studied):
+    """The cases of one net as the timing run will make them ({net, variant, runtime,
+    batch_size, threads}): counting chooses among them before the net is timed, so that it
+    runs beside the next net's training rather than after all the timing."""
+    return [{"net": net, "variant": variant, "runtime": runtime_name, "batch_size": batch,
+             "threads": threads}
+            for variant, runtime_name in studied for batch in config.batch_sizes_of(net)
+            for threads in config.threads]
+
+
+def counts_into(records, planned):
+    """Each timed record's counts, or why it has none, from its planned case (a case that
+    did not run keeps only its reason)."""
+    def key(case):
+        return (case["variant"], case["runtime"], case["batch_size"], case.get("threads") or 1)
+
+    counted = {key(case): case for case in planned}
+    for record in records:
+        if not record.get("not_run"):
+            case = counted.get(key(record), {"counters": None, "not_counted": "not planned"})
+            record["counters"], record["not_counted"] = case["counters"], case["not_counted"]
+
+
 def apply_count(record, result):
     """Put one count, or why there is none, into its timed record."""
     if "failed" in result:
@@ -133,9 +156,9 @@ def apply_count(record, result):
 
 
 def start_counting(config, net, artifacts, records, backend, progress):
-    """Count the chosen cases of one net on this machine, each kept in OUT/.state, in the
-    workers plan_workers makes. Returns the ``Counting``, whose ``wait`` puts the counts into
-    ``records``.
+    """Count the chosen cases of one net on this machine (its timed records, or its
+    planned_cases), each kept in OUT/.state, in the workers plan_workers makes. Returns the
+    ``Counting``, whose ``wait`` puts the counts into ``records``.
 
     Valgrind simulates each worker's caches on its own, so its counts depend neither on what
     else runs nor on how fast: its workers use every core and go on in the background while

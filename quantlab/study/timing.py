@@ -1,4 +1,4 @@
-"""Latency: every case of one net timed by the latency suite (pytest-benchmark) in a child
+"""Latency: every case of the nets timed by the latency suite (pytest-benchmark) in one child
 process, and the suite's report read back into one record per case."""
 
 import json
@@ -35,30 +35,42 @@ def pairs(artifacts, runtimes, cpu):
     return [(v, r) for v in artifacts for r in runtimes if r in readers_on(v, cpu)]
 
 
-def _manifest(config, net, artifacts, folder):
-    path = folder / f"manifest-{net}.json"
+def _manifest(config, artifacts_by_net, folder):
+    path = folder / "manifest.json"
     path.write_text(json.dumps({
         "dataset": config.dataset,
         "artifacts": [{"net": net, "variant": v, "path": str(a.path), "sha256": a.sha256,
-                       "precision": a.precision} for v, a in artifacts.items()],
+                       "precision": a.precision, "batch_sizes": list(config.batch_sizes_of(net))}
+                      for net, artifacts in artifacts_by_net.items() for v, a in artifacts.items()],
     }))
     return path
 
 
 def time_net(config, net, artifacts, runtimes, progress):
-    """Every case of one net timed by the latency suite (pytest-benchmark) in a child
-    process, so that nothing of this process (TensorFlow, its threads) runs beside it."""
+    """Every case of one net timed (see time_nets); its records."""
+    return time_nets(config, {net: artifacts}, runtimes, progress)[net]
+
+
+def time_nets(config, artifacts_by_net, runtimes, progress):
+    """Every case of the nets ({net: {variant: Artifact}}) timed by the latency suite
+    (pytest-benchmark) in one child process, so that nothing of this process (TensorFlow,
+    its threads) runs beside it, and so that the rounds of every net and batch size are
+    taken in turn (quantlab.rounds.run_groups); {net: records}."""
     from quantlab import machine
 
-    cases = (len(pairs(artifacts, runtimes, machine.cpu_info())) * len(config.batch_sizes_of(net))
-             * len(config.threads))
-    label = f"{net}: timing {cases} cases on {', '.join(runtimes)} with pytest-benchmark"
+    nets = list(artifacts_by_net)
+    cpu = machine.cpu_info()
+    cases = sum(len(pairs(artifacts, runtimes, cpu)) * len(config.batch_sizes_of(net))
+                for net, artifacts in artifacts_by_net.items()) * len(config.threads)
+    who = ", ".join(nets)
+    label = f"{who}: timing {cases} cases on {', '.join(runtimes)} with pytest-benchmark"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         report = tmp / "benchmark.json"
         # A settings file of its own, empty: no project's pytest settings (addopts such as
         # pytest-xdist's -n) reach the timing run from a setup.cfg above quantlab's source.
         (tmp / "pytest.ini").write_text("[pytest]\n")
+        batch_sizes = sorted({b for net in nets for b in config.batch_sizes_of(net)})
         command = dying_with_parent([
             # By module name, not file path: the child imports quantlab the way it finds it,
             # which need not be this process's copy (a source checkout in the working
@@ -68,8 +80,8 @@ def time_net(config, net, artifacts, runtimes, progress):
             "-p", "no:xdist",
             f"--benchmark-json={report}",
             *options.to_argv(dict(
-                artifacts=_manifest(config, net, artifacts, tmp), runtimes=runtimes,
-                batch_sizes=config.batch_sizes_of(net), threads=config.threads, counters="off",
+                artifacts=_manifest(config, artifacts_by_net, tmp), runtimes=runtimes,
+                batch_sizes=tuple(batch_sizes), threads=config.threads, counters="off",
                 profile="native", rounds=rounds_budget(config))),
             "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name",
             *(QUICK_TIMING if config.quick else FULL_TIMING),
@@ -77,16 +89,18 @@ def time_net(config, net, artifacts, runtimes, progress):
         lines = []
         # Exactly these options: none from PYTEST_ADDOPTS, and no sign of an xdist worker
         # (when the study runs inside one), on which pytest-benchmark would time nothing.
-        env = {k: v for k, v in os.environ.items()
-               if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST_")}
+        # Unbuffered: the lines of the rounds, printed as they go, reach the progress now.
+        env = {**{k: v for k, v in os.environ.items()
+                  if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST_")},
+               "PYTHONUNBUFFERED": "1"}
         with subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env) as child:
             def results():  # one line per case in pytest's verbose output
                 for line in child.stdout:
                     lines.append(line)
-                    rounds = re.search(r"quantlab: (rounds of .*)", line)
+                    rounds = re.search(r"quantlab: (rounds\b.*)", line)
                     if rounds:  # may share its line with the result of the group's last case
-                        progress(f"{net}: {rounds.group(1).strip()}")
+                        progress(rounds.group(1).strip())
                     if re.search(r"::test_latency\[.*\] (PASSED|SKIPPED|FAILED|ERROR)", line):
                         yield line
             for _ in progress.steps(results(), label, total=cases):
@@ -94,8 +108,9 @@ def time_net(config, net, artifacts, runtimes, progress):
             for _ in results():  # the summary after the last case
                 pass
         if child.returncode != 0 or not report.is_file():
-            raise QuantlabError(f"the timing run for {net} failed: {suite_error(lines)}")
-        return timed_cases(json.loads(report.read_text()))
+            raise QuantlabError(f"the timing run for {who} failed: {suite_error(lines)}")
+        records = timed_cases(json.loads(report.read_text()))
+    return {net: [r for r in records if r.get("net") == net] for net in nets}
 
 
 def rounds_budget(config):
