@@ -67,12 +67,15 @@ def median_interval(values, confidence=CONFIDENCE):
 
 
 def ratio(numerator_seconds, denominator_seconds, confidence=CONFIDENCE):
-    """numerator / denominator per round (equal rounds, paired), with its interval; a
-    speed-up of a case against a reference is ``ratio(reference, case)``."""
-    if len(numerator_seconds) != len(denominator_seconds):
-        raise ValueError("the two cases were not timed in the same rounds")
-    return median_interval([a / b for a, b in zip(numerator_seconds, denominator_seconds)],
-                           confidence)
+    """numerator / denominator per round (paired), with its interval; a speed-up of a case
+    against a reference is ``ratio(reference, case)``. Both must come from one group's
+    rounds (quantlab.rounds), where every case runs from the first round until it leaves:
+    the rounds they share are the first ones of both."""
+    shared = min(len(numerator_seconds), len(denominator_seconds))
+    if not shared:
+        raise ValueError("a case without rounds has no ratio")
+    return median_interval([a / b for a, b in zip(numerator_seconds[:shared],
+                                                  denominator_seconds[:shared])], confidence)
 
 
 def tied(seconds_a, seconds_b, confidence=CONFIDENCE):

@@ -85,12 +85,22 @@ def round_seconds(case):
     return (case.get("interleaved") or {}).get("seconds")
 
 
+def same_rounds(a, b):
+    """Whether two cases were timed in one group's rounds, so that their ratio pairs them
+    round by round (results of schema 2, before groups were named: rounds of equal count)."""
+    x, y = a.get("interleaved") or {}, b.get("interleaved") or {}
+    if not (x.get("seconds") and y.get("seconds")):
+        return False
+    if "group" in x and "group" in y:
+        return x["group"] == y["group"]
+    return len(x["seconds"]) == len(y["seconds"])
+
+
 def ratio(slow, fast):
     """How many times faster ``fast`` is than ``slow``, as an Interval when both were timed in
     the same rounds (paired, round by round), else None."""
-    a, b = round_seconds(slow), round_seconds(fast)
-    if a and b and len(a) == len(b):
-        return intervals.ratio(a, b)
+    if same_rounds(slow, fast):
+        return intervals.ratio(round_seconds(slow), round_seconds(fast))
     return None
 
 
@@ -148,10 +158,8 @@ WHY_LIGHTER = {"litert": "no compile step and the smallest runtime",
 
 def tied_with(fastest, options):
     """The options whose per-round time cannot be told apart from the fastest's."""
-    fast = round_seconds(fastest)
-    return [c for c in options if c is not fastest and fast and round_seconds(c)
-            and len(round_seconds(c)) == len(fast)
-            and intervals.tied(round_seconds(c), fast)]
+    return [c for c in options if c is not fastest and same_rounds(c, fastest)
+            and intervals.tied(round_seconds(c), round_seconds(fastest))]
 
 
 def lighter(results, case):

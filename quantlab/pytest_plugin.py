@@ -186,6 +186,7 @@ class QuantlabSession:
             self.rounds_budget, said=lambda line: self._say_now(f"quantlab: rounds: {line}"))
         for group, members in self.live.items():
             seconds, summary = timed[group]
+            summary = {**summary, "group": group}  # ratios pair cases of one group only
             for case, _, _, info in members:
                 reference = references[group].get(case.threads)
                 latency_suite.apply_rounds(info, seconds[case], summary,

@@ -115,26 +115,39 @@ SAY_EVERY = 5.0  # seconds between progress lines while groups are timed in turn
 
 
 class _Group:
-    """One group's cases, their windows so far, and the time its rounds took."""
+    """One group's cases, their windows so far, and the time its rounds took. A case whose
+    speed-up is known to within the target leaves the rounds after the minimum (its
+    reference stays while any case of it goes on): the time goes to the wide ones."""
 
     def __init__(self, cases):
         self.cases = cases
         self.calls = {case.key: calls_per_window(case.guess_seconds) for case in cases}
         self.seconds = {case.key: [] for case in cases}
+        self.settled = set()  # keys of the cases that left the rounds
         self.spent = 0.0
 
     def one_round(self, shuffle, clock):
         shuffle(self.cases)
         for case in self.cases:
-            self.seconds[case.key].append(window(case.call, self.calls[case.key], clock))
+            if case.key not in self.settled:
+                self.seconds[case.key].append(window(case.call, self.calls[case.key], clock))
 
     def stopped(self, reference_of, budget_seconds, target, min_rounds):
         """How the group stopped ({rounds, stopped, widest, target}), or None to go on."""
-        rounds = len(self.seconds[self.cases[0].key])
+        rounds = max(map(len, self.seconds.values()))
         if rounds < min_rounds:
             return None
-        spread = widest(self.seconds, reference_of)
-        if spread <= target:
+        options = [key for key in self.seconds if key != reference_of(key)]
+        width = {key: intervals.ratio(self.seconds[reference_of(key)],
+                                      self.seconds[key]).relative_halfwidth for key in options}
+        self.settled |= {key for key in options if width[key] <= target}
+        going = [key for key in options if key not in self.settled]
+        # A reference leaves with the last case measured against it (a ratio pairs a case's
+        # rounds with the reference's first ones: the rounds they shared).
+        self.settled |= {key for key in self.seconds if key not in options
+                         and not any(reference_of(other) == key for other in going)}
+        spread = max(width.values(), default=0.0)
+        if not going:
             return {"rounds": rounds, "stopped": "converged", "widest": spread, "target": target}
         if self.spent >= budget_seconds:
             return {"rounds": rounds, "stopped": "budget", "widest": spread, "target": target}

@@ -2,6 +2,7 @@
 report names: each checked against values worked out by hand, not with the code's formulas."""
 
 import random
+import statistics
 
 import pytest
 
@@ -38,8 +39,12 @@ def test_a_ratio_is_taken_round_by_round():
     candidate = [1.0, 1.0, 2.0, 2.0, 1.0, 1.0]
     interval = intervals.ratio(reference, candidate)
     assert (interval.low, interval.median, interval.high) == (2.0, 2.0, 2.0)
+    # A case that left the rounds after four (its interval narrow) is paired with the
+    # reference's first four rounds: the ones they shared.
+    shared = intervals.ratio(reference, [1.0, 1.0, 2.0, 4.0])
+    assert shared.median == pytest.approx(statistics.median([2.0, 2.0, 2.0, 1.0]))
     with pytest.raises(ValueError):
-        intervals.ratio(reference, candidate[:5])
+        intervals.ratio(reference, [])
 
 
 def _noisy(base, noise, n, seed):
@@ -203,6 +208,23 @@ def test_between_ties_on_one_runtime_the_smaller_file_is_chosen_and_said():
                          "chosen for less to deploy: the smaller file")
 
 
+def test_options_of_one_group_that_left_the_rounds_at_different_times_can_still_tie():
+    # int8 on OpenVINO left the rounds after six (its interval narrow), int8 on LiteRT ran all
+    # eight: their first six rounds, shared, cannot tell them apart. The same times from
+    # another group (another batch size) are never paired.
+    litert = [0.00250, 0.00262, 0.00241, 0.00255, 0.00238, 0.00260, 0.00249, 0.00252]
+    openvino = [0.00246, 0.00255, 0.00259, 0.00240, 0.00251, 0.00244]
+    cases = [_case("float32", "litert", REFERENCE), _case("int8", "litert", litert),
+             _case("int8", "openvino", openvino)]
+    for case in cases:
+        case["interleaved"]["group"] = "medium-b16"
+    (line,) = report.recommendations(_results(cases))
+    assert "tie (not told apart within the 95 % interval): int8 on openvino" in line
+    cases[2]["interleaved"]["group"] = "medium-b1"
+    (line,) = report.recommendations(_results(cases))
+    assert "tie" not in line
+
+
 @pytest.mark.parametrize("low, median, high, said", [
     (2.74, 3.0, 3.35, "2.74-3.35x faster"),
     (0.5, 0.625, 0.8, "1.25-2.00x slower"),  # 1 / 0.8 and 1 / 0.5
@@ -278,3 +300,22 @@ def test_groups_taken_in_turn_outlast_a_burst_that_would_fill_one_group_timed_al
              for name, cases in groups().items()}
     assert speedup(alone["a"][0]) == pytest.approx(2.0 / 1.5)
     assert alone["a"][1]["stopped"] == "converged"  # and nothing in it shows the burst
+
+
+def test_a_case_known_within_the_target_leaves_the_rounds_and_the_time_goes_to_the_wide_one():
+    rng = random.Random(1)
+    now = [0.0]
+
+    def case(seconds, noise):
+        def call():
+            now[0] += seconds * (1 + rng.uniform(-noise, noise))
+        return call
+
+    cases = [rounds.Timed("ref", case(0.004, 0.0), 0.004),
+             rounds.Timed("steady", case(0.002, 0.0), 0.002),
+             rounds.Timed("noisy", case(0.002, 0.5), 0.002)]
+    seconds, how = rounds.run(cases, "ref", budget_seconds=1.0, clock=lambda: now[0])
+    assert how["stopped"] == "budget" and how["rounds"] > rounds.MIN_ROUNDS
+    assert len(seconds["steady"]) == rounds.MIN_ROUNDS  # exact at once: it left
+    assert len(seconds["noisy"]) == len(seconds["ref"]) == how["rounds"]  # its reference stayed
+    assert intervals.ratio(seconds["ref"], seconds["steady"]).median == pytest.approx(2.0)

@@ -152,7 +152,9 @@ def rounds_line(results):
     counts = [g["rounds"] for g in groups.values()]
     short = {k: g for k, g in groups.items() if g["stopped"] != "converged"}
     target = 100 * next(iter(groups.values()))["target"]
-    line = (f"Timed in interleaved rounds (every case once per round, in a shuffled order): "
+    line = (f"Timed in interleaved rounds (every case once per round, in a shuffled order, "
+            f"the groups of every net and batch size in turn; a case whose speed-up was known "
+            f"within the target left the rounds): "
             f"{span(counts, '{:d}')} rounds per net and batch size; every speed-up known "
             f"within +-{target:g} % in {len(groups) - len(short)} of {len(groups)} groups")
     if short:
