@@ -6,9 +6,11 @@ One window of a single case measures the machine as it was during that window: a
 that starts between the reference and a candidate moves their ratio by half on this kind
 of machine. Here every round runs one short window of each case, in an order shuffled from
 round to round; a case's value is the median over rounds, and each ratio is taken round by
-round (``quantlab.intervals``). Rounds go on until every case's speed-up against the group's
-reference is known to within +-``target`` (its 95 % interval), or the time budget is spent;
-the result says which.
+round (``quantlab.intervals``). A case leaves the rounds once its speed-up against the
+group's reference is known to within +-``target`` (its 95 % interval); the group stops when
+none is left, or when its time budget is spent; the result says which. Several groups take
+their rounds in turn (``run_groups``), so that each group's rounds spread over the time of
+all of them.
 """
 
 import random
@@ -54,12 +56,6 @@ def window(call, calls, clock=time.perf_counter):
         call()
         durations.append(clock() - start)
     return statistics.median(durations)
-
-
-def widest(seconds, reference_of):
-    """The widest relative interval of any case's speed-up against its reference."""
-    return max((intervals.ratio(seconds[reference_of(key)], values).relative_halfwidth
-                for key, values in seconds.items() if key != reference_of(key)), default=0.0)
 
 
 def run(cases, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf_counter,
