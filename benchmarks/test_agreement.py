@@ -6,7 +6,7 @@ against the first.
 
 For every net, batch size and thread count the second run's pick must be the first run's
 pick or one of its named ties, and every speed-up of the second run must lie within the
-first run's 95 % interval or within 10 % of its median. The disagreements are printed.
+first run's 95 % interval or within 10 % of its value. The disagreements are printed.
 """
 
 import json
@@ -48,11 +48,11 @@ def disagreements(first, second):
         earlier = before.get(_key(case))
         if not earlier or not earlier.get("speedup") or not case.get("speedup"):
             continue
-        interval, now = earlier["speedup"], case["speedup"]["median"]
+        interval, now = earlier["speedup"], case["speedup"]["value"]
         if not (interval["low"] <= now <= interval["high"]
-                or abs(now / interval["median"] - 1) <= TOLERANCE):
+                or abs(now / interval["value"] - 1) <= TOLERANCE):
             said.append(f"{'/'.join(map(str, _key(case)))}: {now:.2f}x, first run "
-                        f"{interval['median']:.2f}x ({interval['low']:.2f}-{interval['high']:.2f})")
+                        f"{interval['value']:.2f}x ({interval['low']:.2f}-{interval['high']:.2f})")
     return said
 
 

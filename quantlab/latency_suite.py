@@ -201,13 +201,15 @@ def _speed(info, median):
 def apply_rounds(info, seconds, summary, reference_seconds=None):
     """Put one case's interleaved timing (``quantlab.rounds``) into its record: the median
     over rounds becomes the case's value (pytest-benchmark's own window stays as
-    ``window_median``), and its speed-up against the reference, taken round by round, gets
-    its interval."""
+    ``window_median``), its fastest round is kept, and its speed-up against the reference,
+    the ratio of their fastest rounds (quantlab.intervals), gets its interval."""
     info["window_median"] = info["median"]
     info["interleaved"] = {"seconds": list(seconds), **summary}
-    info.update(_speed(info, intervals.median_interval(seconds).median))
+    info.update(_speed(info, intervals.median_interval(seconds).value))
+    info["fastest"] = min(seconds)
     if reference_seconds is not None:
-        info["speedup"] = intervals.ratio(reference_seconds, seconds).as_dict()
+        info["speedup"] = {**intervals.ratio(reference_seconds, seconds).as_dict(),
+                           "method": intervals.RATIO_METHOD}
 
 
 def test_latency(benchmark, quantlab_case, quantlab_artifacts, quantlab_session):

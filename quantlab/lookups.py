@@ -85,6 +85,12 @@ def round_seconds(case):
     return (case.get("interleaved") or {}).get("seconds")
 
 
+def fastest_seconds(case):
+    """What options are ranked by: a case's fastest round (what speed-ups compare), or its
+    median where it was not timed in rounds."""
+    return min(round_seconds(case) or [case["median"]])
+
+
 def same_rounds(a, b):
     """Whether two cases were timed in one group's rounds, so that their ratio pairs them
     round by round (results of schema 2, before groups were named: rounds of equal count)."""
@@ -98,26 +104,36 @@ def same_rounds(a, b):
 
 def ratio(slow, fast):
     """How many times faster ``fast`` is than ``slow``, as an Interval when both were timed in
-    the same rounds (paired, round by round), else None."""
+    the same rounds (their fastest rounds compared), else None."""
     if same_rounds(slow, fast):
         return intervals.ratio(round_seconds(slow), round_seconds(fast))
     return None
 
 
+def speedup_method(results):
+    """How the speed-ups of ``results`` were made, in words (results.json's speedup.method)."""
+    method = next((c["speedup"].get("method") for c in timed(results) if c.get("speedup")),
+                  intervals.RATIO_METHOD)
+    return ("the ratio of the two cases' fastest rounds" if method == intervals.RATIO_METHOD
+            else method)
+
+
 def speedup_interval(results, case):
     """The speed-up against the reference as an Interval, where the rounds give one."""
     if case.get("speedup"):
-        return intervals.Interval(**case["speedup"])
+        stored = case["speedup"]
+        return intervals.Interval(*(stored[k] for k in ("value", "low", "high", "rounds",
+                                                         "confidence")))
     reference = reference_case(results, case)
     return ratio(reference, case) if reference else None
 
 
 def speedup(results, case):
     """How many times faster than the reference on the same net and batch (None if unknown):
-    the median of the per-round ratios where the cases were timed in rounds."""
+    the ratio of their fastest rounds where the cases were timed in rounds."""
     interval = speedup_interval(results, case)
     if interval:
-        return interval.median
+        return interval.value
     reference = reference_case(results, case)
     return reference["median"] / case["median"] if reference else None
 
@@ -132,9 +148,9 @@ def times(slow, fast, digits=1):
 
 
 def slower_or_faster(interval):
-    """An interval in the words of its median: ``2.74-3.35x faster`` or ``1.4-1.7x slower``
+    """An interval in the words of its value: ``2.74-3.35x faster`` or ``1.4-1.7x slower``
     (a slow-down's interval is the speed-up's, inverted)."""
-    if interval.median >= 1:
+    if interval.value >= 1:
         return f"{interval.low:.2f}-{interval.high:.2f}x faster"
     return f"{1 / interval.high:.2f}-{1 / interval.low:.2f}x slower"
 
@@ -157,7 +173,7 @@ WHY_LIGHTER = {"litert": "no compile step and the smallest runtime",
 
 
 def tied_with(fastest, options):
-    """The options whose per-round time cannot be told apart from the fastest's."""
+    """The options whose fastest rounds cannot be told apart from the fastest's."""
     return [c for c in options if c is not fastest and same_rounds(c, fastest)
             and intervals.tied(round_seconds(c), round_seconds(fastest))]
 
@@ -203,15 +219,16 @@ def pick(results, net, batch, threads):
                and threads_of(c) == threads and shippable(results, c)]
     if not options:
         return None, None, []
-    fastest = min(options, key=lambda c: c["median"])
+    fastest = min(options, key=fastest_seconds)
     ties = [fastest] + tied_with(fastest, options)
-    # A tie that only noise makes (an interval wide enough to hold 1 around a median far
+    # A tie that only noise makes (an interval wide enough to hold 1 around a value far
     # slower) is named, but not shipped for being lighter.
-    close = [c for c in ties if c["median"] <= fastest["median"] * (1 + CLOSE_ENOUGH)]
+    close = [c for c in ties
+             if fastest_seconds(c) <= fastest_seconds(fastest) * (1 + CLOSE_ENOUGH)]
     return min(close, key=lambda c: lighter(results, c)), fastest, ties
 
 
-# How much slower (its median) a tie may be and still be chosen for less to deploy.
+# How much slower (its fastest round) a tie may be and still be chosen for less to deploy.
 CLOSE_ENOUGH = 0.10
 
 

@@ -285,7 +285,8 @@ BENCHMARK = (
            "in interleaved rounds (every case once per round, in a shuffled order) until "
            "every speed-up against LiteRT float32 is known within +-5 %% (95 %% interval) "
            f"or SECONDS are spent (at least {rounds.MIN_ROUNDS} rounds); each case's median is "
-           "then the median over rounds and its speed-up carries its interval.", shown="0 (off)"),
+           "then the median over rounds, and its speed-up the ratio of the fastest rounds, "
+           "with its interval.", shown="0 (off)"),
     Option("artifacts", manifest, None, "FILE",
            'Benchmark these model files: JSON {"dataset": ..., "artifacts": [{"net", '
            '"variant", "path"}, ...]}; its dataset, nets and variants are then the defaults.',

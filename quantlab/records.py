@@ -1,5 +1,5 @@
-"""What quantlab's files hold: the field table of results.json, its schema history, and the
-version stamp of every other JSON file quantlab writes.
+"""What results.json holds: its field table and its schema history (the other files quantlab
+writes carry a version stamp: ``quantlab.stamps``).
 
 One table drives checking, upgrading and reading (as pyperf's ``_metadata.METADATA`` drives
 its check, parse and format): each field of a results file, of its machine and of a case
@@ -9,20 +9,12 @@ has a check, whether it must be there, the schema that brought it, and a one-lin
     records.check(results)                         # raises Invalid naming the first bad field
     cases = [records.Case.of(row) for row in results["cases"]]
 
-Files other than results.json (``OUT/.state/*.json``, ``fleet.json``) carry a stamp, their
-kind and its version; one written before stamps, or by another version, is Stale (for a
-stored stage: compute it again):
-
-    cache.write_json(path, records.stamp("state", payload))
-    payload = records.read_stamped(path, "state")  # raises records.Stale when it is not one
-
 Cheap to import (no numpy, no TensorFlow): compare and the plugin read it.
 """
 
-import json
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path, PurePath
+from pathlib import PurePath
 
 from quantlab import safe_text
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
@@ -41,6 +33,9 @@ HISTORY = {
     4: "A user's own model and images: the reference of every ratio (LiteRT float32 before), "
        "the model file and sha256, whether images had labels (else accuracy is null, agreement "
        "stands in), calibration count, preprocessing; per-layer sensitivity, mixed precision.",
+    5: "Speed-ups compare the two cases' fastest rounds (speedup: value, low, high, rounds, "
+       "confidence, method) where 2-4 took the median of per-round ratios (speedup.median); "
+       "each case's fastest round (fastest).",
 }
 SCHEMA = max(HISTORY)  # of results.json: the one this quantlab writes
 NOT_RECORDED = None  # the value of a field the writing version did not record
@@ -49,7 +44,7 @@ NOT_RECORDED = None  # the value of a field the writing version did not record
 # overflow to infinity or divide by zero in a ratio. Counts are of images, cores, threads or
 # batch sizes; fractions are accuracies or agreements; points are accuracy changes.
 PLAUSIBLE = {"seconds": (1e-9, 3600.0), "bytes": (1, 1 << 40), "MHz": (1, 1e6),
-             "count": (1, 1e9), "fraction": (0, 1), "points": (-100, 100)}
+             "count": (1, 1e9), "fraction": (0, 1), "points": (-100, 100), "ratio": (1e-9, 1e9)}
 
 
 @dataclass(frozen=True)
@@ -141,8 +136,17 @@ CASE = (
     F("not_counted", "words", False, 2, "why it has no counts"),
     F("interleaved", "object", False, 2, "the interleaved rounds it was timed in again"),
     F("speedup", "object", False, 2, "times faster than its reference, with its interval"),
+    F("fastest", "seconds", False, 5, "its fastest round's seconds per call"),
     F("window_median", "seconds", False, 2, "the median of the rounds' windows"),
     F("threads_busy", "whole count", False, 2, "threads that really worked"),
+)
+SPEEDUP = (
+    F("value", "ratio", True, 5, "the reference's fastest round over the case's"),
+    F("low", "ratio", True, 5, "the 95 % interval's low end"),
+    F("high", "ratio", True, 5, "its high end"),
+    F("rounds", "whole count", False, 5, "the rounds the two cases shared"),
+    F("confidence", "fraction", False, 5, "the interval's coverage"),
+    F("method", "words", False, 5, "how the value was made"),
 )
 ACCURACY = (
     F("net", "text", True, 1, "the net"),
@@ -282,6 +286,8 @@ def check(results):
     for table, rows in ((CASE, "cases"), (scored, "accuracy")):
         for number, row in enumerate(results.get(rows) or []):
             check_fields(row, table, f"{rows}[{number}].")
+            if rows == "cases" and row.get("speedup") is not None:
+                check_fields(row["speedup"], SPEEDUP, f"cases[{number}].speedup.")
 
 
 # --- versions -----------------------------------------------------------------------------
@@ -333,8 +339,8 @@ def _runtime_1(variant):  # in layout 1, each file format had one runtime
 
 def _from_2(results):
     """2 -> 3: every field a file of schema 2 may lack is there, null: not recorded."""
-    def filled(record, table):
-        return {**{field.name: NOT_RECORDED for field in table}, **record}
+    def filled(record, table):  # the fields of schema 3; later ones come with their steps
+        return {**{field.name: NOT_RECORDED for field in table if field.since <= 3}, **record}
 
     timed = [field for field in CASE if field.name != "not_run"]  # a case not run says why alone
     cases = results.get("cases")
@@ -356,7 +362,20 @@ def _from_3(results):
             "reference": {"variant": REFERENCE, "runtime": REFERENCE_RUNTIME}}
 
 
-_STEPS = {1: _from_1, 2: _from_2, 3: _from_3}
+def _from_4(results):
+    """4 -> 5: a speed-up's value was the median of per-round ratios (said by its method)."""
+    def renamed(case):
+        if not (isinstance(case, dict) and isinstance(case.get("speedup"), dict)):
+            return case
+        speedup = {k: v for k, v in case["speedup"].items() if k != "median"}
+        return {**case, "speedup": {"value": case["speedup"].get("median"), **speedup,
+                                    "method": "median of per-round ratios"}}
+    cases = results.get("cases")
+    return {**results, "schema": 5,
+            "cases": [renamed(c) for c in cases] if isinstance(cases, list) else cases}
+
+
+_STEPS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4}
 
 
 def upgrade(results):
@@ -410,41 +429,3 @@ class Case:
     @property
     def timed(self):
         return not self.not_run and self.median is not None
-
-
-# --- version stamps of the other files ----------------------------------------------------
-
-STAMPED = {"state": 1, "fleet": 1}  # kind: its current version; bump when its payload changes
-_FLAT = {"fleet"}  # a file people read: its own fields stay at the top, beside the stamp
-
-
-class Stale(QuantlabError):
-    """A stamped file that is unreadable, of another kind, or of another version."""
-
-
-def stamp(kind, payload):
-    """``payload`` as the JSON-able content of a file of ``kind`` (a key of STAMPED)."""
-    head = {"kind": kind, "schema": STAMPED[kind]}
-    return {**head, **payload} if kind in _FLAT else {**head, "data": payload}
-
-
-def unstamp(stored, kind, where="the file"):
-    """The payload of ``stored`` (parsed JSON) that ``stamp(kind, ...)`` made; else Stale."""
-    if not isinstance(stored, dict) or stored.get("kind") != kind or (
-            kind not in _FLAT and "data" not in stored):
-        raise Stale(f"{where} is not a stamped {kind} file (written before files had versions?)")
-    if stored.get("schema") != STAMPED[kind]:
-        raise Stale(f"{where} is {kind} version {stored.get('schema')!r}; this quantlab "
-                    f"reads version {STAMPED[kind]}")
-    if kind in _FLAT:
-        return {k: v for k, v in stored.items() if k not in ("kind", "schema")}
-    return stored["data"]
-
-
-def read_stamped(path, kind):
-    """The payload of a file ``stamp(kind, ...)`` wrote; Stale (one line) if it is not one."""
-    try:
-        stored = json.loads(Path(path).read_bytes())
-    except (OSError, ValueError, RecursionError) as error:
-        raise Stale(f"{path} is unreadable ({str(error).splitlines()[0][:80]})") from None
-    return unstamp(stored, kind, path)

@@ -5,8 +5,8 @@ on the same machine at the same time.
 One window of a single case measures the machine as it was during that window: a neighbour
 that starts between the reference and a candidate moves their ratio by half on this kind
 of machine. Here every round runs one short window of each case, in an order shuffled from
-round to round; a case's value is the median over rounds, and each ratio is taken round by
-round (``quantlab.intervals``). A case leaves the rounds once its speed-up against the
+round to round; a case's value is the median over rounds, and each ratio compares the two
+cases' fastest rounds among the ones they shared (``quantlab.intervals``). A case leaves the rounds once its speed-up against the
 group's reference is known to within +-``target`` (its 95 % interval); the group stops when
 none is left, or when its time budget is spent; the result says which. Several groups take
 their rounds in turn (``run_groups``), so that each group's rounds spread over the time of
@@ -25,7 +25,7 @@ from quantlab import intervals
 WINDOW_SECONDS = 0.01
 MIN_CALLS = 1
 MAX_CALLS = 1000
-TARGET = 0.05  # stop when every speed-up's interval is within +-5 % of its median
+TARGET = 0.05  # stop when every speed-up's interval is within +-5 % of its value
 # At least nine rounds: the fewest whose 95 % interval leaves out the most extreme round at
 # each end (quantlab.intervals), so that one round a neighbour disturbed cannot make it.
 MIN_ROUNDS = 9
@@ -80,7 +80,7 @@ def run_groups(groups, reference, budget_seconds, target=TARGET, seed=0, clock=t
     A neighbour's burst of a few seconds shifts every case timed during it; a group whose
     rounds all ran in one second can lie wholly inside one, and its intervals, narrow, do
     not show it. Taken in turn, each group's rounds spread over the time of all of them, so
-    that a burst lands in a few rounds of each and the median over rounds leaves it out.
+    that a burst lands in a few rounds of each and the rest show the machine without it.
     ``budget_seconds`` is per group: the time spent in its own rounds. ``said`` gets a line
     every few seconds while groups are still going.
     """

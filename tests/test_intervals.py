@@ -16,7 +16,7 @@ def test_the_interval_of_ten_rounds_is_the_second_and_ninth_value():
     values = [1.05, 0.90, 1.20, 1.00, 1.50, 1.03, 0.95, 1.10, 1.02, 1.06]
     interval = intervals.median_interval(values)
     assert (interval.low, interval.high) == (0.95, 1.20)
-    assert interval.median == pytest.approx(1.04)  # (1.03 + 1.05) / 2
+    assert interval.value == pytest.approx(1.04)  # (1.03 + 1.05) / 2
     assert interval.confidence == pytest.approx(1 - 22 / 1024)
     assert interval.rounds == 10
 
@@ -29,20 +29,38 @@ def test_ranks_from_the_binomial_table(n, k):
 
 def test_five_rounds_cannot_reach_95_percent_and_say_so():
     interval = intervals.median_interval([3, 1, 2, 5, 4])
-    assert (interval.low, interval.median, interval.high) == (1, 3, 5)
+    assert (interval.low, interval.value, interval.high) == (1, 3, 5)
     assert interval.confidence == pytest.approx(1 - 2 / 32)  # 93.75 %
 
 
-def test_a_ratio_is_taken_round_by_round():
-    # The machine slowed down by 2x in rounds 3-4: both cases felt it, their ratio did not.
-    reference = [2.0, 2.0, 4.0, 4.0, 2.0, 2.0]
-    candidate = [1.0, 1.0, 2.0, 2.0, 1.0, 1.0]
+def test_a_ratio_compares_the_fastest_rounds_with_an_exact_bootstrap_interval():
+    # Two rounds: (4, 3) and (6, 2). A resample draws two rounds with replacement: round 1
+    # twice (1/4): 4/3; round 2 twice (1/4): 6/2 = 3; one of each (1/2): fastest 4 over
+    # fastest 2 = 2. 4/3 holds 1/4 >= 2.5 % at the bottom, 3 the same at the top: the
+    # interval is [1.333, 3], around the fastest rounds' ratio 4/2 = 2.
+    interval = intervals.ratio([4.0, 6.0], [3.0, 2.0])
+    assert (interval.low, interval.value, interval.high) == pytest.approx((4 / 3, 2.0, 3.0))
+    assert interval.rounds == 2
+
+
+def test_disturbances_only_add_time_so_the_fastest_rounds_hold_the_ratio():
+    # A neighbour took the candidate's core in half of the rounds (2x as long then): the
+    # median of per-round ratios would say 3x; the fastest rounds still say 4x, and the
+    # undisturbed rounds that make them (5 of 10) leave no doubt.
+    reference = [0.010] * 10
+    candidate = [0.0025, 0.005, 0.0025, 0.005, 0.005, 0.0025, 0.0025, 0.005, 0.005, 0.0025]
+    assert statistics.median(r / c for r, c in zip(reference, candidate)) == pytest.approx(3.0)
     interval = intervals.ratio(reference, candidate)
-    assert (interval.low, interval.median, interval.high) == (2.0, 2.0, 2.0)
-    # A case that left the rounds after four (its interval narrow) is paired with the
-    # reference's first four rounds: the ones they shared.
-    shared = intervals.ratio(reference, [1.0, 1.0, 2.0, 4.0])
-    assert shared.median == pytest.approx(statistics.median([2.0, 2.0, 2.0, 1.0]))
+    # P(a resample of 10 draws holds none of the 5 fast rounds) = (1/2)^10 < 2.5 %.
+    assert (interval.low, interval.value, interval.high) == pytest.approx((4.0, 4.0, 4.0))
+
+
+def test_a_ratio_compares_only_the_rounds_both_cases_ran():
+    # A case that left the rounds after four (its interval narrow) is compared with the
+    # reference's first four rounds: the ones they shared, not the reference's faster fifth.
+    reference = [2.0, 2.2, 4.0, 4.0, 1.0]
+    shared = intervals.ratio(reference, [1.0, 1.1, 2.0, 4.0])
+    assert shared.value == pytest.approx(2.0) and shared.rounds == 4
     with pytest.raises(ValueError):
         intervals.ratio(reference, [])
 
@@ -91,7 +109,7 @@ def test_rounds_pair_the_cases_so_that_machine_load_cancels_out():
     assert sorted(seconds["int8"]) == pytest.approx(
         [0.001 * load for load in (1, 1, 1, 1.2, 1.5, 1.5, 2, 3, 3)])
     speedup = intervals.ratio(seconds["float32"], seconds["int8"])
-    assert (speedup.low, speedup.median, speedup.high) == pytest.approx((10.0, 10.0, 10.0))
+    assert (speedup.low, speedup.value, speedup.high) == pytest.approx((10.0, 10.0, 10.0))
 
 
 def test_windows_hold_enough_calls_and_the_order_changes_between_rounds():
@@ -129,17 +147,21 @@ def test_rounds_stop_at_the_budget_when_the_noise_will_not_settle():
 def test_a_case_record_takes_its_median_over_rounds_and_its_speedup_interval():
     info = {"batch_size": 16, "median": 0.5, "macs_per_image": 1000,
             "peak_macs_per_second": 1e9}
-    reference = [0.030, 0.034, 0.032, 0.031, 0.036, 0.033]
+    reference = [0.030] * 6
     mine = [0.010, 0.017, 0.016, 0.011, 0.012, 0.016]
     latency_suite.apply_rounds(info, mine, {"rounds": 6, "stopped": "converged"}, reference)
     assert info["window_median"] == 0.5
     assert info["median"] == pytest.approx(0.014)  # (0.012 + 0.016) / 2
     assert info["per_image"] == pytest.approx(0.014 / 16)
     assert info["macs_per_second"] == pytest.approx(1000 * 16 / 0.014)
-    # Per-round speed-ups: 3.0, 2.0, 2.0, 2.818, 3.0, 2.0625 -> sorted 2.0 2.0 2.0625 2.818
-    # 3.0 3.0: median (2.0625 + 2.818) / 2; six rounds: the whole range.
-    assert info["speedup"]["median"] == pytest.approx((2.0625 + 0.031 / 0.011) / 2)
-    assert (info["speedup"]["low"], info["speedup"]["high"]) == pytest.approx((2.0, 3.0))
+    assert info["fastest"] == 0.010
+    # The fastest rounds: 0.030 / 0.010 = 3.0. The minimum of a resample of six is x_(i) with
+    # probability ((7-i)/6)^6 - ((6-i)/6)^6: 0.6651, 0.2471, 0.0722, 0.0143, 0.0013, 0.00002
+    # for 0.010, 0.011, 0.012, 0.016, 0.016, 0.017; the ratios 3.0, 2.73, 2.5, 1.875, 1.875,
+    # 1.76 then hold below 2.5 the share 0.0157 < 2.5 %, and from 2.5 up 0.0879: [2.5, 3.0].
+    assert info["speedup"]["value"] == pytest.approx(3.0)
+    assert (info["speedup"]["low"], info["speedup"]["high"]) == pytest.approx((2.5, 3.0))
+    assert info["speedup"]["method"] == "fastest rounds"
 
 
 # --- the report's ties ------------------------------------------------------------------------
@@ -161,9 +183,9 @@ def _case(variant, runtime, seconds):
 
 REFERENCE = [0.0100, 0.0101, 0.0099, 0.0100, 0.0102, 0.0098, 0.0100, 0.0101]
 # Two options about 4x faster than the reference whose rounds cannot tell them apart: B's
-# median is 1 % lower, and its rounds swing either side of A's.
+# fastest round is 1 % faster than A's, and its other fast rounds are slower than A's.
 TIED_A = [0.00250, 0.00262, 0.00241, 0.00255, 0.00238, 0.00260, 0.00249, 0.00252]
-TIED_B = [0.00246, 0.00255, 0.00259, 0.00240, 0.00251, 0.00244, 0.00247, 0.00262]
+TIED_B = [0.00246, 0.00255, 0.00259, 0.00236, 0.00251, 0.00244, 0.00247, 0.00262]
 
 
 def test_what_to_ship_names_ties_and_prefers_the_lighter_runtime():
@@ -204,22 +226,23 @@ def test_between_ties_on_one_runtime_the_smaller_file_is_chosen_and_said():
     cases = [_case("float32", "litert", REFERENCE), _case("int8", "litert", int8),
              _case("qat_int8", "litert", qat)]
     (line,) = report.recommendations(_results(cases))
-    # qat_int8 has the lower median, but the two are tied: int8's file is 10 kB smaller.
+    # qat_int8 has the faster fastest round, but the two are tied: int8's file is 10 kB smaller.
     assert line.startswith("medium, batch 16: int8 on litert:")
     assert line.endswith("tie (not told apart within the 95 % interval): qat_int8 on litert; "
                          "chosen for less to deploy: the smaller file")
 
 
 def test_a_tie_only_noise_makes_is_named_but_not_shipped_for_being_lighter():
-    # Two threads on a busy two-core machine: int8 on LiteRT has half the speed of int8 on
-    # OpenVINO in the median, but its rounds swing so far that the interval holds 1. It is a
-    # tie to name, not the option to ship.
-    openvino = [0.00250, 0.00252, 0.00249, 0.00251, 0.00250, 0.00248, 0.00250, 0.00252]
-    litert = [0.0050, 0.0024, 0.0051, 0.0026, 0.0049, 0.0050, 0.0052, 0.0025]
+    # int8 on OpenVINO's fastest round is 20 % faster than its others and 17 % faster than
+    # any of LiteRT's; a third of the resamples lack that round ((7/8)^8), and in them LiteRT
+    # is the faster, so the interval holds 1. A tie to name, not the option to ship: its
+    # fastest round is more than 10 % slower.
+    openvino = [0.00250, 0.00252, 0.00249, 0.00251, 0.00200, 0.00248, 0.00250, 0.00252]
+    litert = [0.00240, 0.00241, 0.00242, 0.00240, 0.00243, 0.00241, 0.00242, 0.00240]
     cases = [_case("float32", "litert", REFERENCE), _case("int8", "litert", litert),
              _case("int8", "openvino", openvino)]
     (line,) = report.recommendations(_results(cases))
-    assert line.startswith("medium, batch 16: int8 on openvino: 4.0x")
+    assert line.startswith("medium, batch 16: int8 on openvino: 4.9x")
     assert line.endswith("tie (not told apart within the 95 % interval): int8 on litert")
 
 
@@ -250,10 +273,10 @@ def test_an_interval_is_said_in_the_words_of_its_median(low, median, high, said)
 def test_the_stopping_rule_watches_each_case_against_its_own_reference():
     # Two thread counts. Each option is exactly 2x faster than the reference at its own count,
     # but the second count's pair is slowed by a load that changes from round to round (both
-    # of it alike), the first's not: against its own reference every ratio is exact, against
-    # the first count's reference the second pair's ratios wander.
+    # of it alike) and never lifts, the first's not: against its own reference every ratio
+    # is exact, against the first count's reference the second pair's fastest rounds wander.
     calls = []
-    loads = [1.0, 1.6, 1.1, 2.0, 1.3]
+    loads = [1.5, 1.1, 2.0, 1.3, 1.7]
     per_round = 3 + 6 + 3 + 6  # 2 + 1 calls of a 4 ms case, 5 + 1 of a 2 ms one, twice
     now = [0.0]
 
@@ -287,15 +310,15 @@ def test_a_ratio_below_one_keeps_its_second_significant_digit(median, low, high,
 
 def test_groups_taken_in_turn_outlast_a_burst_that_would_fill_one_group_timed_alone():
     # Three groups, each a reference of 4 ms and an option of 2 ms: 2.0x. A neighbour's burst
-    # slows the option 1.5x for the first 0.22 s. Timed one group after the other, the first
-    # group's nine rounds (24 ms each) all fall inside the burst and it reads 1.33x, with a
-    # narrow interval; taken in turn, the burst holds three rounds of each group, and the
-    # median over rounds leaves them out.
+    # slows the option 1.5x for the first 0.3 s. Timed one group after the other, the first
+    # group's nine rounds (30 ms each) all fall inside the burst and it reads 1.33x, with a
+    # narrow interval; taken in turn, the burst holds three or four rounds of each group,
+    # and the rounds without it give the ratio.
     now = [0.0]
 
     def case(seconds, bursts):
         def call():
-            now[0] += seconds * (1.5 if bursts and now[0] < 0.22 else 1.0)
+            now[0] += seconds * (1.5 if bursts and now[0] < 0.3 else 1.0)
         return call
 
     def groups():
@@ -303,7 +326,7 @@ def test_groups_taken_in_turn_outlast_a_burst_that_would_fill_one_group_timed_al
                        rounds.Timed("int8", case(0.002, True), 0.002)] for name in "abc"}
 
     def speedup(seconds):
-        return intervals.ratio(seconds["ref"], seconds["int8"]).median
+        return intervals.ratio(seconds["ref"], seconds["int8"]).value
 
     in_turn = rounds.run_groups(groups(), "ref", budget_seconds=60, clock=lambda: now[0])
     assert {name: speedup(seconds) for name, (seconds, _) in in_turn.items()} == pytest.approx(
@@ -328,8 +351,9 @@ def test_a_case_known_within_the_target_leaves_the_rounds_and_the_time_goes_to_t
     cases = [rounds.Timed("ref", case(0.004, 0.0), 0.004),
              rounds.Timed("steady", case(0.002, 0.0), 0.002),
              rounds.Timed("noisy", case(0.002, 0.5), 0.002)]
-    seconds, how = rounds.run(cases, "ref", budget_seconds=1.0, clock=lambda: now[0])
+    seconds, how = rounds.run(cases, "ref", budget_seconds=1.0, clock=lambda: now[0],
+                              target=0.01)
     assert how["stopped"] == "budget" and how["rounds"] > rounds.MIN_ROUNDS
     assert len(seconds["steady"]) == rounds.MIN_ROUNDS  # exact at once: it left
     assert len(seconds["noisy"]) == len(seconds["ref"]) == how["rounds"]  # its reference stayed
-    assert intervals.ratio(seconds["ref"], seconds["steady"]).median == pytest.approx(2.0)
+    assert intervals.ratio(seconds["ref"], seconds["steady"]).value == pytest.approx(2.0)

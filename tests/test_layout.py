@@ -53,9 +53,9 @@ def _reach(graph, start):
 
 def test_the_reader_sees_every_kind_of_import():
     modules = {"quantlab": None, "quantlab.study": None, "quantlab.study.stages": None,
-               "quantlab.records": None}
+               "quantlab.stamps": None}
     path = PACKAGE / "study" / "stages.py"
-    assert {"quantlab.records"} <= _imports("quantlab.study.stages", path, modules)
+    assert {"quantlab.stamps"} <= _imports("quantlab.study.stages", path, modules)
     assert _imports("quantlab.cli", PACKAGE / "cli.py", {**modules, "quantlab.cli": None}) >= {
         "quantlab.study"}  # imported inside a function
 

@@ -52,8 +52,8 @@ def test_the_ratio_is_the_interpreters_seconds_over_the_compiled_models_round_by
 
     predictor.run = slower_run
     result = litert.call_paths(predictor, prepared, budget_seconds=0, clock=clock)
-    assert result["ratio"].median == result["ratio"].low == result["ratio"].high == 4
-    assert result["interpreter"].median == 4 and result["compiled_model"].median == 1
+    assert result["ratio"].value == result["ratio"].low == result["ratio"].high == 4
+    assert result["interpreter"].value == 4 and result["compiled_model"].value == 1
     assert result["rounds"] == 9 and result["stopped"] == "converged"
 
 
@@ -64,7 +64,7 @@ def test_both_paths_are_timed_in_rounds_on_the_real_clock(tiny_models):
     for name in ("interpreter", "compiled_model", "ratio"):
         interval = result[name]
         assert interval.rounds == result["rounds"]
-        assert 0 < interval.low <= interval.median <= interval.high
+        assert 0 < interval.low <= interval.value <= interval.high
 
 
 def test_compiled_model_leaves_no_native_log_on_stderr(tiny_models, capfd):

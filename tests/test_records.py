@@ -5,7 +5,9 @@ int8 on LiteRT, batch 1, one thread); v2.json and v1.json are the same results i
 quantlab wrote them in before (schema 2 as it was first written, and the first layout, which
 had no schema key), made by the inverse of each upgrade step. v4.json is a real quick study
 of a user's ONNX model on a folder of PNG images (tests/test_user_model.py's Keras net,
-exported channels first with its normalization folded in).
+exported channels first with its normalization folded in). v5.json is a real quick study of
+digits (dense; float32 and int8 on LiteRT, their ONNX files on ONNX Runtime; batch 1, one
+thread) whose speed-ups compare fastest rounds.
 """
 
 import copy
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import one_line_error, quantlab
-from quantlab import records
+from quantlab import records, stamps
 from quantlab.counters import result as counter_result
 from quantlab.defaults import REFERENCE, REFERENCE_RUNTIME
 
@@ -35,7 +37,7 @@ def _tables():
 
 
 def test_every_schema_has_its_history_and_an_upgrade_step():
-    assert SCHEMA == 4
+    assert SCHEMA == 5
     assert sorted(records.HISTORY) == list(range(1, SCHEMA + 1))
     assert sorted(records._STEPS) == list(range(1, SCHEMA))
     for table in _tables().values():
@@ -45,7 +47,7 @@ def test_every_schema_has_its_history_and_an_upgrade_step():
 
 def test_each_stored_file_holds_only_what_its_schema_wrote():
     """What the table says came later is absent from an older file (and present in v3)."""
-    for version in (1, 2, 3, 4):
+    for version in (1, 2, 3, 4, 5):
         results = _stored(version)
         assert records.version(results) == version
         later = {f.name for f in records.TOP if f.since > version}
@@ -87,12 +89,55 @@ def test_schema_2_as_written_last_is_schema_3():
 def test_a_stored_user_model_study_reads_as_schema_4_with_its_own_reference():
     """v4.json: a quick study of an ONNX classifier (channels first, normalized input) on a
     folder of PNG images: its reference is its own float32 on ONNX Runtime."""
-    stored = _stored(4)
-    assert records.upgrade(stored) == stored
+    stored = records.upgrade(_stored(4))
     records.check(stored)
     assert stored["reference"] == {"variant": "onnx_float32", "runtime": "onnxruntime"}
     assert stored["model"]["format"] == "onnx" and len(stored["model"]["sha256"]) == 64
     assert stored["dataset"]["labelled"] is True and stored["dataset"]["calibration"] >= 1
+
+
+def test_older_speedups_keep_their_numbers_and_say_they_were_medians_of_ratios():
+    stored = _stored(3)
+    upgraded = records.upgrade(stored)
+    records.check(upgraded)
+    pairs = [(old["speedup"], new["speedup"]) for old, new in zip(stored["cases"], upgraded["cases"])
+             if old.get("speedup")]
+    assert pairs
+    for old, new in pairs:
+        assert new == {"value": old["median"], "low": old["low"], "high": old["high"],
+                       "rounds": old["rounds"], "confidence": old["confidence"],
+                       "method": "median of per-round ratios"}
+
+
+def test_a_stored_schema_5_study_compares_fastest_rounds():
+    """v5.json: a real quick study (digits, dense, float32 and int8 on LiteRT and ONNX
+    Runtime, batch 1, one thread): each speed-up is its reference's fastest round over the
+    case's, within its interval."""
+    stored = _stored(5)
+    assert records.upgrade(stored) == stored
+    records.check(stored)
+    timed = {(c["variant"], c["runtime"]): c for c in stored["cases"] if c.get("speedup")}
+    reference = next(c for c in stored["cases"] if (c["variant"], c["runtime"]) ==
+                     (REFERENCE, REFERENCE_RUNTIME))
+    assert timed
+    for case in timed.values():
+        speedup, rounds = case["speedup"], case["interleaved"]["seconds"]
+        assert speedup["method"] == "fastest rounds" and case["fastest"] == min(rounds)
+        shared = min(len(rounds), len(reference["interleaved"]["seconds"]))
+        assert speedup["value"] == pytest.approx(
+            min(reference["interleaved"]["seconds"][:shared]) / min(rounds[:shared]))
+        assert speedup["low"] <= speedup["value"] <= speedup["high"]
+
+
+def test_a_speedup_without_its_value_or_with_a_wild_one_is_refused():
+    edited = copy.deepcopy(_stored(5))
+    number = next(i for i, c in enumerate(edited["cases"]) if c.get("speedup"))
+    del edited["cases"][number]["speedup"]["value"]
+    with pytest.raises(records.Invalid, match=rf"cases\[{number}\]\.speedup\.value is missing"):
+        records.check(edited)
+    edited["cases"][number]["speedup"]["value"] = 1e300
+    with pytest.raises(records.Invalid, match=rf"cases\[{number}\]\.speedup\.value is 1e\+300"):
+        records.check(edited)
 
 
 def test_accuracy_may_be_null_only_where_the_images_had_no_labels():
@@ -127,12 +172,15 @@ def test_schema_3_upgrades_with_litert_float32_as_its_reference_and_no_user_mode
     assert new >= {"model", "sensitivity"}
     assert all(upgraded[name] is records.NOT_RECORDED for name in new)
     assert upgraded["dataset"]["labelled"] is records.NOT_RECORDED
-    assert {k: v for k, v in upgraded.items() if k not in ("schema", "reference", "dataset", *new)} \
-        == {k: v for k, v in _stored(3).items() if k not in ("schema", "dataset")}
+    assert {k: v for k, v in upgraded.items()
+            if k not in ("schema", "reference", "dataset", "cases", *new)} \
+        == {k: v for k, v in _stored(3).items() if k not in ("schema", "dataset", "cases")}
+    assert [{k: v for k, v in case.items() if k != "speedup"} for case in upgraded["cases"]] \
+        == [{k: v for k, v in case.items() if k != "speedup"} for case in _stored(3)["cases"]]
 
 
 def test_compare_reads_a_stored_file_of_every_schema_and_two_schemas_together(tmp_path):
-    files = [str(STORED / f"v{version}.json") for version in (1, 2, 3, 4)]
+    files = [str(STORED / f"v{version}.json") for version in (1, 2, 3, 4, 5)]
     for number, given in enumerate([*[[f] for f in files], [files[0], files[2]]]):
         out = tmp_path / f"out{number}"
         done = quantlab("compare", *given, "--out", str(out))
@@ -181,21 +229,21 @@ def test_a_field_of_the_wrong_type_is_refused_in_one_line_naming_it(tmp_path, ve
 def test_a_stamped_file_reads_back_and_anything_else_is_stale(tmp_path):
     path = tmp_path / "state.json"
     payload = [{"net": "dense", "median": 1e-3}]
-    path.write_text(json.dumps(records.stamp("state", payload)))
-    assert records.read_stamped(path, "state") == payload
-    with pytest.raises(records.Stale, match="is not a stamped fleet file"):
-        records.read_stamped(path, "fleet")
-    older = copy.deepcopy(records.stamp("state", payload))
+    path.write_text(json.dumps(stamps.stamp("state", payload)))
+    assert stamps.read_stamped(path, "state") == payload
+    with pytest.raises(stamps.Stale, match="is not a stamped fleet file"):
+        stamps.read_stamped(path, "fleet")
+    older = copy.deepcopy(stamps.stamp("state", payload))
     older["schema"] = 0
     path.write_text(json.dumps(older))
-    with pytest.raises(records.Stale, match="state version 0; this quantlab reads version 1"):
-        records.read_stamped(path, "state")
+    with pytest.raises(stamps.Stale, match="state version 0; this quantlab reads version 1"):
+        stamps.read_stamped(path, "state")
     path.write_text(json.dumps(payload))  # as .state files were written before they had stamps
-    with pytest.raises(records.Stale, match="is not a stamped state file"):
-        records.read_stamped(path, "state")
+    with pytest.raises(stamps.Stale, match="is not a stamped state file"):
+        stamps.read_stamped(path, "state")
     path.write_text('{"kind": "state", "schema": 1, "da')
-    with pytest.raises(records.Stale, match="is unreadable"):
-        records.read_stamped(path, "state")
+    with pytest.raises(stamps.Stale, match="is unreadable"):
+        stamps.read_stamped(path, "state")
 
 
 def test_a_stage_stored_before_stamps_is_measured_again_and_stored_stamped(tmp_path):
@@ -209,16 +257,16 @@ def test_a_stage_stored_before_stamps_is_measured_again_and_stored_stamped(tmp_p
     measured = stages._cached_stage(config, "eval", {"net": "dense"}, lambda: rows, said.append, "dense")
     assert measured == rows and said == [f"dense: stored result {path.name} is not what this stage "
                                          f"stores; measuring again"]
-    assert json.loads(path.read_text()) == records.stamp("state", rows)
+    assert json.loads(path.read_text()) == stamps.stamp("state", rows)
     assert stages._cached_stage(config, "eval", {"net": "dense"}, list, said.append, "dense") == rows
 
 
 def test_a_file_people_read_keeps_its_fields_at_the_top(tmp_path):
     summary = {"machines": {"a": {"workers": 1}}, "tasks": []}
-    (tmp_path / "fleet.json").write_text(json.dumps(records.stamp("fleet", summary)))
+    (tmp_path / "fleet.json").write_text(json.dumps(stamps.stamp("fleet", summary)))
     stored = json.loads((tmp_path / "fleet.json").read_text())
     assert stored["tasks"] == [] and (stored["kind"], stored["schema"]) == ("fleet", 1)
-    assert records.read_stamped(tmp_path / "fleet.json", "fleet") == summary
+    assert stamps.read_stamped(tmp_path / "fleet.json", "fleet") == summary
 
 
 def test_a_counter_result_carries_its_version():

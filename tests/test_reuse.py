@@ -30,7 +30,7 @@ import dataset_archives as archives
 import quantlab
 from conftest import quick_config
 from quantlab import datasets, evaluate, runtime, study, training, variants
-from quantlab.records import read_stamped, stamp
+from quantlab.stamps import read_stamped, stamp
 
 STUDY = ("run", "--dataset", "mnist", "--quick", "--nets", "conv", "--variants", "float32,int8",
          "--runtimes", "litert", "--batch-sizes", "1", "--threads", "1", "--counters", "off")

@@ -86,7 +86,8 @@ def test_every_case_is_timed_at_each_thread_count_in_rounds_with_intervals(study
         assert rounds["stopped"] in ("converged", "budget")
         assert case["threads_busy"] >= 1
         interval = case["speedup"]
-        assert interval["low"] <= interval["median"] <= interval["high"]
+        assert interval["low"] <= interval["value"] <= interval["high"]
+        assert case["fastest"] == min(rounds["seconds"])
     report = (out / "report.md").read_text()
     assert "## Threads" in report and "threads.png" in results["plots"]
     assert "## What a deployment also pays" in (out / "details.md").read_text()

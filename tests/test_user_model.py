@@ -135,7 +135,7 @@ def test_float32_accuracy_is_what_plain_onnxruntime_gives_on_the_same_images(stu
 def test_every_ratio_is_against_the_models_own_float32_on_onnxruntime(studied):
     results, text, details, _ = studied
     assert results["reference"] == {"variant": "onnx_float32", "runtime": "onnxruntime"}
-    assert results["schema"] == 4
+    assert results["schema"] >= 4  # the schema that brought a reference of its own
     for row in results["accuracy"]:
         assert (row["reference"], row["reference_runtime"]) == ("onnx_float32", "onnxruntime")
     assert "litert" not in {c["runtime"] for c in results["cases"]}

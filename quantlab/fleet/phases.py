@@ -9,7 +9,7 @@ from pathlib import Path
 import dask
 
 import quantlab
-from quantlab import cache, records, study
+from quantlab import cache, stamps, study
 from quantlab.errors import QuantlabError
 from quantlab.fleet.cluster import folder_name, host_groups
 from quantlab.fleet.engine import Engine, Job
@@ -239,7 +239,7 @@ class Fleet(Engine):
             results_list.append(study.finish(results, folder, self.progress))
             summary[name]["report"] = str(folder.relative_to(self.config.out) / "report.md")
             written.append(folder / "report.md")
-        cache.write_json(self.config.out / "fleet.json", records.stamp("fleet", {
+        cache.write_json(self.config.out / "fleet.json", stamps.stamp("fleet", {
             "scheduler": self.config.scheduler, "machines": summary, "tasks": self.tasks,
             "artifacts": {net: study.artifact_key(done["artifacts"])
                           for net, done in self.nets.items()}}))

@@ -6,8 +6,8 @@ from quantlab import tables
 from quantlab.lookups import (
     DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, batch_sizes, deployment_note, is_reference,
     labelled, max_drop, pick, reference, reference_text, scored, shippable, slower_or_faster, span,
-    speedup, speedup_interval, speedup_text, thread_counts, threads_of, threads_text, timed,
-    timed_at)
+    speedup, speedup_interval, speedup_method, speedup_text, thread_counts, threads_of,
+    threads_text, timed, timed_at)
 from quantlab.variant_table import quantized
 
 def what_to_ship(results):
@@ -19,7 +19,7 @@ def what_to_ship(results):
             f"it can lose at {budget:g} point")
     return (f"The fastest option per net and batch size among those within "
             f"{budget:g} accuracy point (--max-drop) of {variant} (speed against "
-            f"{reference_text(results)}, the median of per-round ratios with its 95 % interval; "
+            f"{reference_text(results)}, {speedup_method(results)} with its 95 % interval; "
             f"{kept}). Options that the rounds cannot tell apart from the fastest are named as "
             f"ties, and among ties the one with less to deploy is chosen.")
 

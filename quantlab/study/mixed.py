@@ -10,7 +10,7 @@ a row ``openvino_int8`` with what NNCF's accuracy control reverted, where it ran
 
 import hashlib
 
-from quantlab import cache, records
+from quantlab import cache, stamps
 from quantlab.errors import QuantlabError
 from quantlab.variant_table import MIXED, file_name
 
@@ -129,13 +129,13 @@ def recall_or_analyse(out, analyse):
     kept = out / "sensitivity.json"
     if kept.is_file():
         try:
-            rows = records.read_stamped(kept, "state")
+            rows = stamps.read_stamped(kept, "state")
             if isinstance(rows, list) and artifacts_of(rows, out) is not None:
                 return rows
-        except (records.Stale, AttributeError, KeyError, TypeError):
+        except (stamps.Stale, AttributeError, KeyError, TypeError):
             pass  # rows of another shape: analysed again
     rows = analyse()
-    cache.write_json(kept, records.stamp("state", rows))
+    cache.write_json(kept, stamps.stamp("state", rows))
     return rows
 
 

@@ -4,7 +4,7 @@ stage makes, and measured again (with a notice) when it does not."""
 
 import json
 
-from quantlab import cache, records
+from quantlab import cache, stamps
 
 
 def state_path(config, stage, key):
@@ -38,13 +38,13 @@ def read_state(path):
     """What a stage stored at ``path``; OSError or ValueError when it cannot be read, None
     (not what the stage stores) when written before stamps or by another version of them."""
     try:
-        return records.unstamp(json.loads(path.read_text()), "state")
-    except records.Stale:
+        return stamps.unstamp(json.loads(path.read_text()), "state")
+    except stamps.Stale:
         return None
 
 
 def write_state(path, value):
-    cache.write_json(path, records.stamp("state", value))
+    cache.write_json(path, stamps.stamp("state", value))
 
 
 def recall(path, stage, label, progress):
