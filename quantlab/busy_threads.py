@@ -10,7 +10,9 @@ neighbour that slows every thread down does not change the count.
 """
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 TASKS = Path("/proc/self/task")
 SHARE = 0.2  # of the busiest thread's run time
@@ -36,14 +38,24 @@ def busy(before, after, share=SHARE):
     return sum(g >= share * top for g in grown)
 
 
+@contextmanager
+def counting(tasks=TASKS):
+    """``with counting() as seen:`` run the calls to watch; ``seen.count`` is then how many
+    threads of this process were busy meanwhile (None where the kernel does not say). The
+    latency suite watches its timed window itself: the check costs no calls of its own."""
+    seen = SimpleNamespace(count=None)
+    before = _run_times(tasks) if tasks.is_dir() else None
+    yield seen
+    if before is not None:
+        seen.count = busy(before, _run_times(tasks))
+
+
 def count(call, seconds=0.05, tasks=TASKS):
     """Run ``call`` for about ``seconds`` (at least once); how many threads of this process
     were busy meanwhile (None where the kernel does not say)."""
-    if not tasks.is_dir():
-        return None
-    before = _run_times(tasks)
-    start = time.perf_counter()
-    call()
-    while time.perf_counter() - start < seconds:
+    with counting(tasks) as seen:
+        start = time.perf_counter()
         call()
-    return busy(before, _run_times(tasks))
+        while time.perf_counter() - start < seconds:
+            call()
+    return seen.count

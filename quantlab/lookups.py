@@ -115,7 +115,7 @@ def speedup_method(results):
     method = next((c["speedup"].get("method") for c in timed(results) if c.get("speedup")),
                   intervals.RATIO_METHOD)
     return ("the ratio of the two cases' fastest rounds" if method == intervals.RATIO_METHOD
-            else method)
+            else f"the {method}")
 
 
 def speedup_interval(results, case):

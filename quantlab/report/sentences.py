@@ -161,7 +161,8 @@ def rounds_line(results):
         (net, batch), worst = max(short.items(), key=lambda item: item[1]["widest"])
         line += (f"; the others stopped at their time budget (widest +-"
                  f"{100 * worst['widest']:.1f} %, {net} at batch {batch})")
-    return line + "."
+    return line + (f". A latency is a case's median over its rounds; a speed-up is "
+                   f"{speedup_method(results)}.")
 
 
 def _signed(values):
