@@ -144,8 +144,8 @@ SPEEDUP = (
     F("value", "ratio", True, 5, "the reference's fastest round over the case's"),
     F("low", "ratio", True, 5, "the 95 % interval's low end"),
     F("high", "ratio", True, 5, "its high end"),
-    F("rounds", "whole count", False, 5, "the rounds the two cases shared"),
-    F("confidence", "fraction", False, 5, "the interval's coverage"),
+    F("rounds", "whole count", True, 5, "the rounds the two cases shared"),
+    F("confidence", "fraction", True, 5, "the interval's coverage"),
     F("method", "words", False, 5, "how the value was made"),
 )
 ACCURACY = (

@@ -33,7 +33,7 @@ def _stored(version):
 def _tables():
     return {"": records.TOP, "machine.": records.MACHINE, "case": records.CASE,
             "accuracy": records.ACCURACY, "cpu": records.CPU, "artifact": records.ARTIFACT,
-            "dataset": records.DATASET}
+            "dataset": records.DATASET, "speedup": records.SPEEDUP}
 
 
 def test_every_schema_has_its_history_and_an_upgrade_step():
