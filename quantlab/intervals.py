@@ -14,13 +14,13 @@ window on a shared machine (a neighbour on the host, another process on one of t
 cores) only ever adds time, so the fastest round of a case is the one least disturbed, and
 it is what the case's code costs when the machine lets it run. Between two studies on this
 project's 2-core VMs it holds several times better than the median of per-round ratios did
-(README.md, *Answers that hold*). Its interval is the percentile
-interval of the ratio over bootstrap resamples of the rounds (the rounds drawn with
-replacement, each draw taking both cases' windows of that round), computed exactly rather
-than by random resampling: a resample holds only rounds ranked at least i-th fastest of one
-case and j-th of the other with probability (c/n)^n, c the number of such rounds, which
-gives the chance of every pair of fastest rounds and so of every ratio; it can be checked by
-hand. It is as wide as the few fastest rounds of the two cases disagree.
+(README.md, *How sure a ratio is*). Its interval is the percentile interval of the ratio
+over bootstrap resamples of the rounds (the rounds drawn with replacement, each draw taking
+both cases' windows of that round), computed exactly rather than by random resampling: a
+resample holds only rounds ranked at least i-th fastest of one case and j-th of the other
+with probability (c/n)^n, c the number of such rounds, which gives the chance of every pair
+of fastest rounds and so of every ratio; it can be checked by hand. It is as wide as the few
+fastest rounds of the two cases disagree.
 """
 
 import math
