@@ -85,10 +85,10 @@ def round_seconds(case):
     return (case.get("interleaved") or {}).get("seconds")
 
 
-def fastest_seconds(case):
-    """What options are ranked by: a case's fastest round (what speed-ups compare), or its
-    median where it was not timed in rounds."""
-    return min(round_seconds(case) or [case["median"]])
+def fastest_seconds(case, rounds=None):
+    """What options are ranked by: a case's fastest round among its first ``rounds`` (what
+    speed-ups compare), or its median where it was not timed in rounds."""
+    return min((round_seconds(case) or [case["median"]])[:rounds])
 
 
 def same_rounds(a, b):
@@ -219,12 +219,18 @@ def pick(results, net, batch, threads):
                and threads_of(c) == threads and shippable(results, c)]
     if not options:
         return None, None, []
-    fastest = min(options, key=fastest_seconds)
+    # Over the rounds every option ran: one that stayed in the rounds longer (a noisy one:
+    # the others left once known) must not win for having had more chances at a fast round.
+    shared = min((len(round_seconds(c) or ()) for c in options), default=0) or None
+
+    def floor(case):
+        return fastest_seconds(case, shared)
+
+    fastest = min(options, key=floor)
     ties = [fastest] + tied_with(fastest, options)
     # A tie that only noise makes (an interval wide enough to hold 1 around a value far
     # slower) is named, but not shipped for being lighter.
-    close = [c for c in ties
-             if fastest_seconds(c) <= fastest_seconds(fastest) * (1 + CLOSE_ENOUGH)]
+    close = [c for c in ties if floor(c) <= floor(fastest) * (1 + CLOSE_ENOUGH)]
     return min(close, key=lambda c: lighter(results, c)), fastest, ties
 
 
