@@ -137,7 +137,7 @@ CASE = (
     F("interleaved", "object", False, 2, "the interleaved rounds it was timed in again"),
     F("speedup", "object", False, 2, "times faster than its reference, with its interval"),
     F("fastest", "seconds", False, 5, "its fastest round's seconds per call"),
-    F("window_median", "seconds", False, 2, "the median of the rounds' windows"),
+    F("window_median", "seconds", False, 2, "pytest-benchmark's own window's median"),
     F("threads_busy", "whole count", False, 2, "threads that really worked"),
 )
 SPEEDUP = (
