@@ -6,9 +6,10 @@ One window of a single case measures the machine as it was during that window: a
 that starts between the reference and a candidate moves their ratio by half on this kind
 of machine. Here every round runs one short window of each case, in an order shuffled from
 round to round; a case's value is the median over rounds, and each ratio compares the two
-cases' fastest rounds among the ones they shared (``quantlab.intervals``). A case leaves the rounds once its speed-up against the
-group's reference is known to within +-``target`` (its 95 % interval); the group stops when
-none is left, or when its time budget is spent; the result says which. Several groups take
+cases' fastest rounds among the ones they shared (``quantlab.intervals``). A case leaves the
+rounds once its speed-up against the group's reference is known to within +-``target`` (its
+95 % interval); the group stops when none is left, or when its time budget is spent; the
+result says which. Several groups take
 their rounds in turn (``run_groups``), so that each group's rounds spread over the time of
 all of them.
 """
@@ -120,6 +121,7 @@ class _Group:
         self.calls = {case.key: calls_per_window(case.guess_seconds) for case in cases}
         self.seconds = {case.key: [] for case in cases}
         self.settled = set()  # keys of the cases that left the rounds
+        self.width = {}  # each option's speed-up interval, +- share; fixed once it has left
         self.spent = 0.0
 
     def one_round(self, shuffle, clock):
@@ -134,8 +136,11 @@ class _Group:
         if rounds < min_rounds:
             return None
         options = [key for key in self.seconds if key != reference_of(key)]
-        width = {key: intervals.ratio(self.seconds[reference_of(key)],
-                                      self.seconds[key]).relative_halfwidth for key in options}
+        width = self.width
+        for key in options:
+            if key not in self.settled:  # a case that left has no new rounds to pair
+                width[key] = intervals.ratio(self.seconds[reference_of(key)],
+                                             self.seconds[key]).relative_halfwidth
         self.settled |= {key for key in options if width[key] <= target}
         going = [key for key in options if key not in self.settled]
         # A reference leaves with the last case measured against it (a ratio pairs a case's
