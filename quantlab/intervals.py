@@ -25,7 +25,7 @@ fastest rounds of the two cases disagree.
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 CONFIDENCE = 0.95
 RATIO_METHOD = "fastest rounds"  # results.json's speedup.method for a ``ratio`` (schema 5)
@@ -48,8 +48,12 @@ class Interval:
         return (self.high - self.low) / (2 * self.value) if self.value else math.inf
 
     def as_dict(self):
-        return {"value": self.value, "low": self.low, "high": self.high,
-                "rounds": self.rounds, "confidence": self.confidence}
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored):
+        """The Interval ``as_dict`` wrote (keys beside its fields, such as a method, aside)."""
+        return cls(**{field.name: stored[field.name] for field in fields(cls)})
 
 
 def _binomial_tail(n, k):

@@ -121,9 +121,7 @@ def speedup_method(results):
 def speedup_interval(results, case):
     """The speed-up against the reference as an Interval, where the rounds give one."""
     if case.get("speedup"):
-        stored = case["speedup"]
-        return intervals.Interval(*(stored[k] for k in ("value", "low", "high", "rounds",
-                                                         "confidence")))
+        return intervals.Interval.from_dict(case["speedup"])
     reference = reference_case(results, case)
     return ratio(reference, case) if reference else None
 
