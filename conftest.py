@@ -8,6 +8,7 @@ tens of seconds even from a warm cache, so each study here serves several test m
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,8 +256,9 @@ def digits_study(tmp_path_factory):
 def resumed_study(tmp_path_factory):
     """``SERVER_STUDY`` interrupted with SIGINT as soon as its second net's deployment costs
     are measured (both nets are timed by then, and the first net's costs are in), then run
-    again with the same --out: {"out", "nets": the two in the order studied, "interrupted":
-    (status, whether a report was written), "rerun": the finished process}."""
+    again with the same --out: {"out", "nets": the two in the order their deployment costs
+    were measured, "interrupted": (status, whether a report was written), "rerun": the
+    finished process}."""
     out = tmp_path_factory.mktemp("server") / "report"
     # Ctrl-C as at a terminal, even where this session ignores SIGINT (a background job).
     process = subprocess.Popen([sys.executable, "-m", "quantlab.cli", *SERVER_STUDY, "--out", str(out)],
@@ -264,9 +266,10 @@ def resumed_study(tmp_path_factory):
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     nets = []
     for line in process.stderr:
-        if "] == " in line:
-            nets.append(line.split("== ")[1].split()[0])
-        if len(nets) == 2 and f"] {nets[1]}: deployment costs" in line:
+        measured = re.search(r"\] (\w+): deployment costs", line)
+        if measured and measured.group(1) not in nets:
+            nets.append(measured.group(1))
+        if len(nets) == 2:
             process.send_signal(signal.SIGINT)
             break
     process.wait(timeout=120)

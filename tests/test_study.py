@@ -250,3 +250,46 @@ def test_an_unwritable_output_folder_is_a_one_line_error(tmp_path):
 ])
 def test_bad_run_options_are_one_line_errors(args, fragment):
     one_line_error(quantlab("run", *args), fragment)
+
+
+def test_ctrl_c_while_two_nets_are_made_ready_stops_both_workers_and_says_how_to_resume(tmp_path):
+    """Several nets are made ready two at a time in worker processes (quantlab.study.parallel):
+    Ctrl-C in the middle leaves none of them running, and the study says what it says
+    without workers."""
+    import os
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quantlab.cli", "run", "--dataset", "digits", "--quick", "--seed", "7",
+         "--nets", "conv,medium", "--variants", "float32,int8", "--runtimes", "litert",
+         "--counters", "off", "--out", str(tmp_path / "out")],
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    started = set()
+    for line in process.stderr:
+        if "] == " in line:
+            started.add(line.split("== ")[1].split()[0])
+        if started == {"conv", "medium"}:
+            break
+    workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+               and f"PPid:\t{process.pid}\n" in _status(pid)]
+    assert len(workers) >= 2  # the nets' two workers (and the pool's resource tracker)
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130, rest
+    assert "interrupted; finished artifacts are cached, run again to resume" in rest
+    assert "Traceback" not in rest
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_status(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not any(_status(pid) for pid in workers)  # gone, not left training
+
+
+def _status(pid):
+    """A live process's /proc status ("" once it is gone or a zombie)."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return ""
+    return "" if "State:\tZ" in status else status

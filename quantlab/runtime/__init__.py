@@ -160,6 +160,12 @@ def _check_regular(path, status, limit, what):
                             f"{limit >> 20} MiB quantlab reads as a {what}")
 
 
+# sha256 of the model files this process has checked and found safe to load: a study loads
+# one file for every batch size, thread count and runtime, and the checks (the ONNX ones
+# parse the model and infer its shapes) gave the same answer each time.
+_CHECKED = set()
+
+
 def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sha256=None,
          batch=None):
     """A predictor for the model file at ``path`` on ``runtime`` (its natural one if None).
@@ -190,14 +196,16 @@ def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sh
         raise QuantlabError(f"{runtime} cannot run {path}, a {fmt} model: use "
                             f"{' or '.join(readers)}")
     require(runtime)
-    if fmt == "tflite":
-        from quantlab.runtime import tflite_check
+    if digest not in _CHECKED:  # these very bytes passed once in this process: they pass again
+        if fmt == "tflite":
+            from quantlab.runtime import tflite_check
 
-        tflite_check.check(path, content)
-    if fmt == "onnx":
-        from quantlab.runtime.onnx_check import check_onnx
+            tflite_check.check(path, content)
+        if fmt == "onnx":
+            from quantlab.runtime.onnx_check import check_onnx
 
-        check_onnx(path, content)
+            check_onnx(path, content)
+        _CHECKED.add(digest)
     module = importlib.import_module(f"quantlab.runtime.{runtime}")
     options = dict(threads=threads, kernels=kernels, precision=precision)
     if runtime == "openvino":

@@ -103,28 +103,59 @@ class Study:
         return _cached_stage(self.config, stage, key, compute, self.progress, label)
 
     def run(self):
-        """Every net made ready (trained, exported, scored, counted beside the next), then all
+        """Every net made ready (trained, exported, scored; counted beside the next), then all
         of them timed together, their deployment costs, the ceilings again and the report;
         the results dict."""
         counting, ready = Counting(), {}
-        for net in self.order():
-            ready[net], counting = self.prepare(net, counting)
+        for net, made in self.prepared():
+            ready[net] = made
+            counting.wait()  # one net's counting at a time: its workers take every core
+            counting = start_counting(self.config, net, made.artifacts, made.planned,
+                                      self.backend, self.progress)
+            self.background.append(counting)
         counting.wait()  # nothing else runs while the nets are timed
+        ready = {net: ready[net] for net in self.order()}
         timed = self.time_all(ready)
         for net, this in ready.items():
             self.finish_net(net, this, timed[net])
         results, chosen = self.results, self.config.nets
         measure_ceilings_again(results)
         in_order = [net for net in chosen if net in results["nets"]] or list(results["nets"])
-        results["nets"] = {net: results["nets"][net] for net in in_order}
+        for key in ("nets", "sensitivity"):
+            if key in results:
+                results[key] = {net: results[key][net] for net in in_order if net in results[key]}
         for rows in (results["accuracy"], results["cases"], results["deployment"]):
             rows.sort(key=lambda row: in_order.index(row["net"]))
         return finish(results, self.config.out, self.progress)
 
-    def prepare(self, net, counting):
-        """Every stage of one net but its timing and deployment costs, once the previous
-        net's ``counting`` is over; returns what the rest needs (``Ready``) and this net's
-        counting, going on in the background."""
+    def prepared(self):
+        """(net, Ready) of each net as it is made ready: several of quantlab's own nets two
+        at a time in worker processes (quantlab.study.parallel), else one after the other."""
+        from quantlab.study import parallel
+
+        nets = self.order()
+        alone = self.config.model is not None or self.onnx_model is not None
+        if alone or parallel.workers(nets) < 2:
+            for net in nets:
+                ready = self.prepare(net)
+                self.warn_of_preprocessing(net)
+                yield net, ready
+            return
+        for net, ready, part in parallel.prepare(self, parallel.longest_first(nets)):
+            self.gather(net, part)
+            self.warn_of_preprocessing(net)
+            yield net, ready
+
+    def gather(self, net, part):
+        """A worker's part of the results of one net (Study.prepare's) into the results."""
+        self.results["nets"][net] = part["nets"][net]
+        self.results["accuracy"] += part["accuracy"]
+        if net in part.get("sensitivity", {}):
+            self.results.setdefault("sensitivity", {})[net] = part["sensitivity"][net]
+
+    def prepare(self, net):
+        """Every stage of one net but its counting, timing and deployment costs; returns
+        what the rest needs (``Ready``)."""
         data, progress, results = self.data, self.progress, self.results
         progress(f"== {net} ==")
         artifacts = self.export(net)
@@ -140,13 +171,7 @@ class Study:
             "eval", {**scored, "pairs": studied, "images": test_images(self.config),
                      "versions": versions()},
             lambda: self.evaluate(net, artifacts, studied), f"{net}: accuracy")
-        self.warn_of_preprocessing(net)
-        ready = Ready(artifacts, studied, keys, planned_cases(self.config, net, studied))
-        counting.wait()  # one net's counting at a time: its workers take every core
-        counting = start_counting(self.config, net, artifacts, ready.planned, self.backend,
-                                  progress)
-        self.background.append(counting)
-        return ready, counting
+        return Ready(artifacts, studied, keys, planned_cases(self.config, net, studied))
 
     def time_all(self, ready):
         """{net: timed records}: each net's stored timing, and the nets without one timed
