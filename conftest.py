@@ -225,6 +225,11 @@ def one_line_error(result, *fragments):
 
 # --- quick studies on digits, each shared by the modules that read one ------------------------
 
+# The tests check what a study computes and writes, not how sure its ratios are (the rounds
+# and intervals have tests of their own): the fewest interleaved rounds (9 per net and batch
+# size), where the quick study's 4 s per group took 20 of a digits study's 45 s.
+FEW_ROUNDS = ("--rounds", "0.5")
+
 # conv and medium, float32 against two int8 variants, counted with valgrind, as machine
 # "laptop": test_study checks the study itself, test_compare puts it beside other machines.
 # The second int8 variant is only one that "server" does not run: dynamic_int8, a conversion
@@ -233,13 +238,13 @@ def one_line_error(result, *fragments):
 # "fashion-nets".
 DIGITS_STUDY = ("run", "--dataset", "digits", "--quick", "--nets", "conv,medium",
                 "--variants", "float32,int8,dynamic_int8", "--batch-sizes", "1,8", "--threads", "1,2",
-                "--counters", "valgrind")
+                "--counters", "valgrind", *FEW_ROUNDS)
 LAPTOP = {"QUANTLAB_MACHINE": "laptop"}
 # Other weights (seed 1, so other bytes), fewer variants and other batch sizes, as machine
 # "server"; interrupted once on its way (test_study), compared (test_compare).
 SERVER_STUDY = ("run", "--dataset", "digits", "--quick", "--seed", "1", "--nets", "conv,medium",
                 "--variants", "float32,int8", "--runtimes", "litert,openvino", "--batch-sizes", "1,4",
-                "--threads", "1", "--counters", "off")
+                "--threads", "1", "--counters", "off", *FEW_ROUNDS)
 SERVER = {"QUANTLAB_MACHINE": "server"}
 
 

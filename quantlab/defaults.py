@@ -56,6 +56,17 @@ QUICK_BATCH_SIZES = (1, 64)
 # more than half of their timing. The full study times them at every batch size.
 QUICK_MODERN_BATCH_SIZES = (1,)
 
+# Then every net and batch size again in interleaved rounds (quantlab.rounds), the groups in
+# turn, until every speed-up is known within +-5 % or this many seconds per group are spent
+# (a case known that well leaves the rounds: the time goes to the wide ones). The full
+# study's 15 s per group gave 22-34 rounds (widest interval +-6 % to +-15 %) and a third of
+# its timing; 8 s gives about 12-18 rounds, intervals about a third wider. The quick study:
+# the b1 cases of its five nets, three runs in one process on the Zen 4 host, each ratio's
+# median moved (max/min over the runs) 17.6 % (median over ratios) with the minimum of 9
+# rounds, 5.5 % with 4 s per group (11-21 rounds), 10.1 % with 36 rounds everywhere (in a
+# quieter hour: 8.0 % with 9 rounds, 2.1 % with 36); 4 s cost 20 s where 9 rounds cost 15.
+QUICK_ROUNDS, FULL_ROUNDS = 4, 8  # --rounds
+
 # Counting (quantlab.counters): uncounted warm-up runs before the windows, then the measured
 # runs. perf counts at full speed, so many runs average out the noise. Valgrind simulates at
 # a few million instructions a second, and its counts are deterministic, so few suffice: the

@@ -264,6 +264,15 @@ STUDY = (
            "Accuracy points a quantized model may lose against float32 (on validation images): "
            "beyond it, the study keeps int8's most sensitive layers in float until it is "
            "within, and What to ship recommends only options within it."),
+    Option("rounds", seconds, None, "SECONDS",
+           "After pytest-benchmark's window, time the cases of each net and batch size again "
+           "in interleaved rounds (every case once per round, in a shuffled order) until "
+           "every speed-up against LiteRT float32 is known within +-5 %% (95 %% interval) "
+           f"or SECONDS are spent (at least {rounds.MIN_ROUNDS} rounds); each case's median is "
+           "then the median over rounds, and its speed-up the ratio of the fastest rounds, "
+           "with its interval.", shown=f"{defaults.QUICK_ROUNDS:g} in the quick study, {defaults.FULL_ROUNDS:g} in the full",
+           # A study's every ratio needs its rounds; a benchmark run times only, unless asked.
+           differs={PLUGIN: {"default": 0.0, "shown": "0 (off)"}}),
     Option("cache", cache_geometry, defaults.CACHE, "GEOMETRY",
            "Caches valgrind simulates: host, i7-6500u (the P17 laptop) or a spec "
            "I1=size,assoc,line:D1=...:LL=..."),
@@ -280,13 +289,6 @@ BENCHMARK = (
            "native: sample each timed case with perf record (cpu-clock) to name the kernels "
            "that ran and their instruction set, and record OpenVINO's and ONNX Runtime's own "
            "per-layer times; costs about 1 %% of the timed speed."),
-    Option("rounds", seconds, 0.0, "SECONDS",
-           "After pytest-benchmark's window, time the cases of each net and batch size again "
-           "in interleaved rounds (every case once per round, in a shuffled order) until "
-           "every speed-up against LiteRT float32 is known within +-5 %% (95 %% interval) "
-           f"or SECONDS are spent (at least {rounds.MIN_ROUNDS} rounds); each case's median is "
-           "then the median over rounds, and its speed-up the ratio of the fastest rounds, "
-           "with its interval.", shown="0 (off)"),
     Option("artifacts", manifest, None, "FILE",
            'Benchmark these model files: JSON {"dataset": ..., "artifacts": [{"net", '
            '"variant", "path"}, ...]}; its dataset, nets and variants are then the defaults.',

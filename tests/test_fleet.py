@@ -20,13 +20,13 @@ import time
 import distributed
 import pytest
 
-from conftest import one_line_error, quantlab
+from conftest import FEW_ROUNDS, one_line_error, quantlab
 
 # One thread and one runtime: the thread counts and the runtimes are the study's (test_study,
 # test_threads, test_runtimes); the fleet's own part is where each task runs, and a second
 # count or runtime would add to every timing task.
 STUDY = ["run", "--dataset", "digits", "--quick", "--nets", "conv,medium", "--runtimes", "litert",
-         "--variants", "float32,int8", "--batch-sizes", "1,8", "--threads", "1", "--counters", "off"]
+         "--variants", "float32,int8", "--batch-sizes", "1,8", "--threads", "1", "--counters", "off", *FEW_ROUNDS]
 ONE_NET = [*STUDY, "--nets", "medium"]  # the last --nets counts
 # A user's tiny model, for every study on a cluster: the fleet's part does not depend on the
 # net, and no worker trains it or measures its per-layer error.

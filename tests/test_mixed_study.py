@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import one_line_error, quantlab
+from conftest import FEW_ROUNDS, one_line_error, quantlab
 from quantlab import mixed_precision, records
 from quantlab.errors import QuantlabError
 from quantlab.study import StudyConfig
@@ -17,7 +17,7 @@ from quantlab.study import StudyConfig
 # quantlab.study.mixed, and NNCF's accuracy control costs 8-43 s a net).
 VIT_STUDY = ("run", "--dataset", "digits", "--quick", "--nets", "vit", "--variants",
              "float32,int8", "--runtimes", "litert", "--batch-sizes", "1", "--threads", "1",
-             "--counters", "off", "--max-drop", "1.5")
+             "--counters", "off", "--max-drop", "1.5", *FEW_ROUNDS)
 
 
 @pytest.fixture(scope="module")

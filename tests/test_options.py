@@ -18,7 +18,7 @@ CHOSEN = {"dataset": "mnist", "nets": ("medium", "dense"), "variants": ("int8", 
           "runtimes": ("litert",), "batch_sizes": (16, 1), "threads": (2, 1),
           "counters": "valgrind", "cache": "i7-6500u", "data": Path("/srv/my images"),
           "scale": 1 / 127.5, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-          "layout": "NCHW", "max_drop": 0.5}
+          "layout": "NCHW", "max_drop": 0.5, "rounds": 2.5}
 
 
 def _run_parser(*argv):
@@ -37,18 +37,22 @@ def test_the_plugin_and_quantlab_run_declare_the_study_options_of_one_table_with
             differ.add(option.dest)
     assert {o.dest for o in options.STUDY} == set(CHOSEN)
     # The only defaults that differ, each a named entry of the table: a benchmark run times
-    # one thread count and counts nothing unless asked; the study times 1 and every core and counts.
-    assert differ == {o.dest for o in options.STUDY if o.differs} == {"threads", "counters"}
+    # one thread count, counts nothing and takes no rounds unless asked; the study times 1 and
+    # every core, counts, and takes its rounds (as long as --quick says).
+    differing = ("threads", "counters", "rounds")
+    assert differ == {o.dest for o in options.STUDY if o.differs} == set(differing)
     assert plugin.getoption("quantlab_counters") == "off" and cli_args.counters == "auto"
+    assert plugin.getoption("quantlab_rounds") == 0 and cli_args.rounds is None
     # Each surface's help says its own default.
-    assert [options.BY_DEST[d].on(options.PLUGIN)[1] for d in ("threads", "counters")] == ["1", "off"]
-    assert [options.BY_DEST[d].on(options.CLI)[1] for d in ("threads", "counters")] == ["1,all", "auto"]
+    assert [options.BY_DEST[d].on(options.PLUGIN)[1] for d in differing] == ["1", "off", "0 (off)"]
+    assert [options.BY_DEST[d].on(options.CLI)[1] for d in differing] == [
+        "1,all", "auto", "4 in the quick study, 8 in the full"]
 
 
 def test_to_argv_round_trips_through_both_parsers(pytester):
     cli_args = _run_parser(*options.to_argv(CHOSEN, options.CLI))
     plugin = pytester.parseconfig(*options.to_argv(
-        {**CHOSEN, "kernels": "builtin", "profile": "native", "rounds": 2.5, "training": "full"}))
+        {**CHOSEN, "kernels": "builtin", "profile": "native", "training": "full"}))
     for dest, value in CHOSEN.items():
         assert getattr(cli_args, dest) == value
         assert plugin.getoption(f"quantlab_{dest}") == value

@@ -28,12 +28,12 @@ import pytest
 
 import dataset_archives as archives
 import quantlab
-from conftest import quick_config
+from conftest import FEW_ROUNDS, quick_config
 from quantlab import datasets, evaluate, runtime, study, training, variants
 from quantlab.stamps import read_stamped, stamp
 
 STUDY = ("run", "--dataset", "mnist", "--quick", "--nets", "conv", "--variants", "float32,int8",
-         "--runtimes", "litert", "--batch-sizes", "1", "--threads", "1", "--counters", "off")
+         "--runtimes", "litert", "--batch-sizes", "1", "--threads", "1", "--counters", "off", *FEW_ROUNDS)
 SAME_FIRST = 64  # images the two sets share at the start of each split
 
 

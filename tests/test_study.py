@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import DIGITS_STUDY, LAPTOP, one_line_error, quantlab
+from conftest import DIGITS_STUDY, FEW_ROUNDS, LAPTOP, one_line_error, quantlab
 from quantlab import records, tables
 
 
@@ -187,7 +187,7 @@ def test_your_own_keras_model_goes_through_the_whole_study(tmp_path, own_models)
     result = quantlab("run", "--model", str(own_models["mine.keras"]), "--dataset", "digits", "--quick",
                       "--counters", "off", "--variants", "float32,int8,qat_int8", "--batch-sizes", "1",
                       "--threads", "1", "--runtimes", "litert",  # the runtime the test reads
-                      "--out", str(out))
+                      *FEW_ROUNDS, "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert list(results["nets"]) == ["mine"]  # named after its file
@@ -247,6 +247,8 @@ def test_an_unwritable_output_folder_is_a_one_line_error(tmp_path):
     (["--variants", "int4"], "unknown variant 'int4'"),
     (["--batch-sizes", "0"], "at least 1"),
     (["--cache", "L9=1"], ""),
+    (["--rounds", "0"], "give seconds above 0"),
+    (["--rounds", "-1"], "expected seconds from 0 to 3600"),
 ])
 def test_bad_run_options_are_one_line_errors(args, fragment):
     one_line_error(quantlab("run", *args), fragment)

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import quantlab, quick_config
+from conftest import FEW_ROUNDS, quantlab, quick_config
 
 PER_CLASS = 60  # 600 images: 150 calibrate, 150 validate, 300 are scored
 NET = "dense"
@@ -38,7 +38,7 @@ def studied(fashion, tmp_path_factory):
     out = folder / "R"
     done = quantlab("run", "--quick", "--model", str(model), "--data", str(root),
                     "--variants", "float32,int8", "--runtimes", "litert", "--out", str(out),
-                    "--counters", "off", "--threads", "1", "--batch-sizes", "1")
+                    "--counters", "off", "--threads", "1", "--batch-sizes", "1", *FEW_ROUNDS)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "results.json").read_text()), model, root, done.stderr
 

@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import quantlab
+from conftest import FEW_ROUNDS, quantlab
 from onnx_models import classifier, write
 
 MEAN, STD = 0.286, 0.353  # Fashion-MNIST's pixel mean and spread, as a user would normalize
@@ -109,7 +109,7 @@ def studied(keras_onnx, folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "R"
     done = quantlab("run", "--quick", "--model", str(keras_onnx), "--data", str(folder),
                     "--mean", str(MEAN), "--std", str(STD), "--out", str(out),
-                    "--counters", "off", "--threads", "1", "--batch-sizes", "1")
+                    "--counters", "off", "--threads", "1", "--batch-sizes", "1", *FEW_ROUNDS)
     assert done.returncode == 0, done.stderr[-3000:]
     return (json.loads((out / "results.json").read_text()), (out / "report.md").read_text(),
             (out / "details.md").read_text(), done.stdout + done.stderr)
@@ -199,7 +199,7 @@ def unlabelled_and_unscaled(fashion, tmp_path_factory):
     done = quantlab("run", "--quick", "--model", str(model), "--data", str(folder / "images.npz"),
                     "--scale", "1", "--mean", str(MEAN), "--std", str(STD), "--out", str(out),
                     "--counters", "off", "--threads", "1", "--batch-sizes", "1",
-                    "--runtimes", "onnxruntime")
+                    "--runtimes", "onnxruntime", *FEW_ROUNDS)
     assert done.returncode == 0, done.stderr[-3000:]
     return (json.loads((out / "results.json").read_text()), (out / "report.md").read_text(),
             done.stdout + done.stderr)

@@ -43,6 +43,9 @@ class StudyConfig:
     # The nets timed at other batch sizes than ``batch_sizes``: {net: batch sizes}. None: the
     # quick study's modern nets at defaults.QUICK_MODERN_BATCH_SIZES, unless batch sizes are given.
     batch_sizes_by_net: dict | None = None
+    # Seconds of interleaved rounds per net and batch size (None: defaults.QUICK_ROUNDS or
+    # FULL_ROUNDS); every ratio needs its rounds, so never 0.
+    rounds: float | None = None
 
     def __post_init__(self):
         self._check_data()
@@ -67,6 +70,10 @@ class StudyConfig:
                 and self.max_drop >= 0):
             raise QuantlabError(f"max drop {self.max_drop!r} is not accuracy points from 0 up: "
                                 "give --max-drop 0 or more (1 is one point of top-1 accuracy)")
+        if self.rounds is not None and not (math.isfinite(self.rounds) and self.rounds > 0):
+            raise QuantlabError(f"--rounds {self.rounds!r}: a study needs its interleaved rounds "
+                                "for every ratio's interval; give seconds above 0 (any gets at "
+                                "least 9 rounds)")
 
     def batch_sizes_of(self, net):
         """The batch sizes ``net`` is timed (and counted) at."""

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from quantlab import options
+from quantlab import defaults, options
 from quantlab.errors import QuantlabError
 from quantlab.orphans import dying_with_parent
 from quantlab.variant_table import readers_on
@@ -20,16 +20,7 @@ QUICK_TIMING = ["--benchmark-max-time=0.05", "--benchmark-min-rounds=5",
 # 64, ~7 ms) and hundreds of the fast ones; the rounds after it give each case's median and
 # every ratio's interval.
 FULL_TIMING = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=10"]
-# Then every net and batch size again in interleaved rounds (quantlab.rounds), the groups in
-# turn, until every speed-up is known within +-5 % or this many seconds per group are spent
-# (a case known that well leaves the rounds: the time goes to the wide ones). The full
-# study's 15 s per group gave 22-34 rounds (widest interval +-6 % to +-15 %) and a third of
-# its timing; 8 s gives about 12-18 rounds, intervals about a third wider. The quick study:
-# the b1 cases of its five nets, three runs in one process on the Zen 4 host, each ratio's
-# median moved (max/min over the runs) 17.6 % (median over ratios) with the minimum of 9
-# rounds, 5.5 % with 4 s per group (11-21 rounds), 10.1 % with 36 rounds everywhere (in a
-# quieter hour: 8.0 % with 9 rounds, 2.1 % with 36); 4 s cost 20 s where 9 rounds cost 15.
-QUICK_ROUNDS, FULL_ROUNDS = 4, 8
+# Then every net and batch size again in interleaved rounds: defaults.QUICK_ROUNDS, FULL_ROUNDS.
 
 
 def pairs(artifacts, runtimes, cpu):
@@ -116,7 +107,10 @@ def time_nets(config, artifacts_by_net, runtimes, progress):
 
 
 def rounds_budget(config):
-    return QUICK_ROUNDS if config.quick else FULL_ROUNDS
+    """Seconds of interleaved rounds per net and batch size: --rounds, else the defaults."""
+    if config.rounds is not None:
+        return config.rounds
+    return defaults.QUICK_ROUNDS if config.quick else defaults.FULL_ROUNDS
 
 
 def suite_error(lines):
