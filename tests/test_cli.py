@@ -21,11 +21,27 @@ def test_train_shows_epoch_progress_and_prints_accuracy_and_artifact_path(tmp_pa
     assert model.startswith(str(tmp_path)) and os.path.isfile(os.path.join(model, "weights.h5"))
 
 
-def test_quantize_json_reports_every_variant_with_sizes_and_accuracy(tmp_path):
-    result = quantlab("quantize", "conv", "--dataset", "digits", "--epochs", "1", "--json",
-                      env={"QUANTLAB_CACHE": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+@pytest.fixture(scope="module")
+def fresh_home(tmp_path_factory):
+    """``quantlab quantize conv --json`` as a new user runs it: an empty HOME and cache, so
+    that every import and every exporter (tf2onnx, ONNX Runtime's and NNCF's quantizers)
+    runs. {"home", "cache", "env", "quantized": the finished process}."""
+    root = tmp_path_factory.mktemp("fresh")
+    home, cache = root / "home", root / "cache"
+    home.mkdir()
+    env = {"HOME": str(home), "QUANTLAB_CACHE": str(cache), "QUANTLAB_DATA_DIR": "",
+           "KERAS_HOME": "", "MPLCONFIGDIR": "", "XDG_CACHE_HOME": "", "XDG_CONFIG_HOME": "",
+           "CI": "", "ORT_DISABLE_TELEMETRY": ""}
+    env = {key: value for key, value in {**os.environ, **env}.items() if value != ""}
+    quantized = subprocess.run([sys.executable, "-m", "quantlab.cli", "quantize", "conv",
+                                "--dataset", "digits", "--epochs", "1", "--json"],
+                               capture_output=True, text=True, env=env, timeout=900)
+    assert quantized.returncode == 0, quantized.stderr[-3000:]
+    return {"home": home, "cache": cache, "env": env, "quantized": quantized}
+
+
+def test_quantize_json_reports_every_variant_with_sizes_and_accuracy(fresh_home):
+    report = json.loads(fresh_home["quantized"].stdout)
     rows = {row["variant"]: row for row in report["variants"]}
     assert set(rows) == {"float32_tf", "float32", "dynamic_int8", "float16", "int8", "int8_per_tensor",
                          "int16x8", "qat_int8", "bf16", "onnx_float32", "onnx_int8",
@@ -33,7 +49,7 @@ def test_quantize_json_reports_every_variant_with_sizes_and_accuracy(tmp_path):
     assert rows["int8"]["size_ratio"] > 3
     assert all(os.path.isfile(path) for path in report["artifacts"].values())
     tables = quantlab("quantize", "conv", "--dataset", "digits", "--epochs", "1",
-                      env={"QUANTLAB_CACHE": str(tmp_path)})
+                      env={"QUANTLAB_CACHE": str(fresh_home["cache"])})
     assert "| conv | int8 |" in tables.stdout and "SN size / QN size" in tables.stdout
     assert "standard accuracy" in tables.stdout
 
@@ -96,23 +112,14 @@ def test_the_seed_bound_is_numpys_and_a_study_config_keeps_to_it():
         study.StudyConfig(seed=options.MAX_SEED + 1)
 
 
-def test_nothing_is_written_in_the_users_home(tmp_path):
+def test_nothing_is_written_in_the_users_home(tmp_path, fresh_home):
     """Matplotlib's font cache (imported by tfmot, and for plots) and Keras's keras.json went
     into ~/.cache/matplotlib and ~/.keras: they belong under quantlab's cache. ONNX Runtime's
     import wrote a device id under ~/.cache/Microsoft, OpenVINO's a telemetry client id under
-    ~/intel (and sent an event): quantlab turns both off. ``quantize`` trains (with QAT),
-    exports every variant (tf2onnx, ONNX Runtime's and NNCF's quantizers) and scores each on
-    its runtime. Not under CI=true, where OpenVINO's telemetry stays off by itself."""
-    home, cache = tmp_path / "home", tmp_path / "cache"
-    home.mkdir()
-    env = {"HOME": str(home), "QUANTLAB_CACHE": str(cache), "QUANTLAB_DATA_DIR": "",
-           "KERAS_HOME": "", "MPLCONFIGDIR": "", "XDG_CACHE_HOME": "", "XDG_CONFIG_HOME": "",
-           "CI": "", "ORT_DISABLE_TELEMETRY": ""}
-    env = {key: value for key, value in {**os.environ, **env}.items() if value != ""}
-    quantized = subprocess.run([sys.executable, "-m", "quantlab.cli", "quantize", "dense",
-                                "--dataset", "digits", "--epochs", "1"],
-                               capture_output=True, text=True, env=env, timeout=900)
-    assert quantized.returncode == 0, quantized.stderr[-3000:]
+    ~/intel (and sent an event): quantlab turns both off. ``quantize`` (fresh_home) trains
+    (with QAT), exports every variant and scores each on its runtime. Not under CI=true, where
+    OpenVINO's telemetry stays off by itself."""
+    home, cache, env = fresh_home["home"], fresh_home["cache"], fresh_home["env"]
     results = []
     for name, int8 in (("a", 1e-3), ("b", 5e-4)):
         results.append(tmp_path / f"{name}.json")
