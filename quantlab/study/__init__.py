@@ -5,12 +5,14 @@ configuration and code), evaluations, timings and counts in ``OUT/.state`` (keye
 artifacts' sha256 and the settings), so a run that is interrupted and started again
 continues where it stopped. Latency is measured by the same pytest-benchmark suite as
 ``benchmarks/``, in one child process for all the nets, once every net is trained, exported,
-scored and counted (counting runs beside the next net's training, never beside timing).
+scored and counted (several nets are made ready two at a time, each net's counting runs
+beside the others' preparing, and nothing runs beside timing).
 
 Here: ``run`` and the ``Study`` (the order of the nets and the work of each). Its parts:
-``config`` (what was asked), ``stages`` (the stored-state rule), ``timing``, ``counting``
-(which cases are counted, in which workers), ``results`` (results.json and the report) and
-``user_model`` (a user's model and images: format, data, reference, what results.json says).
+``config`` (what was asked), ``stages`` (the stored-state rule), ``parallel`` (nets made
+ready in worker processes), ``timing``, ``counting`` (which cases are counted, in which
+workers), ``results`` (results.json and the report) and ``user_model`` (a user's model and
+images: format, data, reference, what results.json says).
 The fleet (``quantlab.fleet``) runs the same work and rule as Dask tasks.
 """
 

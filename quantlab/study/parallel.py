@@ -1,9 +1,9 @@
 """Several nets made ready at once, each in a worker process of its own.
 
 Making one net ready (train, export, sensitivity and mixed-precision search, per-layer
-error, accuracy) is a chain of mostly single-threaded steps: on 2 cores the study's process
-kept 1.1-1.3 of them busy, the rest only while the previous net was counted beside it. Two
-nets at a time fill both. Each worker imports TensorFlow once and keeps the dataset it was
+error, accuracy) is a chain of mostly single-threaded steps: on 2 cores a five-net quick
+study kept 1.0-1.6 of them busy while it prepared its nets one after the other (the second
+core mostly while the previous net was counted beside it). Two nets at a time fill both. Each worker imports TensorFlow once and keeps the dataset it was
 handed (the very arrays the study checked, not read again), writes the stages' stored state
 and the cache as the study's own process would, and sends back the net's ``Ready`` and its
 part of the results. Timing, deployment costs and counting stay in the study's process,
