@@ -288,6 +288,30 @@ def test_ctrl_c_while_two_nets_are_made_ready_stops_both_workers_and_says_how_to
     assert not any(_status(pid) for pid in workers)  # gone, not left training
 
 
+def test_a_worker_killed_while_it_makes_a_net_ready_is_one_line_not_a_hang(tmp_path):
+    """The kernel may kill a worker (each holds a TensorFlow): the study stops with one line
+    and status 2, its other worker stopped, instead of waiting for an answer forever."""
+    import os
+    import signal
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "quantlab.cli", "run", "--dataset", "digits", "--quick", "--seed", "8",
+         "--nets", "conv,medium", "--variants", "float32,int8", "--runtimes", "litert",
+         "--counters", "off", "--out", str(tmp_path / "out")],
+        stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if "] == " in line:  # a worker started on a net
+            break
+    workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+               and f"PPid:\t{process.pid}\n" in _status(pid)
+               and "resource_tracker" not in open(f"/proc/{pid}/cmdline").read()]
+    os.kill(workers[0], signal.SIGKILL)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 2, rest
+    assert "a process preparing the nets died" in rest and "Traceback" not in rest
+    assert not any(_status(pid) for pid in workers)
+
+
 def _status(pid):
     """A live process's /proc status ("" once it is gone or a zombie)."""
     try:

@@ -16,6 +16,8 @@ import multiprocessing
 import os
 import signal
 
+from quantlab.errors import QuantlabError
+
 # Two at a time: measured on 2 cores, where a worker's own TensorFlow training and runtimes
 # already use every core when they can; each worker holds up to ~3-5 GB (the vit).
 WORKERS = 2
@@ -40,14 +42,31 @@ def longest_first(nets):
 def prepare(study, nets):
     """Yield (net, Ready, its part of the results) for each of ``nets`` as it is made ready,
     in worker processes started for this and stopped when the generator is closed."""
-    context = multiprocessing.get_context("spawn")  # TensorFlow's threads do not survive fork
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
     # The study as it goes to each worker: what making a net ready reads (its progress, its
     # results and its counting stay here).
     handed = dataclasses.replace(study, progress=None, results=None, background=[])
-    with context.Pool(workers(nets), initializer=_start,
-                      initargs=(handed, getattr(study.progress, "started", None))) as pool:
-        yield from pool.imap_unordered(_prepare, nets)
-        # leaving the block terminates the workers, also on an error or Ctrl-C
+    pool = ProcessPoolExecutor(  # spawned: TensorFlow's threads do not survive a fork
+        workers(nets), mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+        initargs=(handed, getattr(study.progress, "started", None)))
+    finished = False
+    try:
+        futures = [pool.submit(_prepare, net) for net in nets]  # taken in this order
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except BrokenProcessPool:  # a worker killed (by the kernel for memory, say)
+                raise QuantlabError("a process preparing the nets died (killed, or out of "
+                                    "memory: each may hold 3-5 GB); what it finished is "
+                                    "cached, run again to resume") from None
+        finished = True
+    finally:
+        if not finished:  # an error, Ctrl-C or an abandoned study: the work stops now
+            for process in list((pool._processes or {}).values()):  # 3.14: terminate_workers
+                process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _start(study, started):
