@@ -9,6 +9,7 @@ alternative, subprocess's ``preexec_fn``, is not safe in a process with threads.
 
 import os
 import shutil
+import signal
 import sys
 
 _TRAMPOLINE = (
@@ -25,3 +26,14 @@ def dying_with_parent(argv):
         return list(argv)
     program = shutil.which(argv[0]) or argv[0]
     return [sys.executable, "-c", _TRAMPOLINE, str(os.getpid()), program, *argv[1:]]
+
+
+def die_with_parent():
+    """This process (a worker its parent started, e.g. through multiprocessing) killed when
+    its parent dies: the trampoline's PR_SET_PDEATHSIG, for a process already running."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

@@ -3,20 +3,20 @@
 Making one net ready (train, export, sensitivity and mixed-precision search, per-layer
 error, accuracy) is a chain of mostly single-threaded steps: on 2 cores a five-net quick
 study kept 1.0-1.6 of them busy while it prepared its nets one after the other (the second
-core mostly while the previous net was counted beside it). Two nets at a time fill both. Each worker imports TensorFlow once and keeps the dataset it was
-handed (the very arrays the study checked, not read again), writes the stages' stored state
-and the cache as the study's own process would, and sends back the net's ``Ready`` and its
-part of the results. Timing, deployment costs and counting stay in the study's process,
+core mostly while the previous net was counted beside it). Two nets at a time fill both.
+Each worker imports TensorFlow once and keeps the dataset it was handed (the very arrays the
+study checked, not read again), writes the stages' stored state and the cache as the
+study's own process would, and sends back the net's ``Ready`` and its part of the results. Timing, deployment costs and counting stay in the study's process,
 which alone decides what runs beside them.
 """
 
-import ctypes
 import dataclasses
 import multiprocessing
 import os
 import signal
 
 from quantlab.errors import QuantlabError
+from quantlab.orphans import die_with_parent
 
 # Two at a time: measured on 2 cores, where a worker's own TensorFlow training and runtimes
 # already use every core when they can; each worker holds up to ~3-5 GB (the vit).
@@ -74,10 +74,7 @@ def _start(study, started):
     global _study
     from quantlab.progress import Progress
 
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     study.progress = Progress(bars=False)
     if started is not None:  # the study's clock: monotonic time is the same in every process
