@@ -254,29 +254,43 @@ def test_bad_run_options_are_one_line_errors(args, fragment):
     one_line_error(quantlab("run", *args), fragment)
 
 
+def _two_nets(out, seed, **popen):
+    """A quick study of two nets, whose preparing takes two worker processes, started with
+    its stderr to read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "quantlab.cli", "run", "--dataset", "digits", "--quick", "--seed", str(seed),
+         "--nets", "conv,medium", "--variants", "float32,int8", "--runtimes", "litert",
+         "--counters", "off", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _workers(process):
+    """The pids of ``process``'s children but multiprocessing's resource tracker."""
+    import os
+
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+            and f"PPid:\t{process.pid}\n" in _status(pid)
+            and "resource_tracker" not in _status(pid, "cmdline")]
+
+
 def test_ctrl_c_while_two_nets_are_made_ready_stops_both_workers_and_says_how_to_resume(tmp_path):
     """Several nets are made ready two at a time in worker processes (quantlab.study.parallel):
     Ctrl-C in the middle leaves none of them running, and the study says what it says
     without workers."""
-    import os
     import signal
     import time
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "quantlab.cli", "run", "--dataset", "digits", "--quick", "--seed", "7",
-         "--nets", "conv,medium", "--variants", "float32,int8", "--runtimes", "litert",
-         "--counters", "off", "--out", str(tmp_path / "out")],
-        stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # Ctrl-C as at a terminal, even where this session ignores SIGINT (a background job).
+    process = _two_nets(tmp_path / "out", 7,
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = set()
     for line in process.stderr:
         if "] == " in line:
             started.add(line.split("== ")[1].split()[0])
         if started == {"conv", "medium"}:
             break
-    workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
-               and f"PPid:\t{process.pid}\n" in _status(pid)]
-    assert len(workers) >= 2  # the nets' two workers (and the pool's resource tracker)
+    workers = _workers(process)
+    assert len(workers) == 2  # the nets' two workers
     process.send_signal(signal.SIGINT)
     rest = process.stderr.read()
     assert process.wait(timeout=60) == 130, rest
@@ -294,17 +308,11 @@ def test_a_worker_killed_while_it_makes_a_net_ready_is_one_line_not_a_hang(tmp_p
     import os
     import signal
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "quantlab.cli", "run", "--dataset", "digits", "--quick", "--seed", "8",
-         "--nets", "conv,medium", "--variants", "float32,int8", "--runtimes", "litert",
-         "--counters", "off", "--out", str(tmp_path / "out")],
-        stderr=subprocess.PIPE, text=True)
+    process = _two_nets(tmp_path / "out", 8)
     for line in process.stderr:
         if "] == " in line:  # a worker started on a net
             break
-    workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
-               and f"PPid:\t{process.pid}\n" in _status(pid)
-               and "resource_tracker" not in open(f"/proc/{pid}/cmdline").read()]
+    workers = _workers(process)
     os.kill(workers[0], signal.SIGKILL)
     rest = process.stderr.read()
     assert process.wait(timeout=120) == 2, rest
@@ -312,10 +320,12 @@ def test_a_worker_killed_while_it_makes_a_net_ready_is_one_line_not_a_hang(tmp_p
     assert not any(_status(pid) for pid in workers)
 
 
-def _status(pid):
-    """A live process's /proc status ("" once it is gone or a zombie)."""
+def _status(pid, name="status"):
+    """A live process's /proc/PID/status, or another file of it ("" once it is gone or a
+    zombie)."""
     try:
         status = open(f"/proc/{pid}/status").read()
+        text = status if name == "status" else open(f"/proc/{pid}/{name}").read()
     except OSError:
         return ""
-    return "" if "State:\tZ" in status else status
+    return "" if "State:\tZ" in status else text
