@@ -83,8 +83,6 @@ def _start_runtime(name, fmt):
         module.core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")  # loads the CPU plugin
         if fmt == "tflite":  # reads an int8 file's quantization parameters
             importlib.import_module("ai_edge_litert.interpreter")
-    if fmt == "onnx":  # every ONNX file is checked with it before a runtime sees it
-        importlib.import_module("onnx")
     return time.perf_counter() - started
 
 
@@ -141,12 +139,22 @@ def _arguments(argv):
     parser.add_argument("--precision")
     parser.add_argument("--sha256")
     parser.add_argument("--batch-size", type=int, default=1)
-    return parser.parse_args(argv)
+    # The process that started this one checked the bytes of digest --sha256 (measure): none
+    # of quantlab's checks is timed as loading.
+    parser.add_argument("--checked", action="store_true")
+    args = parser.parse_args(argv)
+    if args.checked and not args.sha256:
+        parser.error("--checked needs --sha256: the digest of the bytes that were checked")
+    return args
 
 
 def main(argv=None):
     """One JSON line on stdout; a user error is one ``ERROR_MARK`` line on stderr, status 2."""
     args = _arguments(argv)
+    if args.checked:
+        from quantlab import runtime
+
+        runtime.vouch_for(args.sha256)
     try:
         if args.model is None:  # the baseline: the format names what to import
             report = empty_process(args.runtime, args.format)
@@ -229,15 +237,18 @@ def measure(path, runtime_name, threads=1, precision=None, sha256=None, repeats=
     path = Path(path).resolve()  # the child runs in a folder of its own
     # Read as every model file is (a folder, a FIFO or a device is refused in one line): its
     # format decides what the runtime imports. None for no known format: loading it then
-    # fails with its own one-line reason.
-    content = runtime.read(path)[0]
+    # fails with its own one-line reason. A known format is checked here, once, and the
+    # fresh processes load only these bytes, unchecked, as a deployment loads its own file.
+    content, digest = runtime.read_expected(path, sha256)
     fmt, file_bytes = runtime.format_of(content), len(content)
+    if fmt:
+        runtime.check_model(path, content, digest, fmt)
     del content
     arguments = [str(path), "--runtime", runtime_name, *(["--format", fmt] if fmt else []),
                  "--threads", str(runtime.whole_number(threads, "threads")),
-                 "--batch-size", str(runtime.whole_number(batch_size, "batch size"))]
-    arguments += ((["--precision", precision] if precision else [])
-                  + (["--sha256", sha256] if sha256 else []))
+                 "--batch-size", str(runtime.whole_number(batch_size, "batch size")),
+                 "--sha256", digest, *(["--checked"] if fmt else [])]
+    arguments += ["--precision", precision] if precision else []
     samples = [_fresh_process(arguments, f"loading {path.name} on {runtime_name}")
                for _ in range(repeats)]
     record = summarize(samples, baseline(runtime_name, samples[0]["format"],

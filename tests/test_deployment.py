@@ -9,6 +9,8 @@ out by hand.
 import io
 import math
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -162,6 +164,59 @@ def test_a_model_that_fails_to_load_is_one_line_naming_it(tmp_path):
         deployment.measure(good, "tflm")
     with pytest.raises(QuantlabError, match="repeats must be at least 1"):
         deployment.measure(good, "litert", repeats=0)
+
+
+def _with_custom_operator(path):
+    """The small ONNX layer with an operator of a custom domain after it, which quantlab's
+    check refuses (a runtime would look for it in a library of custom operators)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_model_from_string(path.read_bytes())
+    model.graph.node[0].output[0] = "logits"
+    model.graph.node.append(helper.make_node("StealFiles", ["logits"], ["y"],
+                                             domain="com.example.ops"))
+    model.opset_import.append(helper.make_opsetid("com.example.ops", 1))
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _fresh(arguments, show="", cwd=None):
+    """Status, stdout and stderr of ``python -m quantlab.deployment ARGUMENTS`` run as main()
+    in a fresh process, then ``show`` (Python code) run in it."""
+    code = ("import sys\nfrom quantlab import deployment\n"
+            f"status = deployment.main({[str(a) for a in arguments]!r})\n{show}\n"
+            "sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_the_fresh_process_loads_the_checked_bytes_without_quantlabs_checks(tmp_path):
+    """The study checks a file once; its fresh processes then load exactly those bytes the
+    way a deployment does: no check timed as loading, no onnx package imported with the
+    runtime (most of a second of every process)."""
+    from quantlab import cache
+
+    small = dense_onnx(tmp_path / "small.onnx", _weights(64, 10))
+    digest = cache.sha256_of(small)
+    status, out, err = _fresh([small, "--runtime", "onnxruntime", "--format", "onnx",
+                               "--sha256", digest, "--checked"],
+                              "print('onnx imported:', 'onnx' in sys.modules)", tmp_path)
+    assert status == 0, err
+    assert "onnx imported: False" in out and '"precision": "float32"' in out
+    # A file quantlab refuses is refused by the study's process, before any fresh one loads it.
+    crafted = _with_custom_operator(dense_onnx(tmp_path / "crafted.onnx", _weights(64, 10)))
+    with pytest.raises(QuantlabError, match="uses operator 'StealFiles' of domain") as raised:
+        deployment.measure(crafted, "onnxruntime", repeats=1)
+    assert "\n" not in str(raised.value)
+    # Vouching covers those bytes only: the crafted file under the good file's digest is not
+    # loaded unchecked, and --checked names the bytes it vouches for.
+    status, _, err = _fresh([crafted, "--runtime", "onnxruntime", "--format", "onnx",
+                             "--sha256", digest, "--checked"], cwd=tmp_path)
+    assert status == 2 and "changed since it was exported" in err
+    status, _, err = _fresh([crafted, "--runtime", "onnxruntime", "--checked"], cwd=tmp_path)
+    assert status == 2 and "--checked needs --sha256" in err
 
 
 def test_measure_net_gives_a_record_per_pair_and_the_reason_for_one_that_cannot_load(tmp_path):

@@ -136,6 +136,16 @@ def read(path, limit=MAX_MODEL_BYTES, what="model file"):
     return content, hashlib.sha256(content).hexdigest()
 
 
+def read_expected(path, sha256=None):
+    """(bytes, sha256) of a model file (``read``), refused in one line where they are not
+    the bytes of digest ``sha256`` (None: any)."""
+    content, digest = read(path)
+    if sha256 is not None and digest != sha256:
+        raise QuantlabError(f"{path} changed since it was exported (sha256 {digest[:12]}, "
+                            f"expected {sha256[:12]}); export it again")
+    return content, digest
+
+
 def check_regular(path, limit=MAX_MODEL_BYTES, what="model file"):
     """Refuse, before it is opened, a path that is a FIFO, device, socket or /proc file, or
     larger than ``limit``. A missing path raises FileNotFoundError and a folder passes: the
@@ -166,6 +176,32 @@ def _check_regular(path, status, limit, what):
 _CHECKED = set()
 
 
+def check_model(path, content, digest, fmt):
+    """Refuse, in one line, a model file whose bytes (``content``, of format ``fmt``) a runtime
+    must not be given (see tflite_check and onnx_check); the same bytes are checked once per
+    process."""
+    if digest in _CHECKED:
+        return
+    if fmt == "tflite":
+        from quantlab.runtime import tflite_check
+
+        tflite_check.check(path, content)
+    if fmt == "onnx":
+        from quantlab.runtime.onnx_check import check_onnx
+
+        check_onnx(path, content)
+    _CHECKED.add(digest)
+
+
+def vouch_for(sha256):
+    """Take the model bytes whose digest is ``sha256`` as checked in this process: the
+    process that started this one checked them (check_model); bytes with any other digest
+    are checked as ever. A deployment's fresh process measures loading as
+    a deployment pays it, without quantlab's checks (the ONNX ones parse the model and infer
+    its shapes: more than the loading itself for some files)."""
+    _CHECKED.add(sha256)
+
+
 def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sha256=None,
          batch=None):
     """A predictor for the model file at ``path`` on ``runtime`` (its natural one if None).
@@ -180,10 +216,7 @@ def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sh
     threads = check_threads(threads)
     batch = 1 if batch is None else whole_number(batch, "batch size")
     path = Path(path)
-    content, digest = read(path)
-    if sha256 is not None and digest != sha256:
-        raise QuantlabError(f"{path} changed since it was exported (sha256 {digest[:12]}, "
-                            f"expected {sha256[:12]}); export it again")
+    content, digest = read_expected(path, sha256)
     fmt = format_of(content)
     if fmt is None:
         hint = " (no TFL3 identifier)" if path.suffix == ".tflite" else ""
@@ -196,16 +229,7 @@ def load(path, runtime=None, threads=None, kernels="xnnpack", precision=None, sh
         raise QuantlabError(f"{runtime} cannot run {path}, a {fmt} model: use "
                             f"{' or '.join(readers)}")
     require(runtime)
-    if digest not in _CHECKED:  # these very bytes passed once in this process: they pass again
-        if fmt == "tflite":
-            from quantlab.runtime import tflite_check
-
-            tflite_check.check(path, content)
-        if fmt == "onnx":
-            from quantlab.runtime.onnx_check import check_onnx
-
-            check_onnx(path, content)
-        _CHECKED.add(digest)
+    check_model(path, content, digest, fmt)
     module = importlib.import_module(f"quantlab.runtime.{runtime}")
     options = dict(threads=threads, kernels=kernels, precision=precision)
     if runtime == "openvino":

@@ -6,6 +6,7 @@ the input or allocation of the output (``session.run``, which ``onnxruntime_test
 does both).
 """
 
+import functools
 import json
 import tempfile
 from pathlib import Path
@@ -105,12 +106,34 @@ class OnnxRuntimePredictor(Predictor):
 
 
 def _op_counts(content):
-    import onnx
-
+    """{operator type: nodes} of the main graph of the ONNX model ONNX Runtime wrote."""
     counts = {}
-    for node in onnx.load_model_from_string(content).graph.node:
+    for node in _graph_reader().FromString(content).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
+
+
+@functools.cache
+def _graph_reader():
+    """A protobuf message class that reads only ModelProto.graph (7), GraphProto.node (1) and
+    NodeProto.op_type (4) of an ONNX file, skipping every other field: google.protobuf alone
+    (90 ms to import) instead of the onnx package, whose import (ml_dtypes registering its
+    types with numpy) costs most of a second in every fresh process that loads a model."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    Field = descriptor_pb2.FieldDescriptorProto
+    schema = descriptor_pb2.FileDescriptorProto(name="quantlab_onnx_graph.proto",
+                                                package="quantlab_onnx_graph")
+    for message, name, number, kind, label, of in (
+            ("Node", "op_type", 4, Field.TYPE_STRING, Field.LABEL_OPTIONAL, None),
+            ("Graph", "node", 1, Field.TYPE_MESSAGE, Field.LABEL_REPEATED, "Node"),
+            ("Model", "graph", 7, Field.TYPE_MESSAGE, Field.LABEL_OPTIONAL, "Graph")):
+        schema.message_type.add(name=message).field.add(
+            name=name, number=number, type=kind, label=label,
+            **({"type_name": f".quantlab_onnx_graph.{of}"} if of else {}))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(schema)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("quantlab_onnx_graph.Model"))
 
 
 def load(path, content, sha256, version, threads=None, kernels=None, precision=None):
