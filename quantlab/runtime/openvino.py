@@ -58,6 +58,20 @@ def supports_bf16():
     return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+# sha256 -> the model OpenVINO read from those bytes: the latency suite loads one file for
+# every batch size and thread count (a model is cloned before it is reshaped and compiled).
+# The last few only: a fleet's worker lives for many studies.
+_READ, _READ_KEPT = {}, 32
+
+
+def _read_once(path, content, fmt, sha256):
+    if sha256 not in _READ:
+        if len(_READ) >= _READ_KEPT:
+            del _READ[next(iter(_READ))]
+        _READ[sha256] = _read(path, content, fmt)
+    return _READ[sha256]
+
+
 def _read(path, content, fmt):
     """Read the model from exactly ``content``: a private copy, not the file at ``path``.
 
@@ -102,7 +116,7 @@ class OpenVINOPredictor(Predictor):
             raise QuantlabError("this CPU has no bfloat16 arithmetic (AMX or AVX512-BF16), so "
                                 "OpenVINO cannot run the bf16 variant here")
         self.path, self.sha256, self.version, self.threads = path, sha256, version, threads
-        self._model = _read(path, content, fmt)
+        self._model = _read_once(path, content, fmt, sha256)
         self._config = {"INFERENCE_NUM_THREADS": threads or 0, "PERFORMANCE_HINT": "LATENCY",
                         "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
         try:  # a dynamic or empty dimension raises here, as OpenVINO's RuntimeError
