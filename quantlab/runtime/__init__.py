@@ -196,9 +196,9 @@ def check_model(path, content, digest, fmt):
 def vouch_for(sha256):
     """Take the model bytes whose digest is ``sha256`` as checked in this process: the
     process that started this one checked them (check_model); bytes with any other digest
-    are checked as ever. A deployment's fresh process measures loading as
-    a deployment pays it, without quantlab's checks (the ONNX ones parse the model and infer
-    its shapes: more than the loading itself for some files)."""
+    are checked as ever. So a deployment's fresh process times loading as a deployment pays
+    it, without quantlab's checks (the ONNX ones parse the model and infer its shapes: more
+    than the loading itself for some files)."""
     _CHECKED.add(sha256)
 
 
