@@ -34,14 +34,15 @@ class OnnxRuntimePredictor(Predictor):
             # ONNX Runtime writes the graph it will execute: its fused operators name the
             # kernels it chose (QLinearConv, QGemm, FusedConv...).
             self.session = self._session(optimized_model_filepath=str(optimized))
-            self._executed = _op_counts(optimized.read_bytes())
+            # Read now, parsed when asked (primitives, precision): after loading is timed,
+            # since a deployment does not parse the graph.
+            self._optimized = optimized.read_bytes()
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._input_name, self._output_name = inp.name, out.name
         self.input_shape = tuple(int(d) for d in inp.shape[1:])
         self.num_classes = int(out.shape[-1])
         self._binding = self.session.io_binding()
         self._batch, self._output, self._fed = None, None, None
-        self.precision = "int8" if set(self._executed) & set(_QUANTIZED_OPS) else "float32"
 
     def _session(self, **settings):
         import onnxruntime as ort
@@ -57,6 +58,15 @@ class OnnxRuntimePredictor(Predictor):
             return ort.InferenceSession(self._content, options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime's errors are its own pybind types
             raise QuantlabError(f"ONNX Runtime cannot load {self.path}: {first_line(error)}") from None
+
+    @functools.cached_property
+    def _executed(self):
+        counts, self._optimized = _op_counts(self._optimized), None
+        return counts
+
+    @property
+    def precision(self):
+        return "int8" if set(self._executed) & set(_QUANTIZED_OPS) else "float32"
 
     def primitives(self):
         """Operator types of the graph ONNX Runtime executes, after its own fusions."""
