@@ -217,9 +217,8 @@ def test_latency(benchmark, quantlab_case, quantlab_artifacts, quantlab_session)
     case = quantlab_case
     model = quantlab_artifacts.model(case.net, case.variant)
     try:
-        predictor = runtime.load(model.path, runtime=case.runtime, threads=case.threads,
-                                 kernels=quantlab_session.kernels, precision=model.precision,
-                                 sha256=model.sha256, batch=case.batch_size)
+        predictor = quantlab_session.predictor(
+            case, lambda c: quantlab_artifacts.model(c.net, c.variant))
         prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape, case.batch_size))
     except QuantlabError as error:  # e.g. a runtime that cannot compile this model: n/a
         quantlab_session.not_run(case, str(error))

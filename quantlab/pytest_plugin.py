@@ -80,6 +80,8 @@ class QuantlabSession:
         self.windows = {}  # case id -> (start, end) of its timing, monotonic nanoseconds
         self.by_id = {}  # case id -> its extra_info
         self._cpu = None
+        self.upcoming = []  # the cases of this run, in the order they run
+        self._compiled = {}  # OpenVINO case -> its predictor (or the error of loading it), not run yet
 
     @property
     def runtimes(self):
@@ -134,6 +136,40 @@ class QuantlabSession:
             yield
         finally:
             self.windows[case.id] = (start, time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+
+    @pytest.hookimpl(trylast=True)  # after deselection (-k, -m)
+    def pytest_collection_modifyitems(self, items):
+        self.upcoming = [case for case in map(_case_of, items) if case is not None]
+
+    def predictor(self, case, model_of):
+        """The loaded predictor of ``case`` (``model_of(case)``: its Model). The first OpenVINO
+        case of a round group compiles those of the whole group, one per core: OpenVINO
+        compiles each model for its batch size and thread count (seconds for the vit at batch
+        64: most of the time of a case outside its window), and nothing is timed meanwhile."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if case.runtime == "openvino" and case not in self._compiled:
+            group = [c for c in self.upcoming if c.runtime == "openvino"
+                     and c.round_group == case.round_group and c not in self._compiled]
+            models = {c: model_of(c) for c in group}  # here: a case without a manifest exports
+            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+                self._compiled.update(zip(group, pool.map(
+                    lambda c: self._load(c, models[c]), group)))
+        loaded = self._compiled.pop(case) if case in self._compiled else self._load(case, model_of(case))
+        if isinstance(loaded, Exception):
+            raise loaded
+        return loaded
+
+    def _load(self, case, model):
+        """The predictor of ``case``, or the exception loading it raised (that case's alone)."""
+        from quantlab import runtime
+
+        try:
+            return runtime.load(model.path, runtime=case.runtime, threads=case.threads,
+                                kernels=self.kernels, precision=model.precision,
+                                sha256=model.sha256, batch=case.batch_size)
+        except Exception as error:
+            return error
 
     def not_run(self, case, reason):
         self.skipped.append({"net": case.net, "variant": case.variant, "runtime": case.runtime,

@@ -168,6 +168,29 @@ def test_a_timed_run_fills_extra_info_and_measures_no_counters_when_they_are_off
     assert (pytester.path / "counters-imported.txt").read_text() == "False"
 
 
+def test_openvino_cases_compiled_together_each_get_their_own_model_and_keep_their_own_error(
+        pytester, manifest):
+    """A round group's OpenVINO cases are compiled on every core before the first is timed:
+    each case still runs its own file, and a file that fails to load fails its cases alone."""
+    content = json.loads(manifest.read_text())
+    good = {entry["variant"]: entry for entry in content["artifacts"]}
+    content["artifacts"].append({**good["int8"], "variant": "dynamic_int8", "sha256": "0" * 64})
+    (pytester.path / "mixed.json").write_text(json.dumps(content))
+    pytester.makepyfile(test_tiny=TINY)
+    result = pytester.runpytest_subprocess(
+        "--quantlab-artifacts=mixed.json", "--quantlab-runtimes=openvino",
+        "--quantlab-batch-sizes=1,4", "--quantlab-threads=1,2", "--benchmark-json=out.json",
+        "--benchmark-max-time=0.01", "-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=8, skipped=4)
+    result.stdout.fnmatch_lines(["SKIPPED [[]4[]] *changed since it was exported*"])
+    timed = [bench["extra_info"] for bench in json.loads((pytester.path / "out.json").read_text())["benchmarks"]]
+    assert sorted((i["variant"], i["batch_size"], i["threads"]) for i in timed) == sorted(
+        (v, b, t) for v in ("float32", "int8") for b in (1, 4) for t in (1, 2))
+    for info in timed:
+        assert info["model_sha256"] == good[info["variant"]]["sha256"]
+        assert info["precision"] == ("int8" if info["variant"] == "int8" else "float32")
+
+
 def test_native_profiling_names_each_cases_kernels_and_the_runtimes_own_layer_times(pytester, manifest):
     pytester.makepyfile(test_tiny=TINY)
     result = pytester.runpytest_subprocess(

@@ -11,6 +11,7 @@ set before timing (no copy of the input) with output views (no copy of the outpu
 """
 
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ _SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 _COMPUTE = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution")
 _PRECISION_NAMES = {"u8": "int8", "i8": "int8", "f32": "float32", "bf16": "bf16", "f16": "float16"}
 
-_core = None
+_core, _core_lock = None, threading.Lock()
 
 
 def first_line(error):
@@ -45,12 +46,14 @@ def first_line(error):
 
 
 def core():
-    """One OpenVINO Core per process: creating it loads the plugins."""
+    """One OpenVINO Core per process: creating it loads the plugins (the latency suite
+    compiles models on several threads)."""
     global _core
-    if _core is None:
-        import openvino
+    with _core_lock:
+        if _core is None:
+            import openvino
 
-        _core = openvino.Core()
+            _core = openvino.Core()
     return _core
 
 
@@ -61,15 +64,16 @@ def supports_bf16():
 # sha256 -> the model OpenVINO read from those bytes: the latency suite loads one file for
 # every batch size and thread count (a model is cloned before it is reshaped and compiled).
 # The last few only: a fleet's worker lives for many studies.
-_READ, _READ_KEPT = {}, 32
+_READ, _READ_KEPT, _read_lock = {}, 32, threading.Lock()
 
 
 def _read_once(path, content, fmt, sha256):
-    if sha256 not in _READ:
-        if len(_READ) >= _READ_KEPT:
-            del _READ[next(iter(_READ))]
-        _READ[sha256] = _read(path, content, fmt)
-    return _READ[sha256]
+    with _read_lock:
+        if sha256 not in _READ:
+            if len(_READ) >= _READ_KEPT:
+                del _READ[next(iter(_READ))]
+            _READ[sha256] = _read(path, content, fmt)
+        return _READ[sha256]
 
 
 def _read(path, content, fmt):
