@@ -81,7 +81,7 @@ class QuantlabSession:
         self.by_id = {}  # case id -> its extra_info
         self._cpu = None
         self.upcoming = []  # the cases of this run, in the order they run
-        self._compiled = {}  # OpenVINO case -> its predictor (or the error of loading it), not run yet
+        self._compiled = {}  # OpenVINO case not run yet -> its predictor, or its load's error
 
     @property
     def runtimes(self):
@@ -155,7 +155,10 @@ class QuantlabSession:
             with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
                 self._compiled.update(zip(group, pool.map(
                     lambda c: self._load(c, models[c]), group)))
-        loaded = self._compiled.pop(case) if case in self._compiled else self._load(case, model_of(case))
+        if case in self._compiled:
+            loaded = self._compiled.pop(case)
+        else:
+            loaded = self._load(case, model_of(case))
         if isinstance(loaded, Exception):
             raise loaded
         return loaded

@@ -183,7 +183,8 @@ def test_openvino_cases_compiled_together_each_get_their_own_model_and_keep_thei
         "--benchmark-max-time=0.01", "-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(passed=8, skipped=4)
     result.stdout.fnmatch_lines(["SKIPPED [[]4[]] *changed since it was exported*"])
-    timed = [bench["extra_info"] for bench in json.loads((pytester.path / "out.json").read_text())["benchmarks"]]
+    report = json.loads((pytester.path / "out.json").read_text())
+    timed = [bench["extra_info"] for bench in report["benchmarks"]]
     assert sorted((i["variant"], i["batch_size"], i["threads"]) for i in timed) == sorted(
         (v, b, t) for v in ("float32", "int8") for b in (1, 4) for t in (1, 2))
     for info in timed:

@@ -145,7 +145,8 @@ class OpenVINOPredictor(Predictor):
         """An infer request for ``batch`` images: static shapes let the plugin pick kernels."""
         if batch not in self._requests:
             try:  # reshaping checks every shape anew: a malformed graph may fail here
-                model = self._model.clone()
+                with _read_lock:  # the read model is shared with this file's other predictors
+                    model = self._model.clone()
                 model.reshape({model.inputs[0]: [batch, *self.input_shape]})
                 compiled = core().compile_model(model, "CPU", self._config)
             except Exception as error:
