@@ -6,8 +6,9 @@ study kept 1.0-1.6 of them busy while it prepared its nets one after the other (
 core mostly while the previous net was counted beside it). Two nets at a time fill both.
 Each worker imports TensorFlow once and keeps the dataset it was handed (the very arrays the
 study checked, not read again), writes the stages' stored state and the cache as the
-study's own process would, and sends back the net's ``Ready`` and its part of the results. Timing, deployment costs and counting stay in the study's process,
-which alone decides what runs beside them.
+study's own process would, and sends back the net's ``Ready`` and its part of the results.
+Timing, deployment costs and counting stay in the study's process, which alone decides what
+runs beside them.
 """
 
 import dataclasses
