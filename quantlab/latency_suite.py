@@ -198,13 +198,14 @@ def _speed(info, median):
             "peak_fraction": achieved / peak if achieved and peak else None}
 
 
-def apply_rounds(info, seconds, summary, reference_seconds=None):
+def apply_rounds(info, seconds, summary, reference_seconds=None, loads_from=(0,)):
     """Put one case's interleaved timing (``quantlab.rounds``) into its record: the median
     over rounds becomes the case's value (pytest-benchmark's own window stays as
     ``window_median``), its fastest round is kept, and its speed-up against the reference,
-    the ratio of their fastest rounds (quantlab.intervals), gets its interval."""
+    the ratio of their fastest rounds (quantlab.intervals), gets its interval.
+    ``loads_from``: the first round of each load of the model the rounds ran."""
     info["window_median"] = info["median"]
-    info["interleaved"] = {"seconds": list(seconds), **summary}
+    info["interleaved"] = {"seconds": list(seconds), "loads_from": list(loads_from), **summary}
     info.update(_speed(info, intervals.median_interval(seconds).value))
     info["fastest"] = min(seconds)
     if reference_seconds is not None:

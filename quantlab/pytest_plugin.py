@@ -71,7 +71,8 @@ class QuantlabSession:
                 raise pytest.UsageError(f"--quantlab-counters: {error}") from None
         self.profile = option("quantlab_profile")
         self.rounds_budget = option("quantlab_rounds")
-        self.live = {}  # round group -> [(case, predictor, prepared, extra_info)] awaiting rounds
+        self.live = {}  # round group -> {case: (model, predictor, prepared, extra_info)} awaiting rounds
+        self.loaded_anew = set()  # cases of the live groups whose rounds went on with a second load
         self.said = []  # lines to print once pytest no longer captures the output
         self.config = config
         self.sampler, self.no_sampling = None, None  # started at the first timed case
@@ -146,15 +147,11 @@ class QuantlabSession:
         case of a round group compiles those of the whole group, one per core: OpenVINO
         compiles each model for its batch size and thread count (seconds for the vit at batch
         64: most of the time of a case outside its window), and nothing is timed meanwhile."""
-        from concurrent.futures import ThreadPoolExecutor
-
         if case.runtime == "openvino" and case not in self._compiled:
             group = [c for c in self.upcoming if c.runtime == "openvino"
                      and c.round_group == case.round_group and c not in self._compiled]
             models = {c: model_of(c) for c in group}  # here: a case without a manifest exports
-            with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-                self._compiled.update(zip(group, pool.map(
-                    lambda c: self._load(c, models[c]), group)))
+            self._compiled.update(_on_every_core(lambda c: self._load(c, models[c]), group))
         if case in self._compiled:
             loaded = self._compiled.pop(case)
         else:
@@ -194,7 +191,7 @@ class QuantlabSession:
         self.records.append(extra_info)
         self.by_id[case.id] = extra_info
         if self.rounds_budget and extra_info.get("median"):
-            self.live.setdefault(case.round_group, []).append((case, predictor, prepared, extra_info))
+            self.live.setdefault(case.round_group, {})[case] = (model, predictor, prepared, extra_info)
 
     def pytest_runtest_teardown(self, item, nextitem):
         """After the last case of a round group, once enough cases wait or none follow: time
@@ -211,29 +208,55 @@ class QuantlabSession:
 
         groups, references = {}, {}
         for group, members in self.live.items():
-            groups[group] = [rounds.Timed(case, lambda p=predictor, x=prepared: p.run(x),
-                                          info["median"])
-                             for case, predictor, prepared, info in members]
-            references[group] = {c.threads: c for c, *_ in members if c.is_reference}
-        fallback = {group: next(iter(refs.values()), self.live[group][0][0])
+            groups[group] = [rounds.Timed(case, _call(predictor, prepared), info["median"])
+                             for case, (_, predictor, prepared, info) in members.items()]
+            references[group] = {c.threads: c for c in members if c.is_reference}
+        fallback = {group: next(iter(refs.values()), next(iter(self.live[group])))
                     for group, refs in references.items()}
         # Rounds go on until the speed-ups the report gives, each against the reference at
         # its own thread count, are narrow enough.
         timed = rounds.run_groups(
             groups, lambda case: references[case.round_group].get(case.threads,
                                                                    fallback[case.round_group]),
-            self.rounds_budget, said=lambda line: self._say_now(f"quantlab: rounds: {line}"))
+            self.rounds_budget, said=lambda line: self._say_now(f"quantlab: rounds: {line}"),
+            renew=self.load_anew)
         for group, members in self.live.items():
             seconds, summary = timed[group]
             summary = {**summary, "group": group}  # ratios pair cases of one group only
-            for case, _, _, info in members:
+            for case, (*_, info) in members.items():
                 reference = references[group].get(case.threads)
                 latency_suite.apply_rounds(info, seconds[case], summary,
-                                           seconds[reference] if reference else None)
+                                           seconds[reference] if reference else None,
+                                           [0, rounds.RENEW_AT] if case in self.loaded_anew else [0])
             self.said.append(f"quantlab: rounds of {group}: {summary['rounds']} rounds of "
                              f"{len(members)} cases, {summary['stopped']} (widest speed-up "
                              f"interval +-{100 * summary['widest']:.1f} %)")
-        self.live = {}
+        self.live, self.loaded_anew = {}, set()
+
+    def load_anew(self, group, cases):
+        """{case: its call} with each case of ``group`` loaded again, its first load freed
+        (the rounds' ``renew``): where a load's weights land in memory moves a case's speed
+        by as much as a second process does. A case that fails to load again keeps its
+        first load."""
+        from quantlab import runtime
+
+        members = self.live[group]
+
+        def again(case):
+            model, predictor, *_ = members[case]
+            try:  # OpenVINO's: its compiled model imported anew, cheaper than compiling again
+                return predictor.anew() if hasattr(predictor, "anew") else self._load(case, model)
+            except Exception as error:
+                return error
+
+        for case, predictor in _on_every_core(again, cases).items():
+            if not isinstance(predictor, Exception):
+                model, _, _, info = members[case]
+                prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape,
+                                                                  case.batch_size))
+                members[case] = (model, predictor, prepared, info)
+                self.loaded_anew.add(case)
+        return {case: _call(*members[case][1:3]) for case in cases}
 
     def _say_now(self, line):
         """A line on the terminal now, past pytest's capture of the test's teardown (the
@@ -317,6 +340,18 @@ class BenchmarkHooks:
     def pytest_benchmark_update_json(self, config, benchmarks, output_json):
         # Cases a runtime could not run have no benchmark entry: keep them, with the reason.
         output_json["quantlab"] = {"not_run": self.session.skipped}
+
+
+def _on_every_core(function, items):
+    """{item: function(item)}, one thread per core (loading releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        return dict(zip(items, pool.map(function, items)))
+
+
+def _call(predictor, prepared):
+    return lambda: predictor.run(prepared)
 
 
 def _case_of(item):

@@ -6,7 +6,11 @@ One window of a single case measures the machine as it was during that window: a
 that starts between the reference and a candidate moves their ratio by half on this kind
 of machine. Here every round runs one short window of each case, in an order shuffled from
 round to round; a case's value is the median over rounds, and each ratio compares the two
-cases' fastest rounds among the ones they shared (``quantlab.intervals``). A case leaves the
+cases' fastest rounds among the ones they shared (``quantlab.intervals``). Halfway through
+its minimum rounds a group may load every model anew (``renew``): where a model's weights
+land in memory is drawn anew with each load and moves its speed by up to 10 % on this kind
+of machine, as much as a second process does, so that each case's fastest round is the best
+of two loads, not the luck of one. A case leaves the
 rounds once its speed-up against the group's reference is known to within +-``target`` (its
 95 % interval); the group stops when none is left, or when its time budget is spent; the
 result says which. Several groups take
@@ -30,6 +34,9 @@ TARGET = 0.05  # stop when every speed-up's interval is within +-5 % of its valu
 # At least nine rounds: the fewest whose 95 % interval leaves out the most extreme round at
 # each end (quantlab.intervals), so that one round a neighbour disturbed cannot make it.
 MIN_ROUNDS = 9
+# The round before which a group's models are loaded anew (``renew``): every case is still
+# in the rounds then, and both loads get about half of the minimum.
+RENEW_AT = MIN_ROUNDS // 2
 
 
 @dataclass
@@ -73,7 +80,7 @@ def run(cases, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf
 
 
 def run_groups(groups, reference, budget_seconds, target=TARGET, seed=0, clock=time.perf_counter,
-               min_rounds=MIN_ROUNDS, said=lambda line: None):
+               min_rounds=MIN_ROUNDS, said=lambda line: None, renew=None):
     """Time several groups ({name: [Timed]}) in rounds taken in turn: one round of each
     group still going, in a shuffled order, then the next. Returns {name: (seconds, how it
     stopped)} as ``run`` does for one group.
@@ -83,7 +90,10 @@ def run_groups(groups, reference, budget_seconds, target=TARGET, seed=0, clock=t
     not show it. Taken in turn, each group's rounds spread over the time of all of them, so
     that a burst lands in a few rounds of each and the rest show the machine without it.
     ``budget_seconds`` is per group: the time spent in its own rounds. ``said`` gets a line
-    every few seconds while groups are still going.
+    every few seconds while groups are still going. ``renew(name, keys)``, if given, is
+    called once per group before its round ``RENEW_AT`` with the keys of its cases, and
+    returns {key: call}, each the same case loaded anew; the rounds go on with those calls
+    (the time it takes is not the group's).
     """
     reference_of = reference if callable(reference) else lambda key: reference
     shuffle = random.Random(seed).shuffle
@@ -95,6 +105,8 @@ def run_groups(groups, reference, budget_seconds, target=TARGET, seed=0, clock=t
         shuffle(names)
         for name in names:
             group = going[name]
+            if renew is not None and group.rounds == RENEW_AT:
+                group.renew(renew(name, [case.key for case in group.cases]))
             started = clock()
             group.one_round(shuffle, clock)
             group.spent += clock() - started
@@ -124,6 +136,15 @@ class _Group:
         self.width = {}  # each option's speed-up interval, +- share; fixed once it has left
         self.spent = 0.0
 
+    @property
+    def rounds(self):
+        """Rounds run so far (every case runs the first ``min_rounds``)."""
+        return max(map(len, self.seconds.values()), default=0)
+
+    def renew(self, calls):
+        for case in self.cases:
+            case.call = calls[case.key]
+
     def one_round(self, shuffle, clock):
         shuffle(self.cases)
         for case in self.cases:
@@ -132,7 +153,7 @@ class _Group:
 
     def stopped(self, reference_of, budget_seconds, target, min_rounds):
         """How the group stopped ({rounds, stopped, widest, target}), or None to go on."""
-        rounds = max(map(len, self.seconds.values()))
+        rounds = self.rounds
         if rounds < min_rounds:
             return None
         options = [key for key in self.seconds if key != reference_of(key)]

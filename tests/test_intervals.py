@@ -126,6 +126,34 @@ def test_windows_hold_enough_calls_and_the_order_changes_between_rounds():
     assert len(set(orders)) > 1  # shuffled
 
 
+def test_a_group_goes_on_with_its_models_loaded_anew_halfway_through_its_minimum_rounds():
+    # The first load of float32 runs at 12 ms, the second at 10 ms (its weights placed
+    # better); int8 at 1 ms either way. Each group is loaded anew once, before its round
+    # RENEW_AT, with all its cases, and the fastest round is the best of both loads.
+    timer = PatchedTimer()
+    renewed = []
+
+    def cases(group):
+        return [rounds.Timed((group, "float32"), timer.case("float32", 0.012), 0.01),
+                rounds.Timed((group, "int8"), timer.case("int8", 0.001), 0.001)]
+
+    def renew(group, keys):
+        renewed.append((group, sorted(keys)))
+        return {key: timer.case(key[1], 0.010 if key[1] == "float32" else 0.001) for key in keys}
+
+    timed = rounds.run_groups({"a": cases("a"), "b": cases("b")},
+                              lambda key: (key[0], "float32"), budget_seconds=60, clock=timer,
+                              renew=renew)
+    assert rounds.RENEW_AT == 4
+    assert sorted(renewed) == [(g, [(g, "float32"), (g, "int8")]) for g in "ab"]  # once each
+    for group in "ab":
+        seconds, summary = timed[group]
+        assert seconds[(group, "float32")] == pytest.approx([0.012] * 4 + [0.010] * 5)
+        assert summary["rounds"] == 9
+        speedup = intervals.ratio(seconds[(group, "float32")], seconds[(group, "int8")])
+        assert speedup.value == pytest.approx(10.0)
+
+
 def test_rounds_stop_at_the_budget_when_the_noise_will_not_settle():
     rng = random.Random(0)
     now = [0.0]

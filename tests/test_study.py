@@ -84,6 +84,7 @@ def test_every_case_is_timed_at_each_thread_count_in_rounds_with_intervals(study
         assert rounds["rounds"] >= len(rounds["seconds"]) >= 9
         assert rounds["group"] == f"{case['net']}-b{case['batch_size']}"
         assert rounds["stopped"] in ("converged", "budget")
+        assert rounds["loads_from"] == [0, 4]  # each model loaded anew before round 5
         assert case["threads_busy"] >= 1
         interval = case["speedup"]
         assert interval["low"] <= interval["value"] <= interval["high"]
