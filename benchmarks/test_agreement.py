@@ -6,11 +6,16 @@ against the first.
 
 For every net, batch size and thread count the second run's pick must be the first run's
 pick or one of its named ties, and every speed-up of the second run must lie within the
-first run's 95 % interval or within 10 % of its value. The disagreements are printed.
+first run's 95 % interval or within 10 % of its value. The disagreements are printed, and
+beside them how many speed-ups would have moved by more than 10 % between the two runs had
+they been made from other statistics of the same rounds (fastest round, lower quartile,
+median, median of per-round ratios): which one holds best differs between hosts (README.md,
+*How sure a ratio is*). Both studies stay in pytest's temporary folder for a closer look.
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -56,6 +61,44 @@ def disagreements(first, second):
     return said
 
 
+def _lower_quartile(seconds):
+    ordered = sorted(seconds)
+    position = (len(ordered) - 1) / 4
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+# Each a speed-up from the reference's and the case's rounds, the rounds they shared.
+STATISTICS = {
+    "fastest round": lambda ref, case: min(ref) / min(case),
+    "lower quartile": lambda ref, case: _lower_quartile(ref) / _lower_quartile(case),
+    "median": lambda ref, case: statistics.median(ref) / statistics.median(case),
+    "median of per-round ratios": lambda ref, case: statistics.median(
+        r / c for r, c in zip(ref, case)),
+}
+
+
+def moves_by_statistic(first, second):
+    """{statistic: (speed-ups that moved by more than TOLERANCE between the runs, compared)}."""
+    def speedups(results):
+        found = {}
+        for case in lookups.timed(results):
+            reference = lookups.reference_case(results, case)
+            case_rounds = lookups.round_seconds(case)
+            if reference is None or reference is case or not case_rounds:
+                continue
+            ref_rounds = lookups.round_seconds(reference)[:len(case_rounds)]
+            found[_key(case)] = {name: speedup(ref_rounds, case_rounds[:len(ref_rounds)])
+                                 for name, speedup in STATISTICS.items()}
+        return found
+
+    before, after = speedups(first), speedups(second)
+    common = before.keys() & after.keys()
+    return {name: (sum(abs(after[key][name] / before[key][name] - 1) > TOLERANCE
+                       for key in common), len(common)) for name in STATISTICS}
+
+
 def test_two_quick_studies_in_a_row_agree(tmp_path):
     first = _study(tmp_path / "first")
     second = _study(tmp_path / "second")
@@ -64,4 +107,7 @@ def test_two_quick_studies_in_a_row_agree(tmp_path):
     print(f"\n{len(said)} disagreement(s) in {ratios} ratios and the picks:")
     for line in said:
         print(f"  {line}")
+    print("speed-ups that moved by more than 10 %, by the statistic they are made from:")
+    for name, (moved, compared) in moves_by_statistic(first, second).items():
+        print(f"  {name}: {moved} of {compared}")
     assert not said
