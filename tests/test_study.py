@@ -255,14 +255,17 @@ def test_bad_run_options_are_one_line_errors(args, fragment):
     one_line_error(quantlab("run", *args), fragment)
 
 
-def _two_nets(out, seed, **popen):
+def _two_nets(out, seed, temporary, **popen):
     """A quick study of two nets, whose preparing takes two worker processes, started with
-    its stderr to read."""
+    its stderr to read, its temporary files in the folder ``temporary``."""
+    import os
+
+    temporary.mkdir()
     return subprocess.Popen(
         [sys.executable, "-m", "quantlab.cli", "run", "--dataset", "digits", "--quick", "--seed", str(seed),
          "--nets", "conv,medium", "--variants", "float32,int8", "--runtimes", "litert",
          "--counters", "off", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, **popen)
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(temporary)}, **popen)
 
 
 def _workers(process):
@@ -282,7 +285,7 @@ def test_ctrl_c_while_two_nets_are_made_ready_stops_both_workers_and_says_how_to
     import time
 
     # Ctrl-C as at a terminal, even where this session ignores SIGINT (a background job).
-    process = _two_nets(tmp_path / "out", 7,
+    process = _two_nets(tmp_path / "out", 7, tmp_path / "tmp",
                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     started = set()
     for line in process.stderr:
@@ -301,6 +304,7 @@ def test_ctrl_c_while_two_nets_are_made_ready_stops_both_workers_and_says_how_to
     while time.monotonic() < deadline and any(_status(pid) for pid in workers):
         time.sleep(0.1)
     assert not any(_status(pid) for pid in workers)  # gone, not left training
+    assert not list((tmp_path / "tmp").iterdir())  # nor their temporary files
 
 
 def test_a_worker_killed_while_it_makes_a_net_ready_is_one_line_not_a_hang(tmp_path):
@@ -309,7 +313,7 @@ def test_a_worker_killed_while_it_makes_a_net_ready_is_one_line_not_a_hang(tmp_p
     import os
     import signal
 
-    process = _two_nets(tmp_path / "out", 8)
+    process = _two_nets(tmp_path / "out", 8, tmp_path / "tmp")
     for line in process.stderr:
         if "] == " in line:  # a worker started on a net
             break
@@ -319,6 +323,7 @@ def test_a_worker_killed_while_it_makes_a_net_ready_is_one_line_not_a_hang(tmp_p
     assert process.wait(timeout=120) == 2, rest
     assert "a process preparing the nets died" in rest and "Traceback" not in rest
     assert not any(_status(pid) for pid in workers)
+    assert not list((tmp_path / "tmp").iterdir())  # the killed one's temporary files too
 
 
 def _status(pid, name="status"):

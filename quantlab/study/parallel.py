@@ -7,7 +7,8 @@ core mostly while the previous net was counted beside it). Two nets at a time fi
 Each worker imports TensorFlow once and keeps the dataset it was handed (the very arrays the
 study checked, not read again), writes the stages' stored state and the cache as the
 study's own process would, and sends back the net's ``Ready`` and its part of the results.
-Timing, deployment costs and counting stay in the study's process, which alone decides what
+Its temporary files go to a folder the study's process owns and removes, so that a worker
+killed mid-step (Ctrl-C stops them with SIGKILL) leaves none behind. Timing, deployment costs and counting stay in the study's process, which alone decides what
 runs beside them.
 """
 
@@ -15,6 +16,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import tempfile
 
 from quantlab.errors import QuantlabError
 from quantlab.orphans import die_with_parent
@@ -49,9 +51,10 @@ def prepare(study, nets):
     # The study as it goes to each worker: what making a net ready reads (its progress, its
     # results and its counting stay here).
     handed = dataclasses.replace(study, progress=None, results=None, background=[])
+    scratch = tempfile.TemporaryDirectory(prefix="quantlab-workers-")
     pool = ProcessPoolExecutor(  # spawned: TensorFlow's threads do not survive a fork
         workers(nets), mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-        initargs=(handed, getattr(study.progress, "started", None)))
+        initargs=(handed, getattr(study.progress, "started", None), scratch.name))
     finished = False
     try:
         futures = [pool.submit(_prepare, net) for net in nets]  # taken in this order
@@ -68,15 +71,18 @@ def prepare(study, nets):
             for process in list((pool._processes or {}).values()):  # 3.14: terminate_workers
                 process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
+        scratch.cleanup()
 
 
-def _start(study, started):
-    """A worker: dies with the study's process, leaves Ctrl-C to it, keeps the study."""
+def _start(study, started, scratch):
+    """A worker: dies with the study's process, leaves Ctrl-C to it, keeps the study, makes
+    its temporary files in ``scratch`` (TensorFlow's and the runtimes' too)."""
     global _study
     from quantlab.progress import Progress
 
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch
     study.progress = Progress(bars=False)
     if started is not None:  # the study's clock: monotonic time is the same in every process
         study.progress.started = started
