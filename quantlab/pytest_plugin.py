@@ -243,18 +243,19 @@ class QuantlabSession:
         members = self.live[group]
 
         def again(case):
-            model, predictor, *_ = members[case]
+            model, predictor, _, info = members[case]
             try:  # OpenVINO's: its compiled model imported anew, cheaper than compiling again
-                return predictor.anew() if hasattr(predictor, "anew") else self._load(case, model)
-            except Exception as error:
-                return error
+                predictor = predictor.anew() if hasattr(predictor, "anew") else self._load(case, model)
+                if isinstance(predictor, Exception):
+                    raise predictor
+                batch = runtime.sample_batch(predictor.input_shape, case.batch_size)
+                return model, predictor, predictor.prepare(batch), info
+            except Exception:  # out of memory, say: its rounds go on with its first load
+                return None
 
-        for case, predictor in _on_every_core(again, cases).items():
-            if not isinstance(predictor, Exception):
-                model, _, _, info = members[case]
-                prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape,
-                                                                  case.batch_size))
-                members[case] = (model, predictor, prepared, info)
+        for case, member in _on_every_core(again, cases).items():
+            if member is not None:
+                members[case] = member
                 self.loaded_anew.add(case)
         return {case: _call(*members[case][1:3]) for case in cases}
 

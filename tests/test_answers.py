@@ -404,6 +404,36 @@ def test_the_timed_window_runs_the_model_and_never_prepares_its_input(benchmark,
     assert collapsed == ["prepare", "checked_input", "run"] * 2
 
 
+@pytest.mark.benchmark(max_time=0.02, min_rounds=3)
+def test_the_rounds_go_on_with_a_second_load_or_with_the_first_where_it_cannot_load_again(
+        benchmark, tiny_models, pytestconfig, tmp_path):
+    from quantlab import latency_suite, pytest_plugin
+
+    import hashlib
+
+    models = {}
+    for variant in ("float32", "int8"):
+        path = Path(shutil.copy(tiny_models[variant], tmp_path / variant))
+        models[("tiny", variant)] = latency_suite.Model(
+            path, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    artifacts = latency_suite.Artifacts(models, "digits")
+    session = pytest_plugin.QuantlabSession(pytestconfig)
+    session.rounds_budget = 0.2
+    cases = [latency_suite.Case("tiny", variant, "litert", 1) for variant in ("float32", "int8")]
+    infos = {}
+    for case in cases:
+        benchmark._mode, benchmark.extra_info = None, {}  # one fixture for both cases here
+        latency_suite.test_latency(benchmark, case, artifacts, session)
+        infos[case.variant] = session.by_id[case.id]
+    # int8's file changes after it was timed: loading it again is refused (its sha256), so
+    # its rounds go on with the load it was timed with, and only float32's are two loads.
+    (tmp_path / "int8").write_bytes((tmp_path / "int8").read_bytes() + b"x")
+    session.time_in_rounds()
+    assert infos["float32"]["interleaved"]["loads_from"] == [0, 4]
+    assert infos["int8"]["interleaved"]["loads_from"] == [0]
+    assert len(infos["int8"]["interleaved"]["seconds"]) >= 9 and infos["int8"]["speedup"]
+
+
 @pytest.mark.parametrize("runtime_name", ["litert", "openvino"])
 def test_a_prepared_batch_runs_without_being_checked_or_quantized_again(tiny_models, runtime_name):
     from quantlab import runtime
