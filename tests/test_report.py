@@ -316,3 +316,17 @@ def test_where_nothing_quantized_meets_the_budget_the_best_float_option_is_named
     ship = next(line for line in text.splitlines()
                 if line.startswith("- on the front of conv at batch 1: "))
     assert "no quantized option loses at most 1 points; the best float option: " in ship
+
+
+def test_the_rounds_line_says_which_cases_ran_on_a_second_load():
+    from quantlab.report import sentences
+
+    results = quick_study_results()
+    assert "loaded a second time" not in sentences.rounds_line(results)  # one load each
+    timed = [case for case in results["cases"] if case.get("interleaved")]
+    for case in timed:
+        case["interleaved"]["loads_from"] = [0, 4]
+    assert "Every case's model was loaded a second time before round 5" in sentences.rounds_line(results)
+    timed[0]["interleaved"]["loads_from"] = [0]  # its second load failed
+    assert (f"{len(timed) - 1} of {len(timed)} cases' model was loaded a second time before round 5"
+            in sentences.rounds_line(results))

@@ -161,8 +161,20 @@ def rounds_line(results):
         (net, batch), worst = max(short.items(), key=lambda item: item[1]["widest"])
         line += (f"; the others stopped at their time budget (widest +-"
                  f"{100 * worst['widest']:.1f} %, {net} at batch {batch})")
-    return line + (f". A latency is a case's median over its rounds; a speed-up is "
-                   f"{speedup_method(results)}.")
+    return line + f". {_loads_line(results)}A latency is a case's median over its rounds; a " \
+                  f"speed-up is {speedup_method(results)}."
+
+
+def _loads_line(results):
+    """Which cases' rounds ran on a second load of their model (quantlab.rounds), if any."""
+    starts = [(case.get("interleaved") or {}).get("loads_from", [0]) for case in timed(results)
+              if case.get("interleaved")]
+    again = [loads[1] for loads in starts if len(loads) > 1]
+    if not again:
+        return ""
+    which = "Every case's" if len(again) == len(starts) else f"{len(again)} of {len(starts)} cases'"
+    return (f"{which} model was loaded a second time before round {min(again) + 1}, so that "
+            f"its rounds see two placements of its weights in memory, not one. ")
 
 
 def _signed(values):
