@@ -8,8 +8,8 @@ Each worker imports TensorFlow once and keeps the dataset it was handed (the ver
 study checked, not read again), writes the stages' stored state and the cache as the
 study's own process would, and sends back the net's ``Ready`` and its part of the results.
 Its temporary files go to a folder the study's process owns and removes, so that a worker
-killed mid-step (Ctrl-C stops them with SIGKILL) leaves none behind. Timing, deployment costs and counting stay in the study's process, which alone decides what
-runs beside them.
+killed mid-step (Ctrl-C stops them with SIGKILL) leaves none behind. Timing, deployment
+costs and counting stay in the study's process, which alone decides what runs beside them.
 """
 
 import dataclasses
