@@ -141,10 +141,12 @@ def test_a_group_goes_on_with_its_models_loaded_anew_halfway_through_its_minimum
         renewed.append((group, sorted(keys)))
         return {key: timer.case(key[1], 0.010 if key[1] == "float32" else 0.001) for key in keys}
 
+    said = []
     timed = rounds.run_groups({"a": cases("a"), "b": cases("b")},
                               lambda key: (key[0], "float32"), budget_seconds=60, clock=timer,
-                              renew=renew)
+                              renew=renew, said=said.append)
     assert rounds.RENEW_AT == 4
+    assert said.count("loading the models of 2 group(s) again for their rounds 5 and on") == 1
     assert sorted(renewed) == [(g, [(g, "float32"), (g, "int8")]) for g in "ab"]  # once each
     for group in "ab":
         seconds, summary = timed[group]
