@@ -162,14 +162,17 @@ class QuantlabSession:
 
     def _load(self, case, model):
         """The predictor of ``case``, or the exception loading it raised (that case's alone)."""
-        from quantlab import runtime
-
         try:
-            return runtime.load(model.path, runtime=case.runtime, threads=case.threads,
-                                kernels=self.kernels, precision=model.precision,
-                                sha256=model.sha256, batch=case.batch_size)
+            return self._loaded(case, model)
         except Exception as error:
             return error
+
+    def _loaded(self, case, model):
+        from quantlab import runtime
+
+        return runtime.load(model.path, runtime=case.runtime, threads=case.threads,
+                            kernels=self.kernels, precision=model.precision,
+                            sha256=model.sha256, batch=case.batch_size)
 
     def not_run(self, case, reason):
         self.skipped.append({"net": case.net, "variant": case.variant, "runtime": case.runtime,
@@ -245,9 +248,7 @@ class QuantlabSession:
         def again(case):
             model, predictor, _, info = members[case]
             try:  # OpenVINO's: its compiled model imported anew, cheaper than compiling again
-                predictor = predictor.anew() if hasattr(predictor, "anew") else self._load(case, model)
-                if isinstance(predictor, Exception):
-                    raise predictor
+                predictor = predictor.anew() if hasattr(predictor, "anew") else self._loaded(case, model)
                 batch = runtime.sample_batch(predictor.input_shape, case.batch_size)
                 return model, predictor, predictor.prepare(batch), info
             except Exception:  # out of memory, say: its rounds go on with its first load

@@ -103,13 +103,13 @@ def run_groups(groups, reference, budget_seconds, target=TARGET, seed=0, clock=t
         cycles += 1
         names = list(going)
         shuffle(names)
-        due = [name for name in names if going[name].rounds == RENEW_AT]
-        if renew is not None and due:  # seconds of loading, where no round is said
+        due = [name for name in names if renew is not None and going[name].rounds == RENEW_AT]
+        if due:  # seconds of loading, where no round is said
             said(f"loading the models of {len(due)} group(s) again for their rounds "
                  f"{RENEW_AT + 1} and on")
         for name in names:
             group = going[name]
-            if renew is not None and name in due:
+            if name in due:
                 group.renew(renew(name, [case.key for case in group.cases]))
             started = clock()
             group.one_round(shuffle, clock)

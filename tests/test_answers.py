@@ -8,6 +8,7 @@ beside them (an interval, a tie) does not matter; which option a sentence names 
 by name. tests/PLANTED_BUGS.md lists the bugs these tests were seen to catch.
 """
 
+import hashlib
 import math
 import re
 import shutil
@@ -408,8 +409,6 @@ def test_the_timed_window_runs_the_model_and_never_prepares_its_input(benchmark,
 def test_the_rounds_go_on_with_a_second_load_or_with_the_first_where_it_cannot_load_again(
         benchmark, tiny_models, pytestconfig, tmp_path):
     from quantlab import latency_suite, pytest_plugin
-
-    import hashlib
 
     models = {}
     for variant in ("float32", "int8"):
