@@ -9,31 +9,35 @@ rank for which the binomial(n, 1/2) tail P(B <= k-1) stays within 2.5 % (the cla
 interval for a median; for 10 rounds it is [x_(2), x_(9)], with 97.9 % coverage). Fewer than
 6 rounds cannot reach 95 %: the interval is then the whole range, with the coverage it has.
 
-A ratio of two cases (a speed-up) is the ratio of their fastest rounds. What disturbs a
-window on a shared machine (a neighbour on the host, another process on one of the two
-cores) only ever adds time, so the fastest round of a case is the one least disturbed, and
-it is what the case's code costs when the machine lets it run. Between two studies on this
-project's 2-core VMs it holds several times better than the median of per-round ratios did
-(README.md, *How sure a ratio is*). Its interval is the percentile interval of the ratio
-over bootstrap resamples of the rounds (the rounds drawn with replacement, each draw taking
-both cases' windows of that round), computed exactly rather than by random resampling: a
-resample holds only rounds ranked at least i-th fastest of one case and j-th of the other
-with probability (c/n)^n, c the number of such rounds, which gives the chance of every pair
-of fastest rounds and so of every ratio; it can be checked by hand. It is as wide as the few
-fastest rounds of the two cases disagree.
+A ratio of two cases (a speed-up) is the ratio of their lower quartiles of rounds: the
+ceil(n/4)-th fastest of n rounds (the inverted-CDF quantile, an order statistic: a round that
+was timed, not a blend of two). What disturbs a window on a shared machine (a neighbour on the
+host, another process on one of the two cores) only ever adds time, so the fast rounds are
+the least disturbed; but the very fastest is also the luckiest (on this project's Intel host,
+a window when the core's other hyperthread happened to be idle), and the luck of one round
+does not come back in a second study. The lower quartile keeps to the fast rounds without
+resting on one: over eight quick studies on that host it moved by more than 10 % between two
+studies three times less often than the fastest round, and less often than the median
+(README.md, *How sure a ratio is*). Its interval is the percentile interval of the ratio over
+2000 bootstrap resamples of the rounds (the rounds drawn with replacement, each draw taking
+both cases' windows of that round), drawn with a fixed seed, so that the same rounds always
+give the same interval. It is as wide as the fast rounds of the two cases disagree.
 """
 
+import functools
 import math
 import statistics
 from dataclasses import asdict, dataclass, fields
 
 CONFIDENCE = 0.95
-RATIO_METHOD = "fastest rounds"  # results.json's speedup.method for a ``ratio`` (schema 5)
+RATIO_METHOD = "lower quartiles"  # results.json's speedup.method for a ``ratio`` (schema 6)
+QUANTILE = 0.25  # the rounds' lower quartile, what a ratio compares
+RESAMPLES = 2000  # bootstrap resamples of the rounds behind a ratio's interval
 
 
 @dataclass(frozen=True)
 class Interval:
-    value: float  # the estimate: a median, or a ratio of fastest rounds
+    value: float  # the estimate: a median, or a ratio of lower quartiles
     low: float
     high: float
     rounds: int
@@ -81,67 +85,49 @@ def median_interval(values, confidence=CONFIDENCE):
     return Interval(statistics.median(ordered), ordered[k - 1], ordered[n - k], n, coverage)
 
 
-def _ranks(values):
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0] * len(values)
-    for rank, index in enumerate(order):
-        ranks[index] = rank
-    return ranks
+def lower_quartile(values):
+    """The ceil(n/4)-th fastest of n values: the lower quartile, as a value that occurred."""
+    ordered = sorted(values)
+    return ordered[_quartile_rank(len(ordered))]
 
 
-def _fastest_of_resamples(top, bottom):
-    """[(ratio, probability)]: the distribution of min(top*) / min(bottom*) over every
-    resample of the rounds (drawn with replacement, n of n, the same rounds for both).
+def _quartile_rank(n):  # 0-based
+    return math.ceil(n * QUANTILE) - 1
 
-    A resample holds only rounds at or above rank i of ``top`` and rank j of ``bottom`` with
-    probability S(i, j) = (c(i, j) / n)^n, c counting such rounds; the chance that its
-    fastest rounds are exactly the i-th of ``top`` and the j-th of ``bottom`` is then
-    S(i, j) - S(i+1, j) - S(i, j+1) + S(i+1, j+1)."""
-    n = len(top)
-    count = [[0] * (n + 1) for _ in range(n + 1)]
-    for i, j in zip(_ranks(top), _ranks(bottom)):
-        count[i][j] = 1
-    for i in range(n - 1, -1, -1):  # count[i][j]: rounds ranked at least i and at least j
-        for j in range(n - 1, -1, -1):
-            count[i][j] += count[i + 1][j] + count[i][j + 1] - count[i + 1][j + 1]
-    survive = [[(c / n) ** n for c in row] for row in count]
-    top, bottom = sorted(top), sorted(bottom)
-    outcomes = []
-    for i in range(n):
-        for j in range(n):
-            chance = (survive[i][j] - survive[i + 1][j] - survive[i][j + 1]
-                      + survive[i + 1][j + 1])
-            if chance > 0:
-                outcomes.append((top[i] / bottom[j], chance))
-    return sorted(outcomes)
+
+@functools.lru_cache(maxsize=64)
+def _resamples(n):
+    """RESAMPLES rows of n round numbers drawn with replacement, the same for every ratio of n
+    rounds (a fixed seed: a study's intervals do not change when its results are read again)."""
+    import numpy  # here, not at the top: ``import quantlab`` stays light
+    return numpy.random.default_rng(0).integers(0, n, size=(RESAMPLES, n))
 
 
 def ratio(numerator_seconds, denominator_seconds, confidence=CONFIDENCE):
-    """numerator / denominator of the two cases' fastest rounds, with its bootstrap interval;
-    a speed-up of a case against a reference is ``ratio(reference, case)``. Both must come
-    from one group's rounds (quantlab.rounds), where every case runs from the first round
-    until it leaves: only the rounds they shared (the first ones of both) are compared, and
-    resampled together, round by round."""
+    """numerator / denominator of the two cases' lower quartiles of rounds, with its bootstrap
+    interval; a speed-up of a case against a reference is ``ratio(reference, case)``. Both
+    must come from one group's rounds (quantlab.rounds), where every case runs from the first
+    round until it leaves: only the rounds they shared (the first ones of both) are compared,
+    and resampled together, round by round. The interval's ends are ratios of resamples: the
+    smallest with at least 2.5 % of them at or below it, and the smallest with 97.5 %."""
+    import numpy
     shared = min(len(numerator_seconds), len(denominator_seconds))
     if not shared:
         raise ValueError("a case without rounds has no ratio")
-    top, bottom = numerator_seconds[:shared], denominator_seconds[:shared]
-    tail, reached, low, high = (1 - confidence) / 2, 0.0, None, None
-    outcomes = _fastest_of_resamples(top, bottom)
-    for value, probability in outcomes:
-        reached += probability
-        if low is None and reached >= tail - 1e-12:
-            low = value
-        if reached >= 1 - tail - 1e-12:
-            high = value
-            break
-    high = outcomes[-1][0] if high is None else high
-    return Interval(min(top) / min(bottom), low, high, shared, confidence)
+    top = numpy.asarray(numerator_seconds[:shared], dtype=float)
+    bottom = numpy.asarray(denominator_seconds[:shared], dtype=float)
+    k, draws = _quartile_rank(shared), _resamples(shared)
+    resampled = (numpy.partition(top[draws], k, axis=1)[:, k]
+                 / numpy.partition(bottom[draws], k, axis=1)[:, k])
+    tail = (1 - confidence) / 2
+    low, high = numpy.quantile(resampled, [tail, 1 - tail], method="inverted_cdf")
+    return Interval(float(lower_quartile(top) / lower_quartile(bottom)), float(low), float(high),
+                    shared, confidence)
 
 
 def tied(seconds_a, seconds_b, confidence=CONFIDENCE):
     """Whether two cases timed in the same rounds cannot be told apart: the interval of the
-    ratio of their fastest rounds holds 1."""
+    ratio of their lower quartiles holds 1."""
     return ratio(seconds_a, seconds_b, confidence).contains(1.0)
 
 

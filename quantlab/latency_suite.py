@@ -201,13 +201,15 @@ def _speed(info, median):
 def apply_rounds(info, seconds, summary, reference_seconds=None, loads_from=(0,)):
     """Put one case's interleaved timing (``quantlab.rounds``) into its record: the median
     over rounds becomes the case's value (pytest-benchmark's own window stays as
-    ``window_median``), its fastest round is kept, and its speed-up against the reference,
-    the ratio of their fastest rounds (quantlab.intervals), gets its interval.
+    ``window_median``), its fastest round and lower quartile are kept, and its speed-up
+    against the reference, the ratio of their lower quartiles (quantlab.intervals), gets its
+    interval.
     ``loads_from``: the first round of each load of the model the rounds ran."""
     info["window_median"] = info["median"]
     info["interleaved"] = {"seconds": list(seconds), "loads_from": list(loads_from), **summary}
     info.update(_speed(info, intervals.median_interval(seconds).value))
     info["fastest"] = min(seconds)
+    info["lower_quartile"] = intervals.lower_quartile(seconds)
     if reference_seconds is not None:
         info["speedup"] = {**intervals.ratio(reference_seconds, seconds).as_dict(),
                            "method": intervals.RATIO_METHOD}

@@ -85,10 +85,10 @@ def round_seconds(case):
     return (case.get("interleaved") or {}).get("seconds")
 
 
-def fastest_seconds(case, rounds=None):
-    """What options are ranked by: a case's fastest round among its first ``rounds`` (what
-    speed-ups compare), or its median where it was not timed in rounds."""
-    return min((round_seconds(case) or [case["median"]])[:rounds])
+def quartile_seconds(case, rounds=None):
+    """What options are ranked by: a case's lower quartile of its first ``rounds`` rounds
+    (what speed-ups compare), or its median where it was not timed in rounds."""
+    return intervals.lower_quartile((round_seconds(case) or [case["median"]])[:rounds])
 
 
 def same_rounds(a, b):
@@ -104,7 +104,7 @@ def same_rounds(a, b):
 
 def ratio(slow, fast):
     """How many times faster ``fast`` is than ``slow``, as an Interval when both were timed in
-    the same rounds (their fastest rounds compared), else None."""
+    the same rounds (their lower quartiles compared), else None."""
     if same_rounds(slow, fast):
         return intervals.ratio(round_seconds(slow), round_seconds(fast))
     return None
@@ -114,8 +114,15 @@ def speedup_method(results):
     """How the speed-ups of ``results`` were made, in words (results.json's speedup.method)."""
     method = next((c["speedup"].get("method") for c in timed(results) if c.get("speedup")),
                   intervals.RATIO_METHOD)
-    return ("the ratio of the two cases' fastest rounds" if method == intervals.RATIO_METHOD
-            else f"the {method}")
+    return METHOD_WORDS.get(method, f"the {method}")
+
+
+# results.json's speedup.method in words: this quantlab's, then those of older schemas.
+METHOD_WORDS = {
+    intervals.RATIO_METHOD: "the ratio of the two cases' lower quartiles of rounds (the "
+                            "ceil(n/4)-th fastest of the n rounds they shared)",
+    "fastest rounds": "the ratio of the two cases' fastest rounds",
+}
 
 
 def speedup_interval(results, case):
@@ -128,7 +135,7 @@ def speedup_interval(results, case):
 
 def speedup(results, case):
     """How many times faster than the reference on the same net and batch (None if unknown):
-    the ratio of their fastest rounds where the cases were timed in rounds."""
+    the ratio of their lower quartiles where the cases were timed in rounds."""
     interval = speedup_interval(results, case)
     if interval:
         return interval.value
@@ -171,7 +178,7 @@ WHY_LIGHTER = {"litert": "no compile step and the smallest runtime",
 
 
 def tied_with(fastest, options):
-    """The options whose fastest rounds cannot be told apart from the fastest's."""
+    """The options whose rounds cannot be told apart from the fastest's."""
     return [c for c in options if c is not fastest and same_rounds(c, fastest)
             and intervals.tied(round_seconds(c), round_seconds(fastest))]
 
@@ -218,11 +225,12 @@ def pick(results, net, batch, threads):
     if not options:
         return None, None, []
     # Over the rounds every option ran: one that stayed in the rounds longer (a noisy one:
-    # the others left once known) must not win for having had more chances at a fast round.
+    # the others left once known) is judged on the same moments of the machine as the rest,
+    # not on later rounds, perhaps quieter, that the others did not see.
     shared = min((len(round_seconds(c) or ()) for c in options), default=0) or None
 
     def floor(case):
-        return fastest_seconds(case, shared)
+        return quartile_seconds(case, shared)
 
     fastest = min(options, key=floor)
     ties = [fastest] + tied_with(fastest, options)
@@ -232,7 +240,7 @@ def pick(results, net, batch, threads):
     return min(close, key=lambda c: lighter(results, c)), fastest, ties
 
 
-# How much slower (its fastest round) a tie may be and still be chosen for less to deploy.
+# How much slower (its lower quartile) a tie may be and still be chosen for less to deploy.
 CLOSE_ENOUGH = 0.10
 
 

@@ -269,8 +269,8 @@ STUDY = (
            "in interleaved rounds (every case once per round, in a shuffled order) until "
            "every speed-up against LiteRT float32 is known within +-5 %% (95 %% interval) "
            f"or SECONDS are spent (at least {rounds.MIN_ROUNDS} rounds); each case's median is "
-           "then the median over rounds, and its speed-up the ratio of the fastest rounds, "
-           "with its interval.",
+           "then the median over rounds, and its speed-up the ratio of the lower quartiles of "
+           "the rounds, with its interval.",
            shown=f"{defaults.QUICK_ROUNDS:g} in the quick study, {defaults.FULL_ROUNDS:g} in the full",
            # A study's every ratio needs its rounds; a benchmark run times only, unless asked.
            differs={PLUGIN: {"default": 0.0, "shown": "0 (off)"}}),

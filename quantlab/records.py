@@ -36,6 +36,9 @@ HISTORY = {
     5: "Speed-ups compare the two cases' fastest rounds (speedup: value, low, high, rounds, "
        "confidence, method) where 2-4 took the median of per-round ratios (speedup.median); "
        "each case's fastest round (fastest).",
+    6: "Speed-ups compare the two cases' lower quartiles of rounds (speedup.method 'lower "
+       "quartiles'; 5 compared fastest rounds), with an interval from 2000 seeded bootstrap "
+       "resamples; each case's lower quartile (lower_quartile).",
 }
 SCHEMA = max(HISTORY)  # of results.json: the one this quantlab writes
 NOT_RECORDED = None  # the value of a field the writing version did not record
@@ -137,11 +140,13 @@ CASE = (
     F("interleaved", "object", False, 2, "the interleaved rounds it was timed in again"),
     F("speedup", "object", False, 2, "times faster than its reference, with its interval"),
     F("fastest", "seconds", False, 5, "its fastest round's seconds per call"),
+    F("lower_quartile", "seconds", False, 6, "the ceil(n/4)-th fastest of its n rounds"),
     F("window_median", "seconds", False, 2, "pytest-benchmark's own window's median"),
     F("threads_busy", "whole count", False, 2, "threads that really worked"),
 )
 SPEEDUP = (
-    F("value", "ratio", True, 5, "the reference's fastest round over the case's"),
+    F("value", "ratio", True, 5, "the reference's lower quartile of rounds over the case's "
+      "(fastest round in schema 5; method says)"),
     F("low", "ratio", True, 5, "the 95 % interval's low end"),
     F("high", "ratio", True, 5, "its high end"),
     F("rounds", "whole count", True, 5, "the rounds the two cases shared"),
@@ -375,7 +380,17 @@ def _from_4(results):
             "cases": [renamed(c) for c in cases] if isinstance(cases, list) else cases}
 
 
-_STEPS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4}
+def _from_5(results):
+    """5 -> 6: a case's lower quartile was not recorded (its speed-up's method says what the
+    speed-up compared: fastest rounds)."""
+    cases = results.get("cases")
+    if isinstance(cases, list):
+        cases = [{**case, "lower_quartile": NOT_RECORDED}
+                 if isinstance(case, dict) and not case.get("not_run") else case for case in cases]
+    return {**results, "schema": 6, "cases": cases}
+
+
+_STEPS = {1: _from_1, 2: _from_2, 3: _from_3, 4: _from_4, 5: _from_5}
 
 
 def upgrade(results):

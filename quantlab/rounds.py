@@ -6,11 +6,11 @@ One window of a single case measures the machine as it was during that window: a
 that starts between the reference and a candidate moves their ratio by half on this kind
 of machine. Here every round runs one short window of each case, in an order shuffled from
 round to round; a case's value is the median over rounds, and each ratio compares the two
-cases' fastest rounds among the ones they shared (``quantlab.intervals``). Halfway through
+cases' lower quartiles of the rounds they shared (``quantlab.intervals``). Halfway through
 its minimum rounds a group may load every model anew (``renew``): where a model's weights
 land in memory is drawn anew with each load and moves its speed by up to 10 % on this kind
-of machine, as much as a second process does, so that each case's fastest round is the best
-of two loads, not the luck of one. A case leaves the
+of machine, as much as a second process does, so that each case's rounds see two loads,
+not the luck of one. A case leaves the
 rounds once its speed-up against the group's reference is known to within +-``target`` (its
 95 % interval); the group stops when none is left, or when its time budget is spent; the
 result says which. Several groups take

@@ -7,7 +7,8 @@ had no schema key), made by the inverse of each upgrade step. v4.json is a real 
 of a user's ONNX model on a folder of PNG images (tests/test_user_model.py's Keras net,
 exported channels first with its normalization folded in). v5.json is a real quick study of
 digits (dense; float32 and int8 on LiteRT, their ONNX files on ONNX Runtime; batch 1, one
-thread) whose speed-ups compare fastest rounds.
+thread) whose speed-ups compare fastest rounds; v6.json the same study made again, whose
+speed-ups compare lower quartiles of rounds.
 """
 
 import copy
@@ -37,7 +38,7 @@ def _tables():
 
 
 def test_every_schema_has_its_history_and_an_upgrade_step():
-    assert SCHEMA == 5
+    assert SCHEMA == 6
     assert sorted(records.HISTORY) == list(range(1, SCHEMA + 1))
     assert sorted(records._STEPS) == list(range(1, SCHEMA))
     for table in _tables().values():
@@ -47,7 +48,7 @@ def test_every_schema_has_its_history_and_an_upgrade_step():
 
 def test_each_stored_file_holds_only_what_its_schema_wrote():
     """What the table says came later is absent from an older file (and present in v3)."""
-    for version in (1, 2, 3, 4, 5):
+    for version in range(1, SCHEMA + 1):
         results = _stored(version)
         assert records.version(results) == version
         later = {f.name for f in records.TOP if f.since > version}
@@ -109,28 +110,55 @@ def test_older_speedups_keep_their_numbers_and_say_they_were_medians_of_ratios()
                        "method": "median of per-round ratios"}
 
 
-def test_a_stored_schema_5_study_compares_fastest_rounds():
-    """v5.json: a real quick study (digits, dense, float32 and int8 on LiteRT and ONNX
-    Runtime, batch 1, one thread): each speed-up is its reference's fastest round over the
-    case's, within its interval."""
-    stored = _stored(5)
-    assert records.upgrade(stored) == stored
-    records.check(stored)
-    timed = {(c["variant"], c["runtime"]): c for c in stored["cases"] if c.get("speedup")}
+def _timed_and_reference(stored):
+    timed = [c for c in stored["cases"] if c.get("speedup")]
     reference = next(c for c in stored["cases"] if (c["variant"], c["runtime"]) ==
                      (REFERENCE, REFERENCE_RUNTIME))
     assert timed
-    for case in timed.values():
+    return timed, reference["interleaved"]["seconds"]
+
+
+def test_a_stored_schema_5_study_keeps_its_fastest_round_speedups_when_upgraded():
+    """v5.json: a real quick study (digits, dense, float32 and int8 on LiteRT and ONNX
+    Runtime, batch 1, one thread): each speed-up is its reference's fastest round over the
+    case's, within its interval, and says so; its lower quartiles were not recorded."""
+    stored = _stored(5)
+    upgraded = records.upgrade(stored)
+    records.check(upgraded)
+    assert [{k: v for k, v in c.items() if k != "lower_quartile"} for c in upgraded["cases"]] \
+        == stored["cases"]
+    timed, reference = _timed_and_reference(upgraded)
+    for case in timed:
         speedup, rounds = case["speedup"], case["interleaved"]["seconds"]
         assert speedup["method"] == "fastest rounds" and case["fastest"] == min(rounds)
-        shared = min(len(rounds), len(reference["interleaved"]["seconds"]))
-        assert speedup["value"] == pytest.approx(
-            min(reference["interleaved"]["seconds"][:shared]) / min(rounds[:shared]))
+        assert case["lower_quartile"] is records.NOT_RECORDED
+        shared = min(len(rounds), len(reference))
+        assert speedup["value"] == pytest.approx(min(reference[:shared]) / min(rounds[:shared]))
+        assert speedup["low"] <= speedup["value"] <= speedup["high"]
+
+
+def test_a_stored_schema_6_study_compares_lower_quartiles():
+    """v6.json: the same study made again: each speed-up is its reference's lower quartile
+    of rounds over the case's (the ceil(n/4)-th fastest of the n rounds they shared)."""
+    stored = _stored(6)
+    assert records.upgrade(stored) == stored
+    records.check(stored)
+    timed, reference = _timed_and_reference(stored)
+
+    def quartile(seconds):
+        return sorted(seconds)[-(-len(seconds) // 4) - 1]
+
+    for case in timed:
+        speedup, rounds = case["speedup"], case["interleaved"]["seconds"]
+        assert speedup["method"] == "lower quartiles" and case["lower_quartile"] == quartile(rounds)
+        shared = min(len(rounds), len(reference))
+        assert speedup["rounds"] == shared
+        assert speedup["value"] == pytest.approx(quartile(reference[:shared]) / quartile(rounds[:shared]))
         assert speedup["low"] <= speedup["value"] <= speedup["high"]
 
 
 def test_a_speedup_without_its_value_or_with_a_wild_one_is_refused():
-    edited = copy.deepcopy(_stored(5))
+    edited = copy.deepcopy(_stored(SCHEMA))
     number = next(i for i, c in enumerate(edited["cases"]) if c.get("speedup"))
     del edited["cases"][number]["speedup"]["value"]
     with pytest.raises(records.Invalid, match=rf"cases\[{number}\]\.speedup\.value is missing"):
@@ -175,12 +203,13 @@ def test_schema_3_upgrades_with_litert_float32_as_its_reference_and_no_user_mode
     assert {k: v for k, v in upgraded.items()
             if k not in ("schema", "reference", "dataset", "cases", *new)} \
         == {k: v for k, v in _stored(3).items() if k not in ("schema", "dataset", "cases")}
-    assert [{k: v for k, v in case.items() if k != "speedup"} for case in upgraded["cases"]] \
+    assert [{k: v for k, v in case.items() if k not in ("speedup", "lower_quartile")}
+            for case in upgraded["cases"]] \
         == [{k: v for k, v in case.items() if k != "speedup"} for case in _stored(3)["cases"]]
 
 
 def test_compare_reads_a_stored_file_of_every_schema_and_two_schemas_together(tmp_path):
-    files = [str(STORED / f"v{version}.json") for version in (1, 2, 3, 4, 5)]
+    files = [str(STORED / f"v{version}.json") for version in range(1, SCHEMA + 1)]
     for number, given in enumerate([*[[f] for f in files], [files[0], files[2]]]):
         out = tmp_path / f"out{number}"
         done = quantlab("compare", *given, "--out", str(out))

@@ -89,6 +89,8 @@ def test_every_case_is_timed_at_each_thread_count_in_rounds_with_intervals(study
         interval = case["speedup"]
         assert interval["low"] <= interval["value"] <= interval["high"]
         assert case["fastest"] == min(rounds["seconds"])
+        quartile = sorted(rounds["seconds"])[-(-len(rounds["seconds"]) // 4) - 1]
+        assert case["lower_quartile"] == quartile and interval["method"] == "lower quartiles"
     report = (out / "report.md").read_text()
     assert "## Threads" in report and "threads.png" in results["plots"]
     assert "## What a deployment also pays" in (out / "details.md").read_text()

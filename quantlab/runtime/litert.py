@@ -212,8 +212,8 @@ def call_paths(predictor, prepared, budget_seconds=2.0, clock=time.perf_counter)
     (``quantlab.rounds``), so that both see the same machine.
 
     Returns ``interpreter`` and ``compiled_model``, each one's seconds per call (the median
-    over rounds with its interval), ``ratio``: the interpreter's fastest round over
-    CompiledModel's (above 1: the interpreter is the slower), and how the rounds ended.
+    over rounds with its interval), ``ratio``: the interpreter's lower quartile of rounds
+    over CompiledModel's (above 1: the interpreter is the slower), and how the rounds ended.
 
     Read it against the spread between instances: where a model streams its weights from the
     shared last-level cache (medium's float32 at batch 1), two interpreters of the same file
