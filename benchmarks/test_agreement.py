@@ -10,7 +10,10 @@ first run's 95 % interval or within 10 % of its value. The disagreements are pri
 beside them how the check would have gone had the speed-ups been made from other statistics
 of the same rounds (fastest round, lower quartile (the study's own), median, median of
 per-round ratios, each with a seeded paired bootstrap interval): which one holds best may
-differ between hosts (README.md, *How sure a ratio is*). Both studies stay in pytest's temporary folder.
+differ between hosts (README.md, *How sure a ratio is*). Last, how many rounds of each study
+ran while the whole machine was more than 10 % faster than usual: where one study had such
+rounds and the other not, disagreements are the machine's, not the statistic's. Both studies
+stay in pytest's temporary folder.
 """
 
 import json
@@ -126,4 +129,11 @@ def test_two_quick_studies_in_a_row_agree(tmp_path):
     for name, (moved, missed, compared) in misses_by_statistic(first, second).items():
         print(f"  {name}: {moved} of {compared} moved by more than 10 %, {missed} of them "
               f"outside the first run's interval too")
+    print("rounds in which the whole machine ran faster than usual (a pace the other study "
+          "may not have had):")
+    for name, results in (("first", first), ("second", second)):
+        fast, rounds = lookups.faster_rounds(results)
+        most = f", up to {100 * (1 - fast[0][0]):.0f} %" if fast else ""
+        print(f"  {name} study: {len(fast)} of {rounds} rounds more than "
+              f"{100 * lookups.PACE_NOTED:g} % faster{most}")
     assert not said

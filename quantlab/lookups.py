@@ -110,6 +110,32 @@ def ratio(slow, fast):
     return None
 
 
+def pace_by_group(results):
+    """{(net, batch size): [each round's pace]} (``intervals.pace``) for each group of rounds
+    of two cases or more (a net and batch size: its thread counts share its rounds)."""
+    groups = {}
+    for case in timed(results):
+        if round_seconds(case):
+            groups.setdefault((case["net"], case["batch_size"]), []).append(round_seconds(case))
+    return {group: intervals.pace(rows) for group, rows in groups.items() if len(rows) > 1}
+
+
+# How much faster than usual the whole machine may run in a round before the report says
+# that a ratio may not repeat: the agreement check's own tolerance. (Slower rounds are the
+# disturbances that the lower quartiles leave out.)
+PACE_NOTED = 0.10
+
+
+def faster_rounds(results):
+    """([(pace, (net, batch size), round number)] of the rounds in which the whole machine ran
+    more than PACE_NOTED faster than usual, fastest first; how many rounds there were). Over
+    the quick studies of a day on one host, two studies of which only one had four such
+    rounds or more disagreed on a median of 13 speed-ups of 136, against 7 where neither had."""
+    paces = [(pace, group, number) for group, rounds in pace_by_group(results).items()
+             for number, pace in enumerate(rounds)]
+    return sorted(pace for pace in paces if pace[0] < 1 - PACE_NOTED), len(paces)
+
+
 def speedup_method(results):
     """How the speed-ups of ``results`` were made, in words (results.json's speedup.method)."""
     method = next((c["speedup"].get("method") for c in timed(results) if c.get("speedup")),

@@ -7,6 +7,7 @@ import statistics
 import pytest
 
 from quantlab import intervals, latency_suite, lookups, report, rounds
+from quantlab.report import sentences
 
 
 def test_the_interval_of_ten_rounds_is_the_second_and_ninth_value():
@@ -328,6 +329,34 @@ def test_options_of_one_group_that_left_the_rounds_at_different_times_can_still_
     cases[2]["interleaved"]["group"] = "medium-b1"
     (line,) = report.recommendations(_results(cases))
     assert "tie" not in line
+
+
+def test_the_pace_of_a_round_is_every_cases_time_against_its_median_together():
+    # a's median is 1.0 and b's 2.0: in round 4 both take 0.8 of it (0.8); in round 5, a
+    # 1.0 and b 1.1 of it: sqrt(1.0 x 1.1) = 1.0488. c left after four rounds: the pace is
+    # over the rounds all ran.
+    a = [1.0, 1.0, 1.0, 0.8, 1.0]
+    b = [2.0, 2.0, 2.0, 1.6, 2.2]
+    assert intervals.pace([a, b]) == pytest.approx([1.0, 1.0, 1.0, 0.8, 1.1 ** 0.5])
+    assert len(intervals.pace([a, b, [3.0, 3.0, 3.0, 3.0]])) == 4
+
+
+def test_the_report_says_when_the_whole_machine_ran_faster_in_some_rounds():
+    steady = [_case("float32", "litert", REFERENCE), _case("int8", "litert", TIED_A)]
+    assert "whole machine" not in sentences.rounds_line(_results(steady))
+    # Round 2: both cases 20 % faster than in their other rounds; round 6: 12 %; their
+    # medians stay 10 ms and 2.5 ms, so the paces are 0.80 and 0.88.
+    faster = [[0.010] * 8, [0.0025] * 8]
+    for seconds in faster:
+        seconds[1] *= 0.8
+        seconds[5] *= 0.88
+    results = _results([_case("float32", "litert", faster[0]), _case("int8", "litert", faster[1])])
+    line = sentences.rounds_line(results)
+    assert ("In 2 of 8 rounds the whole machine ran faster: every case of the round together at "
+            "least 10 % faster than its median (up to 20 %, medium at batch 16, round 2;") in line
+    assert "a speed-up measured at another pace may not repeat" in line
+    fast, rounds = lookups.faster_rounds(results)
+    assert [pace for pace, _, _ in fast] == pytest.approx([0.8, 0.88]) and rounds == 8
 
 
 @pytest.mark.parametrize("method, words", [

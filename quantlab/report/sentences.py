@@ -4,10 +4,10 @@ merged), and the longer per-option and per-case lines that go to the details."""
 
 from quantlab import tables
 from quantlab.lookups import (
-    DEPLOYMENT_WEIGHT, WHY_LIGHTER, accuracy_of, batch_sizes, deployment_note, is_reference,
-    labelled, max_drop, pick, reference, reference_text, scored, shippable, slower_or_faster, span,
-    speedup, speedup_interval, speedup_method, speedup_text, thread_counts, threads_of,
-    threads_text, timed, timed_at)
+    DEPLOYMENT_WEIGHT, PACE_NOTED, WHY_LIGHTER, accuracy_of, batch_sizes, deployment_note,
+    faster_rounds, is_reference, labelled, max_drop, pick, reference, reference_text, scored,
+    shippable, slower_or_faster, span, speedup, speedup_interval, speedup_method, speedup_text,
+    thread_counts, threads_of, threads_text, timed, timed_at)
 from quantlab.variant_table import quantized
 
 def what_to_ship(results):
@@ -161,8 +161,8 @@ def rounds_line(results):
         (net, batch), worst = max(short.items(), key=lambda item: item[1]["widest"])
         line += (f"; the others stopped at their time budget (widest +-"
                  f"{100 * worst['widest']:.1f} %, {net} at batch {batch})")
-    return line + f". {_loads_line(results)}A latency is a case's median over its rounds; a " \
-                  f"speed-up is {speedup_method(results)}."
+    return line + f". {_loads_line(results)}{_pace_line(results)}A latency is a case's median " \
+                  f"over its rounds; a speed-up is {speedup_method(results)}."
 
 
 def _loads_line(results):
@@ -175,6 +175,20 @@ def _loads_line(results):
     which = "Every case's" if len(again) == len(starts) else f"{len(again)} of {len(starts)} cases'"
     return (f"{which} model was loaded a second time before round {min(again) + 1}, so that "
             f"its rounds see two placements of its weights in memory, not one. ")
+
+
+def _pace_line(results):
+    """Rounds in which the whole machine ran faster than usual (``intervals.pace``), if any."""
+    fast, rounds = faster_rounds(results)
+    if not fast:
+        return ""
+    low, (net, batch), number = fast[0]
+    return (f"In {len(fast)} of {rounds} rounds the whole machine ran faster: every case of "
+            f"the round together at least {100 * PACE_NOTED:g} % faster than its median (up to "
+            f"{100 * (1 - low):.0f} %, {net} at batch {batch}, round {number + 1}; a neighbour "
+            f"that paused, or a higher clock). Cases do not all gain alike from a faster "
+            f"machine, so a speed-up measured at another pace may not repeat: a second study "
+            f"shows how far. ")
 
 
 def _signed(values):
