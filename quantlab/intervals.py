@@ -130,8 +130,10 @@ def pace(seconds_by_case):
     mean over the cases of that round's seconds over the case's median (0.8: every case, on
     the whole, 20 % faster than usual). Over the rounds all of them ran. A ratio of two cases
     of one round cancels a pace they both felt alike, but not the rest: cases do not all gain
-    alike from a faster machine (a core whose other hyperthread falls idle gives compute-bound
-    int8 kernels more than memory-bound float32), so the pace says when a ratio may not repeat."""
+    alike from a faster machine (on the Intel host, in rounds 20 % faster on the whole, int8 on
+    OpenVINO took 45 % less time and LiteRT float32 15 %: likely the core's other hyperthread
+    falling idle, which compute-bound kernels gain most from), so the pace says when a ratio
+    may not repeat."""
     rows = [list(seconds) for seconds in seconds_by_case if seconds]
     medians = [statistics.median(seconds) for seconds in rows]
     shared = min(map(len, rows), default=0)
