@@ -153,6 +153,11 @@ SPEEDUP = (
     F("confidence", "fraction", True, 5, "the interval's coverage"),
     F("method", "words", False, 5, "how the value was made"),
 )
+INTERLEAVED = (  # a case's ``interleaved``: the rounds its speed-up and latency come from
+    F("seconds", "series of seconds", True, 2, "seconds per call in each round, in order"),
+    F("rounds", "whole count", False, 2, "the rounds its group ran"),
+    F("group", "text", False, 2, "the group whose rounds it ran in (a net and batch size)"),
+)
 ACCURACY = (
     F("net", "text", True, 1, "the net"),
     F("variant", "plain", True, 1, "the variant"),
@@ -234,6 +239,15 @@ def _names(value, name):
         _plain(item, name)
 
 
+def _series(check_one):
+    def check(value, name):
+        if not isinstance(value, list) or not value:
+            raise Invalid(f"{name} is not a list of numbers")
+        for number, item in enumerate(value):
+            check_one(item, f"{name}[{number}]")
+    return check
+
+
 def _each(check_one):
     def check(value, name):
         _kind(dict, "an object")(value, name)
@@ -250,7 +264,8 @@ _CHECKS = {
     "flag": _kind(bool, "true or false"), "reference": _reference,
     "version": _number("count", whole=True),
     "whole count": _number("count", whole=True), "versions": _each(_text),
-    "caches": _each(_number("bytes")), **{kind: _number(kind) for kind in PLAUSIBLE},
+    "caches": _each(_number("bytes")), "series of seconds": _series(_number("seconds")),
+    **{kind: _number(kind) for kind in PLAUSIBLE},
 }
 
 
@@ -293,6 +308,8 @@ def check(results):
             check_fields(row, table, f"{rows}[{number}].")
             if rows == "cases" and row.get("speedup") is not None:
                 check_fields(row["speedup"], SPEEDUP, f"cases[{number}].speedup.")
+            if rows == "cases" and row.get("interleaved") is not None:
+                check_fields(row["interleaved"], INTERLEAVED, f"cases[{number}].interleaved.")
 
 
 # --- versions -----------------------------------------------------------------------------

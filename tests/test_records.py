@@ -34,7 +34,8 @@ def _stored(version):
 def _tables():
     return {"": records.TOP, "machine.": records.MACHINE, "case": records.CASE,
             "accuracy": records.ACCURACY, "cpu": records.CPU, "artifact": records.ARTIFACT,
-            "dataset": records.DATASET, "speedup": records.SPEEDUP}
+            "dataset": records.DATASET, "speedup": records.SPEEDUP,
+            "interleaved": records.INTERLEAVED}
 
 
 def test_every_schema_has_its_history_and_an_upgrade_step():
@@ -247,6 +248,13 @@ def test_a_newer_schema_is_refused_in_one_line_naming_it_and_the_fix(tmp_path):
     (1, lambda r: r["nets"]["dense"].update(latency=[]), "nets.dense.latency is not an object"),
     (1, lambda r: r.update(cases=[]), "no schema, but cases as schema 2"),
     (3, lambda r: r.update(schema="3"), "schema '3' is not a schema version"),
+    # The rounds a speed-up comes from: a crafted zero would divide by it.
+    (6, lambda r: r["cases"][1]["interleaved"]["seconds"].__setitem__(0, 0.0),
+     "cases[1].interleaved.seconds[0] is 0: expected a number from 1e-09"),
+    (6, lambda r: r["cases"][1]["interleaved"].update(seconds="fast"),
+     "cases[1].interleaved.seconds is not a list of numbers"),
+    (6, lambda r: r["cases"][1]["interleaved"].update(seconds=[]),
+     "cases[1].interleaved.seconds is not a list of numbers"),
 ])
 def test_a_field_of_the_wrong_type_is_refused_in_one_line_naming_it(tmp_path, version, edit, fragment):
     results = _stored(version)
