@@ -13,6 +13,7 @@ sha256. ``compare_report`` turns the comparison into words, tables and a plot.
 """
 
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import quantlab
@@ -30,6 +31,32 @@ _FIX = "give the results.json that `quantlab run` wrote, or the report folder th
 
 
 # --- reading ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """One timed case of a results file: the key fields and what compare reads."""
+    net: str
+    variant: str
+    runtime: str
+    batch_size: int
+    threads: int
+    median: float | None
+    per_image: float | None
+    precision: str | None
+    not_run: str | None
+
+    @classmethod
+    def of(cls, row):
+        return cls(**{**{f.name: row.get(f.name) for f in fields(cls)},
+                      "threads": row.get("threads") or 1})
+
+    @property
+    def key(self):
+        return (self.net, self.variant, self.runtime, self.batch_size, self.threads)
+
+    @property
+    def timed(self):
+        return not self.not_run and self.median is not None
 
 def load(paths):
     """Read results.json files or report folders; return their results, checked, in order.
@@ -127,7 +154,7 @@ def _machine(results, number):
         "artifacts": {(net, variant): {"sha256": meta["sha256"], "bytes": meta.get("bytes")}
                       for net, entry in results["nets"].items()
                       for variant, meta in (entry.get("artifacts") or {}).items()},
-        "cases": {case.key: case for case in map(records.Case.of, results["cases"])},
+        "cases": {case.key: case for case in map(Case.of, results["cases"])},
         "accuracy": {(row["net"], row["variant"], row["runtime"]): row
                      for row in results.get("accuracy") or []},
     }

@@ -7,13 +7,12 @@ has a check, whether it must be there, the schema that brought it, and a one-lin
 
     results = records.upgrade(json.loads(text))  # any schema quantlab wrote, as the current one
     records.check(results)                         # raises Invalid naming the first bad field
-    cases = [records.Case.of(row) for row in results["cases"]]
 
 Cheap to import (no numpy, no TensorFlow): compare and the plugin read it.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import PurePath
 
 from quantlab import safe_text
@@ -432,32 +431,3 @@ class Newer(QuantlabError):
     def __init__(self, found):  # a results file of a newer schema than this quantlab reads
         super().__init__(f"results.json schema {found}; this quantlab reads 1 to {SCHEMA}")
         self.found = found
-
-
-# --- typed records, for reading -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class Case:
-    """One timed case: the key fields and what compare reads."""
-    net: str
-    variant: str
-    runtime: str
-    batch_size: int
-    threads: int
-    median: float | None
-    per_image: float | None
-    precision: str | None
-    not_run: str | None
-
-    @classmethod
-    def of(cls, row):
-        return cls(**{**{f.name: row.get(f.name) for f in fields(cls)},
-                      "threads": row.get("threads") or 1})
-
-    @property
-    def key(self):
-        return (self.net, self.variant, self.runtime, self.batch_size, self.threads)
-
-    @property
-    def timed(self):
-        return not self.not_run and self.median is not None
