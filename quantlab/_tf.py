@@ -7,7 +7,9 @@ needs it), and matplotlib (which tfmot imports) its font cache: into quantlab's 
 the user's home.
 """
 
+import atexit
 import contextlib
+import gc
 import os
 import re
 import sys
@@ -73,6 +75,10 @@ def tf():
     if "tensorflow" not in sys.modules:
         with without_native_noise():
             import tensorflow  # noqa: F401
+        # At exit Python collects every object it can still reach, and TensorFlow's import
+        # makes millions: 1.3-1.8 s of each process's exit, measured (0.16 s with this). What
+        # is left is about to be freed with the process anyway.
+        atexit.register(gc.freeze)
     import tensorflow
 
     tensorflow.get_logger().setLevel("ERROR")

@@ -33,6 +33,32 @@ def test_rates_take_the_shortest_run_as_best_and_report_the_median():
         "seconds_min": 1.0, "seconds_median": 2.0, "best": 100.0, "median": 50.0, "repeats": 3}
 
 
+def _runs_of(seconds_per_count):
+    """A run whose seconds are ``seconds_per_count`` x its count, and the counts it ran."""
+    counts = []
+
+    def run(count):
+        counts.append(count)
+        return seconds_per_count * count
+    return run, counts
+
+
+def test_the_count_is_scaled_to_the_target_and_a_run_that_already_meets_it_is_not_run_again():
+    run, counts = _runs_of(0.001)  # 1 ms a pass: 2 passes make the 2 ms target
+    assert ceilings.count_for(run, 10, 0.002) == 2 and counts == [10, 2]
+    run, counts = _runs_of(0.1)  # a DRAM-sized pass: one pass is already far past the target
+    assert ceilings.count_for(run, 1, 0.002) == 1 and counts == [1]
+
+
+def test_short_runs_are_repeated_in_full_and_long_ones_three_times():
+    run, counts = _runs_of(0.002)
+    assert len(ceilings.repeated(run, 1, 9)) == 9
+    run, counts = _runs_of(0.1)  # three runs of 0.1 s are past the 0.25 s budget
+    assert ceilings.repeated(run, 1, 9) == [0.1, 0.1, 0.1]
+    run, counts = _runs_of(0.05)  # five runs of 0.05 s reach it
+    assert len(ceilings.repeated(run, 1, 9)) == 5
+
+
 def test_working_sets_for_this_kind_of_server_sit_inside_each_level():
     sets = ceilings.working_sets({"l1d": 48 * 1024, "l2": 1024 * 1024, "l3": 32 * 1024 * 1024})
     assert sets == {
