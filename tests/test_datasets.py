@@ -188,6 +188,34 @@ def test_digits_are_8x8_in_unit_range_with_a_deterministic_stratified_split():
     assert set(first.y_train.tolist()) == set(first.y_test.tolist()) == set(range(10))
 
 
+def test_digits_are_the_images_and_split_scikit_learn_gives_read_without_importing_it():
+    code = ("import sys; from quantlab import datasets; data = datasets.load('digits'); "
+            "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bundled = load_digits()
+    images, labels = bundled.images[..., None] / 16.0, bundled.target
+    expected = train_test_split(images, labels, test_size=0.2, stratify=labels, random_state=0)
+    data = datasets.load("digits")
+    for ours, theirs in zip((data.x_train, data.x_test, data.y_train, data.y_test), expected):
+        assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("counts, draws, expected", [
+    ([4, 2], 3, [2, 1]), ([5, 2], 4, [3, 1]),  # scikit-learn's own examples
+    ([3, 3, 3], 6, [2, 2, 2]),                 # no remainder: nothing drawn
+])
+def test_the_share_of_each_class_is_its_floored_share_plus_the_largest_remainders(counts, draws,
+                                                                                  expected):
+    from quantlab.datasets.digits import _approximate_mode
+
+    found = _approximate_mode(np.array(counts), draws, np.random.RandomState(0))
+    assert found.tolist() == expected
+
+
 def test_importing_datasets_does_not_import_tensorflow_keras_or_sklearn():
     code = ("import sys, quantlab.datasets; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf_keras', 'sklearn') "

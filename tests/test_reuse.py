@@ -308,6 +308,32 @@ def test_a_stored_stage_of_the_wrong_shape_is_measured_again_with_a_notice(tmp_p
     assert stage_result("second") == [ROWS[stage]]
 
 
+@pytest.mark.parametrize("content", ["null", "{}", "[1]", '"rows"', "not json", None])
+def test_a_result_kept_in_the_cache_is_read_back_for_its_key_alone_and_a_damaged_one_made_again(
+        tmp_path, monkeypatch, content):
+    """The per-layer error, kept in the quantlab cache for any study of the same files."""
+    from quantlab import cache
+
+    monkeypatch.setenv("QUANTLAB_CACHE", str(tmp_path / "cache"))
+    key, made = {"artifacts": {"int8": "ab" * 32}}, [ROWS["layers"]]
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return list(made)
+
+    path = cache.cache_root() / "layers" / f"{cache.config_hash(key)}.json"
+    if content is not None:  # stored earlier, then damaged
+        path.parent.mkdir(parents=True)
+        path.write_text(content if content == "not json"
+                        else json.dumps(stamp("state", json.loads(content))))
+    assert study.remembered("layers", key, compute) == made and len(calls) == 1
+    assert read_stamped(path, "state") == made
+    assert study.remembered("layers", key, compute) == made and len(calls) == 1  # read back
+    other = {"artifacts": {"int8": "cd" * 32}}  # other bytes: computed for them
+    assert study.remembered("layers", other, compute) == made and len(calls) == 2
+
+
 @pytest.mark.parametrize("content", [None, [], {}, {"rates": {}}, [{"failed": "x"}], "failed"])
 def test_a_stored_count_of_the_wrong_shape_is_not_taken_for_a_count(content):
     assert not study.well_formed("counters", content)

@@ -31,7 +31,7 @@ from quantlab.study.counting import (Counting, counter_key, counts_into,  # noqa
 from quantlab.study.results import (finish, machine_info, measure_ceilings_again, net_entry,
                                     new_results)
 from quantlab.study.stages import (_cached_stage, artifact_key, recall,  # noqa: F401
-                                   state_path, well_formed, write_state)
+                                   remembered, state_path, well_formed, write_state)
 from quantlab.study.timing import pairs, rounds_budget, time_net, time_nets  # noqa: F401
 
 
@@ -280,11 +280,20 @@ class Study:
         quantization debugger on the Keras model they were trained as)."""
         if "int8" not in artifacts or self.config.model is not None:
             return []
-        from quantlab import layer_error, training
+        from quantlab import layer_error, selective, training
 
-        self.progress(f"{net}: per-layer quantization error of int8 (TFLite quantization debugger)")
-        trained = training.train(train_config(self.config, net), self.data)
-        return layer_error.int8_layer_errors(trained.model, self.data, artifacts["int8"].meta)
+        def compute():
+            self.progress(f"{net}: per-layer quantization error of int8 (TFLite quantization "
+                          f"debugger)")
+            trained = training.train(train_config(self.config, net), self.data)
+            return layer_error.int8_layer_errors(trained.model, self.data, artifacts["int8"].meta)
+
+        # Kept in the cache too: computing it imports TensorFlow, 4-5 s of a study whose nets
+        # and variants are all cached, and 10-15 s a net for mobilenet and the vit.
+        return remembered("layers", {
+            "net": net, "artifacts": artifact_key(artifacts), "data": self.data.sha256,
+            "images": layer_error.DEBUG_IMAGES, "code": cache.code_digest(layer_error, selective),
+            "versions": versions()}, compute)
 
     def evaluate(self, net, artifacts, studied):
         """Accuracy rows of every studied (variant, runtime) pair on the test images."""

@@ -81,3 +81,21 @@ def _cached_stage(config, stage, key, compute, progress, label):
 def artifact_key(artifacts):
     return {v: a.sha256 for v, a in sorted(artifacts.items())}
 
+
+
+def remembered(stage, key, compute):
+    """``compute()``'s rows, kept in the quantlab cache as well as in a study's own
+    ``OUT/.state``, for a stage whose result depends on nothing but ``key`` (files by sha256,
+    the data's, the code's digest, the versions): a study with another --out, or another
+    machine's worker sharing this cache, reads it instead of computing it again. A stored
+    file that cannot be read or is not what the stage makes is computed again."""
+    path = cache.cache_root() / stage / f"{cache.config_hash(key)}.json"
+    try:
+        stored = read_state(path)
+        if well_formed(stage, stored):
+            return stored
+    except (OSError, ValueError):
+        pass  # nothing stored yet, or damaged: computed again
+    rows = compute()
+    write_state(path, rows)
+    return rows
