@@ -38,6 +38,35 @@ def test_the_report_has_every_section_filled_from_the_run(study):
     assert "valgrind" in details and "AVX-512" in details  # the simulated-CPU caveat
 
 
+def test_the_per_layer_error_is_tflites_debugger_on_the_int8_file_the_study_made(study, digits):
+    """Whether computed in the study or read from the cache, the rows are those TFLite's
+    quantization debugger gives for the very int8 file the study ran, in graph order."""
+    from conftest import quick_config
+    from quantlab import layer_error, training, variants
+
+    _, _, results = study
+    config = quick_config("conv", dataset="digits")
+    int8 = variants.export(config, variants=("int8",), data=digits)["int8"]
+    assert int8.sha256 == results["nets"]["conv"]["artifacts"]["int8"]["sha256"]
+    rows = layer_error.int8_layer_errors(training.train(config, digits).model, digits, int8.meta)
+    stored = results["nets"]["conv"]["layers"]
+    assert [(r["layer"], r["op"], r["tensor"]) for r in stored] == [
+        (r["layer"], r["op"], r["tensor"]) for r in rows]
+    for mine, theirs in zip(stored, rows):
+        assert mine["rmse_over_scale"] == pytest.approx(theirs["rmse_over_scale"], rel=1e-6)
+    ops = [r["op"] for r in stored]
+    assert ops[0] == "CONV_2D" and "FULLY_CONNECTED" in ops
+    # The first conv's output is rounded to its step: about 0.29 steps (1 / sqrt(12)) of
+    # error (later layers more: this net's logits about 3 steps, their step is fine); every
+    # conv and dense layer loses something; a max pool passes its int8 input on unchanged.
+    assert 0.15 < stored[0]["rmse_over_scale"] < 0.5
+    for row in stored:
+        if row["op"] in ("CONV_2D", "FULLY_CONNECTED"):
+            assert row["rmse_over_scale"] > 0.05, row
+        if row["op"] == "MAX_POOL_2D":
+            assert row["rmse_over_scale"] < 0.01, row
+
+
 def _case(results, net, variant, runtime, batch):
     return next(c for c in results["cases"] if (c["net"], c["variant"], c["runtime"], c["batch_size"])
                 == (net, variant, runtime, batch))
