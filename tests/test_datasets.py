@@ -204,6 +204,24 @@ def test_digits_are_the_images_and_split_scikit_learn_gives_read_without_importi
         assert np.array_equal(ours, theirs)
 
 
+@pytest.mark.parametrize("content", [
+    gzip.compress(b"0," * 64 + b"1\n")[:12],              # truncated
+    b"plain text, not gzip",
+    gzip.compress(b"0,1\n" * 30),                         # rows of 2, not 65
+    gzip.compress(b"0," * 64 + b"11\n" * 1) * 30,         # a label of 11
+    gzip.compress((b"17," * 64 + b"1\n") * 30),           # pixels above 16
+])
+def test_a_damaged_digits_file_is_one_line_naming_it_and_the_fix(tmp_path, content):
+    from quantlab.datasets import digits
+
+    path = tmp_path / "digits.csv.gz"
+    path.write_bytes(content)
+    with pytest.raises(QuantlabError) as error:
+        digits._table(path)
+    assert str(path) in str(error.value) and "reinstall scikit-learn" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("counts, draws, expected", [
     ([4, 2], 3, [2, 1]), ([5, 2], 4, [3, 1]),  # scikit-learn's own examples
     ([3, 3, 3], 6, [2, 2, 2]),                 # no remainder: nothing drawn

@@ -65,9 +65,22 @@ def stratified_split(labels, test_share=TEST_SHARE, seed=SEED):
     return rng.permutation(train), rng.permutation(test)
 
 
+def _table(path):
+    """The 1797 rows of 64 pixels (0..16) and a label (0..9) of the file at ``path``."""
+    try:
+        with gzip.open(path, "rt") as lines:
+            table = np.loadtxt(lines, delimiter=",", ndmin=2)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as error:
+        raise QuantlabError(f"{path} cannot be read ({error}): reinstall scikit-learn") from None
+    if (table.shape[1:] != (65,) or len(table) < 20 or not np.isin(table[:, -1], range(10)).all()
+            or table[:, :-1].min() < 0 or table[:, :-1].max() > 16):
+        raise QuantlabError(f"{path} does not hold scikit-learn's digits (rows of 64 pixels "
+                            f"of 0 to 16 and a label of 0 to 9): reinstall scikit-learn")
+    return table
+
+
 def load():
-    with gzip.open(_csv_path(), "rt") as lines:
-        table = np.loadtxt(lines, delimiter=",")
+    table = _table(_csv_path())
     images = table[:, :-1].reshape(-1, 8, 8, 1).astype(np.uint8)  # 8x8 pixels of 0..16
     labels = table[:, -1].astype(np.int64)
     # Stratified with a fixed seed: the same split on every load, every class in both halves.
