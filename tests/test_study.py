@@ -38,14 +38,18 @@ def test_the_report_has_every_section_filled_from_the_run(study):
     assert "valgrind" in details and "AVX-512" in details  # the simulated-CPU caveat
 
 
-def test_the_per_layer_error_is_tflites_debugger_on_the_int8_file_the_study_made(study, digits):
+@pytest.mark.parametrize("which, seed", [("laptop", 0), ("server", 1)])
+def test_the_per_layer_error_is_tflites_debugger_on_the_int8_file_the_study_made(
+        study, resumed_study, digits, which, seed):
     """Whether computed in the study or read from the cache, the rows are those TFLite's
-    quantization debugger gives for the very int8 file the study ran, in graph order."""
+    quantization debugger gives for the very int8 file the study ran, in graph order: for
+    each of two studies of the same net with other weights, sharing one cache."""
     from conftest import quick_config
     from quantlab import layer_error, training, variants
 
-    _, _, results = study
-    config = quick_config("conv", dataset="digits")
+    results = (study[2] if which == "laptop"
+               else json.loads((resumed_study["out"] / "results.json").read_text()))
+    config = quick_config("conv", dataset="digits", seed=seed)
     int8 = variants.export(config, variants=("int8",), data=digits)["int8"]
     assert int8.sha256 == results["nets"]["conv"]["artifacts"]["int8"]["sha256"]
     rows = layer_error.int8_layer_errors(training.train(config, digits).model, digits, int8.meta)
