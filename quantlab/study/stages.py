@@ -82,7 +82,6 @@ def artifact_key(artifacts):
     return {v: a.sha256 for v, a in sorted(artifacts.items())}
 
 
-
 def remembered(stage, key, compute):
     """``compute()``'s rows, kept in the quantlab cache as well as in a study's own
     ``OUT/.state``, for a stage whose result depends on nothing but ``key`` (files by sha256,
