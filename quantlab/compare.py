@@ -58,6 +58,7 @@ class Case:
     def timed(self):
         return not self.not_run and self.median is not None
 
+
 def load(paths):
     """Read results.json files or report folders; return their results, checked, in order.
 

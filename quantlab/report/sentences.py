@@ -10,6 +10,7 @@ from quantlab.lookups import (
     thread_counts, threads_of, threads_text, timed, timed_at)
 from quantlab.variant_table import quantized
 
+
 def what_to_ship(results):
     """The rule the picks of What to ship follow, in the words of this study's reference."""
     variant, budget = reference(results)[0], max_drop(results)
