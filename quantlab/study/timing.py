@@ -69,8 +69,12 @@ def time_nets(config, artifacts_by_net, runtimes, progress):
             # which need not be this process's copy (a source checkout in the working
             # directory beside an installed package, under tox).
             sys.executable, "-m", "pytest", "--pyargs", "quantlab.latency_suite", "-v",
-            "-c", str(tmp / "pytest.ini"), "-p", "no:cacheprovider", "-p", "no:randomly",
-            "-p", "no:xdist",
+            "-c", str(tmp / "pytest.ini"), "-p", "no:cacheprovider",
+            # The two plugins the suite needs and no other (PYTEST_DISABLE_PLUGIN_AUTOLOAD
+            # below): a plugin installed beside them (xdist, randomly, hypothesis, whose
+            # header alone imports it: 0.3 s) would run in the timed process too, and an
+            # entry-point plugin has every module of its package assertion-rewritten.
+            "-p", "pytest_benchmark.plugin", "-p", "quantlab.pytest_plugin",
             f"--benchmark-json={report}",
             *options.to_argv(dict(
                 artifacts=_manifest(config, artifacts_by_net, tmp), runtimes=runtimes,
@@ -85,7 +89,7 @@ def time_nets(config, artifacts_by_net, runtimes, progress):
         # Unbuffered: the lines of the rounds, printed as they go, reach the progress now.
         env = {**{k: v for k, v in os.environ.items()
                   if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST_")},
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
         with subprocess.Popen(command, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env) as child:
             def results():  # one line per case in pytest's verbose output
