@@ -73,8 +73,14 @@ QUICK_ROUNDS, FULL_ROUNDS = 4, 8  # --rounds
 # instrumented warm run already packs weights and fills caches, and two measured runs give
 # the difference. The warm-up is there for Python: 3.11 quickens a function on about its 8th
 # call, and that one-off work (about 1 500 instructions) must not land in one window and not
-# the other; uninstrumented runs of a small batch cost little.
+# the other; uninstrumented runs of a small batch cost little. Not every one does: valgrind
+# runs the FMA of float32 kernels through a helper call per lane, so one uncounted run of
+# float32 medium at batch 1 took 0.5 s, its 10 warm-up runs 5 of a 13 s count. So warm-up stops
+# once its runs took COUNT_WARMUP_SECONDS, after two at least: that one-off work was then
+# measured at about 4 500 instructions (+0.08 % on float32 medium's 5.2 million an inference;
+# an inference that slow under valgrind runs a million instructions or more).
 COUNT_WARMUP = 10
+COUNT_WARMUP_SECONDS = 1.0
 PERF_ITERATIONS, VALGRIND_ITERATIONS = 50, 2
 
 # A quantized option is recommended only if it loses at most this many accuracy points.

@@ -3,6 +3,7 @@
 import argparse
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -53,6 +54,7 @@ def together(models):
 def test_two_runs_of_the_same_case_count_the_same_instructions_and_nearly_the_same_misses(models, counted):
     again, first = counters.measure(models["int8"], 1, backend="valgrind"), counted("int8", 1)
     assert again["per_inference"]["instructions"] == first["per_inference"]["instructions"]
+    assert again["warmup"] == first["warmup"] == valgrind.WARMUP  # fast runs: all planned
     assert again["top_kernels"] == first["top_kernels"]
     # Cache contents depend on where things land in memory (the worker's scratch folder has
     # a random name, for one), so a miss or two may move between runs; never more.
@@ -227,6 +229,28 @@ def test_a_large_batch_after_a_smaller_one_gets_one_measured_run_and_no_warm_up(
     # First in its worker, a large batch still runs once uncounted (weights, graph, Python).
     assert valgrind.plan([large, 1]) == [(1, 1, 0), (warm, 2, 1)]
     assert valgrind.plan([1, large], iterations=3) == [(warm, 3, 1), (0, 3, 0)]
+
+
+def test_warm_up_runs_every_planned_run_unless_they_are_slow_and_then_stops_after_two():
+    from quantlab.counters.worker import warm_up
+
+    calls = []
+
+    def run_taking(seconds):
+        def run(prepared):
+            calls.append(prepared)
+            time.sleep(seconds)
+        return run
+
+    runs, _ = warm_up(run_taking(0), "x", 10, budget_seconds=0.2)
+    assert runs == len(calls) == 10 and set(calls) == {"x"}
+    # runs of 0.08 s: two take 0.16 s, under the budget, the third brings it over
+    assert warm_up(run_taking(0.08), "x", 10, budget_seconds=0.2)[0] == 3
+    # however slow, two runs at least (Python's quickening still lands mostly before the
+    # windows), and never more than planned
+    runs, seconds = warm_up(run_taking(0.15), "x", 10, budget_seconds=0.05)
+    assert runs == 2 and seconds >= 0.3
+    assert [warm_up(run_taking(0.15), "x", n, budget_seconds=0.05)[0] for n in (0, 1)] == [0, 1]
 
 
 # --- errors --------------------------------------------------------------------------------

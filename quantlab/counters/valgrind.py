@@ -310,10 +310,11 @@ def count_many(artifact, batch_sizes, iterations=None, warmup=WARMUP, threads=1,
             raise _process.failure("valgrind", status, stderr, log)
         dumps = _dumps(out_file, names)
     report = _process.report(stdout)
-    return {b: {"warmup": w, "iterations": k, "short_runs": short,
+    # the warm-up runs each batch size had: fewer than planned where they were slow (worker.warm_up)
+    return {b: {"warmup": report["warmup_runs"][str(b)], "iterations": k, "short_runs": short,
                 **_part(dumps[dump_name(SHORT, b)], dumps[dump_name(LONG, b)], k, threads,
                         cache, log, report)}
-            for b, (w, k, short) in zip(batch_sizes, steps)}
+            for b, (_, k, short) in zip(batch_sizes, steps)}
 
 
 def _part(short, long, iterations, threads, cache, log, report):

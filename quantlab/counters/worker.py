@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 
+from quantlab import defaults
 from quantlab.errors import QuantlabError
 from quantlab.counters._process import add_worker_options
 from quantlab.counters.protocol import ERROR_MARK, ERROR_STATUS, LONG, SHORT, WARM, dump_name
@@ -130,6 +131,17 @@ def _loop(run, prepared, count):
     return time.perf_counter() - start
 
 
+def warm_up(run, prepared, runs, budget_seconds=defaults.COUNT_WARMUP_SECONDS):
+    """Up to ``runs`` uncounted runs, one call of _loop each (Python 3.11 quickens a function
+    after ~8 calls and then specializes its instructions: better done before the first
+    window); fewer, at least two, once they took ``budget_seconds`` (see defaults). Returns
+    (runs, seconds)."""
+    seconds = []
+    while len(seconds) < runs and (len(seconds) < 2 or sum(seconds) < budget_seconds):
+        seconds.append(_loop(run, prepared, 1))
+    return len(seconds), sum(seconds)
+
+
 def count_valgrind(run, prepared, iterations, control, batch_size, short_runs=1):
     control("-i", "on")  # the simulated caches start cold here
     control.verify()  # fail early; this window is discarded anyway
@@ -194,12 +206,10 @@ def work(args):
         control.rehearse(REHEARSALS)
     gc.collect()  # a collection inside a window would be counted there, once
     gc.disable()
-    windows, seconds, warmup_seconds = {}, {}, {}
+    windows, seconds, warmup_runs, warmup_seconds = {}, {}, {}, {}
     for batch_size, warmup, measured, short in zip(sizes, warmups, iterations, shorts):
         prepared = predictor.prepare(runtime.sample_batch(predictor.input_shape, batch_size))
-        # One call of _loop per run: Python 3.11 quickens a function after ~8 calls, and
-        # then specializes its instructions; better done before the first window.
-        warmup_seconds[str(batch_size)] = sum(_loop(run, prepared, 1) for _ in range(warmup))
+        warmup_runs[str(batch_size)], warmup_seconds[str(batch_size)] = warm_up(run, prepared, warmup)
         windows[str(batch_size)], seconds[str(batch_size)] = count(
             run, prepared, measured, control, batch_size, short)
     return {
@@ -209,6 +219,7 @@ def work(args):
         "kernels": predictor.kernels,
         "windows": windows,
         "window_seconds": seconds,
+        "warmup_runs": warmup_runs,
         "warmup_seconds": warmup_seconds,
     }
 
