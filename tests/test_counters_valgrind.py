@@ -403,6 +403,19 @@ def test_a_file_that_is_no_model_comes_back_as_a_one_line_error(tmp_path):
     assert "\n" not in str(caught.value)
 
 
+def test_the_worker_in_valgrind_mode_but_not_under_valgrind_says_so_in_one_line(tmp_path):
+    # Its requests to callgrind are an instruction sequence that a real CPU runs as a no-op:
+    # unanswered, they would count nothing and no dump would be written.
+    from quantlab.counters import _process
+    from quantlab.counters.protocol import ERROR_MARK, ERROR_STATUS
+
+    argv = _process.worker_argv(tmp_path / "model.tflite", batch_size=1, iterations=2, mode="valgrind")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert out.returncode == ERROR_STATUS
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(ERROR_MARK) and "did not answer" in line and "valgrind --tool=callgrind" in line
+
+
 # --- callgrind's file format ------------------------------------------------------------------
 
 COMPRESSED = """\

@@ -118,8 +118,8 @@ def test_the_counting_worker_parses_what_its_command_line_was_built_from(tmp_pat
     from quantlab.counters import _process, worker
 
     chosen = dict(batch_size=(1, 64), warmup=(10, 1), iterations=(2, 1), mode="valgrind",
-                  threads=2, kernels="builtin", short_runs=(1, 0), scratch=str(tmp_path),
-                  vgdb_prefix=str(tmp_path / "vgdb"), runtime="openvino", precision="bf16")
+                  threads=2, kernels="builtin", short_runs=(1, 0), runtime="openvino",
+                  precision="bf16")
     argv = _process.worker_argv(tmp_path / "model.tflite", **chosen)
     assert argv[1:3] == ["-m", "quantlab.counters.worker"]
     args = worker._arguments(argv[3:])

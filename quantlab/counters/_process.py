@@ -44,8 +44,6 @@ WORKER_OPTIONS = {
     "precision": dict(metavar="P", help="bf16: a float model in bfloat16"),
     "ctl_fd": dict(type=int, metavar="FD", help="perf mode: perf's control fd"),
     "ack_fd": dict(type=int, metavar="FD", help="perf mode: perf's ack fd"),
-    "vgdb_prefix": dict(metavar="PREFIX", help="valgrind mode: as given to valgrind"),
-    "scratch": dict(metavar="DIR", help="valgrind mode: where control logs go"),
 }
 
 

@@ -64,7 +64,7 @@ MODEL_CAVEAT = (
 
 
 def available():
-    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+    return shutil.which("valgrind") is not None
 
 
 def require():
@@ -74,10 +74,11 @@ def require():
 
 # --- the command ------------------------------------------------------------------------
 
-def command(worker_argv, out_file, log_file, vgdb_prefix, cache="host"):
-    return ["valgrind", "--tool=callgrind", "--cache-sim=yes", "--instr-atstart=no",
+def command(worker_argv, out_file, log_file, cache="host"):
+    # --vgdb=no: the worker makes its requests itself (worker.CallgrindRequests), no gdbserver
+    return ["valgrind", "--tool=callgrind", "--cache-sim=yes", "--instr-atstart=no", "--vgdb=no",
             f"--callgrind-out-file={out_file}", f"--log-file={log_file}",
-            f"--vgdb-prefix={vgdb_prefix}", *geometry.valgrind_options(cache), *worker_argv]
+            *geometry.valgrind_options(cache), *worker_argv]
 
 
 # --- callgrind's output format ----------------------------------------------------------
@@ -260,7 +261,7 @@ def _dumps(out_file, names):
             found[name] = parse_profile(path.read_text(errors="replace"))
     missing = [name for name in names if name not in found]
     if missing:
-        raise QuantlabError(f"callgrind wrote no '{missing[0]}' dump; is callgrind_control working?")
+        raise QuantlabError(f"callgrind wrote no '{missing[0]}' dump; did the worker reach its windows?")
     return found
 
 
@@ -300,10 +301,9 @@ def count_many(artifact, batch_sizes, iterations=None, warmup=WARMUP, threads=1,
         warmups, measured, shorts = zip(*steps)
         worker = _process.worker_argv(artifact, batch_size=batch_sizes, warmup=warmups,
                                       iterations=measured, mode="valgrind", threads=threads,
-                                      kernels=kernels, short_runs=shorts, scratch=scratch,
-                                      vgdb_prefix=Path(scratch, "vgdb"), runtime=runtime,
+                                      kernels=kernels, short_runs=shorts, runtime=runtime,
                                       precision=precision)
-        argv = command(worker, out_file, log_file, Path(scratch, "vgdb"), cache)
+        argv = command(worker, out_file, log_file, cache)
         status, stdout, stderr = _process.run(argv, scratch)
         log = log_file.read_text(errors="replace") if log_file.exists() else ""
         if status != 0:

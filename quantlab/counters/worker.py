@@ -11,12 +11,13 @@ interpreter creation, file reads, input conversion, resizing, warm-up) is left u
 - valgrind mode (one or several batch sizes, so that valgrind's start and the imports are
   paid once per model): callgrind starts with instrumentation off
   (``--instr-atstart=no``). For each batch size in turn the worker resizes the input and
-  warms up uninstrumented, then asks ``callgrind_control`` to switch instrumentation on,
-  and dumps the counters after a warm run, after 1 run ("short") and after K+1 runs
+  warms up uninstrumented, then asks callgrind (a client request, ``CallgrindRequests``) to
+  switch instrumentation on, and dumps the counters after a warm run, after 1 run ("short") and after K+1 runs
   ("long"), then switches it off again. Per inference = (long - short) / K: the Python
   around each control call and the first-run-after-a-control-call misses are equal in both
-  windows and cancel. Measured on a 33k-instruction model: zeroing and then counting K runs
-  also counted ~370k instructions of control-call overhead; subtracting an empty window
+  windows and cancel. Measured on a 33k-instruction model (when the requests were
+  ``callgrind_control`` processes): zeroing and then counting K runs also counted ~370k
+  instructions of control-call overhead; subtracting an empty window
   still left ~4k instructions and ~600 D1 misses; the difference of two lengths gave the
   same per-inference count for K = 5 and K = 50 within 0.2%. Switching instrumentation on
   empties the simulated caches, so every batch size starts from the same cold caches as in
@@ -28,79 +29,95 @@ on success it prints one JSON line describing what it ran to stdout.
 """
 
 import argparse
+import contextlib
+import ctypes
 import gc
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 from quantlab import defaults
+from quantlab.ceilings import Snippet, native, unsupported_reason
 from quantlab.errors import QuantlabError
 from quantlab.counters._process import add_worker_options
 from quantlab.counters.protocol import ERROR_MARK, ERROR_STATUS, LONG, SHORT, WARM, dump_name
 
-REHEARSALS = 10  # control requests rehearsed before the first window
+REHEARSALS = 10  # requests rehearsed before the first window
+
+# uint64 client_request(uint64 arguments[6], uint64 answer_without_valgrind): valgrind.h's
+# request for amd64. Four rotations of rdi by 128 bits in all, then xchg rbx, rbx: a
+# sequence no compiler emits, which valgrind recognizes; it reads the request from rax and
+# answers in rdx (left as it was on a real CPU).
+CLIENT_REQUEST = Snippet("""
+    mov rax, rdi
+    mov rdx, rsi
+    rol rdi, 3
+    rol rdi, 13
+    rol rdi, 61
+    rol rdi, 51
+    xchg rbx, rbx
+    mov rax, rdx
+    ret
+""", bytes.fromhex("4889f8" "4889f2" "48c1c703" "48c1c70d" "48c1c73d" "48c1c733" "4887db" "4889d0" "c3"))
 
 
-class CallgrindControl:
-    """Synchronous ``callgrind_control`` requests about this very process.
+class CallgrindRequests:
+    """Callgrind's client requests, made by this very process, synchronously: the
+    instruction sequence that valgrind.h's macros emit (a no-op on a real CPU; under
+    valgrind, a call into the tool), run as a native snippet (x86-64).
 
-    Whatever Python runs around a request is counted while instrumentation is on, and must
-    be the same in both windows, so a request runs almost only C code: posix_spawn with a
-    prepared plain dict as environment (iterating ``os.environ`` runs Python code that the
-    adaptive interpreter specializes at some call, in one window and not the other), then a
-    blocking waitpid (no ``communicate`` loop whose length depends on timing).
-    callgrind_control exits 0 even when it reached no process, so success is read from its
-    output ("OK."), but only in ``verify``, outside the windows: searching text that holds
-    a random scratch path costs a data-dependent number of instructions.
+    Whatever Python runs around a request is counted while instrumentation is on, and is
+    the same in both windows: a ctypes call with its arguments written into a prepared
+    array, the dump names prepared before the windows. (Asking ``callgrind_control``, a Perl
+    script that reaches valgrind's gdbserver through vgdb, took 0.24 s a request and counted
+    ~370 000 instructions of spawning in each window.)
     """
 
-    def __init__(self, scratch, vgdb_prefix=None):
-        self.program = shutil.which("callgrind_control")
-        if self.program is None:
-            raise QuantlabError("callgrind_control not found: install valgrind (apt-get install valgrind)")
-        self.prefix = [f"--vgdb-prefix={vgdb_prefix}"] if vgdb_prefix else []
-        self.pid = str(os.getpid())
-        self.env = dict(os.environ)
-        self.scratch = scratch
-        self.done = []  # (request, exit status, log path)
+    RUNNING_ON_VALGRIND = 0x1001
+    _CALLGRIND = 0x43540000  # VG_USERREQ_TOOL_BASE('C', 'T') in callgrind.h
+    DUMP_STATS_AT, START_INSTRUMENTATION, STOP_INSTRUMENTATION = (
+        _CALLGRIND + 3, _CALLGRIND + 4, _CALLGRIND + 5)
 
-    def __call__(self, *request):
-        log = os.path.join(self.scratch, f"callgrind_control.{self.pid}.{len(self.done)}.log")
-        actions = [(os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                   (os.POSIX_SPAWN_DUP2, 1, 2)]
-        argv = [self.program, *self.prefix, *request, self.pid]
-        child = os.posix_spawn(self.program, argv, self.env, file_actions=actions)
-        _, status = os.waitpid(child, 0)
-        self.done.append((request, status, log))
+    def __init__(self, native):
+        self.native = native  # the mapped CODE: (address of the arguments, default) -> answer
+        self.arguments = (ctypes.c_uint64 * 6)()
+        self.address = ctypes.addressof(self.arguments)
+        self.names = {}  # dump name -> its C string, made before the windows
+        if self(self.RUNNING_ON_VALGRIND) == 0:
+            raise QuantlabError(
+                "valgrind did not answer the worker's client request: is this process running "
+                "under valgrind --tool=callgrind, started from a real python binary (not a "
+                "wrapper script)?")
+
+    @classmethod
+    @contextlib.contextmanager
+    def mapped(cls):
+        reason = unsupported_reason()
+        if reason:
+            raise QuantlabError(f"valgrind counting makes callgrind's requests in native code: {reason}")
+        with native(CLIENT_REQUEST, ctypes.c_void_p, ctypes.c_uint64) as request:
+            yield cls(request)
+
+    def prepare(self, *names):
+        for name in names:
+            self.names[name] = ctypes.create_string_buffer(name.encode())
+
+    def __call__(self, request, name=None):
+        self.arguments[0] = request
+        self.arguments[1] = 0 if name is None else ctypes.addressof(self.names[name])
+        return self.native(self.address, 0)
 
     def rehearse(self, times):
-        """Go through a request ``times`` times with a program that does nothing.
+        """Go through a request ``times`` times (one valgrind answers and ignores).
 
         Python 3.11 quickens a function after ~8 calls and specializes its instructions as
         they run; whatever of that is left to do inside a window is counted there once, and
         lands in one window but not the other (thousands of instructions, dozens of misses).
         """
-        program, self.program = self.program, shutil.which("true") or "/bin/true"
-        try:
-            for _ in range(times):
-                self("-i", "off")
-        finally:
-            self.program = program
-            del self.done[-times:]
-
-    def verify(self):
-        for request, status, log in self.done:
-            with open(log, errors="replace") as f:
-                answer = " ".join(f.read().split())
-            if status != 0 or "OK." not in answer:
-                raise QuantlabError(
-                    f"callgrind_control {' '.join(request)} failed ({answer or f'exit status {status}'}); "
-                    f"is this process running under valgrind --tool=callgrind, started from a "
-                    f"real python binary (not a wrapper script)?"
-                )
+        self.prepare("rehearsal")
+        for _ in range(times):
+            self(self.RUNNING_ON_VALGRIND, "rehearsal")
 
 
 class PerfControl:
@@ -143,16 +160,16 @@ def warm_up(run, prepared, runs, budget_seconds=defaults.COUNT_WARMUP_SECONDS):
 
 
 def count_valgrind(run, prepared, iterations, control, batch_size, short_runs=1):
-    control("-i", "on")  # the simulated caches start cold here
-    control.verify()  # fail early; this window is discarded anyway
+    warm, short, long = (dump_name(window, batch_size) for window in (WARM, SHORT, LONG))
+    control.prepare(warm, short, long)
+    control(control.START_INSTRUMENTATION)  # the simulated caches start cold here
     _loop(run, prepared, 1)  # pays the compulsory misses; its dump is discarded
-    control(f"--dump={dump_name(WARM, batch_size)}")  # a dump also zeroes the counters
+    control(control.DUMP_STATS_AT, warm)  # a dump also zeroes the counters
     _loop(run, prepared, short_runs)
-    control(f"--dump={dump_name(SHORT, batch_size)}")
+    control(control.DUMP_STATS_AT, short)
     seconds = _loop(run, prepared, iterations + short_runs)
-    control(f"--dump={dump_name(LONG, batch_size)}")
-    control("-i", "off")  # resizing, the next warm-up and shutdown are not worth simulating
-    control.verify()
+    control(control.DUMP_STATS_AT, long)
+    control(control.STOP_INSTRUMENTATION)  # resizing, the next warm-up and shutdown are not worth simulating
     return {SHORT: short_runs, LONG: iterations + short_runs}, seconds
 
 
@@ -180,6 +197,11 @@ def _per_batch_size(values, sizes, option):
 
 
 def work(args):
+    with contextlib.ExitStack() as stack:  # valgrind mode: its requests' native code, mapped
+        return _count(args, stack)
+
+
+def _count(args, stack):
     from quantlab import runtime  # imported here so that errors come out as one line
 
     sizes = args.batch_size
@@ -197,8 +219,7 @@ def work(args):
             raise QuantlabError("perf mode counts one batch size per process")
         control, count = PerfControl(args.ctl_fd, args.ack_fd), count_perf
     else:
-        control = CallgrindControl(args.scratch or tempfile.gettempdir(), args.vgdb_prefix)
-        count = count_valgrind
+        control, count = stack.enter_context(CallgrindRequests.mapped()), count_valgrind
     predictor = runtime.load(args.artifact, runtime=args.runtime, threads=args.threads,
                              kernels=args.kernels, precision=args.precision)
     run = predictor.run
