@@ -9,7 +9,7 @@ under several names) is said first.
 
 from pathlib import Path
 
-from quantlab import cache, tables
+from quantlab import tables
 # Every string that comes from a results file (names, versions, reasons, the sentences that
 # quote them) is printed through it: literal text, never Markdown or HTML.
 from quantlab.safe_text import markdown as _literal
@@ -421,7 +421,7 @@ def speedup_plot(comparison, folder, progress=lambda message: None):
         progress(f"no speed-up plot: more than {MAX_PANELS} nets or {MAX_BARS} bars; the "
                  f"tables of compare.md hold every number")
         return None
-    from quantlab.plots import plt
+    from quantlab.plots import plt, save
 
     colours = {name: number % 10 for number, name in enumerate(_names(comparison))}
     hatches = ["", "//", "..", "xx", "\\\\", "oo"]
@@ -442,9 +442,4 @@ def speedup_plot(comparison, folder, progress=lambda message: None):
                  ylabel="x faster than float32, same runtime")
         axis.grid(True, axis="y", alpha=0.3)
         axis.legend(fontsize=6)
-    figure.tight_layout()
-    name = "compare_speedup.png"  # never a name from the inputs
-    with cache.atomic_file(Path(folder) / name) as tmp:
-        figure.savefig(tmp, dpi=110, format="png")
-    plt.close(figure)
-    return name
+    return save(figure, Path(folder) / "compare_speedup.png")  # never a name from the inputs

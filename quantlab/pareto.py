@@ -7,7 +7,6 @@ front when no other is at least as accurate and at least as fast, and strictly b
 one. Pure functions but ``plot``, which draws what was measured and measures nothing.
 """
 
-from quantlab.cache import atomic_file
 
 
 def front(rows):
@@ -63,7 +62,7 @@ def what_to_ship(rows, max_drop, float_layers=None):
 def plot(rows, path, title):
     """Accuracy change against latency; marker area: bytes; colour: runtime; the front
     joined by a line. Returns the file's name."""
-    from quantlab.plots import plt
+    from quantlab.plots import plt, save
 
     figure, axis = plt.subplots(figsize=(6.4, 4.6))
     colours = {}
@@ -84,8 +83,4 @@ def plot(rows, path, title):
     axis.set(title=title, xlabel="median ms per batch", ylabel="accuracy change (points)",
              xscale="log")
     axis.grid(True, alpha=0.3)
-    figure.tight_layout()
-    with atomic_file(path) as tmp:
-        figure.savefig(tmp, dpi=110, format="png")
-    plt.close(figure)
-    return path.name
+    return save(figure, path)

@@ -19,7 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 _LINES = {"litert": "-", "openvino": "--", "onnxruntime": ":", "tensorflow": "-."}
 
 
-def _save(figure, path):
+def save(figure, path):
+    """``figure`` laid out and written to ``path`` under a temporary name renamed into place,
+    then closed; the file's name."""
     from quantlab.cache import atomic_file
 
     figure.tight_layout()
@@ -58,7 +60,7 @@ def latency(results, folder):
         axis.minorticks_off()
         axis.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(figure, folder / "latency.png")
+    return save(figure, folder / "latency.png")
 
 
 def speedup_by_runtime(results, folder):
@@ -90,7 +92,7 @@ def speedup_by_runtime(results, folder):
         axis.set(title=net, ylabel=f"x faster than {reference_text(results)}")
         axis.grid(True, axis="y", alpha=0.3)
         axis.legend(fontsize=6)
-    return _save(figure, folder / "speedup_by_runtime.png")
+    return save(figure, folder / "speedup_by_runtime.png")
 
 
 def _bars(results, folder, name, value, ylabel, title):
@@ -111,7 +113,7 @@ def _bars(results, folder, name, value, ylabel, title):
     axis.set(ylabel=ylabel, title=title)
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(fontsize=7)
-    return _save(figure, folder / name)
+    return save(figure, folder / name)
 
 
 def sizes(results, folder):
@@ -150,7 +152,7 @@ def miss_rates(results, folder):
     axis.set(ylabel="miss rate (%)", title="Cache miss rates per inference")
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(fontsize=8)
-    return _save(figure, folder / "miss_rates.png")
+    return save(figure, folder / "miss_rates.png")
 
 
 def threads(results, folder):
@@ -178,7 +180,7 @@ def threads(results, folder):
         axis.set_xticks(counts, [str(n) for n in counts])
         axis.grid(True, alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(figure, folder / "threads.png")
+    return save(figure, folder / "threads.png")
 
 
 def all_plots(results, folder):

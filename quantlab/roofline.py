@@ -319,8 +319,7 @@ def plot(points, found, path):
     One panel per runtime; one marker per (net, variant, batch): colour by variant, shape by
     net, size by batch. Returns the path, or None when no point was timed.
     """
-    from quantlab.cache import atomic_file
-    from quantlab.plots import plt
+    from quantlab.plots import plt, save
 
     timed = [p for p in points if p.get("median") and p.get("macs_per_image")]
     if not timed:
@@ -375,10 +374,7 @@ def plot(points, found, path):
                + [axes[0][0].scatter([], [], color="white", edgecolor="black", marker="o",
                                      s=sizes[b], label=f"batch {b}") for b in batches])
     axes[0][-1].legend(handles=handles, fontsize=7, loc="lower right", ncol=2)
-    figure.tight_layout()
-    with atomic_file(path) as tmp:
-        figure.savefig(tmp, dpi=110, format="png")
-    plt.close(figure)
+    save(figure, path)
     return path
 
 
