@@ -11,13 +11,14 @@ interpreter creation, file reads, input conversion, resizing, warm-up) is left u
 - valgrind mode (one or several batch sizes, so that valgrind's start and the imports are
   paid once per model): callgrind starts with instrumentation off
   (``--instr-atstart=no``). For each batch size in turn the worker resizes the input and
-  warms up uninstrumented, then asks callgrind (a client request, ``CallgrindRequests``) to
-  switch instrumentation on, and dumps the counters after a warm run, after 1 run ("short") and after K+1 runs
-  ("long"), then switches it off again. Per inference = (long - short) / K: the Python
-  around each control call and the first-run-after-a-control-call misses are equal in both
-  windows and cancel. Measured on a 33k-instruction model (when the requests were
-  ``callgrind_control`` processes): zeroing and then counting K runs also counted ~370k
-  instructions of control-call overhead; subtracting an empty window
+  warms up uninstrumented, then asks callgrind (client requests, ``CallgrindRequests``) to
+  switch instrumentation on, and dumps the counters after a warm run, after 1 run
+  ("short") and after K+1 runs ("long"), then switches it off again. Per inference =
+  (long - short) / K: the Python around each control call and the
+  first-run-after-a-control-call misses are equal in both windows and cancel. Measured on
+  a 33k-instruction model (when the requests were ``callgrind_control`` processes):
+  zeroing and then counting K runs also counted ~370k instructions of control-call
+  overhead; subtracting an empty window
   still left ~4k instructions and ~600 D1 misses; the difference of two lengths gave the
   same per-inference count for K = 5 and K = 50 within 0.2%. Switching instrumentation on
   empties the simulated caches, so every batch size starts from the same cold caches as in
@@ -80,7 +81,7 @@ class CallgrindRequests:
         _CALLGRIND + 3, _CALLGRIND + 4, _CALLGRIND + 5)
 
     def __init__(self, native):
-        self.native = native  # the mapped CODE: (address of the arguments, default) -> answer
+        self.native = native  # CLIENT_REQUEST mapped: (arguments' address, default) -> answer
         self.arguments = (ctypes.c_uint64 * 6)()
         self.address = ctypes.addressof(self.arguments)
         self.names = {}  # dump name -> its C string, made before the windows
@@ -169,7 +170,8 @@ def count_valgrind(run, prepared, iterations, control, batch_size, short_runs=1)
     control(control.DUMP_STATS_AT, short)
     seconds = _loop(run, prepared, iterations + short_runs)
     control(control.DUMP_STATS_AT, long)
-    control(control.STOP_INSTRUMENTATION)  # resizing, the next warm-up and shutdown are not worth simulating
+    # resizing, the next warm-up and shutdown are not worth simulating
+    control(control.STOP_INSTRUMENTATION)
     return {SHORT: short_runs, LONG: iterations + short_runs}, seconds
 
 
