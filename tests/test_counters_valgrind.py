@@ -3,7 +3,6 @@
 import argparse
 import json
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -231,26 +230,29 @@ def test_a_large_batch_after_a_smaller_one_gets_one_measured_run_and_no_warm_up(
     assert valgrind.plan([1, large], iterations=3) == [(warm, 3, 1), (0, 3, 0)]
 
 
-def test_warm_up_runs_every_planned_run_unless_they_are_slow_and_then_stops_after_two():
-    from quantlab.counters.worker import warm_up
+def test_warm_up_runs_every_planned_run_unless_they_are_slow_and_then_stops_after_two(monkeypatch):
+    from quantlab.counters import worker
 
-    calls = []
+    calls, seconds_per_run = [], [0.0]
 
-    def run_taking(seconds):
-        def run(prepared):
-            calls.append(prepared)
-            time.sleep(seconds)
-        return run
+    def timed_loop(run, prepared, count):  # each run takes what the test says, on any machine
+        for _ in range(count):
+            run(prepared)
+        return count * seconds_per_run[0]
 
-    runs, _ = warm_up(run_taking(0), "x", 10, budget_seconds=0.2)
-    assert runs == len(calls) == 10 and set(calls) == {"x"}
+    monkeypatch.setattr(worker, "_loop", timed_loop)
+
+    def warm_up(runs, each, budget):
+        seconds_per_run[0] = each
+        return worker.warm_up(calls.append, "x", runs, budget_seconds=budget)
+
+    assert warm_up(10, 0.001, 0.2) == (10, pytest.approx(0.01)) and calls == ["x"] * 10
     # runs of 0.08 s: two take 0.16 s, under the budget, the third brings it over
-    assert warm_up(run_taking(0.08), "x", 10, budget_seconds=0.2)[0] == 3
+    assert warm_up(10, 0.08, 0.2) == (3, pytest.approx(0.24))
     # however slow, two runs at least (Python's quickening still lands mostly before the
     # windows), and never more than planned
-    runs, seconds = warm_up(run_taking(0.15), "x", 10, budget_seconds=0.05)
-    assert runs == 2 and seconds >= 0.3
-    assert [warm_up(run_taking(0.15), "x", n, budget_seconds=0.05)[0] for n in (0, 1)] == [0, 1]
+    assert warm_up(10, 0.15, 0.05) == (2, pytest.approx(0.3))
+    assert [warm_up(n, 0.15, 0.05)[0] for n in (0, 1)] == [0, 1]
 
 
 # --- errors --------------------------------------------------------------------------------
