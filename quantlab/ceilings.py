@@ -258,12 +258,12 @@ def count_for(run, first, target_seconds):
     return count
 
 
-def repeated(run, count, repeats, budget_seconds=0.25):
-    """Seconds of ``repeats`` runs of ``run(count)``, or of fewer, at least three, once they
-    took ``budget_seconds``: where a single pass lasts far longer than the target (a DRAM
+def repeated(run, count, repeats, budget_seconds=0.25, at_least=3):
+    """Seconds of ``repeats`` runs of ``run(count)``, or of fewer, ``at_least`` of them, once
+    they took ``budget_seconds``: where a single pass lasts far longer than the target (a DRAM
     working set of 1 GiB: 0.1 s a pass) each run is already many short ones in a row."""
     seconds = []
-    while len(seconds) < repeats and (len(seconds) < 3 or sum(seconds) < budget_seconds):
+    while len(seconds) < repeats and (len(seconds) < at_least or sum(seconds) < budget_seconds):
         seconds.append(run(count))
     return seconds
 

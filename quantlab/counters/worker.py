@@ -39,7 +39,7 @@ import sys
 import time
 
 from quantlab import defaults
-from quantlab.ceilings import Snippet, native, unsupported_reason
+from quantlab.ceilings import Snippet, native, repeated, unsupported_reason
 from quantlab.errors import QuantlabError
 from quantlab.counters._process import add_worker_options
 from quantlab.counters.protocol import ERROR_MARK, ERROR_STATUS, LONG, SHORT, WARM, dump_name
@@ -154,9 +154,7 @@ def warm_up(run, prepared, runs, budget_seconds=defaults.COUNT_WARMUP_SECONDS):
     after ~8 calls and then specializes its instructions: better done before the first
     window); fewer, at least two, once they took ``budget_seconds`` (see defaults). Returns
     (runs, seconds)."""
-    seconds = []
-    while len(seconds) < runs and (len(seconds) < 2 or sum(seconds) < budget_seconds):
-        seconds.append(_loop(run, prepared, 1))
+    seconds = repeated(lambda count: _loop(run, prepared, count), 1, runs, budget_seconds, at_least=2)
     return len(seconds), sum(seconds)
 
 
