@@ -296,10 +296,21 @@ def test_an_unmarked_worker_failure_shows_the_workers_last_line_not_the_tools():
     assert str(_failure("", log)).endswith("==3399== LL miss rate: 0.0%")  # the worker said nothing
 
 
-def _failure(stderr, log):
+def test_a_worker_killed_from_outside_is_said_to_be_killed_not_the_logs_last_line():
+    log = "==28313== For interactive control, run 'callgrind_control -h'.\n"  # valgrind's banner
+    assert str(_failure("", log, status=-9)) == (
+        "counting under valgrind failed: it was killed (signal SIGKILL); run it again")
+    # a crash is not a kill: what the process said last is still the clue
+    crashed = "==3399== Process terminating with default action of signal 11 (SIGSEGV)\n"
+    assert str(_failure("", crashed, status=-11)) == (
+        "counting under valgrind failed (signal SIGSEGV): ==3399== Process terminating with "
+        "default action of signal 11 (SIGSEGV)")
+
+
+def _failure(stderr, log, status=1):
     from quantlab.counters import _process
 
-    return _process.failure("valgrind", 1, stderr, log)
+    return _process.failure("valgrind", status, stderr, log)
 
 
 # --- the timing child says why it failed ------------------------------------------------------

@@ -119,6 +119,9 @@ def _kill(process):
     process.wait()
 
 
+KILLED_FROM_OUTSIDE = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def failure(tool, status, *texts):
     """A one-line QuantlabError for a failed run: the worker's message, else the last line of
     the first of ``texts`` that has one (the worker's stderr before the tool's log: a
@@ -127,8 +130,11 @@ def failure(tool, status, *texts):
     for line in (line for lines in texts for line in lines):
         if ERROR_MARK in line:
             return QuantlabError(line.split(ERROR_MARK, 1)[1])
-    clue = next((lines[-1] for lines in texts if lines), "no output")
-    return QuantlabError(f"counting under {tool} failed (exit status {status}): {clue}")
+    ended = f"exit status {status}" if status >= 0 else f"signal {signal.Signals(-status).name}"
+    if -status in KILLED_FROM_OUTSIDE:  # whatever the logs end with is not why
+        return QuantlabError(f"counting under {tool} failed: it was killed ({ended}); run it again")
+    clue = next((lines[-1] for lines in texts if lines), "no output")  # a crash: its last words
+    return QuantlabError(f"counting under {tool} failed ({ended}): {clue}")
 
 
 def report(stdout):
