@@ -243,6 +243,18 @@ def cpu_seconds(call, *args):
     return (time.thread_time_ns() - start) / 1e9
 
 
+# A DRAM working set's pass takes tens of milliseconds where a cache level's takes two: its
+# runs stop at three once they took this long (2 x 3 runs a study), and the set is at most
+# DRAM_CAP. Both matter, twice a study: every page of the set must be touched first (0.45 s
+# for 1 GiB here, mostly page faults) and every run reads all of it. Measured on the Intel
+# host with AMX, whose VM reports a 480 MiB L3 (so 8 x LLC was 1 GiB): reads from 32-64 MiB
+# ran at LLC speed (28 GB/s), 128 MiB at 17-18, 256 MiB 13.6-14.5, 512 MiB 12.9-13.5 and
+# 1 GiB 13.9-14.2 GB/s: the knee of the real LLC, not the 480 MiB the VM reports, and DRAM
+# speed from 256 MiB on. A measurement took 1.15 s, 0.84 of it the 1 GiB set.
+DRAM_CAP = 512 << 20
+LONG_RUNS_SECONDS = 0.1
+
+
 def count_for(run, first, target_seconds):
     """The count (iterations or passes) that makes ``run(count)`` last about ``target_seconds``.
 
@@ -258,7 +270,7 @@ def count_for(run, first, target_seconds):
     return count
 
 
-def repeated(run, count, repeats, budget_seconds=0.25, at_least=3):
+def repeated(run, count, repeats, budget_seconds=LONG_RUNS_SECONDS, at_least=3):
     """Seconds of ``repeats`` runs of ``run(count)``, or of fewer, ``at_least`` of them, once
     they took ``budget_seconds``: where a single pass lasts far longer than the target (a DRAM
     working set of 1 GiB: 0.1 s a pass) each run is already many short ones in a row."""
@@ -332,7 +344,7 @@ def _round_block(size):
     return max(BLOCK, int(size) // BLOCK * BLOCK)
 
 
-def working_sets(caches, dram_cap=1 << 30):
+def working_sets(caches, dram_cap=DRAM_CAP):
     """Bytes to stream for each level: {"l1d", "l2", "llc", "dram"} (levels the CPU lacks left out).
 
     Half of L1d and half of L2 (room for the rest of the process); for the last level a

@@ -55,10 +55,10 @@ def test_the_count_is_scaled_to_the_target_and_a_run_that_already_meets_it_is_no
 def test_short_runs_are_repeated_in_full_and_long_ones_three_times():
     run, counts = _runs_of(0.002)
     assert len(ceilings.repeated(run, 1, 9)) == 9
-    run, counts = _runs_of(0.1)  # three runs of 0.1 s are past the 0.25 s budget
-    assert ceilings.repeated(run, 1, 9) == [0.1, 0.1, 0.1]
-    run, counts = _runs_of(0.05)  # five runs of 0.05 s reach it
-    assert len(ceilings.repeated(run, 1, 9)) == 5
+    run, counts = _runs_of(0.05)  # three runs of 0.05 s are past the 0.1 s budget
+    assert ceilings.repeated(run, 1, 9) == [0.05, 0.05, 0.05]
+    run, counts = _runs_of(0.03)  # four runs of 0.03 s reach it
+    assert len(ceilings.repeated(run, 1, 9)) == 4
 
 
 def test_working_sets_for_this_kind_of_server_sit_inside_each_level():
@@ -79,7 +79,7 @@ def test_working_sets_for_p17s_laptop_cap_the_llc_set_at_a_quarter_of_the_llc():
 
 def test_no_llc_set_when_the_llc_is_barely_larger_than_l2_and_dram_is_capped():
     assert "llc" not in ceilings.working_sets({"l1d": 32768, "l2": 1 << 20, "l3": 2 << 20})
-    assert ceilings.working_sets({"l3": 512 << 20})["dram"] == 1 << 30  # 8 x 512 MiB, capped
+    assert ceilings.working_sets({"l3": 480 << 20})["dram"] == 512 << 20  # 8 x 480 MiB, capped
     assert ceilings.working_sets({}) == {"dram": 256 << 20}
 
 
