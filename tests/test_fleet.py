@@ -364,8 +364,13 @@ def test_your_own_model_file_reaches_the_workers_and_is_studied_on_every_machine
 def test_an_unreachable_scheduler_is_one_line_and_exit_status_2(tmp_path):
     result = quantlab(*STUDY, "--scheduler", f"tcp://127.0.0.1:{_free_port()}", "--out",
                       str(tmp_path / "report"), env={"QUANTLAB_CACHE": str(tmp_path / "cache")})
-    one_line_error(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:", "dask scheduler")
+    # refused, not timed out: a port that refuses is not tried again for Dask's 5 s
+    one_line_error(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:", "refused",
+                   "dask scheduler")
     assert not (tmp_path / "report").exists()
+    result = quantlab(*STUDY, "--scheduler", "tcp://127.0.0.1:99999", "--out", str(tmp_path / "report"))
+    one_line_error(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:99999",
+                   "port 99999 is not a TCP port")
 
 
 def test_a_malformed_scheduler_address_is_one_line_and_exit_status_2(tmp_path):

@@ -3,6 +3,7 @@ the resource by which a task asks for a machine, and the hosts whose machines ta
 
 import hashlib
 import re
+import socket
 from dataclasses import dataclass, field
 
 import distributed
@@ -47,11 +48,22 @@ def whoami():
 def connect(address):
     """A Dask client of the scheduler at ``address``, or a one-line error within seconds."""
     try:
+        _listening(address)
         return distributed.Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError, TypeError) as error:
         why = " ".join(str(error).split()) or type(error).__name__
         raise QuantlabError(f"cannot reach the Dask scheduler at {address} ({why}); start one "
                             f"with `dask scheduler`, or check the address") from None
+
+
+def _listening(address):
+    """Raise ConnectionRefusedError at once where nothing listens at a tcp:// address: Dask
+    would try again until its timeout (5 s) for a port that refuses every time."""
+    found = re.fullmatch(r"tcp://\[?([^\]/]+?)\]?:(\d+)/?", address)
+    if found and int(found[2]) > 65535:
+        raise ValueError(f"port {found[2]} is not a TCP port: 1-65535")
+    if found:
+        socket.create_connection((found[1], int(found[2])), timeout=CONNECT_TIMEOUT).close()
 
 
 @dataclass
