@@ -265,9 +265,14 @@ def test_counters_on_the_30000_by_30000_model_is_one_line_before_any_worker_star
 # --- the counting worker says why it failed -----------------------------------------------------
 
 def test_counting_an_absurd_batch_is_one_line_naming_the_batch_not_numpys_memory_error(tiny_models):
+    # refused by quantlab before valgrind starts (a TFLite file's input shape is read there) ...
     result = quantlab("counters", str(tiny_models["int8"]), "--backend", "valgrind",
                       "--batch-size", str(10 ** 12))
     one_line_error(result, "a batch of 1000000000000 images of shape 8x8x1 takes", "smaller batch")
+    # ... and by the worker, where the shape is known only once the model is loaded
+    with pytest.raises(QuantlabError, match="a batch of 1000000000000 images of shape 8x8x1 "
+                                            "takes 2.38e[+]05 GiB, more than the 1 GiB"):
+        runtime.sample_batch((8, 8, 1), 10 ** 12)
 
 
 def test_a_worker_error_that_is_no_quantlab_error_still_comes_out_as_its_one_marked_line(tiny_models):

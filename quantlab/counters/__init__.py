@@ -62,18 +62,20 @@ def measure(artifact, batch_size, backend="auto", threads=1, kernels="xnnpack", 
     return None if results is None else results[int(batch_size)]
 
 
-def _check_model_file(artifact):
-    """A one-line error for a missing, unreadable, special or folder path, and for a TFLite
-    file, ONNX model or GraphDef the worker would refuse: here, in seconds, not after valgrind
-    has started and imported TensorFlow (see quantlab.runtime.tflite_check, onnx_check,
-    quantlab.graph_check)."""
+def _check_model_file(artifact, batch_sizes):
+    """A one-line error for a missing, unreadable, special or folder path, for a TFLite
+    file, ONNX model or GraphDef the worker would refuse, and for a TFLite file's batch the
+    worker could not make: here, in seconds, not after valgrind has started and imported
+    TensorFlow (see quantlab.runtime.tflite_check, onnx_check, quantlab.graph_check)."""
     from quantlab import graph_check, runtime
     from quantlab.runtime import onnx_check, tflite_check
 
     content, _ = runtime.read(artifact)
     fmt = runtime.format_of(content)
     if fmt == "tflite":
-        tflite_check.check(artifact, content)
+        image_shape = tflite_check.check(artifact, content)["input_shape"][1:]
+        for batch_size in batch_sizes:
+            runtime.check_sample_size(image_shape, batch_size)
     elif fmt == "onnx":
         onnx_check.check_onnx(artifact, content)
     elif fmt == "graphdef":
@@ -101,7 +103,7 @@ def measure_many(artifact, batch_sizes, backend="auto", threads=1, kernels="xnnp
         raise QuantlabError(f"unknown kernel choice {kernels!r}: choose one of {', '.join(KERNELS)}")
     if threads is not None and int(threads) < 1:
         raise QuantlabError(f"threads must be at least 1, got {threads}")
-    _check_model_file(artifact)
+    _check_model_file(artifact, batch_sizes)
     if runtime is not None and runtime not in RUNTIMES:
         raise QuantlabError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     if iterations is not None and int(iterations) < 1:

@@ -23,7 +23,7 @@ from quantlab.defaults import KERNELS, RUNTIMES  # noqa: F401
 from quantlab.errors import QuantlabError
 from quantlab.runtime.base import (  # noqa: F401  (the public names of the runtime API)
     PixelRangeWarning, Predictor, check_images, check_threads, dequantize, quantize,
-    sample_batch, whole_number)
+    check_sample_size, sample_batch, whole_number)
 from quantlab.variant_table import runtimes_reading
 
 telemetry.onnxruntime_off()  # before ONNX Runtime is imported (OpenVINO: where it is)

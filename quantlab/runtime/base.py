@@ -63,13 +63,18 @@ def sample_batch(input_shape, batch_size, seed=0):
     Dense kernels do the same work whatever the values, so any fixed batch will do; one
     function makes sure the benchmarks and the counters run exactly the same input.
     """
+    check_sample_size(input_shape, batch_size)
+    return np.random.default_rng(seed).random((batch_size, *input_shape), dtype=np.float32)
+
+
+def check_sample_size(input_shape, batch_size):
+    """A one-line error where ``sample_batch`` would not make the batch."""
     size = 4 * batch_size * math.prod(input_shape)
     if size > MAX_SAMPLE_BYTES:
         raise QuantlabError(f"a batch of {batch_size} images of shape {_shape_text(input_shape)} "
                             f"takes {size / (1 << 30):.3g} GiB, more than the "
                             f"{MAX_SAMPLE_BYTES >> 30} GiB quantlab feeds at once; choose a "
                             f"smaller batch size")
-    return np.random.default_rng(seed).random((batch_size, *input_shape), dtype=np.float32)
 
 
 def _shape_text(shape):
