@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import one_line_error, quantlab
-from quantlab import runtime
+from quantlab import counters, runtime
+from quantlab.counters import valgrind
 from quantlab.errors import QuantlabError
 from quantlab.runtime import tflite_check
 
@@ -264,11 +265,19 @@ def test_counters_on_the_30000_by_30000_model_is_one_line_before_any_worker_star
 
 # --- the counting worker says why it failed -----------------------------------------------------
 
-def test_counting_an_absurd_batch_is_one_line_naming_the_batch_not_numpys_memory_error(tiny_models):
+def test_counting_an_absurd_batch_is_one_line_naming_the_batch_not_numpys_memory_error(tiny_models,
+                                                                                        monkeypatch):
     # refused by quantlab before valgrind starts (a TFLite file's input shape is read there) ...
     result = quantlab("counters", str(tiny_models["int8"]), "--backend", "valgrind",
                       "--batch-size", str(10 ** 12))
     one_line_error(result, "a batch of 1000000000000 images of shape 8x8x1 takes", "smaller batch")
+    # (the same call in process, with valgrind's start made to fail the test)
+    def started(*args, **kwargs):
+        raise AssertionError("valgrind was started for a batch the file's shape rules out")
+
+    monkeypatch.setattr(valgrind, "count_many", started)
+    with pytest.raises(QuantlabError, match="a batch of 1000000000000 images"):
+        counters.measure_many(tiny_models["int8"], [1, 10 ** 12], backend="valgrind")
     # ... and by the worker, where the shape is known only once the model is loaded
     with pytest.raises(QuantlabError, match="a batch of 1000000000000 images of shape 8x8x1 "
                                             "takes 2.38e[+]05 GiB, more than the 1 GiB"):
