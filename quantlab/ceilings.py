@@ -273,7 +273,7 @@ def count_for(run, first, target_seconds):
 def repeated(run, count, repeats, budget_seconds=LONG_RUNS_SECONDS, at_least=3):
     """Seconds of ``repeats`` runs of ``run(count)``, or of fewer, ``at_least`` of them, once
     they took ``budget_seconds``: where a single pass lasts far longer than the target (a DRAM
-    working set of 1 GiB: 0.1 s a pass) each run is already many short ones in a row."""
+    working set of 512 MiB: 40 ms a pass) each run is already many short ones in a row."""
     seconds = []
     while len(seconds) < repeats and (len(seconds) < at_least or sum(seconds) < budget_seconds):
         seconds.append(run(count))

@@ -57,8 +57,9 @@ def connect(address):
 
 
 def _listening(address):
-    """Raise ConnectionRefusedError at once where nothing listens at a tcp:// address: Dask
-    would try again until its timeout (5 s) for a port that refuses every time."""
+    """Fail at once where a tcp:// address names no TCP port or nothing listens there (an
+    OSError such as ConnectionRefusedError): Dask would try again until its timeout (5 s) for
+    a port that refuses every time."""
     found = re.fullmatch(r"tcp://\[?([^\]/]+?)\]?:(\d+)/?", address)
     if found and int(found[2]) > 65535:
         raise ValueError(f"port {found[2]} is not a TCP port: 1-65535")
