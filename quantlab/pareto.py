@@ -62,7 +62,7 @@ def what_to_ship(rows, max_drop, float_layers=None):
 def plot(rows, path, title):
     """Accuracy change against latency; marker area: bytes; colour: runtime; the front
     joined by a line. Returns the file's name."""
-    from quantlab.plots import plt, save
+    from quantlab.plots import plain_numbers, plt, save
 
     figure, axis = plt.subplots(figsize=(6.4, 4.6))
     colours = {}
@@ -82,5 +82,6 @@ def plot(rows, path, title):
     axis.legend(unique.values(), unique.keys(), fontsize=7)
     axis.set(title=title, xlabel="median ms per batch", ylabel="accuracy change (points)",
              xscale="log")
+    plain_numbers(axis.xaxis)
     axis.grid(True, alpha=0.3)
     return save(figure, path)

@@ -36,6 +36,20 @@ def save(figure, path):
     return path.name
 
 
+def plain_numbers(axis):
+    """Label a log axis's ticks as plain numbers ("0.02", "300") instead of "2 x 10^-2": a
+    latency reads at a glance, and no label needs math typesetting. Which ticks get a label
+    is matplotlib's choice, as before."""
+    import matplotlib.ticker as ticker
+
+    class Plain(ticker.LogFormatter):
+        def __call__(self, value, pos=None):
+            return f"{value:g}" if super().__call__(value, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
 def _timed(results, net):
     """The timed cases of one net at the first thread count (the others: ``threads``)."""
     return [c for c in timed_at(results) if c["net"] == net]
@@ -60,9 +74,10 @@ def latency(results, folder):
                       marker="o", markersize=3, color=colour, linestyle=_LINES.get(runtime, "-"),
                       label=f"{variant} ({runtime})")
         axis.set(title=net, xlabel="batch size", ylabel="median µs per image", xscale="log", yscale="log")
+        plain_numbers(axis.yaxis)
         sizes = sorted({c["batch_size"] for c in _timed(results, net)})
         axis.set_xticks(sizes, [str(b) for b in sizes])
-        axis.minorticks_off()
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # the batch sizes alone
         axis.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return save(figure, folder / "latency.png")

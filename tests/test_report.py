@@ -330,3 +330,23 @@ def test_the_rounds_line_says_which_cases_ran_on_a_second_load():
     timed[0]["interleaved"]["loads_from"] = [0]  # its second load failed
     assert (f"{len(timed) - 1} of {len(timed)} cases' model was loaded a second time before round 5"
             in sentences.rounds_line(results))
+
+
+def test_latency_axes_are_labelled_in_plain_numbers_not_powers_of_ten():
+    from quantlab.plots import plain_numbers, plt
+
+    figure, (microseconds, milliseconds) = plt.subplots(1, 2)
+    microseconds.plot([1, 8], [4.2, 38.0])
+    milliseconds.plot([0.0095, 0.032], [0, 1])
+    microseconds.set_yscale("log")
+    milliseconds.set_xscale("log")
+    plain_numbers(microseconds.yaxis)
+    plain_numbers(milliseconds.xaxis)
+    figure.canvas.draw()
+    shown = [[label.get_text() for label in labels if label.get_text()]
+             for labels in (microseconds.get_yticklabels(which="both"),
+                            milliseconds.get_xticklabels(which="both"))]
+    plt.close(figure)
+    assert {"10", "20", "30"} <= set(shown[0]) and {"0.01", "0.02", "0.03"} <= set(shown[1])
+    for label in shown[0] + shown[1]:
+        float(label)  # "10", not "$\mathdefault{10^{1}}$"
