@@ -368,6 +368,9 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_status_2(tmp_path):
     one_line_error(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:", "refused",
                    "dask scheduler")
     assert not (tmp_path / "report").exists()
+    port = _free_port()  # without a scheme, as Dask reads it too: tcp
+    result = quantlab(*STUDY, "--scheduler", f"127.0.0.1:{port}", "--out", str(tmp_path / "report"))
+    one_line_error(result, f"cannot reach the Dask scheduler at 127.0.0.1:{port}", "refused")
     result = quantlab(*STUDY, "--scheduler", "tcp://127.0.0.1:99999", "--out", str(tmp_path / "report"))
     one_line_error(result, "cannot reach the Dask scheduler at tcp://127.0.0.1:99999",
                    "port 99999 is not a TCP port")

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 import distributed
+from distributed.comm import parse_address, parse_host_port
 from distributed.diagnostics.plugin import WorkerPlugin
 
 import quantlab
@@ -57,14 +58,16 @@ def connect(address):
 
 
 def _listening(address):
-    """Fail at once where a tcp:// address names no TCP port or nothing listens there (an
-    OSError such as ConnectionRefusedError): Dask would try again until its timeout (5 s) for
-    a port that refuses every time."""
-    found = re.fullmatch(r"tcp://\[?([^\]/]+?)\]?:(\d+)/?", address)
-    if found and int(found[2]) > 65535:
-        raise ValueError(f"port {found[2]} is not a TCP port: 1-65535")
-    if found:
-        socket.create_connection((found[1], int(found[2])), timeout=CONNECT_TIMEOUT).close()
+    """Fail at once where a TCP address (read as Dask reads it) names no TCP port or nothing
+    listens there (an OSError such as ConnectionRefusedError): Dask would try again until its
+    timeout (5 s) for a port that refuses every time."""
+    scheme, location = parse_address(address)
+    if scheme != "tcp":
+        return
+    host, port = parse_host_port(location)
+    if port > 65535:
+        raise ValueError(f"port {port} is not a TCP port: 1-65535")
+    socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
 
 
 @dataclass
