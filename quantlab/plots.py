@@ -15,6 +15,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")  # files only; no display on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 _LINES = {"litert": "-", "openvino": "--", "onnxruntime": ":", "tensorflow": "-."}
 # The figure is laid out at the resolution it is written at: laid out at another, every
@@ -36,18 +37,18 @@ def save(figure, path):
     return path.name
 
 
+class _PlainLog(ticker.LogFormatter):
+    """matplotlib's choice of which log ticks to label, each labelled "0.02", not "2e-02"."""
+
+    def __call__(self, value, pos=None):
+        return f"{value:g}" if super().__call__(value, pos) else ""
+
+
 def plain_numbers(axis):
     """Label a log axis's ticks as plain numbers ("0.02", "300") instead of "2 x 10^-2": a
-    latency reads at a glance, and no label needs math typesetting. Which ticks get a label
-    is matplotlib's choice, as before."""
-    import matplotlib.ticker as ticker
-
-    class Plain(ticker.LogFormatter):
-        def __call__(self, value, pos=None):
-            return f"{value:g}" if super().__call__(value, pos) else ""
-
-    axis.set_major_formatter(Plain())
-    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+    latency reads at a glance, and no label needs math typesetting."""
+    axis.set_major_formatter(_PlainLog())
+    axis.set_minor_formatter(_PlainLog(labelOnlyBase=False))
 
 
 def _timed(results, net):
@@ -77,7 +78,7 @@ def latency(results, folder):
         plain_numbers(axis.yaxis)
         sizes = sorted({c["batch_size"] for c in _timed(results, net)})
         axis.set_xticks(sizes, [str(b) for b in sizes])
-        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # the batch sizes alone
+        axis.xaxis.set_minor_locator(ticker.NullLocator())  # the batch sizes alone
         axis.grid(True, which="both", alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return save(figure, folder / "latency.png")
