@@ -47,6 +47,27 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # text and lookup layers, which an image classifier does not use).
 KERAS_MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})
 
+@dataclasses.dataclass(frozen=True)
+class KerasFile:
+    """A user's Keras model file as it was read, once: ``path`` names it in messages, and
+    ``content`` is all that is checked, hashed, loaded and exported from then on (a file
+    swapped on disk later changes nothing)."""
+    path: Path
+    content: bytes
+    sha256: str
+
+
+def read_keras(path):
+    """The Keras model file at ``path``, read once (a ``KerasFile``); checked when loaded."""
+    content = read_model_file(path)
+    return KerasFile(Path(path), content, hashlib.sha256(content).hexdigest())
+
+
+def _as_read(model):
+    """A ``KerasFile``: ``model`` itself, or the file at the path ``model``, read now."""
+    return model if isinstance(model, KerasFile) else read_keras(model)
+
+
 def read_model_file(path):
     """The bytes of the model file at ``path``, or a one-line error saying why not."""
     path = Path(path)
@@ -157,7 +178,10 @@ def _h5_config(content, path):
     if text is None:
         raise QuantlabError(f"{path} is an HDF5 file but not a saved Keras model (no "
                             f"model_config, perhaps weights only); {RESAVE}")
-    return _parse_json(text.decode() if isinstance(text, bytes) else text, path)
+    if not isinstance(text, (str, bytes)):  # Keras writes one string; h5py reads any attribute
+        raise QuantlabError(f"{path} has a model_config that is not text (it is "
+                            f"{type(text).__name__}), which Keras never writes; {RESAVE}")
+    return _parse_json(text, path)
 
 
 _JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
@@ -378,33 +402,32 @@ def _activations(model):
 
 
 def open_model(path, layout=None):
-    """The user's model at ``path``, its format decided from its content: an ONNX model
-    checked now (a ``byo_onnx.CheckedOnnx``, whose bytes are all that is used from then on),
-    or None for a Keras model, which ``export`` checks and loads."""
-    path = Path(path)
-    content = read_model_file(path)
-    if model_format(content, path) != "onnx":
-        return None
-    model = byo_onnx.load_onnx(path, layout)
-    if model.sha256 != hashlib.sha256(content).hexdigest():
+    """The user's model at ``path``, read once, its format decided from its content: an ONNX
+    model checked now (a ``byo_onnx.CheckedOnnx``) or a ``KerasFile``, which ``export``
+    checks and loads; from then on only those bytes are used."""
+    read = read_keras(path)
+    if model_format(read.content, read.path) != "onnx":
+        return read
+    model = byo_onnx.load_onnx(read.path, layout)
+    if model.sha256 != read.sha256:
         raise QuantlabError(f"{path} changed while quantlab read it; give a file nothing "
                             f"else is writing")
     return model
 
 
-def keras_input(path):
-    """(image shape (H, W, C), classes) of the user's Keras model at ``path``, checked and
-    loaded as ``export`` does: the shape the user's own images are read in."""
-    path = Path(path)
-    content = read_model_file(path)
-    model = _keras_model(content, checked(content, path), path)
-    return tuple(model.input_shape[1:]), int(model.output_shape[-1])
+def keras_input(model):
+    """(image shape (H, W, C), classes) of the user's Keras model (a ``KerasFile`` or a path),
+    checked and loaded as ``export`` does: the shape the user's own images are read in."""
+    read = _as_read(model)
+    loaded = _keras_model(read.content, checked(read.content, read.path), read.path)
+    return tuple(loaded.input_shape[1:]), int(loaded.output_shape[-1])
 
 
-def load(path, data):
-    """The user's model, checked against ``data``; returns a ``training.Trained``."""
-    path = Path(path)
-    return _load_content(read_model_file(path), path, data)
+def load(model, data):
+    """The user's model (a ``KerasFile`` or a path), checked against ``data``; returns a
+    ``training.Trained``."""
+    read = _as_read(model)
+    return _load_content(read.content, read.path, data)
 
 
 def _ends_in_softmax(model):
@@ -424,16 +447,16 @@ def _strip_softmax(model):
     return model
 
 
-def export(path, data, config, wanted=variants.VARIANTS, progress=None):
-    """Export ``wanted`` variants of the user's model; ``config`` sets the QAT fine-tune.
+def export(model, data, config, wanted=variants.VARIANTS, progress=None):
+    """Export ``wanted`` variants of the user's model (a ``KerasFile`` or a path); ``config``
+    sets the QAT fine-tune.
 
-    The file is read and checked once, even when every variant is cached; the cache key
-    is the sha256 of those bytes, and the model, if needed, is loaded from the same bytes.
+    The bytes are checked even when every variant is cached; the cache key is their sha256,
+    and the model, if needed, is loaded from the same bytes.
     """
-    path = Path(path)
-    content = read_model_file(path)
-    checked(content, path)
-    config = dataclasses.replace(config, net=path.stem, dataset=data.name)
-    digest = hashlib.sha256(content).hexdigest()
-    return variants.export_model(lambda: _load_content(content, path, data), config, data,
-                                 wanted, progress=progress, base_key=f"user-model-{digest[:16]}")
+    read = _as_read(model)
+    checked(read.content, read.path)
+    config = dataclasses.replace(config, net=read.path.stem, dataset=data.name)
+    return variants.export_model(lambda: _load_content(read.content, read.path, data), config,
+                                 data, wanted, progress=progress,
+                                 base_key=f"user-model-{read.sha256[:16]}")

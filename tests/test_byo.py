@@ -376,3 +376,15 @@ def test_a_layer_that_computes_gigabytes_from_a_small_image_is_refused_before_it
     model.save(path)  # Keras builds it from shapes alone; only running it would take 6 GB
     assert "of tensors per image (the largest: 'huge' of shape [1, 40000, 40000, 1])" \
         in refusal(path, digits)
+
+
+@pytest.mark.parametrize("config", [5, np.array([1.0, 2.0]), np.bytes_(b'{"class_name": "\xff"}')],
+                         ids=["a number", "an array", "bytes not UTF-8"])
+def test_an_hdf5_model_config_that_is_not_text_is_one_line(tmp_path, digits, config):
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5.attrs["model_config"] = config
+    path = tmp_path / "mine.h5"
+    path.write_bytes(buffer.getvalue())
+    message = refusal(path, digits)
+    assert "model_config that is not text" in message or "not valid JSON" in message, message

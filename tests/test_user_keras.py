@@ -9,6 +9,8 @@ and the split counts), and checked against the accuracies the study reports: the
 model, run here by plain Keras on those files, scores on them what the study says it scored.
 """
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -24,7 +26,7 @@ NET = "dense"
 def studied(fashion, tmp_path_factory):
     from PIL import Image
 
-    from quantlab import training
+    from quantlab import byo, cli, training
 
     folder = tmp_path_factory.mktemp("keras")
     root = folder / "images"
@@ -34,13 +36,46 @@ def studied(fashion, tmp_path_factory):
             pixels = np.round(fashion.x_test[number, :, :, 0] * 255).astype(np.uint8)
             Image.fromarray(pixels, "L").save(root / f"class{label}" / f"{number:05d}.png")
     model = folder / "mine.keras"
-    training.train(quick_config(NET), fashion).model.save(model)
+    trained = training.train(quick_config(NET), fashion).model
+    _untrained(trained).save(model)
+    untrained = model.read_bytes()
+    trained.save(model)
+    mine = model.read_bytes()
     out = folder / "R"
-    done = quantlab("run", "--quick", "--model", str(model), "--data", str(root),
-                    "--variants", "float32,int8", "--runtimes", "litert", "--out", str(out),
-                    "--counters", "off", "--threads", "1", "--batch-sizes", "1", *FEW_ROUNDS)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((out / "results.json").read_text()), model, root, done.stderr
+    # Right after quantlab first reads the file, it becomes an untrained net of the same
+    # shape, and it is put back once the study is done: every number below must still be
+    # the trained net's (the one the study read).
+    def read_then_swapped(path):
+        content = read(path)
+        model.write_bytes(untrained)
+        return content
+
+    read = byo.read_model_file
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(io.StringIO()) as said:
+        patch.setattr(byo, "read_model_file", read_then_swapped)
+        status = cli.main(["run", "--quick", "--model", str(model), "--data", str(root),
+                           "--variants", "float32,int8", "--runtimes", "litert", "--out", str(out),
+                           "--counters", "off", "--threads", "1", "--batch-sizes", "1", *FEW_ROUNDS])
+    model.write_bytes(mine)
+    assert status == 0, said.getvalue()[-3000:]
+    return json.loads((out / "results.json").read_text()), model, root, said.getvalue()
+
+
+def _untrained(model):
+    from quantlab._tf import keras
+
+    return keras().models.clone_model(model)  # the same layers, weights drawn anew
+
+
+def test_a_keras_file_swapped_during_the_study_changes_nothing_it_reports(studied):
+    import hashlib
+
+    results, model, _, said = studied
+    assert results["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    # The untrained net would answer one class for most images (the study warns of that).
+    assert "warning: " not in said, said
+    [float32] = [row for row in results["accuracy"] if row["variant"] == "float32"]
+    assert float32["accuracy"] > 0.6
 
 
 def _splits(root, data):

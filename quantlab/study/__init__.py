@@ -44,8 +44,8 @@ def run(config, progress=None):
     # The user's files, the runtimes and the counters are checked before anything is
     # written: a refused model or image folder, or a runtime or counter backend that cannot
     # work here, leaves no report folder behind.
-    onnx_model = user_model.open_model(config)
-    data = user_model.load_data(config, onnx_model)
+    onnx_model, keras_file = user_model.open_model(config)
+    data = user_model.load_data(config, onnx_model, keras_file)
     runtimes, skipped = runtime.usable(config.runtimes)
     backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
     prepare_output(config.out, config.force)
@@ -54,12 +54,12 @@ def run(config, progress=None):
     for name, why in skipped.items():
         progress(f"runtime {name} left out: {why}")
     study = Study(config, data, progress, runtimes, backend, machine.cpu_info(),
-                  onnx_model=onnx_model)
+                  onnx_model=onnx_model, keras_file=keras_file)
     study.results = user_model.describe(
         new_results(config, data, machine_info(config, backend, skipped), runtimes), config,
-        data, onnx_model)
+        data, onnx_model, keras_file)
     # Seconds, before the minutes of export and timing that a wrong --scale would spoil.
-    early = user_model.first_batch_doubt(config, data, onnx_model)
+    early = user_model.first_batch_doubt(config, data, onnx_model, keras_file)
     if early:
         progress(f"warning: {early}")
     try:
@@ -94,6 +94,7 @@ class Study:
     results: dict | None = None
     background: list = field(default_factory=list)  # each net's counting, beside the next net
     onnx_model: object = None  # a user's ONNX model, checked (byo_onnx.CheckedOnnx)
+    keras_file: object = None  # a user's Keras model file, as read once (byo.KerasFile)
 
     @property
     def reference(self):
@@ -230,7 +231,7 @@ class Study:
         if config.model is not None:
             from quantlab import byo
 
-            return byo.export(config.model, self.data, train, config.variants,
+            return byo.export(self.keras_file or config.model, self.data, train, config.variants,
                               progress=self.progress)
         return variants.export(train, variants=config.variants, data=self.data,
                                progress=self.progress)
@@ -270,7 +271,7 @@ class Study:
         if self.config.model is not None:
             from quantlab import byo
 
-            return byo.load(self.config.model, self.data).model
+            return byo.load(self.keras_file or self.config.model, self.data).model
         from quantlab import training
 
         return training.train(train_config(self.config, net), self.data).model

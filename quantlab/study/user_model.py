@@ -2,14 +2,13 @@
 images it is studied on, in its layout and preprocessing, the reference every ratio of it is
 against, and what results.json says of both.
 
-An ONNX model is checked once (``byo.open_model``); from then on only those checked bytes are
-used: its variants are made from them and it is reported by their sha256. It has no TFLite
-float32, so its reference is its own float32 on ONNX Runtime, the runtime it was exported
-for. A Keras model is checked and exported by ``byo.export`` as before, against LiteRT
-float32 like quantlab's own nets.
+The file is read once (``byo.open_model``); from then on only those bytes are used: the
+model's variants are made from them and it is reported by their sha256, whatever becomes of
+the file. An ONNX model is checked at once. It has no TFLite float32, so its reference is
+its own float32 on ONNX Runtime, the runtime it was exported for. A Keras model is checked
+and exported by ``byo.export``, against LiteRT float32 like quantlab's own nets.
 """
 
-import hashlib
 
 from quantlab import defaults
 from quantlab.errors import QuantlabError
@@ -18,16 +17,17 @@ ONNX_REFERENCE = ("onnx_float32", "onnxruntime")
 
 
 def open_model(config):
-    """The user's ONNX model, checked (a ``byo_onnx.CheckedOnnx``); None for quantlab's own
-    nets and for a Keras model."""
+    """(the user's ONNX model, checked: a ``byo_onnx.CheckedOnnx``, or None; the user's Keras
+    model file as read: a ``byo.KerasFile``, or None); both None for quantlab's own nets."""
     if config.model is None:
-        return None
+        return None, None
     from quantlab import byo
 
-    return byo.open_model(config.model, config.layout)
+    opened = byo.open_model(config.model, config.layout)
+    return (None, opened) if isinstance(opened, byo.KerasFile) else (opened, None)
 
 
-def load_data(config, onnx_model):
+def load_data(config, onnx_model, keras_file=None):
     """The images the study runs on: the user's --data in the layout, size and channels the
     user's model takes (a Keras model: channels last); else the built-in dataset (which an
     ONNX model must take as it is)."""
@@ -36,7 +36,7 @@ def load_data(config, onnx_model):
     if onnx_model is None and config.model is not None and config.data is not None:
         from quantlab import byo
 
-        image_shape, classes = byo.keras_input(config.model)
+        image_shape, classes = byo.keras_input(keras_file or config.model)
         return load(config, image_shape, "NHWC", classes)
     if onnx_model is None:
         return load(config)
@@ -62,7 +62,7 @@ def reference(onnx_model):
 FIRST_BATCH = 64
 
 
-def first_batch_doubt(config, data, onnx_model, images=FIRST_BATCH):
+def first_batch_doubt(config, data, onnx_model, keras_file=None, images=FIRST_BATCH):
     """What looks wrong with the user's float model's answers on the first test images (one
     class for most, or near chance: report.sentences.doubt) in a warning's words, or None;
     None for quantlab's own nets. Seconds, against minutes of export, calibration and timing
@@ -85,7 +85,7 @@ def first_batch_doubt(config, data, onnx_model, images=FIRST_BATCH):
     else:
         from quantlab import byo
 
-        scores = np.asarray(byo.load(config.model, data).model(x, training=False))
+        scores = np.asarray(byo.load(keras_file or config.model, data).model(x, training=False))
         which = "the Keras model"
     classes = scores.reshape(len(x), -1).argmax(axis=1)
     labels = None if data.y_test is None else data.y_test[:images]
@@ -104,7 +104,7 @@ def calibration(config, data):
     return variants.calibration_images(data, config.calibration_size, config.seed)
 
 
-def describe(results, config, data, onnx_model):
+def describe(results, config, data, onnx_model, keras_file=None):
     """``results`` with what schema 4 records of the study: its reference, the user's model
     (file, sha256, format, input), and the images (labels or not, calibration count,
     preprocessing, classes)."""
@@ -123,10 +123,10 @@ def describe(results, config, data, onnx_model):
                        files_per_class=record.get("files_per_class"))
     return {**results, "schema": records.SCHEMA, "dataset": dataset,
             "reference": {"variant": variant, "runtime": runtime},
-            "model": _model_entry(config, onnx_model)}
+            "model": _model_entry(config, onnx_model, keras_file)}
 
 
-def _model_entry(config, onnx_model):
+def _model_entry(config, onnx_model, keras_file):
     if config.model is None:
         return None
     if onnx_model is not None:
@@ -137,7 +137,6 @@ def _model_entry(config, onnx_model):
                 "opset": onnx_model.opset}
     from quantlab import byo
 
-    content = byo.read_model_file(config.model)  # byo.export checks these bytes again
-    return {"file": config.model.name, "path": str(config.model),
-            "sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content),
-            "format": byo.model_format(content, config.model)}
+    read = keras_file or byo.read_keras(config.model)
+    return {"file": config.model.name, "path": str(config.model), "sha256": read.sha256,
+            "bytes": len(read.content), "format": byo.model_format(read.content, read.path)}
