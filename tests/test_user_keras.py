@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import FEW_ROUNDS, quantlab, quick_config
+from conftest import FEW_ROUNDS, quick_config
 
 PER_CLASS = 60  # 600 images: 150 calibrate, 150 validate, 300 are scored
 NET = "dense"
