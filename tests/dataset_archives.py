@@ -199,3 +199,18 @@ def gzip_bomb(head, expanded_bytes):
     block = 16 << 20
     zeros = gzip.compress(bytes(block), compresslevel=9)
     return gzip.compress(head) + zeros * (expanded_bytes // block)
+
+
+def with_zip_fields(content, method=None, flags=None):
+    """``content``, a ZIP archive, with every member's compression method or general-purpose
+    flags (local and central headers) set to the given values."""
+    data = bytearray(content)
+    for signature, flag_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        while at >= 0:
+            if flags is not None:
+                data[at + flag_at:at + flag_at + 2] = flags.to_bytes(2, "little")
+            if method is not None:
+                data[at + flag_at + 2:at + flag_at + 4] = method.to_bytes(2, "little")
+            at = data.find(signature, at + 4)
+    return bytes(data)

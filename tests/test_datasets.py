@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -697,6 +698,32 @@ def test_mnist_npz_with_an_array_larger_than_any_split_is_refused_before_it_is_r
         datasets.load("mnist", data_dir=tmp_path)
     message = one_line_error(excinfo)
     assert str(bad) in message and "holds an array of 23648 bytes" in message
+
+
+def test_mnist_npz_whose_header_promises_more_than_its_member_holds_is_refused(tmp_path):
+    arrays = archives.mnist_arrays()
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (10**9, 28, 28)})
+    bad = archives.write_mnist_npz(tmp_path / "mnist.npz", arrays)
+    with zipfile.ZipFile(bad, "w") as archive:  # the other three arrays as they were
+        for key, array in arrays.items():
+            member = io.BytesIO()
+            np.save(member, array)
+            archive.writestr(f"{key}.npy", header.getvalue() + b"\0" * 100 if key == "x_train"
+                             else member.getvalue())
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path)
+    message = one_line_error(excinfo)
+    assert str(bad) in message and "x_train's header promises 1000000000x28x28" in message
+
+
+def test_mnist_npz_whose_members_zipfile_cannot_open_is_one_line(tmp_path):
+    bad = archives.write_mnist_npz(tmp_path / "mnist.npz", archives.mnist_arrays())
+    bad.write_bytes(archives.with_zip_fields(bad.read_bytes(), method=99))
+    with pytest.raises(QuantlabError) as excinfo:
+        datasets.load("mnist", data_dir=tmp_path)
+    assert "not a readable .npz file" in one_line_error(excinfo)
 
 
 def test_cifar10_binary_batch_with_a_wrong_record_size_is_refused(tmp_path):

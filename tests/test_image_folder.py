@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import dataset_archives as archives
 from conftest import one_line_error, quantlab
 from quantlab import datasets
 from quantlab.datasets import idx, image_folder
@@ -248,6 +249,53 @@ def test_an_npz_header_promising_more_than_its_member_holds_is_refused(tmp_path)
         archive.writestr("x.npy", header.getvalue() + b"\0" * 64)
     _refused(lambda: datasets.load_user(tmp_path / "bomb.npz", (8, 8, 1), "NHWC", 2),
              "promises 100000x1024x1024", "truncated or crafted")
+
+
+def test_an_npz_array_of_a_kind_it_may_not_hold_is_refused_before_numpy_reads_it(
+        tmp_path, monkeypatch):
+    from quantlab.datasets import user_npz
+
+    # Four "elements" of 100 MB each, zeros compressed to a small file: numpy would take 400 MB.
+    x = np.zeros(4, dtype=np.dtype((np.void, 100_000_000)))
+    np.savez_compressed(tmp_path / "void.npz", x=x)
+    assert (tmp_path / "void.npz").stat().st_size < 2_000_000
+    monkeypatch.setattr(user_npz.np, "load", lambda *a, **k: pytest.fail("numpy read the array"))
+    _refused(lambda: datasets.load_user(tmp_path / "void.npz", (8, 8, 1), "NHWC", 2),
+             "x holds |V100000000 values", "uint8 pixels")
+
+
+def test_npz_images_of_no_pixels_are_refused(tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((4, 0, 5), np.uint8))
+    _refused(lambda: datasets.load_user(tmp_path / "empty.npz", (8, 8, 1), "NHWC", 2),
+             "x is 4x0x5: images of no pixels")
+
+
+def test_an_npz_label_beyond_int64_is_named_as_it_is(tmp_path):
+    np.savez(tmp_path / "big.npz", x=np.zeros((1, 8, 8), np.uint8),
+             y=np.array([2**63 + 5], np.uint64))
+    _refused(lambda: datasets.load_user(tmp_path / "big.npz", (8, 8, 1), "NHWC", 2),
+             f"label {2**63 + 5} in y is out of range")
+
+
+@pytest.mark.parametrize("fields", [{"method": 99}, {"flags": 1}], ids=["unknown method", "encrypted"])
+def test_an_npz_whose_members_zipfile_cannot_open_is_one_line(tmp_path, fields):
+    np.savez(tmp_path / "plain.npz", x=np.zeros((4, 8, 8), np.uint8))
+    (tmp_path / "d.npz").write_bytes(archives.with_zip_fields((tmp_path / "plain.npz").read_bytes(), **fields))
+    _refused(lambda: datasets.load_user(tmp_path / "d.npz", (8, 8, 1), "NHWC", 2),
+             "is not a readable .npz file")
+
+
+def test_a_loop_of_symbolic_links_in_the_folder_is_one_line(tmp_path):
+    root = _digits_folder(tmp_path / "data")
+    (root / "a" / "loop").symlink_to("loop")
+    _refused(lambda: datasets.load_user(root, (8, 8, 1), "NHWC", 2),
+             str(root / "a" / "loop"), "leads back to itself")
+
+
+def test_data_that_is_neither_folder_nor_file_is_named_so(tmp_path):
+    os.mkfifo(tmp_path / "pipe.npz")  # reading it would block until a writer came
+    _refused(lambda: datasets.load_user(tmp_path / "pipe.npz", (8, 8, 1), "NHWC", 2),
+             "is neither a folder nor a file")
 
 
 def test_too_many_images_are_refused_with_the_limit(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ def list_files(root):
     root = Path(root)
     if not root.is_dir():
         raise fail(root, "is not a folder; give a folder with one subfolder of images per class")
-    inside = root.resolve()
+    inside = _resolved(root)
     classes = sorted(_entries(root, inside))
     found = []
     for index, name in enumerate(classes):
@@ -45,7 +45,7 @@ def list_files(root):
             raise fail(folder, "is a file where only class folders belong; put each class's "
                                "images in a subfolder named after the class")
         count = 0
-        for path in _walk(folder, inside, {folder.resolve()}):
+        for path in _walk(folder, inside, {_resolved(folder)}):
             count += 1
             found.append((path, index))
             if len(found) > MAX_IMAGES:
@@ -70,7 +70,7 @@ def _entries(folder, inside):
         if entry.name.startswith("."):
             continue
         if entry.is_symlink():
-            target = Path(entry.path).resolve()
+            target = _resolved(Path(entry.path))
             if not target.is_relative_to(inside):
                 raise fail(entry.path, f"is a symbolic link to {target}, outside {inside}; "
                                        "copy the file into the folder instead")
@@ -82,7 +82,7 @@ def _walk(folder, inside, seen):
     for name in sorted(_entries(folder, inside)):
         path = folder / name
         if path.is_dir():
-            real = path.resolve()
+            real = _resolved(path)
             if real in seen:  # a link back up: already read
                 continue
             yield from _walk(path, inside, seen | {real})
@@ -91,6 +91,15 @@ def _walk(folder, inside, seen):
             yield path
         else:
             raise fail(path, "is neither a file nor a folder; remove it")
+
+
+def _resolved(path):
+    """Where ``path`` leads, every link followed; a loop of links is a one-line error."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, ELOOP after
+        raise fail(path, "is a symbolic link that leads back to itself (a loop); remove it") \
+            from None
 
 
 def _check_image_file(path):
@@ -107,7 +116,7 @@ def _check_image_file(path):
 def read_bytes(path, inside):
     """The file's bytes, read once, at most MAX_FILE_BYTES of them, from where its path leads
     now (checked again: a link may have changed since the folder was listed)."""
-    real = Path(path).resolve()
+    real = _resolved(Path(path))
     if not real.is_relative_to(inside):
         raise fail(path, f"leads to {real}, outside {inside}; copy the file into the folder")
     with os.fdopen(os.open(real, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
@@ -160,7 +169,7 @@ def read(root, image_size, channels):
     """(uint8 N x H x W x C images, int64 labels, class names, {class: file count})."""
     classes, files = list_files(root)
     images = allocate(len(files), image_size, channels, root)
-    inside = Path(root).resolve()
+    inside = _resolved(Path(root))
     for i, (path, _) in enumerate(files):
         images[i] = decode(read_bytes(path, inside), path, image_size, channels)
     labels = np.array([index for _, index in files], dtype=np.int64)

@@ -12,12 +12,11 @@ what the header promises before it reads. ``np.load`` runs with ``allow_pickle=F
 import io
 import math
 import zipfile
-import zlib
 
 import numpy as np
 
 from quantlab.datasets import image_folder
-from quantlab.datasets.checks import check_split, fail
+from quantlab.datasets.checks import NPZ_ERRORS, check_split, fail, npy_header
 
 # The whole file is read into memory once; as large as the images it may hold as uint8.
 MAX_FILE_BYTES = image_folder.MAX_FLOAT_BYTES // 4 + (64 << 20)
@@ -42,39 +41,39 @@ def read(path, image_size, channels):
         with np.load(io.BytesIO(content), allow_pickle=False) as npz:
             x = npz["x"]
             y = npz["y"] if "y.npy" in members else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+    except NPZ_ERRORS as error:
         raise fail(path, f"is not a readable .npz file ({error}); save it with np.savez") from None
     if y is not None:
         if y.ndim != 1 or y.dtype.kind not in "iu":
             raise fail(path, f"y is {y.dtype} {y.shape}; expected N integer labels")
         check_split(x, y, path, "images in x", "labels in y")
+        if y.dtype == np.uint64 and len(y) and y.max() > np.iinfo(np.int64).max:
+            raise fail(path, f"label {y.max()} in y is out of range; labels count classes from 0")
         y = y.astype(np.int64)
     return _images(x, path, tuple(image_size), channels), y
 
 
+# What each array may hold: uint8 pixels or float images; integer labels. Anything else is
+# refused from its header, before numpy allocates it.
+KINDS = {"x": "uf", "y": "iu"}
+
+
 def _check_header(archive, info, path, name):
-    """Refuse the array before numpy allocates it: objects, or more than the member holds."""
-    with archive.open(info) as member:
-        try:
-            version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(member)
-        except ValueError as error:
-            raise fail(path, f"{name} is not a numpy array file ({error}); save it with np.savez")
-    if dtype.hasobject:
-        raise fail(path, f"{name} holds Python objects (pickled), which quantlab never loads; "
-                         "save plain numeric arrays")
-    promised = math.prod(shape) * dtype.itemsize
-    if promised > info.file_size:
-        raise fail(path, f"{name}'s header promises {'x'.join(map(str, shape))} {dtype} = "
-                         f"{promised} bytes but the member holds {info.file_size}; the file is "
-                         "truncated or crafted")
+    """Refuse the array before numpy allocates it: objects, a kind it may not hold, more than
+    the member holds or than quantlab keeps in memory."""
+    shape, dtype = npy_header(archive, info, path, name)
+    if dtype.kind not in KINDS[name] or dtype.itemsize > 8:
+        raise fail(path, f"{name} holds {dtype} values; save x as uint8 pixels (or float images "
+                         "of the model's size) and y as integer labels")
     if name == "x" and shape and shape[0] > image_folder.MAX_IMAGES:
         raise fail(path, f"x holds {shape[0]} images, more than quantlab reads "
                          f"({image_folder.MAX_IMAGES}); save a sample of them")
-    if math.prod(shape) * 4 > image_folder.MAX_FLOAT_BYTES:
-        raise fail(path, f"{name} is {'x'.join(map(str, shape))}, more than quantlab holds "
+    if name == "x" and 0 in shape[1:]:
+        raise fail(path, f"x is {'x'.join(map(str, shape))}: images of no pixels; save N x H x W "
+                         "(x C) images")
+    # As float32 at least: what the images become.
+    if math.prod(shape) * max(dtype.itemsize, 4) > image_folder.MAX_FLOAT_BYTES:
+        raise fail(path, f"{name} is {'x'.join(map(str, shape))} {dtype}, more than quantlab holds "
                          f"({image_folder.MAX_FLOAT_BYTES >> 20} MiB as float32); save fewer images")
 
 
