@@ -26,6 +26,8 @@ _WRITE_FAILURES = {
     errno.EFBIG: ("file larger than the file size limit (ulimit -f) or the file system allows",
                   "raise the limit, or "),
     errno.EROFS: ("read-only file system", ""),
+    errno.EISDIR: ("a folder is in its place", "remove that folder, or "),
+    errno.ENAMETOOLONG: ("a name in the path is too long", "shorten it, or "),
 }
 # Creating a file can also be refused outright.
 _CREATE_FAILURES = {**_WRITE_FAILURES, errno.EACCES: ("permission denied", ""),

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import quantlab
-from quantlab import datasets, defaults, nets, options
+from quantlab import datasets, defaults, nets, options, safe_text
 from quantlab.errors import QuantlabError
 
 EXIT_USER_ERROR = 2
@@ -251,7 +251,8 @@ def main(argv=None):
     try:
         args.run(args)
     except QuantlabError as error:
-        print(f"quantlab: error: {error}", file=sys.stderr)
+        # One line whatever the error quotes (a path may hold a newline or an escape sequence).
+        print(f"quantlab: error: {safe_text.one_line(error)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into head and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import quantlab
-from quantlab import cache, defaults, records, variant_table
+from quantlab import cache, defaults, records, safe_text, variant_table
 from quantlab.defaults import RUNTIMES, VARIANTS
 from quantlab.errors import QuantlabError
 from quantlab.lookups import worst_change
@@ -70,19 +70,8 @@ def load(paths):
     loaded = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            if not (path / "results.json").is_file():
-                raise QuantlabError(f"{path} holds no results.json; {_FIX}")
-            path = path / "results.json"
-        elif not path.exists():
-            raise QuantlabError(f"{path} does not exist; {_FIX}")
-        elif not path.is_file():
-            raise QuantlabError(f"{path} is not a file; {_FIX}")
-        if path.stat().st_size > MAX_BYTES:
-            raise QuantlabError(f"{path} is larger than {MAX_BYTES >> 20} MiB, more than any "
-                                f"results.json quantlab writes; {_FIX}")
-        try:
-            content = path.read_bytes()
+        try:  # a name too long or a loop of links raises on the first look
+            path, content = _read_results(path)
         except OSError as error:
             raise QuantlabError(f"cannot read {path}: {error.strerror}; {_FIX}") from None
         try:
@@ -98,6 +87,22 @@ def load(paths):
         loaded.append(results)
     _machines(loaded)
     return loaded
+
+
+def _read_results(path):
+    """(the results.json at ``path`` or in the folder ``path``, its bytes)."""
+    if path.is_dir():
+        if not (path / "results.json").is_file():
+            raise QuantlabError(f"{path} holds no results.json; {_FIX}")
+        path = path / "results.json"
+    elif not path.exists():
+        raise QuantlabError(f"{path} does not exist; {_FIX}")
+    elif not path.is_file():
+        raise QuantlabError(f"{path} is not a file; {_FIX}")
+    if path.stat().st_size > MAX_BYTES:
+        raise QuantlabError(f"{path} is larger than {MAX_BYTES >> 20} MiB, more than any "
+                            f"results.json quantlab writes; {_FIX}")
+    return path, path.read_bytes()
 
 
 def _not_results(where, what):
@@ -155,15 +160,28 @@ def _machine(results, number):
         "artifacts": {(net, variant): {"sha256": meta["sha256"], "bytes": meta.get("bytes")}
                       for net, entry in results["nets"].items()
                       for variant, meta in (entry.get("artifacts") or {}).items()},
-        "cases": {case.key: case for case in map(Case.of, results["cases"])},
-        "accuracy": {(row["net"], row["variant"], row["runtime"]): row
-                     for row in results.get("accuracy") or []},
+        "cases": _once(((case.key, case) for case in map(Case.of, results["cases"])), where,
+                       "case"),
+        "accuracy": _once((((row["net"], row["variant"], row["runtime"]), row)
+                           for row in results.get("accuracy") or []), where, "accuracy row"),
     }
     if record["name"] is None:  # written before machines had names: the CPU and the folder
         source = Path(record["source"]) if isinstance(record["source"], str) else None
         label = (source.parent.name if source.name == "results.json" else source.name) if source else ""
         record["name"] = f"{record['cpu']['model']} ({label})" if label else record["cpu"]["model"]
+    # As every report shows it (one line, whitespace collapsed, no control characters): two
+    # machines whose names look the same are one name.
+    record["name"] = safe_text.one_line(record["name"])
     return record
+
+
+def _once(pairs, where, what):
+    """{key: value} of ``pairs``; a key given twice would hide one of its values: refused."""
+    found = {}
+    for key, value in pairs:
+        if found.setdefault(key, value) is not value:
+            raise _not_results(where, f"two {what}s for {' '.join(map(str, key))}")
+    return found
 
 
 def _machines(results_list):
@@ -359,8 +377,9 @@ def compare(results_list, out, progress=print, force=False):
     comparison["findings"] = compare_report.findings(comparison)
     plot = compare_report.speedup_plot(comparison, out, progress)
     comparison["plots"] = [plot] if plot else []
+    text = compare_report.markdown(comparison)  # before either file: both, or neither, new
     cache.write_json(out / "compare.json", comparison)
     with cache.atomic_file(out / "compare.md") as tmp:
-        tmp.write_text(compare_report.markdown(comparison))
+        tmp.write_text(text)
     progress(f"comparison: {out / 'compare.md'}")
     return comparison

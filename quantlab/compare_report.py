@@ -142,7 +142,7 @@ def _accuracy_findings(comparison):
     for entry in comparison["accuracy"]:
         files = {}
         for name, scored in entry["machines"].items():
-            if "accuracy" in scored and scored["sha256"]:
+            if scored.get("accuracy") is not None and scored["sha256"]:  # labelled images
                 files.setdefault(scored["sha256"], {})[name] = scored["accuracy"]
         for scores in files.values():
             if len(scores) < 2:
@@ -307,6 +307,8 @@ def accuracy_table(comparison):
         agree = f"{100 * scored['agreement']:.1f} % agree"
         if scored.get("accuracy") is None:  # unlabelled images: agreement alone
             return agree
+        if scored.get("delta_points") is None:  # no float32 scored beside it
+            return f"{scored['accuracy']:.4f} ({agree})"
         return f"{scored['accuracy']:.4f} ({scored['delta_points']:+.2f} points, {agree})"
 
     return tables.markdown_table(
@@ -393,8 +395,10 @@ def markdown(comparison):
 # --- the plot ---------------------------------------------------------------------------------
 
 def _plain(text):
-    """A label from a results file, never read as matplotlib math ($...$)."""
-    return text.replace("$", r"\$")
+    """A label from a results file, never read as matplotlib math ($...$), nor left out of
+    the legend (matplotlib leaves out labels that start with "_")."""
+    text = text.replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
 
 
 def speedup_plot(comparison, folder, progress=lambda message: None):

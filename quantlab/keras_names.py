@@ -1,7 +1,12 @@
 """The names a checked Keras model file may use: Keras's own built-in layers, models and
 their parts (initializers, regularizers, constraints, dtype policy), the tags of plain values,
 and the built-in activations. Anything else could bring code from anywhere, so ``byo``
-refuses it before Keras reads the file."""
+refuses it before Keras reads the file (``check_config``)."""
+
+from quantlab.errors import QuantlabError
+
+RESAVE = "save the model again with model.save('model.keras')"
+REBUILD = "rebuild the model from Keras's standard layers"
 
 LAYERS = frozenset({
     "InputLayer", "Dense", "EinsumDense",
@@ -42,3 +47,59 @@ ACTIVATIONS = frozenset({
     "mish", "relu", "relu6", "selu", "sigmoid", "silu", "softmax", "softplus", "softsign",
     "swish", "tanh",
 })
+
+
+def _objects(node):
+    """Every dict in a config tree, and every (key, string) whose key names an activation."""
+    if isinstance(node, dict):
+        yield node, None
+        for key, value in node.items():
+            if "activation" in str(key) and isinstance(value, str):
+                yield None, value
+            yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+
+
+def _is_keras_module(module):
+    return module is None or any(module == root or module.startswith(root + ".")
+                                 for root in ("keras", "tf_keras"))
+
+
+def check_config(config, path):
+    """Raise a one-line error unless ``config`` names only Keras's built-in layers."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise QuantlabError(f"{path} holds no model configuration; {RESAVE}")
+    for node, activation in _objects(config):
+        if activation is not None:
+            if activation not in ACTIVATIONS:
+                raise QuantlabError(f"{path} uses activation {activation!r}, which is not one of "
+                                    f"Keras's built-in activations; {REBUILD}")
+            continue
+        if "class_name" not in node:
+            continue
+        name = node["class_name"]
+        if not isinstance(name, str):
+            raise QuantlabError(f"{path} holds a class name that is not a string; {RESAVE}")
+        if name in VALUE_TAGS:
+            continue
+        if name == "Lambda":
+            raise QuantlabError(f"{path} contains a Lambda layer, whose Python code quantlab "
+                                f"will not run; {REBUILD}")
+        if name in ("function", "__lambda__"):
+            raise QuantlabError(f"{path} holds a serialised Python function "
+                                f"({node.get('config')!r:.60}), which quantlab will not run; "
+                                f"{REBUILD}")
+        if name not in ALLOWED_CLASSES:
+            raise QuantlabError(f"{path} contains a {name!r:.60} layer or object, which is not one "
+                                f"of Keras's built-in layers, so its code could come from "
+                                f"anywhere; {REBUILD}")
+        module = node.get("module")
+        if not (module is None or isinstance(module, str)) or not _is_keras_module(module):
+            raise QuantlabError(f"{path} says {name} comes from module {module!r:.60}, outside "
+                                f"Keras; quantlab imports nothing a model file names: {REBUILD}")
+        registered = node.get("registered_name")
+        if registered not in (None, name):
+            raise QuantlabError(f"{path} registers {name} as {registered!r:.60}, a custom "
+                                f"class; {REBUILD}")

@@ -10,6 +10,13 @@ MARKER = ".quantlab-report"  # in every folder a study wrote: it may be written 
 
 def prepare_output(out, force=False):
     """Make ``out`` ready: new, empty, or written by quantlab before (else ``--force``)."""
+    try:
+        _prepare(out, force)
+    except OSError as error:  # a name too long, a loop of links: the first look raises
+        raise QuantlabError(f"--out {out}: {error.strerror}; choose another with --out") from None
+
+
+def _prepare(out, force):
     if out.exists() and not out.is_dir():
         raise QuantlabError(f"--out {out} is a file, not a folder; choose another with --out")
     if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()) and not force:

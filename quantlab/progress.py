@@ -11,6 +11,8 @@ Everything goes to stderr, so that machine-readable output on stdout stays clean
 import sys
 import time
 
+from quantlab.safe_text import one_line
+
 
 class Progress:
     """Lines start with the time since the run began, so a log shows where the time went."""
@@ -21,7 +23,8 @@ class Progress:
         self.started = time.monotonic()
 
     def __call__(self, message):
-        line = f"[{time.monotonic() - self.started:6.1f} s] {message}"
+        # One line of printable characters: names from users' files reach it.
+        line = f"[{time.monotonic() - self.started:6.1f} s] {one_line(message)}"
         if self.bars:  # above the bar, which tqdm then draws again
             from tqdm import tqdm
 

@@ -202,8 +202,10 @@ def _number(kind, whole=False):
 
     def check(value, name):
         number = not isinstance(value, bool) and isinstance(value, int if whole else (int, float))
-        if not number or not math.isfinite(value) or not low <= value <= high:
-            shown = f"is {value:g}" if number else "is not a number"
+        huge = number and isinstance(value, int) and abs(value) > 1e300  # beyond float's range
+        if not number or huge or not math.isfinite(value) or not low <= value <= high:
+            shown = ("is a number beyond 1e300" if huge else f"is {value:g}" if number
+                     else "is not a number")
             raise Invalid(f"{name} {shown}: expected a {'whole ' if whole else ''}number from "
                           f"{low:g} to {high:g} ({kind})")
     return check
@@ -340,9 +342,10 @@ def _from_1(results):
             counts = stages["counters"].get(variant) or {}
             for batch, figures in _object(batches, f"nets.{net}.latency.{variant}").items():
                 figures = _object(figures, f"nets.{net}.latency.{variant}.{batch}")
+                whole = batch.isascii() and batch.isdigit() and len(batch) < 10
                 cases.append({**figures, "runtime": figures.get("runtime") or _runtime_1(variant),
                               "net": net, "variant": variant, "threads": threads,
-                              "batch_size": int(batch) if batch.isdigit() and len(batch) < 10 else batch,
+                              "batch_size": int(batch) if whole else batch,
                               "counters": counts.get(batch) if isinstance(counts, dict) else None})
         artifacts = entry.get("artifacts")
         if isinstance(artifacts, dict):  # each file by its name, as schema 2 has it

@@ -42,8 +42,13 @@ def plain_name(text, what, fix):
     return text
 
 
+def one_line(text):
+    """``text`` as one line of printable characters: line breaks and control characters (a
+    terminal's escape sequences) become spaces, runs of whitespace one space."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+
+
 def markdown(text):
     """``text`` on one line, as literal characters in Markdown and in the HTML it becomes."""
-    text = "".join(c if c.isprintable() else " " for c in str(text))  # line breaks, controls
-    text = _ACTIVE.sub(lambda match: _ESCAPES[match.group()], " ".join(text.split()))
+    text = _ACTIVE.sub(lambda match: _ESCAPES[match.group()], one_line(text))
     return _BLOCK_START.sub(r"\1\\\2", text)

@@ -351,6 +351,7 @@ def _edited(studies, folder, edit):
     (lambda s, t: shutil.copytree(s["server"], t / "copy"),
      ["both come from machine 'server'", "QUANTLAB_MACHINE"]),
     (lambda s, t: s["server"] / "results.json", ["is given twice"]),
+    (lambda s, t: t / ("x" * 300), ["cannot read", "File name too long"]),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(studies, tmp_path, make, fragments):
     bad = make(studies, tmp_path)
@@ -390,6 +391,9 @@ def _written(folder, results):
     (lambda r: r.update(accuracy=[{"net": "conv", "variant": "int8", "runtime": "litert",
                                    "accuracy": 2.0, "delta_points": 0, "agreement": 1}]),
      "accuracy[0].accuracy is 2: expected a number from 0 to 1 (fraction)"),
+    (lambda r: r["cases"][1].update(median=10**400), "cases[1].median is a number beyond 1e300"),
+    # The second row of a case would have hidden the first.
+    (lambda r: r["cases"].append(dict(r["cases"][1], median=3.0)), "two cases for conv int8 litert 1 1"),
 ])
 def test_quantities_outside_what_a_study_measures_are_refused_before_any_arithmetic(tmp_path, edit, fragment):
     """A median of 5e-324 made a speed-up of infinity, and its inverse a ZeroDivisionError."""
@@ -455,3 +459,68 @@ def test_the_work_of_a_comparison_grows_linearly_with_the_cases(tmp_path):
     assert 1.8 < large / small < 2.4, (small, large)  # quadratic work would be near 4x
     report = (tmp_path / "out4000" / "compare.md").read_text()
     assert report.count("\n### net") == 100  # each net's latency table, every case in one
+
+
+def test_a_path_with_a_line_break_or_an_escape_is_one_line_of_plain_text(tmp_path):
+    named = tmp_path / "nl\nquantlab: error: fake\x1b[31m"
+    named.mkdir()
+    result = quantlab("compare", str(named), "--out", str(tmp_path / "out"))
+    one_line_error(result, "holds no results.json")
+    assert len(result.stderr.strip().splitlines()) == 1 and "\x1b" not in result.stderr
+
+
+def test_a_v1_batch_of_unicode_digits_is_refused_as_no_batch_size(tmp_path):
+    results = json.loads((Path(__file__).parent / "data" / "results" / "v1.json").read_text())
+    latency = results["nets"]["dense"]["latency"]["int8"]
+    latency["\u00b2"] = latency.pop("1")  # "²": str.isdigit() says yes, int() says no
+    one_line_error(quantlab("compare", str(_written(tmp_path / "v1", results)), "--out",
+                            str(tmp_path / "out")), "batch_size is not a number")
+
+
+def test_machines_whose_names_read_the_same_are_one_machine(tmp_path):
+    cases = [("conv", "float32", 1, 2e-3), ("conv", "int8", 1, 1e-3)]
+    one_line_error(quantlab("compare", str(_written(tmp_path / "a", _minimal("lab 1", cases))),
+                            str(_written(tmp_path / "b", _minimal("lab  1", cases))),
+                            "--out", str(tmp_path / "out")), "both come from machine 'lab 1'")
+
+
+def _unlabelled(name, accuracy):
+    rows = [{"net": "conv", "variant": variant, "runtime": "litert", "accuracy": accuracy,
+             "delta_points": None, "agreement": 1.0} for variant in ("float32", "int8")]
+    return _minimal(name, [("conv", "float32", 1, 2e-3), ("conv", "int8", 1, 1e-3)],
+                    accuracy=rows, dataset={"name": "mine", "labelled": False})
+
+
+def test_unlabelled_studies_compare_by_agreement_and_claim_no_accuracy(tmp_path):
+    with_labels = _minimal("labelled", [("conv", "float32", 1, 2e-3), ("conv", "int8", 1, 1e-3)],
+                           dataset={"name": "mine", "labelled": True},
+                           accuracy=[{"net": "conv", "variant": "int8", "runtime": "litert",
+                                      "accuracy": 0.9, "delta_points": -0.1, "agreement": 0.99}])
+    results = [_unlabelled("a", None), _unlabelled("b", None), _unlabelled("c", 0.5), with_labels]
+    comparison = compare.compare(results, tmp_path / "out", progress=lambda _: None)
+    assert not [f for f in comparison["findings"] if "same top-1 accuracy" in f]
+    report = (tmp_path / "out" / "compare.md").read_text()
+    assert "0.5000 (100.0 % agree)" in report and "0.9000 (-0.10 points, 99.0 % agree)" in report
+
+
+def test_machine_names_that_start_with_an_underscore_stay_in_the_legend(tmp_path):
+    import warnings
+
+    cases = [("conv", "float32", 1, 2e-3), ("conv", "int8", 1, 1e-3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns of a legend it leaves empty
+        comparison = compare.compare([_minimal("_x", cases), _minimal("_y", cases)],
+                                     tmp_path / "out", progress=lambda _: None)
+    assert comparison["plots"] == ["compare_speedup.png"]
+
+
+def test_a_folder_where_the_report_goes_is_one_line(tmp_path):
+    cases = [("conv", "float32", 1, 2e-3), ("conv", "int8", 1, 1e-3)]
+    out = tmp_path / "out"
+    (out / "compare.md").mkdir(parents=True)
+    (out / ".quantlab-report").write_text("{}")
+    one_line_error(quantlab("compare", str(_written(tmp_path / "a", _minimal("a", cases))),
+                            "--out", str(out)), "compare.md", "a folder is in its place")
+    long_out = tmp_path / ("o" * 300)
+    one_line_error(quantlab("compare", str(tmp_path / "a"), "--out", str(long_out)),
+                   "File name too long", "choose another with --out")
