@@ -31,7 +31,8 @@ _WRITE_FAILURES = {
 }
 # Creating a file can also be refused outright.
 _CREATE_FAILURES = {**_WRITE_FAILURES, errno.EACCES: ("permission denied", ""),
-                    errno.EPERM: ("permission denied", "")}
+                    errno.EPERM: ("permission denied", ""),
+                    errno.ENOENT: ("the file system does not let it be made (e.g. /proc)", "")}
 _IN_THE_WAY = {errno.EEXIST: ("it is a file", ""), errno.ENOTDIR: ("part of the path is a file", "")}
 
 
@@ -71,7 +72,7 @@ def _elsewhere(path):
     """Where to write instead: the cache and the output folder are chosen differently."""
     try:
         in_cache = Path(path).resolve().is_relative_to(cache_root().resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a loop of links (Python 3.11)
         in_cache = False
     if in_cache:
         return "set QUANTLAB_CACHE to a folder with room that you can write"

@@ -47,7 +47,8 @@ def _threads(text):
 def _add_training_options(parser):
     parser.add_argument("net", type=_NET, metavar="NET", help=f"one of {', '.join(nets.ALL)}")
     options.add_options(parser.add_argument, [options.BY_DEST["dataset"]], options.CLI)
-    parser.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
+    parser.add_argument("--data-dir", metavar="DIR", type=options.folder,
+                        help="folder with the dataset files")
     parser.add_argument("--epochs", type=_positive, default=defaults.EPOCHS, metavar="N",
                         help="most epochs; early stopping may end sooner (default: %(default)s)")
     parser.add_argument("--limit", type=_positive, metavar="N",
@@ -73,11 +74,19 @@ def _train_config(args):
                        limit=args.limit, seed=args.seed)
 
 
+def _cache_writable():
+    from quantlab import cache
+
+    cache.check_writable(cache.cache_root(), "cache folder",
+                         "set QUANTLAB_CACHE to a folder you can write")
+
+
 def cmd_train(args):
     from quantlab import training
 
     config = _train_config(args)
     data = datasets.load(config.dataset, args.data_dir)
+    _cache_writable()  # before the minutes of training whose model goes there
     step = training.train_qat if args.qat else training.train
     trained = step(config, data, progress=_progress)
     print(f"test accuracy: {trained.info['test_accuracy']:.4f}")
@@ -103,6 +112,7 @@ def cmd_quantize(args):
 
     config = _train_config(args)
     data = datasets.load(config.dataset, args.data_dir)
+    _cache_writable()
     artifacts = variants.export(config, data=data, calibration_size=args.calibration_size,
                                 progress=_progress)
     comparison = evaluate.accuracies(artifacts, data, progress=_progress)
@@ -179,7 +189,8 @@ def parser():
     train.set_defaults(run=cmd_train)
 
     listing = commands.add_parser("datasets", help="list datasets and where they are found")
-    listing.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
+    listing.add_argument("--data-dir", metavar="DIR", type=options.folder,
+                         help="folder with the dataset files")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(run=cmd_datasets)
 
@@ -193,7 +204,8 @@ def parser():
 
     run = commands.add_parser("run", help="the whole study: train, export, evaluate, time, count, report")
     options.add_study_options(run.add_argument, options.CLI)
-    run.add_argument("--data-dir", metavar="DIR", help="folder with the dataset files")
+    run.add_argument("--data-dir", metavar="DIR", type=options.folder,
+                     help="folder with the dataset files")
     run.add_argument("--quick", action="store_true",
                      help="a quick training ({limit} images, {epochs} epochs; cached with the tests), "
                           "accuracy on {images} test images, variants {variants} at batch sizes "

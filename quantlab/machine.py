@@ -103,6 +103,17 @@ def has_bf16(info=None):
     return compute_units("bf16", flags)[0].name in ("amx_bf16", "avx512_bf16")
 
 
+def given_name():
+    """``QUANTLAB_MACHINE``, checked to be a plain name (it becomes a folder and a report's
+    heading: else a QuantlabError), or None."""
+    from quantlab import safe_text
+
+    given = os.environ.get("QUANTLAB_MACHINE")
+    if given:
+        safe_text.plain_name(given, "QUANTLAB_MACHINE", "name the machine like laptop or c7i.large")
+    return given or None
+
+
 def identity(info=None):
     """Which machine this is: the name a user gave it, and the physical host it runs on.
 
@@ -112,11 +123,7 @@ def identity(info=None):
     one host, whose CPU they share. A ``QUANTLAB_MACHINE`` that is not a plain name (it
     becomes a folder and a report's heading) is a QuantlabError.
     """
-    from quantlab import safe_text
-
-    given = os.environ.get("QUANTLAB_MACHINE")
-    if given:
-        safe_text.plain_name(given, "QUANTLAB_MACHINE", "name the machine like laptop or c7i.large")
+    given = given_name()
     info = info or cpu_info()
     hostname = os.uname().nodename
     try:

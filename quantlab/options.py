@@ -88,6 +88,11 @@ def positive_ints(text):
     return values
 
 
+# More inference threads than any machine of this kind has cores (runtimes take a 32-bit
+# count; a count of 2**31 reached LiteRT as an error about the model file).
+MAX_THREADS = 1024
+
+
 def thread_counts(text):
     """Comma-separated thread counts; ``all`` means every core this process may use."""
     import os
@@ -104,9 +109,17 @@ def thread_counts(text):
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{text!r}: give thread counts as whole numbers or 'all' (e.g. 1,all)") from None
-        if counts[-1] < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: every thread count must be at least 1")
+        if not 1 <= counts[-1] <= MAX_THREADS:
+            raise argparse.ArgumentTypeError(f"{text!r}: give thread counts from 1 to {MAX_THREADS}")
     return tuple(dict.fromkeys(counts))
+
+
+def folder(text):
+    """An existing folder (``--data-dir``): a mistyped one would otherwise go unnoticed."""
+    if not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder; give the folder that holds "
+                                         "the dataset files")
+    return text
 
 
 def seconds(text):

@@ -12,11 +12,16 @@ def prepare_output(out, force=False):
     """Make ``out`` ready: new, empty, or written by quantlab before (else ``--force``)."""
     try:
         _prepare(out, force)
-    except OSError as error:  # a name too long, a loop of links: the first look raises
-        raise QuantlabError(f"--out {out}: {error.strerror}; choose another with --out") from None
+    except (OSError, RuntimeError) as error:  # a name too long, a loop of links (RuntimeError)
+        why = error.strerror if isinstance(error, OSError) else "a loop of symbolic links"
+        raise QuantlabError(f"--out {out}: {why}; choose another with --out") from None
 
 
 def _prepare(out, force):
+    cache_root = cache.cache_root().resolve()
+    if out.resolve() == cache_root or out.resolve().is_relative_to(cache_root):
+        raise QuantlabError(f"--out {out} is quantlab's cache folder or inside it ({cache_root}), "
+                            f"where reports would mix with cached files; choose another with --out")
     if out.exists() and not out.is_dir():
         raise QuantlabError(f"--out {out} is a file, not a folder; choose another with --out")
     if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()) and not force:

@@ -417,14 +417,22 @@ def pytest_collection_modifyitems(config, items):
     """
     if not config.pluginmanager.hasplugin("benchmark"):
         return
+    cases = [item for item in items if "quantlab_case" in getattr(item, "fixturenames", ())]
+    if cases:
+        from quantlab import machine
+        from quantlab.errors import QuantlabError
+
+        try:  # the name of the runs pytest-benchmark saves: said now, not after the timing
+            machine.given_name()
+        except QuantlabError as error:
+            raise pytest.UsageError(str(error)) from None
     warmup = {}
     if not _given(config, "--benchmark-warmup"):
         warmup["warmup"] = True
     if not _given(config, "--benchmark-warmup-iterations"):
         warmup["warmup_iterations"] = WARMUP_ITERATIONS
-    for item in items:
-        if warmup and "quantlab_case" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.benchmark(**warmup))
+    for item in cases if warmup else ():
+        item.add_marker(pytest.mark.benchmark(**warmup))
 
 
 # --- fixtures ---------------------------------------------------------------------------------

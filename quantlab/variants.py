@@ -269,8 +269,9 @@ def _cached(folder, variant, progress=None):
         meta = json.loads(sidecar.read_text())
         path = folder / file_name(variant)
         ok = (meta["file"] == path.name and cache.is_folder_of(folder, meta["key"])
-              and path.is_file() and cache.sha256_of(path) == meta["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
+              and path.is_file() and meta["bytes"] == path.stat().st_size
+              and cache.sha256_of(path) == meta["sha256"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         ok, path = False, sidecar
     if not ok and progress:
         progress(f"{folder.name}: cached {variant} ({path.name}) is damaged or changed; "

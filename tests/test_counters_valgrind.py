@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from conftest import one_line_error, quantlab
 from quantlab import counters
 from quantlab.counters import valgrind
 from quantlab.counters import geometry
@@ -335,6 +336,19 @@ def test_a_host_cache_valgrind_cannot_simulate_is_rounded_down_and_said(tmp_path
     # Whatever we round to, valgrind simulates as given (no adjustment of its own).
     for level, (size, assoc, line) in levels.items():
         geometry.check_level(level, size, assoc, line)
+
+
+def test_a_cache_of_2_gib_or_more_is_refused_as_valgrind_would_overflow():
+    with pytest.raises(geometry.CacheGeometryError, match="valgrind takes sizes below 2 GiB"):
+        geometry.check_level("LL", 1 << 31, 1, 64)
+    geometry.check_level("LL", 1 << 30, 1, 64)
+
+
+def test_valgrind_that_cannot_start_says_why(tiny_models, tmp_path):
+    """With TMPDIR where no file can be made, valgrind's last line says only that it gave up."""
+    result = quantlab("counters", str(tiny_models["float32"]), "--backend", "valgrind",
+                      env={"TMPDIR": "/proc"})
+    one_line_error(result, "Can't create client cmdline file in /proc", "Giving up")
 
 
 def test_fully_associative_and_missing_sysfs_caches(tmp_path):

@@ -366,3 +366,14 @@ def test_describe_turns_a_median_into_per_image_time_mac_rate_and_share_of_peak(
     assert info["peak_macs_per_second"] == pytest.approx(256e9)
     assert info["peak_fraction"] == pytest.approx(0.43387, rel=1e-4)
     assert (info["p50"], info["model_bytes"]) == (0.002, 5)
+
+
+def test_a_machine_name_that_is_not_plain_stops_the_benchmarks_before_any_timing():
+    """pytest-benchmark reads the name only when it saves the runs, after all the timing."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/test_latency.py", "--collect-only", "-q",
+         "-p", "no:cacheprovider"], capture_output=True, text=True,
+        cwd=REPO, env={**os.environ, "QUANTLAB_MACHINE": "a\nb"})
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, result.stdout + result.stderr
+    assert "ERROR: QUANTLAB_MACHINE 'a b' is not a plain name" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -287,7 +287,8 @@ def test_a_stage_stored_before_stamps_is_measured_again_and_stored_stamped(tmp_p
     from quantlab.study import StudyConfig, stages
 
     config, rows, said = StudyConfig(out=tmp_path), [{"net": "dense", "variant": "int8",
-                                                      "runtime": "litert"}], []
+                                                      "runtime": "litert", "accuracy": 0.9,
+                                                      "delta_points": 0.0, "agreement": 1.0}], []
     path = stages.state_path(config, "eval", {"net": "dense"})
     path.parent.mkdir()
     path.write_text(json.dumps(rows))  # the shape the stage stores, without its stamp

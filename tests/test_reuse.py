@@ -29,7 +29,8 @@ import pytest
 import dataset_archives as archives
 import quantlab
 from conftest import FEW_ROUNDS, quick_config
-from quantlab import datasets, evaluate, runtime, study, training, variants
+from quantlab import cache, datasets, evaluate, runtime, study, training, variants
+from quantlab.errors import QuantlabError
 from quantlab.stamps import read_stamped, stamp
 
 STUDY = ("run", "--dataset", "mnist", "--quick", "--nets", "conv", "--variants", "float32,int8",
@@ -276,8 +277,10 @@ def test_a_change_to_any_function_on_the_export_path_gives_a_new_export_key(tmp_
 # A row of each stage as the study stores it, with the keys the study and the report read.
 ROWS = {"layers": {"op": "FULLY_CONNECTED", "tensor": "t", "rmse_over_scale": 0.3,
                    "max_abs_error": 0.01, "scale": 0.1},
-        "eval": {"net": "conv", "variant": "float32", "runtime": "litert", "accuracy": 0.9},
-        "latency": {"net": "conv", "variant": "float32", "runtime": "litert", "batch_size": 1},
+        "eval": {"net": "conv", "variant": "float32", "runtime": "litert", "accuracy": 0.9,
+                 "delta_points": 0.0, "agreement": 1.0},
+        "latency": {"net": "conv", "variant": "float32", "runtime": "litert", "batch_size": 1,
+                    "median": 1e-3},
         "deployment": {"net": "conv", "variant": "float32", "runtime": "litert",
                        "not_run": "the runtime is not installed"}}
 
@@ -306,6 +309,50 @@ def test_a_stored_stage_of_the_wrong_shape_is_measured_again_with_a_notice(tmp_p
     assert read_stamped(path, "state") == made  # stored whole in its place
     made = []  # nothing is computed when the stored result is good
     assert stage_result("second") == [ROWS[stage]]
+
+
+# The key of one net's stored rows: what they must be of (quantlab.study.stages.foreign).
+KEY = {"net": "conv", "artifacts": {"float32": "a" * 64}, "pairs": [("float32", "litert")]}
+
+
+@pytest.mark.parametrize("stage, change, why", [
+    ("eval", {"net": "mlp"}, "holds a row of another net ('mlp')"),
+    ("eval", {"variant": "float16"}, "holds a row of a variant and runtime this study does not study"),
+    ("eval", {"accuracy": float("nan")}, "holds what no study measures (row 0.accuracy is nan"),
+    ("latency", {"model_sha256": "b" * 64}, "names other files than this study's"),
+    ("latency", {"median": "abc"}, "holds what no study measures (row 0.median is not a number"),
+    ("deployment", {"runtime": "openvino"}, "holds a row of a variant and runtime"),
+], ids=["other net", "not studied", "NaN accuracy", "other bytes", "a median of text",
+        "other runtime"])
+def test_stored_rows_that_cannot_be_this_keys_result_are_measured_again(tmp_path, stage, change,
+                                                                        why):
+    config = study.StudyConfig(out=tmp_path)
+    path = study.state_path(config, stage, KEY)
+    path.parent.mkdir()
+    good = {**ROWS[stage], "model_sha256": "a" * 64} if stage == "latency" else ROWS[stage]
+    path.write_text(json.dumps(stamp("state", [{**good, **change}]), allow_nan=True))
+    said = []
+    assert study._cached_stage(config, stage, KEY, lambda: [good], said.append, "it") == [good]
+    [notice] = said
+    assert notice.startswith(f"it: stored result {path.name} {why}")
+    assert notice.endswith("; measuring again")
+    said.clear()  # stored good in its place: read back
+    assert study._cached_stage(config, stage, KEY, lambda: [], said.append, "it") == [good]
+    assert said == [f"it: done earlier, reusing {path.name}"]
+
+
+@pytest.mark.parametrize("kind", ["nested 100000 deep", "a FIFO"])
+def test_a_stored_stage_too_deep_to_parse_or_not_a_file_is_measured_again(tmp_path, kind):
+    config = study.StudyConfig(out=tmp_path)
+    path = study.state_path(config, "eval", KEY)
+    path.parent.mkdir()
+    if kind == "a FIFO":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    else:
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    said, good = [], ROWS["eval"]
+    assert study._cached_stage(config, "eval", KEY, lambda: [good], said.append, "it") == [good]
+    assert read_stamped(path, "state") == [good]  # stored whole in its place
 
 
 @pytest.mark.parametrize("content", ["null", "{}", "[1]", '"rows"', "not json", None])
@@ -362,3 +409,35 @@ def test_a_stored_count_of_the_wrong_shape_is_counted_again_and_a_good_one_is_ke
     assert float32["counters"]["per_inference"]["instructions"] > 0
     assert read_stamped(stored["float32"], "state") == float32["counters"]
     assert int8["counters"] is None and int8["not_counted"] == f"counting failed: {kept['failed']}"
+
+
+def test_the_training_record_of_a_report_comes_only_from_a_whole_cached_model(tmp_path,
+                                                                            monkeypatch):
+    from quantlab.study import results
+
+    monkeypatch.setenv("QUANTLAB_CACHE", str(tmp_path / "cache"))
+    key = {"net": "conv"}
+    folder = tmp_path / "cache" / "models" / f"conv-{cache.config_hash(key)}"
+    folder.mkdir(parents=True)
+    (folder / "weights.h5").write_bytes(b"the weights")
+    info = {"key": key, "weights_sha256": cache.sha256_of(folder / "weights.h5"),
+            "test_accuracy": 0.9, "epochs_run": 2}
+    (folder / "info.json").write_text(json.dumps(info))
+    assert results._training_record(folder)["test_accuracy"] == 0.9
+    outside = tmp_path / "elsewhere" / folder.name
+    shutil.copytree(folder, outside)
+    assert results._training_record(outside) is None  # a sidecar may not point outside the cache
+    for edited in ({**info, "weights_sha256": "0" * 64}, {**info, "key": {"net": "dense"}}, [1],
+                   "[" * 100_000):
+        (folder / "info.json").write_text(edited if isinstance(edited, str) else json.dumps(edited))
+        assert results._training_record(folder) is None, edited
+    (folder / "info.json").unlink()
+    os.mkfifo(folder / "info.json")  # never waited on
+    assert results._training_record(folder) is None
+
+
+def test_a_cache_folder_that_is_a_loop_of_links_is_one_line(tmp_path):
+    (tmp_path / "loop").symlink_to("loop")
+    with pytest.raises(QuantlabError) as refused:
+        cache.check_writable(tmp_path / "loop" / "cache", "cache folder")
+    assert "\n" not in str(refused.value) and "cannot write to cache folder" in str(refused.value)

@@ -264,6 +264,24 @@ def test_a_cache_that_cannot_be_written_is_refused_before_any_training(tmp_path)
                       env={"QUANTLAB_CACHE": str(blocker / "cache")})
     one_line_error(result, "cannot write to cache folder", "QUANTLAB_CACHE")
     assert "epoch" not in result.stderr
+    assert not (tmp_path / "out").exists()  # refused before the report folder is made
+
+
+def test_a_report_folder_in_the_cache_is_refused(tmp_path):
+    result = quantlab("run", "--dataset", "digits", "--quick", "--out", str(tmp_path / "c" / "r"),
+                      env={"QUANTLAB_CACHE": str(tmp_path / "c")})
+    one_line_error(result, "is quantlab's cache folder or inside it", "choose another with --out")
+    assert not (tmp_path / "c" / "r").exists()
+
+
+@pytest.mark.parametrize("threads", ["0", "1025", "2147483648"])
+def test_a_thread_count_no_machine_has_is_refused_before_any_work(threads):
+    one_line_error(quantlab("run", "--threads", f"1,{threads}"), "give thread counts from 1 to 1024")
+
+
+def test_a_data_folder_that_is_not_there_is_refused_not_ignored(tmp_path):
+    one_line_error(quantlab("train", "conv", "--dataset", "digits", "--data-dir", str(tmp_path / "x")),
+                   "is not a folder")
 
 
 def test_a_negative_seed_is_a_one_line_usage_error():
@@ -370,3 +388,10 @@ def _status(pid, name="status"):
     except OSError:
         return ""
     return "" if "State:\tZ" in status else text
+
+
+def test_a_cache_that_cannot_be_made_is_refused_before_training(tmp_path):
+    result = quantlab("train", "conv", "--dataset", "digits", "--epochs", "1", "--limit", "10",
+                      env={"QUANTLAB_CACHE": "/proc/quantlab-cache"})
+    one_line_error(result, "cannot write to cache folder /proc/quantlab-cache", "QUANTLAB_CACHE")
+    assert "epoch" not in result.stderr

@@ -113,7 +113,8 @@ def digits_int8_cache(digits, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes", "sidecar truncated"])
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes", "sidecar truncated",
+                                    "sidecar's size edited", "sidecar nested 100000 deep"])
 def test_an_artifact_whose_bytes_changed_is_exported_again_with_a_notice(digits, digits_int8_cache, tmp_path,
                                                                           monkeypatch, damage):
     shutil.copytree(digits_int8_cache, tmp_path / "cache")
@@ -128,11 +129,15 @@ def test_an_artifact_whose_bytes_changed_is_exported_again_with_a_notice(digits,
         first.path.write_bytes(content[:-64] + bytes(64))
     else:
         sidecar = first.path.with_suffix(".json")
-        sidecar.write_text(sidecar.read_text()[:40])
+        meta = json.loads(sidecar.read_text())
+        sidecar.write_text(sidecar.read_text()[:40] if damage == "sidecar truncated" else
+                           json.dumps({**meta, "bytes": 12345}) if "size" in damage else
+                           "[" * 100_000 + "]" * 100_000)
     damaged = first.path.read_bytes()
     said = []
     again = variants.export(config, variants=("int8",), data=digits, progress=said.append)["int8"]
-    assert again.path.read_bytes() == content != damaged or damage == "sidecar truncated"
+    assert again.path.read_bytes() == content != damaged or damage.startswith("sidecar")
+    assert again.bytes == len(content)  # the size the report gives is the file's
     assert again.meta["sha256"] == cache.sha256_of(again.path)
     assert [line for line in said if "damaged or changed; exporting it again" in line]
     assert runtime.load(again.path).predict(digits.x_test[:3]).shape == (3, 10)

@@ -133,8 +133,24 @@ def failure(tool, status, *texts):
     ended = f"exit status {status}" if status >= 0 else f"signal {signal.Signals(-status).name}"
     if -status in KILLED_FROM_OUTSIDE:  # whatever the logs end with is not why
         return QuantlabError(f"counting under {tool} failed: it was killed ({ended}); run it again")
-    clue = next((lines[-1] for lines in texts if lines), "no output")  # a crash: its last words
+    clue = _last_words([lines for lines in texts if lines])  # a crash: its last words
     return QuantlabError(f"counting under {tool} failed ({ended}): {clue}")
+
+
+# Valgrind ends some failures with a line that says only that it gave up; the line before
+# it, or the last of its log, says why (a temporary file it could not make, a bad option).
+_GAVE_UP = ("Unable to start up properly", "Use --help for more information")
+
+
+def _last_words(said):
+    """The last line of the first of ``said`` (texts as lines), with its cause if it has none."""
+    if not said:
+        return "no output"
+    last = said[0][-1]
+    if any(words in last for words in _GAVE_UP):
+        cause = said[0][-2] if len(said[0]) > 1 else said[1][-1] if len(said) > 1 else None
+        return f"{cause} {last}" if cause else last
+    return last
 
 
 def report(stdout):

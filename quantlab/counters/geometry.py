@@ -48,6 +48,8 @@ def check_level(level, size, assoc, line):
         raise CacheGeometryError(f"{where}: the line size must be a power of two of at least {_MIN_LINE} bytes")
     if size <= line:
         raise CacheGeometryError(f"{where}: the size must be larger than one line")
+    if max(size, assoc, line) >= 1 << 31:  # valgrind holds each in 32 bits ("overflowed")
+        raise CacheGeometryError(f"{where}: valgrind takes sizes below 2 GiB")
     sets, rest = divmod(size, assoc * line)
     if rest or not _power_of_two(sets):
         raise CacheGeometryError(

@@ -48,9 +48,9 @@ def run(config, progress=None):
     data = user_model.load_data(config, onnx_model, keras_file)
     runtimes, skipped = runtime.usable(config.runtimes)
     backend = None if config.counters == "off" else counters.resolve_backend(config.counters)
-    prepare_output(config.out, config.force)
     cache.check_writable(cache.cache_root(), "cache folder",
                          "set QUANTLAB_CACHE to a folder you can write")
+    prepare_output(config.out, config.force)
     for name, why in skipped.items():
         progress(f"runtime {name} left out: {why}")
     study = Study(config, data, progress, runtimes, backend, machine.cpu_info(),
@@ -184,11 +184,12 @@ class Study:
         config, host = self.config, machine.identity(self.cpu)["host"]
         runtimes = {net: [r for r in self.runtimes if any(r == name for _, name in this.studied)]
                     for net, this in ready.items()}
-        paths = {net: state_path(config, "latency", {
-            **this.keys, "batch": config.batch_sizes_of(net), "runtimes": runtimes[net],
-            "threads": config.threads, "quick": config.quick, "rounds": rounds_budget(config),
-            "host": host, "versions": versions()}) for net, this in ready.items()}
-        timed = {net: recall(paths[net], "latency", f"{net}: latency", self.progress)
+        keys = {net: {**this.keys, "batch": config.batch_sizes_of(net), "runtimes": runtimes[net],
+                      "threads": config.threads, "quick": config.quick,
+                      "rounds": rounds_budget(config), "host": host, "versions": versions()}
+                for net, this in ready.items()}
+        paths = {net: state_path(config, "latency", key) for net, key in keys.items()}
+        timed = {net: recall(paths[net], "latency", f"{net}: latency", self.progress, keys[net])
                  for net in ready}
         missing = [net for net, records in timed.items() if records is None]
         if missing:

@@ -41,15 +41,31 @@ def _training_summary(artifacts):
     """What training reported, read from the cached model folders."""
     summary = {}
     for stage, variant in (("float", defaults.REFERENCE), ("qat", "qat_int8")):
-        if variant not in artifacts:
-            continue
-        try:
-            info = json.loads((Path(artifacts[variant].meta["trained_model"]) / "info.json").read_text())
-        except (OSError, ValueError):
-            continue  # a user's own model has no training record
-        summary[stage] = {k: info.get(k) for k in ("test_accuracy", "epochs_run", "train_images",
-                                                   "seconds")}
+        if variant in artifacts:
+            info = _training_record(artifacts[variant].meta.get("trained_model"))
+            if info is not None:  # a user's own model has no training record
+                summary[stage] = {k: info.get(k) for k in ("test_accuracy", "epochs_run",
+                                                           "train_images", "seconds")}
     return summary
+
+
+def _training_record(folder):
+    """The info.json of the trained model in ``folder``, if it is whole: a regular file, in the
+    cache, written for that folder's key and naming the weights there (as training checks
+    before it loads them); else None."""
+    from quantlab import cache
+
+    try:
+        folder = Path(folder)
+        info = folder / "info.json"
+        if not (info.is_file() and folder.resolve().is_relative_to(cache.cache_root().resolve())):
+            return None
+        record = json.loads(info.read_text())
+        whole = (cache.is_folder_of(folder, record["key"])
+                 and record["weights_sha256"] == cache.sha256_of(folder / "weights.h5"))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError):
+        return None
+    return record if whole else None
 
 
 def new_results(config, data, machine_info, runtimes):

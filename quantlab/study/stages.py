@@ -37,21 +37,53 @@ def well_formed(stage, stored):
 def read_state(path):
     """What a stage stored at ``path``; OSError or ValueError when it cannot be read, None
     (not what the stage stores) when written before stamps or by another version of them."""
+    if not path.is_file():  # a FIFO would block the read: nothing usable there
+        raise FileNotFoundError(f"no stored file at {path}")
     try:
         return stamps.unstamp(json.loads(path.read_text()), "state")
     except stamps.Stale:
         return None
+    except RecursionError:  # nested deeper than any stage writes
+        raise ValueError(f"{path} is nested too deeply") from None
+
+
+def foreign(stage, stored, key):
+    """Why rows stored under ``key`` cannot be its result, or None: a row of another net, of
+    a (variant, runtime) not studied, naming other files than the key's, or holding a value
+    no study measures (checked as results.json is: quantlab.records)."""
+    from quantlab import records
+
+    if not key or not isinstance(stored, list):
+        return None
+    table = {"eval": records.ACCURACY, "latency": records.CASE}.get(stage)
+    pairs = {tuple(pair) for pair in key.get("pairs") or ()}
+    files = key.get("artifacts") or {}
+    for number, row in enumerate(stored):
+        if "net" in key and row.get("net", key["net"]) != key["net"]:
+            return f"holds a row of another net ({str(row['net'])[:40]!r})"
+        if pairs and "variant" in row and (row["variant"], row.get("runtime")) not in pairs:
+            return "holds a row of a variant and runtime this study does not study"
+        if files and row.get("model_sha256") not in (None, files.get(row.get("variant"))):
+            return "names other files than this study's"
+        try:
+            if table:
+                records.check_fields(row, table, f"row {number}.")
+        except records.Invalid as error:
+            return f"holds what no study measures ({str(error)[:80]})"
+    return None
 
 
 def write_state(path, value):
     cache.write_json(path, stamps.stamp("state", value))
 
 
-def recall(path, stage, label, progress):
-    """What ``stage`` stored at ``path``, or None when there is nothing usable there.
+def recall(path, stage, label, progress, key=None):
+    """What ``stage`` stored at ``path`` (under ``key``), or None when there is nothing usable
+    there.
 
     A stored file that cannot be read (truncated by a crash, edited by hand) or that does not
-    hold what the stage makes is measured again, not trusted and not fatal: said, not raised.
+    hold what the stage makes for ``key`` is measured again, not trusted and not fatal: said,
+    not raised.
     """
     if not path.is_file():
         return None
@@ -64,6 +96,10 @@ def recall(path, stage, label, progress):
         progress(f"{label}: stored result {path.name} is not what this stage stores; "
                  f"measuring again")
         return None
+    why = foreign(stage, stored, key)
+    if why:
+        progress(f"{label}: stored result {path.name} {why}; measuring again")
+        return None
     progress(f"{label}: done earlier, reusing {path.name}")
     return stored
 
@@ -71,7 +107,7 @@ def recall(path, stage, label, progress):
 def _cached_stage(config, stage, key, compute, progress, label):
     """Return the stored result of a stage, or compute and store it."""
     path = state_path(config, stage, key)
-    stored = recall(path, stage, label, progress)
+    stored = recall(path, stage, label, progress, key)
     if stored is None:
         stored = compute()
         write_state(path, stored)
@@ -91,7 +127,7 @@ def remembered(stage, key, compute):
     path = cache.cache_root() / stage / f"{cache.config_hash(key)}.json"
     try:
         stored = read_state(path)
-        if well_formed(stage, stored):
+        if well_formed(stage, stored) and not foreign(stage, stored, key):
             return stored
     except (OSError, ValueError):
         pass  # nothing stored yet, or damaged: computed again
