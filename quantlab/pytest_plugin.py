@@ -323,27 +323,6 @@ class QuantlabSession:
             reporter.write_line(f"quantlab: no native kernel attribution: {self.no_sampling}")
 
 
-class BenchmarkHooks:
-    """Hooks that exist only with pytest-benchmark: run-wide facts in its machine_info."""
-
-    def __init__(self, session):
-        self.session = session
-
-    def pytest_benchmark_update_machine_info(self, config, machine_info):
-        from quantlab import machine
-        from quantlab._tf import versions
-
-        # Only stable facts: --benchmark-compare warns when machine_info differs. The machine's
-        # name (QUANTLAB_MACHINE, else host and CPU) tells apart the runs that several machines
-        # save into one --benchmark-storage; the host's boot id is left out: it changes at boot.
-        machine_info["quantlab"] = {"machine": machine.identity(self.session.cpu)["name"],
-                                    "cpu": self.session.cpu, "versions": versions()}
-
-    def pytest_benchmark_update_json(self, config, benchmarks, output_json):
-        # Cases a runtime could not run have no benchmark entry: keep them, with the reason.
-        output_json["quantlab"] = {"not_run": self.session.skipped}
-
-
 def _on_every_core(function, items):
     """{item: function(item)}, one thread per core (loading releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -393,6 +372,8 @@ def pytest_configure(config):
     session = QuantlabSession(config)
     config.pluginmanager.register(session, "quantlab_session")
     if config.pluginmanager.hasplugin("benchmark"):
+        from quantlab.benchmark_hooks import BenchmarkHooks
+
         config.pluginmanager.register(BenchmarkHooks(session), "quantlab_benchmark")
 
 

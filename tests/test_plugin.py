@@ -232,9 +232,12 @@ def test_without_perf_the_timing_still_runs_and_says_in_one_line_why_nothing_is_
 
 
 def test_runs_two_machines_save_into_one_storage_are_compared_and_told_apart(pytester, tiny_models,
-                                                                              monkeypatch):
+                                                                              monkeypatch, tmp_path):
     # pytest-benchmark files both runs under one folder named after OS and Python, not host:
     # the second machine compares against the first, and machine_info says which is which.
+    # The storage is outside the current folder, where pytest-benchmark's own warning of a
+    # different machine_info failed.
+    storage = tmp_path / "shared"
     manifest = pytester.path / "manifest.json"
     manifest.write_text(json.dumps({"dataset": "digits", "artifacts": [
         {"net": "tiny", "variant": v, "path": str(path)} for v, path in tiny_models.items()]}))
@@ -243,10 +246,10 @@ def test_runs_two_machines_save_into_one_storage_are_compared_and_told_apart(pyt
         monkeypatch.setenv("QUANTLAB_MACHINE", name)
         result = pytester.runpytest_subprocess(
             f"--quantlab-artifacts={manifest}", "--quantlab-batch-sizes=1", "--quantlab-runtimes=litert",
-            "--benchmark-storage=file://./shared", f"--benchmark-save={name}", *compare,
+            f"--benchmark-storage=file://{storage}", f"--benchmark-save={name}", *compare,
             "--benchmark-max-time=0.05", "-p", "no:cacheprovider")
         result.assert_outcomes(passed=2)
-    saved = sorted((pytester.path / "shared").glob("*/*.json"))
+    saved = sorted(storage.glob("*/*.json"))
     assert [path.name for path in saved] == ["0001_alpha.json", "0002_beta.json"]
     assert [json.loads(path.read_text())["machine_info"]["quantlab"]["machine"] for path in saved] \
         == ["alpha", "beta"]
