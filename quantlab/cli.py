@@ -141,7 +141,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line like every other quantlab error."""
 
     def error(self, message):
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {safe_text.one_line(message)} "
+                                   f"(see {self.prog} --help)\n")
 
 
 def cmd_run(args):

@@ -395,3 +395,9 @@ def test_a_cache_that_cannot_be_made_is_refused_before_training(tmp_path):
                       env={"QUANTLAB_CACHE": "/proc/quantlab-cache"})
     one_line_error(result, "cannot write to cache folder /proc/quantlab-cache", "QUANTLAB_CACHE")
     assert "epoch" not in result.stderr
+
+
+def test_an_argument_with_a_line_break_or_an_escape_is_named_on_one_line():
+    result = quantlab("datasets", "x\x1b[31m\nquantlab: error: forged")
+    one_line_error(result, "unrecognized arguments: x")
+    assert len(result.stderr.strip().splitlines()) == 1 and "\x1b" not in result.stderr
