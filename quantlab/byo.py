@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from quantlab import byo_onnx, runtime, tensor_budget, training, variants
+from quantlab import byo_onnx, runtime, safe_text, tensor_budget, training, variants
 from quantlab.errors import QuantlabError
 from quantlab.keras_names import REBUILD, RESAVE, check_config
 # Deeper than any Keras configuration (a functional model nests about 10 levels, each
@@ -395,7 +395,7 @@ def export(model, data, config, wanted=variants.VARIANTS, progress=None):
     """
     read = _as_read(model)
     checked(read.content, read.path)
-    config = dataclasses.replace(config, net=read.path.stem, dataset=data.name)
+    config = dataclasses.replace(config, net=safe_text.net_name(read.path), dataset=data.name)
     return variants.export_model(lambda: _load_content(read.content, read.path, data), config,
                                  data, wanted, progress=progress,
                                  base_key=f"user-model-{read.sha256[:16]}")

@@ -31,6 +31,23 @@ def is_plain_name(text):
             and text not in (".", ".."))
 
 
+def as_plain_name(text, fallback):
+    """``text`` made a plain name: every run of other characters one ``_``, at most
+    ``MAX_NAME`` characters, no leading or trailing ``.`` or ``_``; ``fallback`` if nothing
+    is left."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))[:MAX_NAME].strip("._")
+    return name if is_plain_name(name) else fallback
+
+
+def net_name(model_path):
+    """The net name of a user's model file: its stem as a plain name. It names folders in
+    the cache and the report's headings, plot titles and table columns, so a stem of 240
+    characters, a ``$`` (matplotlib's math) or Markdown must not reach them as it is."""
+    from pathlib import Path
+
+    return as_plain_name(Path(model_path).stem, "model")
+
+
 def plain_name(text, what, fix):
     """``text`` when it is a plain name; else a one-line QuantlabError naming ``what`` and
     ``fix``."""

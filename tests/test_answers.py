@@ -444,3 +444,13 @@ def test_a_prepared_batch_runs_without_being_checked_or_quantized_again(tiny_mod
     predictor.run(prepared)
     predictor.run(prepared)
     assert [name for name, _ in calls][2:] == ["run", "run"]
+
+
+def test_a_float_model_that_scores_nothing_gives_no_accuracy_ratio_not_a_crash(tmp_path):
+    from quantlab.report import tables as report_tables
+
+    results = hand_made_results()
+    for row in results["accuracy"]:  # every image wrong, float32 included (a wrong --scale)
+        row["accuracy"], row["delta_points"] = 0.0, 0.0
+    table = report_tables.accuracy_table(results)
+    assert "| medium | int8 | litert | int8 | 0.0000 | 0.0000 | – | +0.00 |" in table

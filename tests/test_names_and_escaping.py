@@ -125,3 +125,9 @@ def test_reasons_and_names_in_report_md_are_literal():
                                         "batch_size": 1, "not_counted": hostile}])
     html = _html("\n".join(lines))
     assert "<script" not in html and "<h2" not in html and len(lines) == 2
+
+
+@pytest.mark.parametrize("stem", [*HOSTILE, "L" * 240, "a $\\nope$ b", "..", "-k", "a or b"])
+def test_a_model_files_stem_becomes_a_plain_net_name(stem):
+    name = safe_text.net_name(f"/models/{stem.replace('/', '_')}.keras")
+    assert safe_text.is_plain_name(name) and name == safe_text.net_name(f"{name}.keras")

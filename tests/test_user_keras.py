@@ -15,10 +15,15 @@ import json
 
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 
 from conftest import FEW_ROUNDS, quick_config
 
 PER_CLASS = 60  # 600 images: 150 calibrate, 150 validate, 300 are scored
+# The model's file name: matplotlib math that does not parse, HTML and a link. The net is
+# named by the stem as a plain name: a folder in the cache, a heading, a plot's title.
+FILE = "mine $\\nope$ <b>[l](http:e).keras"
+NAME = "mine_nope_b_l_http_e"
 NET = "dense"
 
 
@@ -35,7 +40,7 @@ def studied(fashion, tmp_path_factory):
         for number in np.flatnonzero(fashion.y_test == label)[:PER_CLASS]:
             pixels = np.round(fashion.x_test[number, :, :, 0] * 255).astype(np.uint8)
             Image.fromarray(pixels, "L").save(root / f"class{label}" / f"{number:05d}.png")
-    model = folder / "mine.keras"
+    model = folder / FILE
     trained = training.train(quick_config(NET), fashion).model
     _untrained(trained).save(model)
     untrained = model.read_bytes()
@@ -65,6 +70,17 @@ def _untrained(model):
     from quantlab._tf import keras
 
     return keras().models.clone_model(model)  # the same layers, weights drawn anew
+
+
+def test_a_model_file_name_of_markup_names_the_net_plainly_everywhere(studied):
+    results, model, _, _ = studied
+    assert list(results["nets"]) == [NAME] and results["model"]["file"] == FILE
+    out = model.parent / "R"
+    for written in ("report.md", "details.md"):  # rendered as a viewer would, raw HTML on
+        html = MarkdownIt("commonmark", {"html": True}).enable("table").render(
+            (out / written).read_text())
+        assert "<b>" not in html and 'href="http:e"' not in html, written
+    assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"  # its title drawn as text
 
 
 def test_a_keras_file_swapped_during_the_study_changes_nothing_it_reports(studied):
@@ -111,7 +127,7 @@ def test_a_keras_models_layers_are_chosen_on_validation_images_it_neither_calibr
     calibration, validation, test = _splits(root, data)
     assert len(set(calibration) | set(validation) | set(test)) == 10 * PER_CLASS  # disjoint
 
-    ranking = results["sensitivity"]["mine"]["int8"]["ranking"]
+    ranking = results["sensitivity"][NAME]["int8"]["ranking"]
     assert ranking["validation_images"] == counts["validation"]
     assert ranking["layers"] and ranking["float_accuracy"] > 0.5
     # The float model scores on the validation files what the stage measured, and on the test
@@ -139,7 +155,7 @@ def test_a_keras_model_fed_shifted_pixels_is_warned_of_on_its_first_batch(studie
     # top-1 for x and 255 x.)
     shifted = datasets.load_user(root, (28, 28, 1), "NHWC", 10, mean=[1.0])
     doubt = user_model.first_batch_doubt(SimpleNamespace(model=model), shifted, None)
-    assert doubt and doubt.startswith("mine: the Keras model, on the first 64 test images "), doubt
+    assert doubt and doubt.startswith(f"{NAME}: the Keras model, on the first 64 test images "), doubt
     assert "check --scale, --mean, --std and --layout" in doubt
     scaled = datasets.load_user(root, (28, 28, 1), "NHWC", 10)
     assert user_model.first_batch_doubt(SimpleNamespace(model=model), scaled, None) is None

@@ -13,11 +13,11 @@ options) and test images (what is scored); no image is in two of them. The test 
 the permuted order, so that its first images are a random sample of every class.
 """
 
-import re
 from pathlib import Path
 
 import numpy as np
 
+from quantlab import safe_text
 from quantlab.datasets import image_folder, user_npz
 from quantlab.datasets.checks import fail
 from quantlab.datasets.dataset import Dataset
@@ -153,4 +153,4 @@ def to_model(pixels, scale, mean, std, layout):
 
 def _name(source):
     """The data's name in file names and reports: the folder's or file's name, made safe."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", source.stem)[:40].strip("._") or "data"
+    return safe_text.as_plain_name(source.stem, "data")

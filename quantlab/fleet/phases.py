@@ -9,7 +9,7 @@ from pathlib import Path
 import dask
 
 import quantlab
-from quantlab import cache, stamps, study
+from quantlab import cache, safe_text, stamps, study
 from quantlab.errors import QuantlabError
 from quantlab.fleet.cluster import folder_name, host_groups
 from quantlab.fleet.engine import Engine, Job
@@ -23,7 +23,7 @@ class Fleet(Engine):
     def __init__(self, config, client, data, machines, progress):
         super().__init__(config, client, progress)
         self.data, self.machines = data, machines
-        self.nets = {name: {} for name in ([config.model.stem] if config.model else config.nets)}
+        self.nets = {name: {} for name in ([safe_text.net_name(config.model)] if config.model else config.nets)}
         self.fingerprint = data.sha256
         self.model = None
         if config.model is not None:

@@ -58,9 +58,9 @@ def accuracy_table(results):
         if row.get("accuracy") is None:  # no labels: agreement and Δp alone
             accuracies = ["–"] * 4
         else:
+            ratio = row["accuracy"] / reference["accuracy"] if reference["accuracy"] else None
             accuracies = [f"{reference['accuracy']:.4f}", f"{row['accuracy']:.4f}",
-                          f"{row['accuracy'] / reference['accuracy']:.3f}",
-                          f"{row['delta_points']:+.2f}"]
+                          "–" if ratio is None else f"{ratio:.3f}", f"{row['delta_points']:+.2f}"]
         rows.append([row["net"], row["variant"], row["runtime"], row["precision"], *accuracies,
                      f"{100 * row['agreement']:.2f} %", f"{row['max_abs_diff']:.3f}"])
     return markdown_table(["network", "variant", "runtime", "executed in", "standard accuracy",

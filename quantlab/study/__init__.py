@@ -18,7 +18,7 @@ The fleet (``quantlab.fleet``) runs the same work and rule as Dask tasks.
 
 from dataclasses import dataclass, field
 
-from quantlab import cache, variants
+from quantlab import cache, safe_text, variants
 from quantlab._tf import versions
 from quantlab.output import prepare_output
 from quantlab.progress import Progress
@@ -336,7 +336,7 @@ class Study:
         counting left after the last net is timed is the cheapest; the report keeps the order
         the user gave."""
         if self.config.model is not None:
-            return [self.config.model.stem]
+            return [safe_text.net_name(self.config.model)]
         from quantlab import macs
 
         data = self.data

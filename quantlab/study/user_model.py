@@ -10,7 +10,7 @@ and exported by ``byo.export``, against LiteRT float32 like quantlab's own nets.
 """
 
 
-from quantlab import defaults
+from quantlab import defaults, safe_text
 from quantlab.errors import QuantlabError
 
 ONNX_REFERENCE = ("onnx_float32", "onnxruntime")
@@ -92,7 +92,7 @@ def first_batch_doubt(config, data, onnx_model, keras_file=None, images=FIRST_BA
     row = {"test_images": len(x), **dominance(classes, labels),
            "accuracy": None if labels is None else float(np.mean(classes == labels))}
     found = doubt(row, data.num_classes)
-    return found and (f"{config.model.stem}: {which}, on the first {len(x)} test images before "
+    return found and (f"{safe_text.net_name(config.model)}: {which}, on the first {len(x)} test images before "
                       f"the study goes on, {found}; {PREPROCESSING_FIX}.")
 
 
