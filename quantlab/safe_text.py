@@ -8,6 +8,7 @@ other text is printed through ``markdown`` as the literal characters it holds.
 """
 
 import re
+from pathlib import Path
 
 from quantlab.errors import QuantlabError
 
@@ -43,8 +44,6 @@ def net_name(model_path):
     """The net name of a user's model file: its stem as a plain name. It names folders in
     the cache and the report's headings, plot titles and table columns, so a stem of 240
     characters, a ``$`` (matplotlib's math) or Markdown must not reach them as it is."""
-    from pathlib import Path
-
     return as_plain_name(Path(model_path).stem, "model")
 
 

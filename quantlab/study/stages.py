@@ -65,11 +65,11 @@ def foreign(stage, stored, key):
             return "holds a row of a variant and runtime this study does not study"
         if files and row.get("model_sha256") not in (None, files.get(row.get("variant"))):
             return "names other files than this study's"
-        try:
-            if table:
+        if table:
+            try:
                 records.check_fields(row, table, f"row {number}.")
-        except records.Invalid as error:
-            return f"holds what no study measures ({str(error)[:80]})"
+            except records.Invalid as error:
+                return f"holds what no study measures ({str(error)[:80]})"
     return None
 
 
