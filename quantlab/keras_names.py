@@ -3,6 +3,8 @@ their parts (initializers, regularizers, constraints, dtype policy), the tags of
 and the built-in activations. Anything else could bring code from anywhere, so ``byo``
 refuses it before Keras reads the file (``check_config``)."""
 
+import re
+
 from quantlab.errors import QuantlabError
 
 RESAVE = "save the model again with model.save('model.keras')"
@@ -67,6 +69,29 @@ def _is_keras_module(module):
                                  for root in ("keras", "tf_keras"))
 
 
+# Layer names as quantlab can use them: the converters build op names from them (a "/" is a
+# scope), TensorFlow's node names refuse others ("\\"), and the reports name them.
+_LAYER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def _check_layer_names(config, path):
+    """Refuse a layer name the converters would split or refuse, or that would stand for every
+    op (the model's own name, or the name of the softmax wrapper quantlab puts around it)."""
+    model = config.get("config", {}).get("name") if isinstance(config.get("config"), dict) else None
+    for node, _ in _objects(config):
+        if node is None or node.get("class_name") not in LAYERS | MODELS:
+            continue
+        name = node.get("config", {}).get("name") if isinstance(node.get("config"), dict) else None
+        if name is None or node is config:
+            continue
+        if not isinstance(name, str) or not _LAYER_NAME.fullmatch(name):
+            raise QuantlabError(f"{path} has a layer named {str(name)[:60]!r}; quantlab needs "
+                                f"layer names of letters, digits, '_', '.' and '-': rename it")
+        if model is not None and name in (model, f"{model}_with_softmax"):
+            raise QuantlabError(f"{path} has a layer named {name!r} like its model, which would "
+                                f"stand for every layer in the reports: rename it")
+
+
 def check_config(config, path):
     """Raise a one-line error unless ``config`` names only Keras's built-in layers."""
     if not isinstance(config, dict) or "class_name" not in config:
@@ -103,3 +128,4 @@ def check_config(config, path):
         if registered not in (None, name):
             raise QuantlabError(f"{path} registers {name} as {registered!r:.60}, a custom "
                                 f"class; {REBUILD}")
+    _check_layer_names(config, path)

@@ -120,7 +120,8 @@ def _bars(results, folder, name, value, ylabel, title):
     nets = list(results["nets"])
     rows = {}
     for row in results["accuracy"]:  # each variant on its natural runtime, which comes first
-        rows.setdefault((row["net"], row["variant"]), row)
+        if not row.get("not_run"):  # a variant that ran nowhere has no bar
+            rows.setdefault((row["net"], row["variant"]), row)
     variants = list(dict.fromkeys(variant for _, variant in rows))
     if not variants:
         return None

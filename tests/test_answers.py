@@ -454,3 +454,15 @@ def test_a_float_model_that_scores_nothing_gives_no_accuracy_ratio_not_a_crash(t
         row["accuracy"], row["delta_points"] = 0.0, 0.0
     table = report_tables.accuracy_table(results)
     assert "| medium | int8 | litert | int8 | 0.0000 | 0.0000 | – | +0.00 |" in table
+
+
+def test_a_variant_that_ran_nowhere_has_no_bar_and_breaks_no_plot(tmp_path):
+    from quantlab import plots
+
+    results = hand_made_results()
+    for row in results["accuracy"]:
+        row["bytes"] = 1_000_000  # as a study records each file's size
+    results["accuracy"].insert(0, {"net": "medium", "variant": "openvino_int8",
+                                   "runtime": "openvino", "not_run": "its graph is not XML"})
+    assert plots.sizes(results, tmp_path) == "sizes.png"
+    assert plots.accuracy(results, tmp_path) == "accuracy.png"

@@ -388,3 +388,16 @@ def test_an_hdf5_model_config_that_is_not_text_is_one_line(tmp_path, digits, con
     path.write_bytes(buffer.getvalue())
     message = refusal(path, digits)
     assert "model_config that is not text" in message or "not valid JSON" in message, message
+
+
+@pytest.mark.parametrize("name, said", [
+    ("a/b", "quantlab needs layer names of letters, digits"),
+    ("a\\", "quantlab needs layer names of letters, digits"),
+    ("sequential_with_softmax", "like its model"),
+], ids=["a scope", "a backslash", "the wrapper's name"])
+def test_a_layer_name_the_converters_would_split_refuse_or_spread_is_refused(tmp_path, digits,
+                                                                              name, said):
+    dense = {"class_name": "Dense", "config": {"name": name, "units": 10}}
+    path = tmp_path / "mine.h5"
+    path.write_bytes(h5_bytes(sequential(INPUT, FLATTEN, dense)))
+    assert said in refusal(path, digits)

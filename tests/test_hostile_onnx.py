@@ -382,3 +382,10 @@ def test_hostile_onnx_models_are_refused_by_quantlab_run_with_exit_2(tmp_path, m
                                 "--out", str(tmp_path / f"report-{path.stem}")),
                        str(path), fragment)
         assert not (tmp_path / f"report-{path.stem}").exists()  # nothing written for it
+
+
+def test_two_nodes_of_one_name_are_refused_before_onnx_runtime_sees_them(tmp_path):
+    built = tiny(["batch", 1, 8, 8])
+    for node in built.graph.node[:2]:
+        node.name = "dup"  # the ONNX checker lets it pass; ONNX Runtime refuses the file
+    refusal(write(tmp_path, built), "two nodes named 'dup'", "unique node names")

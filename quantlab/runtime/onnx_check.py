@@ -177,8 +177,14 @@ def _check_operators(path, model):
 
 
 def _check_classifier_ops(path, model):
-    """Refuse a user's model that uses an operator image classifiers are not built of."""
+    """Refuse a user's model that uses an operator image classifiers are not built of, or
+    names two nodes of a graph alike (ONNX Runtime refuses such a file as invalid)."""
     for graph in _graphs(model):
+        named = [node.name for node in graph.node if node.name]
+        if len(set(named)) != len(named):
+            twice = next(name for name in named if named.count(name) > 1)
+            raise QuantlabError(f"{path} has two nodes named {twice!r:.80}, which ONNX Runtime "
+                                f"refuses; export it again with unique node names")
         for node in graph.node:
             if node.op_type in QUANTIZED_OPS:
                 raise QuantlabError(f"{path} is quantized already ({node.op_type} node "
