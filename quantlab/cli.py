@@ -7,7 +7,9 @@ goes to stderr so that ``--json`` output on stdout stays machine-readable.
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import quantlab
@@ -259,8 +261,26 @@ def parser():
     return top
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: what is running stops, cleans up and says so."""
+
+
+def _terminated(signum, frame):
+    raise _Terminated()
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():  # signals reach only that one
+        return _main(args)
+    before = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(args)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _main(args):
     try:
         args.run(args)
     except QuantlabError as error:
@@ -270,10 +290,11 @@ def main(argv=None):
     except BrokenPipeError:  # output piped into head and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 0
-    except KeyboardInterrupt:
-        print("quantlab: interrupted; finished artifacts are cached, run again to resume",
+    except KeyboardInterrupt as stopped:
+        how = "terminated" if isinstance(stopped, _Terminated) else "interrupted"
+        print(f"quantlab: {how}; finished artifacts are cached, run again to resume",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(stopped, _Terminated) else 130
     return 0
 
 

@@ -357,7 +357,7 @@ def compare(results_list, out, progress=print, force=False):
     be new, empty or written by quantlab before (else ``force``).
     """
     from quantlab import compare_report
-    from quantlab.output import prepare_output
+    from quantlab.output import prepare_output, writing
 
     machines = _machines(results_list)
     out = Path(out)
@@ -375,11 +375,12 @@ def compare(results_list, out, progress=print, force=False):
     }
     comparison["warnings"] = compare_report.read_first(comparison)
     comparison["findings"] = compare_report.findings(comparison)
-    plot = compare_report.speedup_plot(comparison, out, progress)
-    comparison["plots"] = [plot] if plot else []
-    text = compare_report.markdown(comparison)  # before either file: both, or neither, new
-    cache.write_json(out / "compare.json", comparison)
-    with cache.atomic_file(out / "compare.md") as tmp:
-        tmp.write_text(text)
+    with writing(out):
+        plot = compare_report.speedup_plot(comparison, out, progress)
+        comparison["plots"] = [plot] if plot else []
+        text = compare_report.markdown(comparison)  # before either file: both, or neither, new
+        cache.write_json(out / "compare.json", comparison)
+        with cache.atomic_file(out / "compare.md") as tmp:
+            tmp.write_text(text)
     progress(f"comparison: {out / 'compare.md'}")
     return comparison

@@ -1,6 +1,10 @@
 """The folder a report is written to: quantlab writes only into a folder that is new, empty
 or written by quantlab before (its marker file says so), unless told ``--force``."""
 
+import contextlib
+import fcntl
+import os
+
 import quantlab
 from quantlab import cache
 from quantlab.errors import QuantlabError
@@ -15,6 +19,26 @@ def prepare_output(out, force=False):
     except (OSError, RuntimeError) as error:  # a name too long, a loop of links (RuntimeError)
         why = error.strerror if isinstance(error, OSError) else "a loop of symbolic links"
         raise QuantlabError(f"--out {out}: {why}; choose another with --out") from None
+
+
+@contextlib.contextmanager
+def writing(out):
+    """Hold ``out``'s lock (its marker, locked) while a run writes into it: two runs writing
+    one folder at once would mix their files, the last to finish silently winning."""
+    try:
+        fd = os.open(out / MARKER, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError as error:
+        raise QuantlabError(f"--out {out}: cannot open its {MARKER} ({error.strerror}); "
+                            f"choose another with --out") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise QuantlabError(f"--out {out} is being written by another quantlab run; wait "
+                                f"for it to finish, or choose another with --out") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _prepare(out, force):

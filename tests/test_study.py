@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -401,3 +402,30 @@ def test_an_argument_with_a_line_break_or_an_escape_is_named_on_one_line():
     result = quantlab("datasets", "x\x1b[31m\nquantlab: error: forged")
     one_line_error(result, "unrecognized arguments: x")
     assert len(result.stderr.strip().splitlines()) == 1 and "\x1b" not in result.stderr
+
+
+def test_a_second_run_into_a_folder_another_run_writes_is_refused(tmp_path):
+    from quantlab.output import prepare_output, writing
+
+    out = tmp_path / "out"
+    prepare_output(out)
+    with writing(out):  # as a study or a comparison holds it while it writes
+        result = quantlab("run", "--dataset", "digits", "--quick", "--nets", "conv",
+                          "--counters", "off", "--out", str(out))
+        stored = Path(__file__).parent / "data" / "results" / "v6.json"
+        compared = quantlab("compare", str(stored), "--out", str(out))
+    one_line_error(result, "is being written by another quantlab run")
+    assert "epoch" not in result.stderr and sorted(p.name for p in out.iterdir()) == [".quantlab-report"]
+    one_line_error(compared, "is being written by another quantlab run")
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_in_one_line(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "quantlab.cli", *DIGITS_STUDY[:4], "--nets",
+                                "conv", "--counters", "off", "--seed", "11", "--out",
+                                str(tmp_path / "out")], stderr=subprocess.PIPE, text=True)
+    said = process.stderr.readline()  # the study has begun
+    process.terminate()
+    said += process.stderr.read()
+    assert process.wait(timeout=120) == 143, said
+    assert "quantlab: terminated; finished artifacts are cached, run again to resume" in said
+    assert "Traceback" not in said

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from quantlab import cache, safe_text, variants
 from quantlab._tf import versions
-from quantlab.output import prepare_output
+from quantlab.output import prepare_output, writing
 from quantlab.progress import Progress
 # What ``quantlab run``, the fleet and the tests reach through ``quantlab.study``, beside
 # what the Study uses itself.
@@ -62,11 +62,12 @@ def run(config, progress=None):
     early = user_model.first_batch_doubt(config, data, onnx_model, keras_file)
     if early:
         progress(f"warning: {early}")
-    try:
-        return study.run()
-    finally:
-        for counting in study.background:
-            counting.cancel()
+    with writing(config.out):
+        try:
+            return study.run()
+        finally:
+            for counting in study.background:
+                counting.cancel()
 
 
 @dataclass
