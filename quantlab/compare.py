@@ -106,7 +106,7 @@ def _read_results(path):
 
 
 def _not_results(where, what):
-    what = " ".join(str(what).split())[:200]  # field names come from the file: one line, short
+    what = safe_text.one_line(what)[:200]  # field names come from the file: one line, short
     return QuantlabError(f"{where} is not a quantlab results file ({what}); {_FIX}")
 
 

@@ -74,14 +74,20 @@ def _is_keras_module(module):
 _LAYER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
+def _name(node):
+    """The name in a configuration node's settings, or None."""
+    settings = node.get("config")
+    return settings.get("name") if isinstance(settings, dict) else None
+
+
 def _check_layer_names(config, path):
     """Refuse a layer name the converters would split or refuse, or that would stand for every
     op (the model's own name, or the name of the softmax wrapper quantlab puts around it)."""
-    model = config.get("config", {}).get("name") if isinstance(config.get("config"), dict) else None
+    model = _name(config)
     for node, _ in _objects(config):
         if node is None or node.get("class_name") not in LAYERS | MODELS:
             continue
-        name = node.get("config", {}).get("name") if isinstance(node.get("config"), dict) else None
+        name = _name(node)
         if name is None or node is config:
             continue
         if not isinstance(name, str) or not _LAYER_NAME.fullmatch(name):

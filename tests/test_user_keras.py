@@ -145,7 +145,7 @@ def test_a_keras_models_layers_are_chosen_on_validation_images_it_neither_calibr
 def test_a_keras_model_fed_shifted_pixels_is_warned_of_on_its_first_batch(studied):
     from types import SimpleNamespace
 
-    from quantlab import datasets
+    from quantlab import byo, datasets
     from quantlab.study import user_model
 
     _, model, root, said = studied
@@ -154,8 +154,10 @@ def test_a_keras_model_fed_shifted_pixels_is_warned_of_on_its_first_batch(studie
     # --scale alone changes nothing here: a ReLU net with small biases gives nearly the same
     # top-1 for x and 255 x.)
     shifted = datasets.load_user(root, (28, 28, 1), "NHWC", 10, mean=[1.0])
-    doubt = user_model.first_batch_doubt(SimpleNamespace(model=model), shifted, None)
+    doubt = user_model.first_batch_doubt(SimpleNamespace(model=model), shifted, None,
+                                         byo.read_keras(model))
     assert doubt and doubt.startswith(f"{NAME}: the Keras model, on the first 64 test images "), doubt
     assert "check --scale, --mean, --std and --layout" in doubt
     scaled = datasets.load_user(root, (28, 28, 1), "NHWC", 10)
-    assert user_model.first_batch_doubt(SimpleNamespace(model=model), scaled, None) is None
+    assert user_model.first_batch_doubt(SimpleNamespace(model=model), scaled, None,
+                                        byo.read_keras(model)) is None

@@ -6,6 +6,7 @@ import zipfile
 import zlib
 
 from quantlab.errors import QuantlabError
+from quantlab.safe_text import one_line
 
 # Five times the largest split quantlab reads (60000 x 28 x 28 bytes = 45 MiB): an IDX header
 # or an .npz member promising more is corrupt or crafted, and is refused before it is read.
@@ -16,10 +17,6 @@ MAX_SPLIT_BYTES = 256 << 20
 # a compression method it lacks (NotImplementedError), an encrypted member (RuntimeError).
 NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
               RuntimeError)
-
-
-def one_line(text):
-    return " ".join(str(text).split())
 
 
 def fail(where, problem):

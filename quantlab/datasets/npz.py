@@ -17,7 +17,8 @@ def load(path):
     try:
         with open(path, "rb") as f:  # read once: what is checked is what numpy reads
             content = f.read(len(ARRAYS) * checks.MAX_SPLIT_BYTES + 1)
-        with zipfile.ZipFile(io.BytesIO(content)) as archive:  # reading stops at each member's stated size
+        # Reading a member stops at its stated size, which each header is checked against.
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
             members = {info.filename: info for info in archive.infolist()}
             largest = max((info.file_size for info in members.values()), default=0)
             if largest > checks.MAX_SPLIT_BYTES:
@@ -28,7 +29,8 @@ def load(path):
                 if f"{key}.npy" not in members:
                     raise fail(path, f"lacks array {key!r}; expected {', '.join(ARRAYS)}")
                 checks.npy_header(archive, members[f"{key}.npy"], path, key)
-        with np.load(io.BytesIO(content), allow_pickle=False) as npz:  # no pickles: an npz can hold code
+        # No pickles: an npz can hold code.
+        with np.load(io.BytesIO(content), allow_pickle=False) as npz:
             raw = {key: npz[key] for key in ARRAYS}
     except PermissionError:
         raise

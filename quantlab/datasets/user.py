@@ -61,9 +61,9 @@ def load_user(source, image_shape, layout, num_classes, *, scale=None, mean=None
             raise fail(source, f"label {bad} in y is out of range 0..{num_classes - 1} (the model "
                                f"has {num_classes} outputs); give labels the model's outputs number")
     else:
-        raise fail(source, f"{'is neither a folder nor a file' if source.exists() else 'does not exist'}"
-                           "; give a folder of class subfolders of PNG/JPEG images, or an .npz "
-                           "with x (and y)")
+        what = "is neither a folder nor a file" if source.exists() else "does not exist"
+        raise fail(source, f"{what}; give a folder of class subfolders of PNG/JPEG images, or an "
+                           ".npz with x (and y)")
     calibration, validation, test = cut(len(pixels), calibration_size, validation_size, seed,
                                         source)
 

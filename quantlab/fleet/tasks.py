@@ -98,10 +98,15 @@ def _dataset(config, expected):
 
 
 def _export(config, net, expected, model, progress):
+    from quantlab import byo
+
     data = _dataset(config, expected)
+    keras_file = None
     if model is not None:  # the user's own model file, sent as (name, sha256, bytes)
-        config = dataclasses.replace(config, model=_received(model[1], model[0], model[2]))
-    here = study.Study(config, data, progress)
+        name, sha, content = model
+        config = dataclasses.replace(config, model=_received(sha, name, content))
+        keras_file = byo.KerasFile(config.model, content, sha)  # the bytes checked as received
+    here = study.Study(config, data, progress, keras_file=keras_file)
     artifacts = here.export(net)
     layers = here.layer_errors(net, artifacts)
     contents = {}

@@ -18,6 +18,8 @@ iterations no shape shows, is refused; and a sparse tensor counts at its dense s
 runtimes make it dense.
 """
 
+from collections import Counter
+
 from quantlab import tensor_budget
 from quantlab.errors import QuantlabError
 from quantlab.tensor_budget import FIXED_BYTES, elements
@@ -180,10 +182,11 @@ def _check_classifier_ops(path, model):
     """Refuse a user's model that uses an operator image classifiers are not built of, or
     names two nodes of a graph alike (ONNX Runtime refuses such a file as invalid)."""
     for graph in _graphs(model):
-        named = [node.name for node in graph.node if node.name]
-        if len(set(named)) != len(named):
-            twice = next(name for name in named if named.count(name) > 1)
-            raise QuantlabError(f"{path} has two nodes named {twice!r:.80}, which ONNX Runtime "
+        # Counted, not searched name by name: a crafted graph may have a million nodes.
+        twice = [name for name, count in Counter(n.name for n in graph.node if n.name).items()
+                 if count > 1]
+        if twice:
+            raise QuantlabError(f"{path} has two nodes named {twice[0]!r:.80}, which ONNX Runtime "
                                 f"refuses; export it again with unique node names")
         for node in graph.node:
             if node.op_type in QUANTIZED_OPS:

@@ -233,7 +233,7 @@ class Study:
         if config.model is not None:
             from quantlab import byo
 
-            return byo.export(self.keras_file or config.model, self.data, train, config.variants,
+            return byo.export(self.keras_file, self.data, train, config.variants,
                               progress=self.progress)
         return variants.export(train, variants=config.variants, data=self.data,
                                progress=self.progress)
@@ -273,7 +273,7 @@ class Study:
         if self.config.model is not None:
             from quantlab import byo
 
-            return byo.load(self.keras_file or self.config.model, self.data).model
+            return byo.load(self.keras_file, self.data).model
         from quantlab import training
 
         return training.train(train_config(self.config, net), self.data).model

@@ -9,7 +9,6 @@ its own float32 on ONNX Runtime, the runtime it was exported for. A Keras model 
 and exported by ``byo.export``, against LiteRT float32 like quantlab's own nets.
 """
 
-
 from quantlab import defaults, safe_text
 from quantlab.errors import QuantlabError
 
@@ -27,7 +26,7 @@ def open_model(config):
     return (None, opened) if isinstance(opened, byo.KerasFile) else (opened, None)
 
 
-def load_data(config, onnx_model, keras_file=None):
+def load_data(config, onnx_model, keras_file):
     """The images the study runs on: the user's --data in the layout, size and channels the
     user's model takes (a Keras model: channels last); else the built-in dataset (which an
     ONNX model must take as it is)."""
@@ -36,7 +35,7 @@ def load_data(config, onnx_model, keras_file=None):
     if onnx_model is None and config.model is not None and config.data is not None:
         from quantlab import byo
 
-        image_shape, classes = byo.keras_input(keras_file or config.model)
+        image_shape, classes = byo.keras_input(keras_file)
         return load(config, image_shape, "NHWC", classes)
     if onnx_model is None:
         return load(config)
@@ -62,7 +61,7 @@ def reference(onnx_model):
 FIRST_BATCH = 64
 
 
-def first_batch_doubt(config, data, onnx_model, keras_file=None, images=FIRST_BATCH):
+def first_batch_doubt(config, data, onnx_model, keras_file, images=FIRST_BATCH):
     """What looks wrong with the user's float model's answers on the first test images (one
     class for most, or near chance: report.sentences.doubt) in a warning's words, or None;
     None for quantlab's own nets. Seconds, against minutes of export, calibration and timing
@@ -85,15 +84,15 @@ def first_batch_doubt(config, data, onnx_model, keras_file=None, images=FIRST_BA
     else:
         from quantlab import byo
 
-        scores = np.asarray(byo.load(keras_file or config.model, data).model(x, training=False))
+        scores = np.asarray(byo.load(keras_file, data).model(x, training=False))
         which = "the Keras model"
     classes = scores.reshape(len(x), -1).argmax(axis=1)
     labels = None if data.y_test is None else data.y_test[:images]
     row = {"test_images": len(x), **dominance(classes, labels),
            "accuracy": None if labels is None else float(np.mean(classes == labels))}
     found = doubt(row, data.num_classes)
-    return found and (f"{safe_text.net_name(config.model)}: {which}, on the first {len(x)} test images before "
-                      f"the study goes on, {found}; {PREPROCESSING_FIX}.")
+    return found and (f"{safe_text.net_name(config.model)}: {which}, on the first {len(x)} test "
+                      f"images before the study goes on, {found}; {PREPROCESSING_FIX}.")
 
 
 def calibration(config, data):
@@ -104,7 +103,7 @@ def calibration(config, data):
     return variants.calibration_images(data, config.calibration_size, config.seed)
 
 
-def describe(results, config, data, onnx_model, keras_file=None):
+def describe(results, config, data, onnx_model, keras_file):
     """``results`` with what schema 4 records of the study: its reference, the user's model
     (file, sha256, format, input), and the images (labels or not, calibration count,
     preprocessing, classes)."""
@@ -137,6 +136,6 @@ def _model_entry(config, onnx_model, keras_file):
                 "opset": onnx_model.opset}
     from quantlab import byo
 
-    read = keras_file or byo.read_keras(config.model)
-    return {"file": config.model.name, "path": str(config.model), "sha256": read.sha256,
-            "bytes": len(read.content), "format": byo.model_format(read.content, read.path)}
+    return {"file": config.model.name, "path": str(config.model), "sha256": keras_file.sha256,
+            "bytes": len(keras_file.content),
+            "format": byo.model_format(keras_file.content, keras_file.path)}
